@@ -1,0 +1,113 @@
+"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x and SDXL.
+
+They use the real CLIP tokenizer and the real diffusers/transformers classes, so every code path that runs
+on a downloaded checkpoint runs on them unchanged. Used by tests, the demo fallback and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from erasepro_core.tokenizer import clip_tokenizer
+
+
+def _text_config(hidden: int, layers: int, heads: int, max_len: int, **kw) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=max_len,
+        hidden_act="quick_gelu",
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **kw,
+    )
+
+
+def _scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def _vae(blocks: tuple[int, ...]) -> AutoencoderKL:
+    n = len(blocks)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=blocks,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1, norm_num_groups=min(32, blocks[0]), sample_size=32,
+    )
+
+
+def tiny_sd_pipeline(
+    seed: int = 0,
+    *,
+    text_hidden: int = 64,
+    text_layers: int = 4,
+    cross_attention_dim: int = 64,
+    max_length: int = 77,
+) -> StableDiffusionPipeline:
+    """An SD-1.x-layout pipeline small enough for unit tests (a few MB, 32x32 images)."""
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(text_hidden, text_layers, 4, max_length))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8, norm_num_groups=16,
+    )
+    return StableDiffusionPipeline(
+        vae=_vae((32, 32)), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(max_length),
+        unet=unet.eval(), scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def sd14_sized_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """SD-1.4's text encoder (CLIP ViT-L/14 text tower) and UNet (320/640/1280/1280), random weights.
+
+    The VAE is tiny: erasure never touches it and the benchmark excludes loading.
+    """
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(_text_config(768, 12, 12, 77))
+    unet = UNet2DConditionModel(
+        sample_size=64, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+        attention_head_dim=8, layers_per_block=2,
+    )
+    return StableDiffusionPipeline(
+        vae=_vae((32, 32)), text_encoder=text_encoder.eval(), tokenizer=clip_tokenizer(77),
+        unet=unet.eval(), scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
+    """An SDXL-layout pipeline: two text encoders whose penultimate states concatenate to the context."""
+    torch.manual_seed(seed)
+    te1 = CLIPTextModel(_text_config(32, 3, 4, 77))
+    te2 = CLIPTextModelWithProjection(_text_config(48, 3, 4, 77, projection_dim=32))
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=80,
+        attention_head_dim=(2, 4), norm_num_groups=16, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=32 + 6 * 8,
+    )
+    return StableDiffusionXLPipeline(
+        vae=_vae((32, 32)), text_encoder=te1.eval(), text_encoder_2=te2.eval(),
+        tokenizer=clip_tokenizer(77), tokenizer_2=clip_tokenizer(77), unet=unet.eval(),
+        scheduler=_scheduler(),
+    )
