@@ -1,0 +1,97 @@
+"""Loading, saving and sampling diffusers pipelines: one place for every model family ErasePro edits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+BUNDLED = "bundled"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pipeline(
+    ref: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> DiffusionPipeline:
+    """Load a pipeline from ``"bundled"`` (the shipped shapes model), a local diffusers folder or a hub id.
+
+    Only safetensors weights are accepted. Hub ids download only where the network and
+    ``HF_HUB_OFFLINE`` allow; local folders never touch the network.
+    """
+    ref = str(ref)
+    if ref == BUNDLED:
+        from erasepro_core.shapes import bundled_model_path
+
+        ref = str(bundled_model_path())
+    local = Path(ref).expanduser()
+    kwargs: dict = {"use_safetensors": True}
+    if (torch_dtype := resolve_dtype(dtype)) is not None:
+        kwargs["torch_dtype"] = torch_dtype
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise FileNotFoundError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
+        pipe = DiffusionPipeline.from_pretrained(str(local), local_files_only=True, **kwargs)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(ref, **kwargs)
+    if getattr(pipe, "safety_checker", None) is not None:
+        pipe.safety_checker = None  # moderation is this product's job; SD's checker would blank images
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(torch.device(device) if device is not None else default_device())
+
+
+def save_pipeline(pipe: DiffusionPipeline, directory: str | os.PathLike) -> Path:
+    """Write a full diffusers folder (safetensors) that :func:`load_pipeline` reads back."""
+    directory = Path(directory)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def default_resolution(pipe: DiffusionPipeline) -> int:
+    return int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+
+
+@torch.no_grad()
+def generate(
+    pipe: DiffusionPipeline,
+    prompt: str,
+    *,
+    negative_prompt: str | None = None,
+    seed: int = 0,
+    steps: int = 25,
+    guidance: float = 5.0,
+    width: int | None = None,
+    height: int | None = None,
+    num_images: int = 1,
+) -> list[Image.Image]:
+    """Sample images; the same arguments on the same pipeline give the same pixels (CPU generator)."""
+    size = default_resolution(pipe)
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    out = pipe(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        num_inference_steps=int(steps),
+        guidance_scale=float(guidance),
+        width=int(width or size),
+        height=int(height or size),
+        num_images_per_prompt=int(num_images),
+        generator=generator,
+    )
+    return list(out.images)

@@ -1,0 +1,131 @@
+"""What to erase and how: the validated, torch-free description of an erasure job.
+
+This module imports only pydantic, so the HTTP front end can validate requests without loading torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Method = Literal["erasepro", "uce"]
+Schedule = Literal["uniform", "front", "none"]
+TokenPolicy = Literal["last", "to_eos", "to_end"]
+
+MAX_EDITS = 1000
+MAX_PROMPT_CHARS = 300
+MAX_PRESERVE = 5000
+MAX_TEMPLATES = 64
+
+# Phrasings the solve uses: each target/anchor/preserve concept is inserted at ``{}``.
+DEFAULT_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "a photo of {}",
+    "an image of {}",
+    "a picture of {}",
+    "a rendering of {}",
+)
+# Phrasings never used by the solve: the report measures the leak on them.
+DEFAULT_HELDOUT_TEMPLATES: tuple[str, ...] = (
+    "a drawing of {}",
+    "a close-up of {}, high quality",
+    "{} in the center",
+)
+
+Concept = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+def _check_template(t: str) -> str:
+    if t.count("{}") != 1:
+        raise ValueError(f"template {t!r} must contain '{{}}' exactly once")
+    if len(t) > MAX_PROMPT_CHARS:
+        raise ValueError(f"template {t!r} is longer than {MAX_PROMPT_CHARS} characters")
+    return t
+
+
+class Edit(BaseModel):
+    """Map ``target`` onto ``anchor`` (``""`` = the empty concept)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: Concept
+    anchor: Concept = ""
+
+    @field_validator("target")
+    @classmethod
+    def _target_not_blank(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("target must be a non-empty concept")
+        return v
+
+    @field_validator("anchor")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Edit:
+        if self.target.lower() == self.anchor.lower():
+            raise ValueError(f"anchor must differ from target ({self.target!r})")
+        return self
+
+
+class ErasureSpec(BaseModel):
+    """An erasure job: edits, preservation, phrasings, method and hyper-parameters.
+
+    ``preserve_weight`` is λ and ``ridge`` is α in ``min λ||Δ C_p||² + α||Δ||²  s.t.  Δ X = R``.
+    ``layers`` are text-encoder layer indices for the progressive stage (``None`` = the method default,
+    negative indices count from the last layer). ``uce_*`` are the UCE baseline's λ and scales.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
+    preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
+    default_preserve: bool = True
+    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
+                                 max_length=MAX_TEMPLATES)
+    heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
+                                         max_length=MAX_TEMPLATES)
+    method: Method = "erasepro"
+    schedule: Schedule = "front"
+    layers: list[int] | None = Field(default=None, max_length=128)
+    token_policy: TokenPolicy = "to_eos"
+    preserve_weight: float = Field(default=1.0, gt=0, le=1e6)
+    ridge: float = Field(default=1e-2, gt=0, le=1e6)
+    uce_lambda: float = Field(default=0.5, gt=0, le=1e6)
+    uce_erase_scale: float = Field(default=1.0, ge=0, le=1e6)
+    uce_preserve_scale: float = Field(default=1.0, ge=0, le=1e6)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("templates", "heldout_templates")
+    @classmethod
+    def _templates(cls, v: list[str]) -> list[str]:
+        return [_check_template(t) for t in v]
+
+    @field_validator("preserve")
+    @classmethod
+    def _preserve(cls, v: list[str]) -> list[str]:
+        return [p.strip() for p in v if p.strip()]
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("layers must not repeat")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> ErasureSpec:
+        seen: set[str] = set()
+        for e in self.edits:
+            if e.target.lower() in seen:
+                raise ValueError(f"edits: target {e.target!r} appears twice")
+            seen.add(e.target.lower())
+        targets = {e.target.lower() for e in self.edits}
+        for e in self.edits:
+            if e.anchor.lower() in targets:
+                raise ValueError(f"edits: anchor {e.anchor!r} is itself a target")
+        return self
