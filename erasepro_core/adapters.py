@@ -1,0 +1,173 @@
+"""Model adapters: where a pipeline's text towers, their editable layers and the UNet's K/V sites are.
+
+SD-1.x/2.x: one CLIPTextModel, context = final-layer-normed last hidden state.
+SDXL: two towers, context = concat of each tower's penultimate hidden state (no final norm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LEGACY_TEXT_PREFIX = "text_model."  # transformers < 5 nested CLIPTextModel's modules under this name
+
+
+class UnsupportedModelError(ValueError):
+    """The pipeline's layout is not one ErasePro knows how to edit."""
+
+
+def _causal_mask(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    mask = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
+    return mask[None, None]
+
+
+@dataclass
+class TextTower:
+    """One CLIP text encoder, run layer by layer so states can be carried and edited in place."""
+
+    component: str
+    model: nn.Module
+    tokenizer: object
+    penultimate: bool  # SDXL reads hidden_states[-2]; SD-1/2 read the final-normed last state
+
+    @property
+    def _inner(self) -> nn.Module:
+        return getattr(self.model, "text_model", self.model)
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self._inner.encoder.layers
+
+    @property
+    def n_context_layers(self) -> int:
+        """How many layers feed the context the UNet reads (all but the last for SDXL)."""
+        return len(self.layers) - (1 if self.penultimate else 0)
+
+    @property
+    def width(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def fc2(self, i: int) -> nn.Linear:
+        return self.layers[i].mlp.fc2
+
+    def fc2_name(self, i: int) -> str:
+        """On-disk key (legacy transformers naming, which every published SD checkpoint uses)."""
+        return f"{self.component}.{LEGACY_TEXT_PREFIX}encoder.layers.{i}.mlp.fc2.weight"
+
+    def pad(self, rows: list[list[int]], length: int) -> torch.Tensor:
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = self.tokenizer.eos_token_id if pad_id is None else pad_id
+        out = torch.full((len(rows), length), int(pad_id), dtype=torch.long)
+        for r, ids in enumerate(rows):
+            out[r, : len(ids)] = torch.tensor(ids[:length])
+        return out.to(self.device)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._inner.embeddings(input_ids=ids)
+
+    def layer(
+        self, i: int, h: torch.Tensor, delta: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run layer ``i``; returns (output, fc2 input). ``delta`` is added to fc2's weight on the fly."""
+        captured: list[torch.Tensor] = []
+
+        def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+            captured.append(args[0])
+            if delta is not None:
+                return out + args[0] @ delta.to(out.dtype).T
+            return out
+
+        handle = self.fc2(i).register_forward_hook(hook)
+        try:
+            mask = _causal_mask(h.shape[1], h.dtype, h.device)
+            out = self.layers[i](h, attention_mask=mask)
+        finally:
+            handle.remove()
+        out = out[0] if isinstance(out, tuple) else out
+        return out, captured[0]
+
+    def to_context(self, h: torch.Tensor) -> torch.Tensor:
+        """Context from the state after ``n_context_layers`` layers."""
+        return h if self.penultimate else self._inner.final_layer_norm(h)
+
+
+@dataclass
+class KVSite:
+    key: str  # on-disk key, e.g. unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight
+    module: nn.Linear
+
+
+@dataclass
+class Adapter:
+    family: str  # "sd" (SD-1.x/2.x layout) or "sdxl"
+    towers: list[TextTower]
+    kv_sites: list[KVSite]
+
+    @property
+    def context_width(self) -> int:
+        return sum(t.width for t in self.towers)
+
+
+def adapter_for(pipe: object) -> Adapter:
+    """Describe a diffusers pipeline's editable parts, or raise :class:`UnsupportedModelError`."""
+    unet = getattr(pipe, "unet", None)
+    te = getattr(pipe, "text_encoder", None)
+    tok = getattr(pipe, "tokenizer", None)
+    if unet is None or te is None or tok is None:
+        raise UnsupportedModelError(
+            f"{type(pipe).__name__} has no UNet/text encoder/tokenizer; ErasePro edits SD-1.x, SD-2.x and SDXL"
+        )
+    te2 = getattr(pipe, "text_encoder_2", None)
+    if te2 is not None:
+        towers = [
+            TextTower("text_encoder", te, tok, penultimate=True),
+            TextTower("text_encoder_2", te2, pipe.tokenizer_2, penultimate=True),
+        ]
+        family = "sdxl"
+    else:
+        towers = [TextTower("text_encoder", te, tok, penultimate=False)]
+        family = "sd"
+    for t in towers:
+        if not hasattr(t._inner, "encoder") or not hasattr(t.layers[0], "mlp"):
+            raise UnsupportedModelError(f"{t.component} is not a CLIP text encoder")
+    width = sum(t.width for t in towers)
+    sites = [
+        KVSite(f"unet.{name}.weight", mod)
+        for name, mod in unet.named_modules()
+        if name.endswith(("attn2.to_k", "attn2.to_v")) and isinstance(mod, nn.Linear)
+    ]
+    if not sites:
+        raise UnsupportedModelError("the UNet has no cross-attention (attn2.to_k/to_v) layers")
+    if any(s.module.in_features != width for s in sites):
+        raise UnsupportedModelError(
+            f"cross-attention reads {sites[0].module.in_features} features but the text towers give {width}"
+        )
+    return Adapter(family, towers, sites)
+
+
+def resolve_parameter(pipe: object, key: str) -> torch.Tensor:
+    """The live parameter for an on-disk delta key, under either transformers naming."""
+    component, _, name = key.partition(".")
+    module = getattr(pipe, component, None)
+    if not isinstance(module, nn.Module):
+        raise KeyError(f"pipeline has no component {component!r} (delta key {key!r})")
+    params = dict(module.named_parameters())
+    candidates = [name]
+    if name.startswith(LEGACY_TEXT_PREFIX):
+        candidates.append(name[len(LEGACY_TEXT_PREFIX) :])
+    else:
+        candidates.append(LEGACY_TEXT_PREFIX + name)
+    for c in candidates:
+        if c in params:
+            return params[c]
+    raise KeyError(f"pipeline's {component} has no parameter {name!r} (delta key {key!r})")

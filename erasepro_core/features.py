@@ -1,0 +1,113 @@
+"""Prompts, concept spans and the target/anchor token pairing the solver constrains.
+
+A *pair* ties position ``p_t`` of a target prompt to position ``p_a`` of the anchor prompt made from the
+same template, at the same offset from the concept's last token (UCE's ``last`` policy is offset 0 only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from erasepro_core.spec import TokenPolicy
+
+
+class TemplateError(ValueError):
+    """A template cannot carry a concept (it splits a token or is too long for the tokenizer)."""
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    ids: list[int]  # BOS ... EOS, unpadded
+    last: int  # position of the concept's last token (the prefix's last token for an empty concept)
+    eos: int  # position of the first EOS
+
+
+def _encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False, truncation=False)["input_ids"]
+
+
+def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) -> Tokenized:
+    """Tokenise ``template.format(concept)`` and locate the concept's last token."""
+    prefix = template.split("{}", 1)[0]
+    body = _encode(tok, template.format(concept))
+    head = _encode(tok, prefix + concept) if prefix + concept else []
+    if body[: len(head)] != head:
+        raise TemplateError(
+            f"template {template!r} merges the concept {concept!r} with its neighbours into one token; "
+            "separate {} from surrounding text with a space or punctuation"
+        )
+    n_max = int(tok.model_max_length)
+    ids = [tok.bos_token_id, *body, tok.eos_token_id]
+    if len(ids) > n_max:
+        if len(head) + 2 > n_max:
+            raise TemplateError(
+                f"prompt {template.format(concept)!r} does not fit the tokenizer's {n_max} positions "
+                "before the concept ends"
+            )
+        ids = ids[: n_max - 1] + [tok.eos_token_id]
+    return Tokenized(ids=ids, last=len(head), eos=len(ids) - 1)
+
+
+def offsets(t: Tokenized, policy: TokenPolicy, max_length: int) -> range:
+    """Offsets from the concept's last token that the policy constrains."""
+    if policy == "last":
+        return range(1)
+    if policy == "to_eos":
+        return range(t.eos - t.last + 1)
+    return range(max_length - t.last)
+
+
+@dataclass
+class PairSet:
+    """Target/anchor prompts with the positions that are paired between them.
+
+    ``target_rows``/``anchor_rows`` index into ``target_ids``/``anchor_ids`` (anchors deduplicated);
+    ``positions`` hold ``(target_row, target_pos, anchor_row, anchor_pos)`` per constrained column.
+    ``concept_of`` gives the edit index of every target row.
+    """
+
+    target_ids: list[list[int]] = field(default_factory=list)
+    anchor_ids: list[list[int]] = field(default_factory=list)
+    concept_of: list[int] = field(default_factory=list)
+    positions: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.positions)
+
+
+def build_pairs(
+    tok: PreTrainedTokenizerBase,
+    edits: list[tuple[str, str]],
+    templates: list[str],
+    policy: TokenPolicy,
+) -> PairSet:
+    """Pair every target prompt (edit × template) with its anchor prompt, position by position."""
+    n_max = int(tok.model_max_length)
+    out = PairSet()
+    anchor_rows: dict[tuple[int, ...], int] = {}
+    for k, (target, anchor) in enumerate(edits):
+        for template in templates:
+            t = tokenize_concept(tok, template, target)
+            a = tokenize_concept(tok, template, anchor)
+            key = tuple(a.ids)
+            if key not in anchor_rows:
+                anchor_rows[key] = len(out.anchor_ids)
+                out.anchor_ids.append(a.ids)
+            row_t, row_a = len(out.target_ids), anchor_rows[key]
+            out.target_ids.append(t.ids)
+            out.concept_of.append(k)
+            for off in offsets(t, policy, n_max):
+                p_t, p_a = t.last + off, a.last + off
+                if p_a >= n_max:
+                    break
+                out.positions.append((row_t, p_t, row_a, p_a))
+    return out
+
+
+def contains_concept(prompt: str, concepts: list[str]) -> bool:
+    """True when ``prompt`` mentions any concept as whole words (case-insensitive)."""
+    words = f" {' '.join(prompt.lower().replace(',', ' ').split())} "
+    return any(f" {' '.join(c.lower().split())} " in words for c in concepts if c.strip())

@@ -1,0 +1,93 @@
+"""Closed-form solvers, in float64.
+
+Zero residual:  Δ = argmin λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R   ⇒   Δ = R (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  M = αI + λ C_p C_pᵀ.
+UCE:            W = (λW_o + Σ W_o c* cᵀ + Σ_p W_o c_p c_pᵀ)(λI + Σ c cᵀ + Σ_p c_p c_pᵀ)⁻¹.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Eigenvalues of XᵀM⁻¹X below this fraction of the largest are treated as zero (rank deficiency).
+RCOND = 1e-10
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The Cholesky factor of ``M = αI + λ C`` for one site, reusable for any X."""
+
+    chol: torch.Tensor  # lower-triangular, float64
+
+    @classmethod
+    def build(cls, d_in: int, cov: torch.Tensor | None, preserve_weight: float, ridge: float) -> Metric:
+        """``cov`` is the mean preserve covariance C̄; α is taken relative to tr(C̄)/d so it is scale-free."""
+        if cov is None:
+            m = torch.eye(d_in, dtype=torch.float64)
+        else:
+            cov = cov.to(torch.float64)
+            scale = float(torch.trace(cov)) / d_in or 1.0
+            m = preserve_weight * cov
+            m.diagonal().add_(ridge * scale)
+        return cls(torch.linalg.cholesky(m))
+
+    def solve(self, x: torch.Tensor) -> torch.Tensor:
+        """M⁻¹ x."""
+        return torch.cholesky_solve(x.to(torch.float64), self.chol)
+
+
+def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND) -> tuple[torch.Tensor, int]:
+    """G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹ (n × d_in) and the numerical rank of X, so that Δ = R G.
+
+    When X has full column rank, Δ X = R G X = R exactly; otherwise R G X is R projected onto
+    X's row space: the least-norm least-squares solution.
+    """
+    x = x.to(torch.float64)
+    z = metric.solve(x)  # M⁻¹X, d_in × n
+    gram = x.T @ z
+    gram = 0.5 * (gram + gram.T)
+    evals, evecs = torch.linalg.eigh(gram)
+    keep = evals > rcond * max(float(evals[-1]), 0.0)
+    inv = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(evals))
+    g = (evecs * inv) @ evecs.T @ z.T
+    return g, int(keep.sum())
+
+
+def zero_residual_delta(
+    r: torch.Tensor, x: torch.Tensor, metric: Metric, rcond: float = RCOND
+) -> tuple[torch.Tensor, int]:
+    """Δ (d_out × d_in) with Δ X = R (exactly when X has full column rank) minimising λ‖ΔC_p‖² + α‖Δ‖²."""
+    g, rank = constraint_map(x, metric, rcond)
+    return r.to(torch.float64) @ g, rank
+
+
+def uce_weight(
+    w_o: torch.Tensor,
+    c: torch.Tensor,
+    c_star: torch.Tensor,
+    c_p: torch.Tensor | None,
+    lam: float = 0.5,
+    erase_scale: float = 1.0,
+    preserve_scale: float = 1.0,
+) -> torch.Tensor:
+    """UCE's closed form; columns of ``c``/``c_star`` are target/anchor features, ``c_p`` preserve ones."""
+    w_o = w_o.to(torch.float64)
+    c, c_star = c.to(torch.float64), c_star.to(torch.float64)
+    d_in = w_o.shape[1]
+    left = lam * w_o + erase_scale * (w_o @ c_star) @ c.T
+    right = lam * torch.eye(d_in, dtype=torch.float64) + erase_scale * c @ c.T
+    if c_p is not None and c_p.numel():
+        c_p = c_p.to(torch.float64)
+        cpp = preserve_scale * c_p @ c_p.T
+        left = left + w_o @ cpp
+        right = right + cpp
+    # right is symmetric positive definite: solve W·right = left as right·Wᵀ = leftᵀ.
+    return torch.linalg.solve(right, left.T).T
+
+
+def relative(num: torch.Tensor, den: torch.Tensor) -> float:
+    """‖num‖/‖den‖ (0 when both vanish)."""
+    d = float(torch.linalg.norm(den.to(torch.float64)))
+    n = float(torch.linalg.norm(num.to(torch.float64)))
+    return n / d if d > 0 else (0.0 if n == 0 else float("inf"))
