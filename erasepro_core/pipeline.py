@@ -13,6 +13,21 @@ BUNDLED = "bundled"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """The model reference names neither a local diffusers folder nor a reachable hub model."""
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' per-component progress bars and advisory warnings (CLI and workers)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -45,12 +60,19 @@ def load_pipeline(
     kwargs: dict = {"use_safetensors": True}
     if (torch_dtype := resolve_dtype(dtype)) is not None:
         kwargs["torch_dtype"] = torch_dtype
-    if local.exists():
+    looks_local = ref.startswith(("/", "./", "../", "~")) or local.exists()
+    if looks_local:
         if not (local / "model_index.json").is_file():
-            raise FileNotFoundError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
+            raise ModelNotFoundError(f"{local} is not a diffusers pipeline folder (no model_index.json)")
         pipe = DiffusionPipeline.from_pretrained(str(local), local_files_only=True, **kwargs)
     else:
-        pipe = DiffusionPipeline.from_pretrained(ref, **kwargs)
+        try:
+            pipe = DiffusionPipeline.from_pretrained(ref, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(
+                f"could not load {ref!r}: not a local diffusers folder, and the hub has no such model in "
+                f"safetensors or cannot be reached ({type(exc).__name__})"
+            ) from exc
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # moderation is this product's job; SD's checker would blank images
     pipe.set_progress_bar_config(disable=True)

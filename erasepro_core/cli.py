@@ -1,0 +1,252 @@
+"""The ``erasepro`` command: erase, generate, inspect, shapes; serve/keys/demo/worker load lazily."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from erasepro_core.spec import ErasureSpec
+
+# Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
+# loads FastAPI and `erasepro serve` never loads torch in the API process.
+_PLUGINS = {"serve": "app.cli", "keys": "app.cli", "demo": "app.demo", "worker": "worker.cli",
+            "shapes": "erasepro_core.shapes.cli"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "spec"
+    return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_spec(args: argparse.Namespace) -> ErasureSpec:
+    data: dict[str, Any] = {}
+    if args.spec:
+        path = Path(args.spec)
+        if not path.is_file():
+            raise CLIError(f"--spec: no such file {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CLIError(f"--spec: {path} is not valid JSON ({exc})") from exc
+    if args.target:
+        anchors = args.anchor or [""] * len(args.target)
+        if len(anchors) != len(args.target):
+            raise CLIError(f"--anchor: give one per --target ({len(args.target)}), or none for empty anchors")
+        data["edits"] = [{"target": t, "anchor": a} for t, a in zip(args.target, anchors, strict=True)]
+    elif args.anchor:
+        raise CLIError("--anchor needs a --target")
+    overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
+                 "layers": args.layers, "token_policy": args.tokens, "templates": args.template,
+                 "seed": args.seed}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if args.no_default_preserve:
+        data["default_preserve"] = False
+    if "edits" not in data:
+        raise CLIError("give at least one --target (or a --spec file with 'edits')")
+    try:
+        return ErasureSpec.model_validate(data)
+    except ValidationError as exc:
+        raise CLIError(_validation_message(exc)) from exc
+
+
+def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def update(stage: str, fraction: float) -> None:
+        bar.n = int(round(100 * fraction))
+        bar.set_postfix_str(stage, refresh=True)
+
+    return bar, update
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    spec = build_spec(args)
+    from erasepro_core.erase import erase
+    from erasepro_core.pipeline import load_pipeline, save_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    bar, update = _progress_bar("erasing")
+    try:
+        result = erase(pipe, spec, progress=update)
+    finally:
+        bar.close()
+    out = result.delta.save(args.out)
+    s = result.report["summary"]
+    print(f"wrote {out} ({len(result.delta.tensors)} tensors, base {result.delta.fingerprint[:12]})")
+    print(f"K/V residual {s['kv_residual']:.2e}  held-out {s['kv_heldout_residual'] or 0:.3f}  "
+          f"preserve drift {s['kv_preserve_drift'] or 0:.4f}  update {s['kv_update_norm']:.4f}")
+    for w in result.report["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.report, indent=2), encoding="utf-8")
+    if args.export:
+        from erasepro_core.delta import apply_delta
+
+        apply_delta(pipe, result.delta)
+        save_pipeline(pipe, args.export)
+        print(f"exported the edited pipeline to {args.export}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from erasepro_core.delta import apply_delta
+    from erasepro_core.pipeline import generate, load_pipeline
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    if args.delta:
+        apply_delta(pipe, args.delta)
+    images = generate(pipe, args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+                      steps=args.steps, guidance=args.guidance, width=args.width, height=args.height,
+                      num_images=args.num_images)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(images))]
+    for img, p in zip(images, paths, strict=True):
+        img.save(p)
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from erasepro_core.delta import Delta
+
+    delta = Delta.load(args.path)
+    if args.json:
+        print(json.dumps({**delta.summary(), "report": delta.report, "spec": delta.spec}, indent=2))
+        return 0
+    s = delta.summary()
+    print(f"ErasePro delta {args.path}")
+    print(f"  format {s['format_version']}, made by erasepro {s['library_version']}, base {s['fingerprint'][:16]}")
+    print(f"  base model: {s['base']}")
+    print(f"  method {s['method']}: " + ", ".join(f"{e['target']!r}->{e['anchor']!r}" for e in s["edits"] or []))
+    print(f"  {s['n_tensors']} tensors, {s['n_parameters']:,} parameters")
+    print("  site                                                         stage        residual   held-out    drift   |Δ|/|W|")
+    for site in delta.report.get("sites", []):
+        print(f"  {site['site'][-60:]:60s} {site['stage']:11s} {site['residual']:9.2e} "
+              f"{site.get('heldout_residual', float('nan')):9.3f} {site.get('preserve_drift', float('nan')):8.4f} "
+              f"{site['update_norm']:8.4f}")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="bundled",
+                   help="'bundled' (the shipped shapes model), a local diffusers folder or a hub id")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                   help="load the pipeline in this dtype (default: as stored)")
+
+
+def _unavailable(name: str, module: str):
+    def run(args: argparse.Namespace) -> int:
+        raise CLIError(f"'{name}' needs {module}, which is not installed with this copy of ErasePro")
+
+    return run
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="erasepro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("erase", help="compute an erasure delta", description="Erase concepts from a pipeline.")
+    _add_model_args(e)
+    e.add_argument("--target", action="append", help="concept to erase (repeatable)")
+    e.add_argument("--anchor", action="append", help="concept to map it to, one per --target ('' = empty)")
+    e.add_argument("--preserve", action="append", help="concept to keep unchanged (repeatable)")
+    e.add_argument("--no-default-preserve", action="store_true", help="do not add the generic preserve set")
+    e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
+    e.add_argument("--method", choices=["erasepro", "uce"])
+    e.add_argument("--schedule", choices=["uniform", "front", "none"])
+    e.add_argument("--layers", type=_int_list, help="text-encoder layers for the progressive stage, e.g. 0,3,6")
+    e.add_argument("--tokens", choices=["last", "to_eos", "to_end"], help="token policy")
+    e.add_argument("--template", action="append", help="prompt template containing {} (repeatable)")
+    e.add_argument("--seed", type=int)
+    e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
+    e.add_argument("--report", help="also write the solver report as JSON here")
+    e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")
+    e.set_defaults(func=cmd_erase)
+
+    g = sub.add_parser("generate", help="sample images", description="Generate images, optionally with a delta.")
+    _add_model_args(g)
+    g.add_argument("--delta", help="an ErasePro delta to apply first")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative-prompt")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=25)
+    g.add_argument("--guidance", type=float, default=5.0)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument("--out", required=True, help="PNG path (numbered when --num-images > 1)")
+    g.set_defaults(func=cmd_generate)
+
+    i = sub.add_parser("inspect", help="show a delta's provenance and report")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_inspect)
+
+    # Plugins register only the command being run (or all of them for --help), importing lazily.
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for module in dict.fromkeys(_PLUGINS.values()):
+        names = [n for n, m in _PLUGINS.items() if m == module]
+        if wanted is None or wanted in names:
+            try:
+                importlib.import_module(module).add_parser(sub)
+                continue
+            except ImportError:
+                pass
+        for name in names:
+            if name not in sub.choices:
+                p = sub.add_parser(name, help=f"(see 'erasepro {name} --help')")
+                p.set_defaults(func=_unavailable(name, module))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command in ("erase", "generate", "inspect"):
+        from erasepro_core.pipeline import quiet_libraries
+
+        quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        print(f"erasepro: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("erasepro: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line for expected user errors, a traceback for bugs
+        from erasepro_core.errors import USER_ERRORS
+
+        if isinstance(exc, USER_ERRORS):
+            print(f"erasepro: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
