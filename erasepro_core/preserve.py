@@ -20,6 +20,9 @@ from erasepro_core.solver import Metric
 
 PRESERVE_FILE = "erasepro_preserve.txt"  # a base-model folder may ship its own preserve set
 N_DRIFT_SAMPLES = 128  # token features kept per site to report drift cheaply
+# Padding positions after EOS feed cross-attention too, so preserve a few of them per prompt; further pads
+# repeat the same token and differ only in position, so more add cost but little information.
+N_PRESERVE_PADS = 8
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -81,7 +84,7 @@ def prompt_features(
     adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False,
     batch: int = 256,
 ) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
-    """Token features (positions 1..EOS, or the last token before EOS) of ``prompts`` under the model as is.
+    """Token features (positions 1..EOS plus a few pads, or the last token before EOS) of ``prompts``, model as is.
 
     Returns fc2-input columns per ``(tower, layer)`` for the requested layers and context columns.
     """
@@ -92,11 +95,12 @@ def prompt_features(
         parts: list[torch.Tensor] = []
         for s in range(0, len(rows), batch):
             chunk = rows[s : s + batch]
-            length = max(len(r) for r in chunk)
+            n_max = int(tower.tokenizer.model_max_length)
+            length = min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS))
             if last_only:
                 sel = [(r, len(ids) - 2) for r, ids in enumerate(chunk)]
             else:
-                sel = [(r, p) for r, ids in enumerate(chunk) for p in range(1, len(ids))]
+                sel = [(r, p) for r, ids in enumerate(chunk) for p in range(1, min(len(ids) + N_PRESERVE_PADS, length))]
             rr = torch.tensor([a for a, _ in sel])
             pp = torch.tensor([b for _, b in sel])
             h = tower.embed(tower.pad(chunk, length))

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny pipelines built from configs (real CLIP tokenizer, random weights)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from erasepro_core.pipeline import quiet_libraries
+
+quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def sd_pipe():
+    """A tiny SD-1.x pipeline. Tests must not modify it (erase never does; use applied_delta or a copy)."""
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    return tiny_sd_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipe():
+    from erasepro_core.tiny import tiny_sdxl_pipeline
+
+    return tiny_sdxl_pipeline(seed=0)
+
+
+@pytest.fixture
+def sd_copy(sd_pipe):
+    return copy.deepcopy(sd_pipe)

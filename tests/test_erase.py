@@ -1,0 +1,196 @@
+"""erase() on tiny SD-1.x and SDXL pipelines, checked through the models' own forward passes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from erasepro_core.adapters import adapter_for
+from erasepro_core.delta import applied_delta
+from erasepro_core.erase import ErasureError, erase, schedule_fractions
+from erasepro_core.features import build_pairs
+from erasepro_core.solver import uce_weight
+from erasepro_core.spec import ErasureSpec
+
+
+def _ids(tok, prompts):
+    return tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+               return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def _context(pipe, prompts):
+    """The UNet's context for prompts, computed the way the pipeline does it."""
+    if getattr(pipe, "text_encoder_2", None) is None:
+        return pipe.text_encoder(_ids(pipe.tokenizer, prompts))[0]
+    parts = []
+    for te, tok in ((pipe.text_encoder, pipe.tokenizer), (pipe.text_encoder_2, pipe.tokenizer_2)):
+        parts.append(te(_ids(tok, prompts), output_hidden_states=True).hidden_states[-2])
+    return torch.cat(parts, -1)
+
+
+@torch.no_grad()
+def _kv_outputs(pipe, ctx):
+    a = adapter_for(pipe)
+    return {s.key: s.module(ctx) for s in a.kv_sites}
+
+
+def _paired(pipe, spec):
+    tok = pipe.tokenizer
+    pairs = build_pairs(tok, [(e.target, e.anchor) for e in spec.edits], spec.templates, spec.token_policy)
+    tprompts = [spec.templates[i % len(spec.templates)].format(spec.edits[k].target)
+                for i, k in enumerate(pairs.concept_of)]
+    aprompts = [tok.decode(ids[1:-1]) for ids in pairs.anchor_ids]
+    return pairs, tprompts, aprompts
+
+
+def _check_targets_map_to_anchors(pipe, spec, result, tol):
+    pairs, tprompts, aprompts = _paired(pipe, spec)
+    anchors = _kv_outputs(pipe, _context(pipe, aprompts))  # the original model on anchor prompts
+    with applied_delta(pipe, result.delta):
+        edited = _kv_outputs(pipe, _context(pipe, tprompts))
+    rt = torch.tensor([p[0] for p in pairs.positions])
+    pt = torch.tensor([p[1] for p in pairs.positions])
+    ra = torch.tensor([p[2] for p in pairs.positions])
+    pa = torch.tensor([p[3] for p in pairs.positions])
+    for key in anchors:
+        want = anchors[key][ra, pa]
+        got = edited[key][rt, pt]
+        rel = float((got - want).norm() / want.norm().detach())
+        assert rel < tol, (key, rel)
+
+
+SPEC = dict(edits=[{"target": "van gogh", "anchor": "art"}], templates=["{}", "a photo of {}", "an image of {}"])
+
+
+@pytest.mark.parametrize("schedule", ["front", "uniform", "none"])
+def test_zero_residual_at_every_site_and_targets_become_anchors(sd_pipe, schedule):
+    spec = ErasureSpec(**SPEC, schedule=schedule)
+    result = erase(sd_pipe, spec)
+    sites = result.report["sites"]
+    n_prog = sum(s["stage"] == "progressive" for s in sites)
+    assert n_prog == (0 if schedule == "none" else 4)
+    assert all(s["residual"] <= 1e-5 for s in sites), [(s["site"], s["residual"]) for s in sites]
+    _check_targets_map_to_anchors(sd_pipe, spec, result, tol=1e-4)
+
+
+def test_several_concepts_each_map_to_their_own_anchor(sd_pipe):
+    spec = ErasureSpec(edits=[{"target": "van gogh", "anchor": "art"}, {"target": "snoopy", "anchor": "a dog"},
+                              {"target": "nudity", "anchor": ""}], templates=["{}", "a photo of {}"])
+    result = erase(sd_pipe, spec)
+    assert result.report["n_edits"] == 3
+    _check_targets_map_to_anchors(sd_pipe, spec, result, tol=1e-4)
+
+
+def test_sdxl_edits_both_towers_and_keeps_zero_residual(sdxl_pipe):
+    spec = ErasureSpec(**SPEC)
+    result = erase(sdxl_pipe, spec)
+    towers = {s["tower"] for s in result.report["sites"] if s["stage"] == "progressive"}
+    assert towers == {"text_encoder", "text_encoder_2"}
+    assert any(k.startswith("text_encoder_2.") for k in result.delta.tensors)
+    _check_targets_map_to_anchors(sdxl_pipe, spec, result, tol=1e-4)
+
+
+def test_pipe_is_unchanged_by_erase(sd_pipe):
+    before = {k: v.clone() for k, v in sd_pipe.text_encoder.state_dict().items()}
+    kv_before = {s.key: s.module.weight.clone() for s in adapter_for(sd_pipe).kv_sites}
+    erase(sd_pipe, ErasureSpec(**SPEC))
+    assert all(torch.equal(before[k], v) for k, v in sd_pipe.text_encoder.state_dict().items())
+    assert all(torch.equal(kv_before[s.key], s.module.weight) for s in adapter_for(sd_pipe).kv_sites)
+
+
+def test_deterministic_bytes(sd_pipe):
+    a = erase(sd_pipe, ErasureSpec(**SPEC)).delta
+    b = erase(sd_pipe, ErasureSpec(**SPEC)).delta
+    assert a.tensors.keys() == b.tensors.keys()
+    assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert a.fingerprint == b.fingerprint
+
+
+def _unrelated_drift(pipe, result, prompts):
+    before = _kv_outputs(pipe, _context(pipe, prompts))
+    with applied_delta(pipe, result.delta):
+        after = _kv_outputs(pipe, _context(pipe, prompts))
+    return sum(float((after[k] - before[k]).norm() / before[k].norm()) for k in before) / len(before)
+
+
+def test_preserve_set_lowers_drift_on_unrelated_prompts(sd_pipe):
+    spec = dict(edits=[{"target": "van gogh", "anchor": "art"}, {"target": "monet", "anchor": "art"}])
+    unrelated = ["a photo of a house", "a dog in the rain", "a red car on a street", "an oil painting of a boat"]
+    with_p = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec)), unrelated)
+    without = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec, default_preserve=False)), unrelated)
+    assert with_p < 0.8 * without, (with_p, without)
+
+
+def test_user_preserve_prompts_mentioning_a_target_are_dropped_with_a_warning(sd_pipe):
+    spec = ErasureSpec(edits=[{"target": "cat", "anchor": "animal"}], preserve=["a cat toy", "a dog"])
+    result = erase(sd_pipe, spec)
+    assert any("dropped" in w for w in result.report["warnings"])
+
+
+def test_heldout_residual_is_reported_and_exceeds_the_solve_residual(sd_pipe):
+    result = erase(sd_pipe, ErasureSpec(**SPEC))
+    s = result.report["summary"]
+    assert s["kv_heldout_residual"] is not None
+    assert s["kv_heldout_residual"] > 100 * s["kv_residual"]
+
+
+def test_uce_matches_its_published_formula_at_every_site(sd_pipe):
+    spec = ErasureSpec(**SPEC, method="uce", default_preserve=False)
+    result = erase(sd_pipe, spec)
+    pairs, tprompts, aprompts = _paired(sd_pipe, spec.model_copy(update={"token_policy": "last"}))
+    ctx_t, ctx_a = _context(sd_pipe, tprompts), _context(sd_pipe, aprompts)
+    c = ctx_t[[p[0] for p in pairs.positions], [p[1] for p in pairs.positions]].T
+    c_star = ctx_a[[p[2] for p in pairs.positions], [p[3] for p in pairs.positions]].T
+    for site in adapter_for(sd_pipe).kv_sites:
+        want = uce_weight(site.module.weight, c, c_star, None, lam=0.5)
+        got = result.delta.tensors[site.key].double()
+        want = want.detach()
+        assert float((got - want).norm() / want.norm()) < 1e-5
+
+
+def test_token_policies_constrain_the_expected_positions(sd_pipe):
+    counts = {}
+    for policy in ("last", "to_eos", "to_end"):
+        spec = ErasureSpec(**SPEC, token_policy=policy, schedule="none")
+        counts[policy] = erase(sd_pipe, spec).report["n_constraints"]
+    assert counts["last"] == 3  # one per template
+    assert counts["last"] < counts["to_eos"] < counts["to_end"]
+
+
+def test_bfloat16_pipeline_solves_in_float64_and_writes_back_in_bfloat16(sd_pipe):
+    pipe = copy.deepcopy(sd_pipe).to(torch.bfloat16)
+    result = erase(pipe, ErasureSpec(**SPEC))
+    assert {t.dtype for t in result.delta.tensors.values()} == {torch.bfloat16}
+    assert result.report["summary"]["kv_residual"] < 0.05  # bf16 rounding of the written weights only
+
+
+def test_schedules():
+    assert schedule_fractions("uniform", 3) == pytest.approx([1 / 4, 1 / 3, 1 / 2])
+    front = schedule_fractions("front", 3)  # shares 4:3:2:1 of the initial gap
+    assert front == pytest.approx([0.4, 0.5, 2 / 3])
+
+
+def test_layer_out_of_range_is_a_clear_error(sd_pipe):
+    with pytest.raises(ErasureError, match="layers: 7 is out of range"):
+        erase(sd_pipe, ErasureSpec(**SPEC, layers=[0, 7]))
+
+
+def test_negative_layers_count_from_the_end(sd_pipe):
+    result = erase(sd_pipe, ErasureSpec(**SPEC, layers=[-1]))
+    assert result.report["layers"] == {"text_encoder": [3]}
+
+
+def test_template_that_glues_the_concept_to_a_word_is_a_clear_error(sd_pipe):
+    with pytest.raises(ErasureError, match="merges the concept"):
+        erase(sd_pipe, ErasureSpec(edits=[{"target": "cat", "anchor": "dog"}], templates=["{}s"]))
+
+
+def test_progress_reaches_one(sd_pipe):
+    seen = []
+    erase(sd_pipe, ErasureSpec(**SPEC), progress=lambda stage, f: seen.append((stage, f)))
+    assert seen[-1][1] == 1.0
+    assert [f for _, f in seen] == sorted(f for _, f in seen)
+    assert {"preserve", "progressive", "final"} <= {s for s, _ in seen}
