@@ -1,0 +1,106 @@
+"""Service settings, read from the environment (one place, shared by the API, the worker and the CLI)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REDIS_PREFIX = "erasepro:"
+ERASE_QUEUE = "erase"
+GENERATE_QUEUE = "generate"
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$ERASEPRO_DATA_DIR``, else ``$XDG_DATA_HOME/erasepro``, else ``~/.local/share/erasepro``."""
+    env = os.environ if environ is None else environ
+    if env.get("ERASEPRO_DATA_DIR"):
+        return Path(env["ERASEPRO_DATA_DIR"]).expanduser()
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "erasepro"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Build with :meth:`from_env`; all durations are in seconds."""
+
+    data_dir: Path
+    redis_url: str | None = None
+    api_keys_env: str = ""
+    base_models_file: Path | None = None
+    generate_wait_s: float = 30.0
+    erase_timeout_s: int = 3600
+    max_erase_timeout_s: int = 6 * 3600
+    generate_timeout_s: int = 600
+    export_timeout_s: int = 3600
+    lease_ttl_s: int = 30
+    result_ttl_s: int = 3600
+    idempotency_ttl_s: int = 24 * 3600
+    max_body_bytes: int = 4 * 1024 * 1024
+    cache_size: int = 2
+    device: str | None = None
+    include_bundled: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        models = env.get("ERASEPRO_BASE_MODELS")
+        return cls(
+            data_dir=default_data_dir(env),
+            redis_url=env.get("REDIS_URL") or None,
+            api_keys_env=env.get("ERASEPRO_API_KEYS", ""),
+            base_models_file=Path(models).expanduser() if models else None,
+            generate_wait_s=_float(env, "ERASEPRO_GENERATE_WAIT_S", 30.0),
+            erase_timeout_s=_int(env, "ERASEPRO_ERASE_TIMEOUT_S", 3600, lo=1),
+            max_erase_timeout_s=_int(env, "ERASEPRO_MAX_ERASE_TIMEOUT_S", 6 * 3600, lo=1),
+            generate_timeout_s=_int(env, "ERASEPRO_GENERATE_TIMEOUT_S", 600, lo=1),
+            export_timeout_s=_int(env, "ERASEPRO_EXPORT_TIMEOUT_S", 3600, lo=1),
+            lease_ttl_s=_int(env, "ERASEPRO_LEASE_TTL_S", 30, lo=2),
+            result_ttl_s=_int(env, "ERASEPRO_RESULT_TTL_S", 3600, lo=1),
+            idempotency_ttl_s=_int(env, "ERASEPRO_IDEMPOTENCY_TTL_S", 24 * 3600, lo=1),
+            max_body_bytes=_int(env, "ERASEPRO_MAX_BODY_BYTES", 4 * 1024 * 1024, lo=1024),
+            cache_size=_int(env, "ERASEPRO_CACHE_SIZE", 2, lo=1),
+            device=env.get("ERASEPRO_DEVICE") or None,
+            include_bundled=env.get("ERASEPRO_BUNDLED", "1") not in ("0", "false", "no"),
+        )
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """How often a worker refreshes its liveness key and its job's lease (a fifth of the TTL)."""
+        return max(0.2, self.lease_ttl_s / 5)
+
+    @property
+    def keys_file(self) -> Path:
+        """Where the hashed API keys live (created by ``erasepro keys create``)."""
+        return self.data_dir / "api_keys.json"
+
+    @property
+    def tenants_dir(self) -> Path:
+        return self.data_dir / "tenants"

@@ -1,0 +1,431 @@
+"""The ASGI application: ``uvicorn app.main:app`` (or ``erasepro serve``).
+
+Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
+
+    POST   /v1/erasures                          submit (202; Idempotency-Key honoured)
+    GET    /v1/erasures                          the caller's jobs, newest first, paginated
+    GET    /v1/erasures/{id}                     status, progress, report, error, links
+    DELETE /v1/erasures/{id}                     cancel a queued/running job, or delete a finished one
+    GET    /v1/erasures/{id}/checkpoint          ?format=delta|diffusers (Content-Length, ETag, Range)
+    POST   /v1/erasures/{id}/generate            images from the edited model (PNG, JSON, or 202 + job)
+    POST   /v1/base-models/{name}/generate       the same from the unedited model
+    GET    /v1/generations/{id}[/images]         poll a generation that answered 202
+    GET    /v1/base-models                       the registry
+    GET    /healthz  /readyz  /docs  /openapi.json
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+import redis.exceptions
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import store
+from app.config import Settings
+from app.registry import RegistryError
+from app.schemas import (
+    MAX_IDEMPOTENCY_KEY,
+    BaseModelList,
+    ErasureAccepted,
+    ErasureList,
+    ErasureRequest,
+    ErasureView,
+    ExportAccepted,
+    GeneratedImages,
+    GenerateRequest,
+    GenerationView,
+)
+from app.service import (
+    IdempotencyConflict,
+    Service,
+    decode_cursor,
+    encode_cursor,
+    generation_view,
+)
+
+log = logging.getLogger("erasepro.api")
+
+JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
+WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
+                                      description="Seconds to wait before answering 202 (capped by the server's "
+                                                  "limit; 0 answers 202 at once).")]
+
+
+# ------------------------------------------------------------------------------------------- middleware
+class BodyLimit:
+    """Reject request bodies over ``max_bytes`` with 413 before any handler reads them (chunked included)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reject(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        payload = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+# ------------------------------------------------------------------------------------------ dependencies
+def service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def tenant_of(request: Request, svc: Annotated[Service, Depends(service)]) -> str:
+    """The caller's tenant from ``Authorization: Bearer <key>``; 401 otherwise."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    tenant = svc.keys.authenticate(key.strip()) if scheme.lower() == "bearer" else None
+    if tenant is None:
+        raise HTTPException(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return tenant
+
+
+def json_body(request: Request) -> None:
+    """POST bodies are JSON: anything else is 415, before validation."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise HTTPException(415, f"Content-Type must be application/json, got {ctype or 'nothing'!r}")
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
+Svc = Annotated[Service, Depends(service)]
+
+
+def not_found(what: str = "erasure") -> HTTPException:
+    return HTTPException(404, f"{what} not found")
+
+
+def body_hash(model: Any) -> str:
+    return hashlib.sha256(json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
+    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+# ------------------------------------------------------------------------------------------------- app
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API. ``settings`` default to the environment; Redis is connected at startup."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        svc = Service.create(settings)
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = FastAPI(
+        title="ErasePro",
+        version="0.1.0",
+        summary="Closed-form concept erasure for text-to-image diffusion models, as a service.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _install_handlers(app)
+    _routes(app, settings)
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in errors[:5])
+        return JSONResponse(status_code=422, content={"detail": errors, "message": f"invalid input: {fields}"})
+
+    @app.exception_handler(redis.exceptions.RedisError)
+    async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+        log.warning("redis error on %s: %s", request.url.path, exc)
+        return JSONResponse(status_code=503, content={"detail": "the job store (Redis) is unavailable"},
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(RegistryError)
+    async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
+        log.error("base-model registry: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": f"base-model registry unusable: {exc}"})
+
+
+def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place for the route table
+    # ------------------------------------------------------------------------------------- health
+    @app.get("/healthz", tags=["health"], summary="The API process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Redis answers and at least one worker is alive",
+             responses={503: {"description": "not ready"}})
+    async def readyz(svc: Svc) -> JSONResponse:
+        try:
+            await svc.r.ping()
+            workers = await svc.workers_alive()
+        except redis.exceptions.RedisError as exc:
+            return JSONResponse(status_code=503, content={"ready": False, "redis": f"error: {exc}", "workers": 0})
+        ok = workers > 0
+        return JSONResponse(status_code=200 if ok else 503,
+                            content={"ready": ok, "redis": "ok", "workers": workers})
+
+    # -------------------------------------------------------------------------------- base models
+    @app.get("/v1/base-models", tags=["base models"], response_model=BaseModelList)
+    async def list_base_models(tenant: Tenant, svc: Svc) -> dict:
+        return {"items": [m.public() for m in svc.registry.models().values()]}
+
+    def resolve_model(svc: Service, name: str, loc: tuple[str, ...]) -> None:
+        info = svc.registry.get(name)
+        if info is None:
+            raise validation_error(loc, f"unknown base model {name!r}; see GET /v1/base-models")
+        if not info.available:
+            raise validation_error(loc, f"base model {name!r} is registered but not installed on this server")
+
+    # ---------------------------------------------------------------------------------- erasures
+    @app.post("/v1/erasures", tags=["erasures"], status_code=202, response_model=ErasureAccepted,
+              dependencies=[Depends(json_body)],
+              responses={409: {"description": "Idempotency-Key reused with a different body"},
+                         415: {"description": "not JSON"}, 413: {"description": "body too large"}})
+    async def submit_erasure(
+        body: ErasureRequest, tenant: Tenant, svc: Svc, response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    ) -> dict:
+        """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
+        spec = body.to_spec()
+        resolve_model(svc, body.base_model, ("body", "base_model"))
+        timeout = body.timeout_s or settings.erase_timeout_s
+        if timeout > settings.max_erase_timeout_s:
+            raise validation_error(("body", "timeout_s"),
+                                   f"timeout_s must be at most {settings.max_erase_timeout_s} on this server")
+        if idempotency_key is not None and (not idempotency_key.strip() or not idempotency_key.isprintable()):
+            raise validation_error(("header", "idempotency-key"), "must be 1-255 printable characters")
+        try:
+            job_id, created = await svc.submit_erasure(
+                tenant=tenant, base_model=body.base_model, spec=spec.model_dump(mode="json"),
+                request=body.model_dump(mode="json", exclude_unset=True), timeout=timeout,
+                idempotency_key=idempotency_key, body_hash=body_hash(body))
+        except IdempotencyConflict:
+            raise HTTPException(409, "this Idempotency-Key was already used with a different request body") from None
+        view = await svc.erasure(tenant, job_id)
+        response.headers["Location"] = f"/v1/erasures/{job_id}"
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return {"id": job_id, "status": view["status"] if view else "queued", "links": view["links"] if view
+                else {"self": f"/v1/erasures/{job_id}"}}
+
+    @app.get("/v1/erasures", tags=["erasures"], response_model=ErasureList)
+    async def list_erasures(
+        tenant: Tenant, svc: Svc,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict:
+        """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        try:
+            after = decode_cursor(cursor) if cursor else None
+        except ValueError as exc:
+            raise validation_error(("query", "cursor"), str(exc)) from None
+        items, nxt = await svc.list_erasures(tenant, limit, after)
+        return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+
+    @app.get("/v1/erasures/{job_id}", tags=["erasures"], response_model=ErasureView,
+             responses={404: {"description": "no such erasure for this tenant"}})
+    async def get_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+        view = await svc.erasure(tenant, job_id)
+        if view is None:
+            raise not_found()
+        return view
+
+    @app.delete("/v1/erasures/{job_id}", tags=["erasures"], status_code=202,
+                responses={202: {"model": ErasureView, "description": "cancelled or cancellation requested"},
+                           204: {"description": "finished job deleted with its artifacts"},
+                           404: {"description": "no such erasure for this tenant"}})
+    async def delete_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
+        """Cancel a queued/running job (202), or delete a finished one and its checkpoint (204)."""
+        view = await svc.erasure(tenant, job_id)
+        if view is None:
+            raise not_found()
+        if view["status"] in store.ACTIVE:
+            await svc.cancel(tenant, job_id)
+            return JSONResponse(status_code=202, content=await svc.erasure(tenant, job_id) or view)
+        await svc.delete(tenant, job_id)
+        return Response(status_code=204)
+
+    @app.api_route("/v1/erasures/{job_id}/checkpoint", methods=["GET", "HEAD"], tags=["erasures"],
+                   response_model=None,
+                   responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
+                                    "description": "the checkpoint (Range supported)"},
+                              202: {"model": ExportAccepted, "description": "diffusers export in progress"},
+                              304: {"description": "ETag matched"},
+                              404: {"description": "no such erasure for this tenant"},
+                              409: {"description": "the erasure has not succeeded"}})
+    async def checkpoint(
+        job_id: JobId, tenant: Tenant, svc: Svc, request: Request,
+        format: Literal["delta", "diffusers"] = "delta",
+    ) -> Response:
+        """The safetensors delta (small), or a tar of the full edited diffusers pipeline (exported on demand)."""
+        view = await svc.erasure(tenant, job_id)
+        if view is None:
+            raise not_found()
+        if view["status"] != "succeeded":
+            raise HTTPException(409, f"erasure {job_id} is {view['status']}; only succeeded jobs have checkpoints")
+        manifest = await svc.manifest(tenant, job_id)
+        if manifest is None:
+            raise not_found("checkpoint")
+        name = store.DELTA_FILE if format == "delta" else store.PIPELINE_TAR
+        entry = (manifest.get("files") or {}).get(name)
+        if entry is None:
+            if format == "delta":
+                raise not_found("checkpoint")
+            return await _export(svc, tenant, job_id, view)
+        path = svc.erasure_dir(tenant, job_id) / name
+        etag = f'"{entry["sha256"]}"'
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers={"ETag": etag})
+        media = "application/octet-stream" if format == "delta" else "application/x-tar"
+        filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
+        return FileResponse(path, media_type=media, filename=filename,
+                            headers={"ETag": etag, "X-Content-SHA256": entry["sha256"],
+                                     "Cache-Control": "private, max-age=31536000, immutable"})
+
+    async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
+        export_id = await svc.request_export(tenant, job_id, view["base_model"])
+        rec = await svc.record(export_id, tenant, "export")
+        status = rec.get("status", "queued") if rec else "queued"
+        if status in ("failed", "cancelled"):
+            await svc.r.delete(store.k_export(job_id))
+            raise HTTPException(409, f"the diffusers export failed: {rec.get('error') if rec else ''}; "
+                                     "request it again to retry")
+        if status == "succeeded":  # finished between our two reads: the manifest has it now
+            manifest = await svc.manifest(tenant, job_id)
+            if manifest and store.PIPELINE_TAR in (manifest.get("files") or {}):
+                return Response(status_code=307, headers={
+                    "Location": f"/v1/erasures/{job_id}/checkpoint?format=diffusers"})
+        return JSONResponse(status_code=202, headers={"Retry-After": "2"}, content={
+            "erasure_id": job_id, "export_job": export_id, "status": status, "retry_after_s": 2})
+
+    # ---------------------------------------------------------------------------------- generation
+    async def _generate(svc: Service, tenant: str, base_model: str, erasure_id: str | None,
+                        body: GenerateRequest, wait: float | None, accept: str) -> Response:
+        job_id = await svc.submit_generation(tenant=tenant, base_model=base_model, erasure_id=erasure_id,
+                                             params=body.model_dump(mode="json"))
+        limit = settings.generate_wait_s
+        await svc.wait_done(job_id, limit if wait is None else min(wait, limit))
+        return await _generation_result(svc, tenant, job_id, accept, pending_status=202)
+
+    async def _generation_result(svc: Service, tenant: str, job_id: str, accept: str,
+                                 pending_status: int) -> Response:
+        rec = await svc.record(job_id, tenant, "generation")
+        if rec is None:
+            raise not_found("generation")
+        view = generation_view(rec)
+        status = rec.get("status")
+        if status in store.ACTIVE:
+            return JSONResponse(status_code=pending_status, content=view,
+                                headers={"Location": f"/v1/generations/{job_id}", "Retry-After": "1"})
+        if status != "succeeded":
+            return JSONResponse(status_code=500 if status == "failed" else 409, content={
+                "detail": f"generation {status}: {rec.get('error') or ''}".strip(), "job": view})
+        images = await svc.images(job_id)
+        if not images:
+            raise HTTPException(410, "the generated images have expired; generate again")
+        params = json.loads(rec.get("params") or "{}")
+        want_json = "application/json" in accept and "image/png" not in accept
+        headers = {"X-Erasepro-Generation": job_id, "X-Erasepro-Seed": str(params.get("seed", 0))}
+        if len(images) == 1 and not want_json:
+            return Response(content=base64.b64decode(images[0]), media_type="image/png", headers=headers)
+        return JSONResponse(headers=headers, content={
+            "id": job_id, "images": images, "media_type": "image/png", "seed": params.get("seed", 0),
+            "timings": view["timings"]})
+
+    gen_responses: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"image/png": {}, "application/json": {"schema": GeneratedImages.model_json_schema()}},
+              "description": "one image as PNG, or several as base64 PNGs in JSON"},
+        202: {"model": GenerationView, "description": "still running after the wait limit: poll the job"},
+        404: {"description": "not found"}, 415: {"description": "not JSON"},
+    }
+    @app.post("/v1/erasures/{job_id}/generate", tags=["generation"], response_model=None,
+              dependencies=[Depends(json_body)], responses={**gen_responses, 409: {
+                  "description": "the erasure has not succeeded"}})
+    async def generate_edited(job_id: JobId, body: GenerateRequest, tenant: Tenant, svc: Svc,
+                              request: Request, wait: WaitS = None) -> Response:
+        """Sample from the base model with this erasure's delta applied."""
+        view = await svc.erasure(tenant, job_id)
+        if view is None:
+            raise not_found()
+        if view["status"] != "succeeded":
+            raise HTTPException(409, f"erasure {job_id} is {view['status']}; generation needs a succeeded erasure")
+        return await _generate(svc, tenant, view["base_model"], job_id, body, wait,
+                               request.headers.get("accept", ""))
+
+    @app.post("/v1/base-models/{name}/generate", tags=["generation"], response_model=None,
+              dependencies=[Depends(json_body)], responses=gen_responses)
+    async def generate_base(name: Annotated[str, Path(max_length=64)], body: GenerateRequest, tenant: Tenant,
+                            svc: Svc, request: Request, wait: WaitS = None) -> Response:
+        """Sample from an unedited registered base model (to compare with an erasure)."""
+        info = svc.registry.get(name)
+        if info is None:
+            raise not_found("base model")
+        if not info.available:
+            raise HTTPException(409, f"base model {name!r} is registered but not installed on this server")
+        return await _generate(svc, tenant, name, None, body, wait, request.headers.get("accept", ""))
+
+    @app.get("/v1/generations/{job_id}", tags=["generation"], response_model=GenerationView)
+    async def get_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+        rec = await svc.record(job_id, tenant, "generation")
+        if rec is None:
+            raise not_found("generation")
+        return generation_view(rec)
+
+    @app.get("/v1/generations/{job_id}/images", tags=["generation"], response_model=None, responses=gen_responses)
+    async def generation_images(job_id: JobId, tenant: Tenant, svc: Svc, request: Request) -> Response:
+        """The images of a finished generation (202 with the job while it runs)."""
+        return await _generation_result(svc, tenant, job_id, request.headers.get("accept", ""), pending_status=202)
+
+
+app = create_app()

@@ -1,0 +1,204 @@
+"""REST request and response bodies.
+
+The erasure request maps onto :class:`erasepro_core.spec.ErasureSpec` (torch-free): ``edits``, ``preserve``
+and ``method`` at the top level, every other spec field under ``options``. The options model is generated
+from the spec's own fields (same types and bounds, so the OpenAPI schema is exact), and the final check is the
+spec's own validation, whose errors are re-labelled with the request field they came from (``422``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any, Literal
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+
+from app.registry import NAME_RE
+from erasepro_core.spec import MAX_EDITS, MAX_PRESERVE, MAX_PROMPT_CHARS, Edit, ErasureSpec, Method
+
+MAX_STEPS = 150
+MAX_SIDE = 2048
+MAX_IMAGES = 4
+MAX_PIXELS = 4 * 1024 * 1024  # width * height * num_images
+MAX_TIMEOUT_S = 7 * 24 * 3600
+MAX_IDEMPOTENCY_KEY = 255
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+_TOP_LEVEL = ("edits", "preserve", "method")
+
+# Everything in the spec except the top-level fields becomes an option, with the spec's types and bounds.
+ErasureOptions = create_model(  # type: ignore[call-overload]
+    "ErasureOptions",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Solver options: every ErasureSpec field other than edits/preserve/method (see docs/service.md).",
+    **{name: (f.annotation, copy.copy(f)) for name, f in ErasureSpec.model_fields.items() if name not in _TOP_LEVEL},
+)
+
+Concept = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+def _remap_loc(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
+    """A spec error location -> the request field it came from (``("body", ...)``)."""
+    if not loc:
+        return ("body", "edits") if "edits" in msg or "anchor" in msg or "target" in msg else ("body",)
+    head = loc[0]
+    if head in _TOP_LEVEL:
+        return ("body", *loc)
+    return ("body", "options", *loc)
+
+
+class ErasureRequest(BaseModel):
+    """``POST /v1/erasures``: what to erase, from which registered base model, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "base_model": "bundled", "edits": [{"target": "a red circle", "anchor": "a circle"}],
+            "preserve": ["a blue square"], "method": "erasepro", "options": {"schedule": "front"},
+        }]},
+    )
+
+    base_model: str = Field(min_length=1, max_length=64, pattern=NAME_RE.pattern,
+                            description="A name from GET /v1/base-models (never a path).")
+    edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
+    preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
+    method: Method = "erasepro"
+    options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
+    timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
+                                  description="Job timeout; defaults to and is capped by the server's setting.")
+
+    def to_spec(self) -> ErasureSpec:
+        """The validated :class:`ErasureSpec`; raises ``RequestValidationError`` (422) naming the field."""
+        payload = {"edits": [e.model_dump() for e in self.edits], "preserve": list(self.preserve),
+                   "method": self.method, **self.options.model_dump(exclude_unset=True)}
+        try:
+            return ErasureSpec.model_validate(payload)
+        except ValidationError as exc:
+            errors = []
+            for err in exc.errors(include_url=False, include_context=False, include_input=False):
+                err["loc"] = _remap_loc(tuple(err["loc"]), err["msg"])
+                errors.append(err)
+            raise RequestValidationError(errors) from None
+
+
+class GenerateRequest(BaseModel):
+    """``POST .../generate``: sampling parameters (bounded: prompt length, steps, image size and count)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "a photo of a red circle", "seed": 0, "steps": 25, "guidance": 5.0, "num_images": 1}]})
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    steps: int = Field(default=25, ge=1, le=MAX_STEPS)
+    guidance: float = Field(default=5.0, ge=0, le=50, allow_inf_nan=False)
+    width: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
+    height: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
+    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("prompt must not be blank")
+        return v
+
+    @field_validator("num_images")
+    @classmethod
+    def _pixel_budget(cls, v: int, info: ValidationInfo) -> int:
+        w, h = info.data.get("width") or 1024, info.data.get("height") or 1024
+        if w * h * v > MAX_PIXELS:
+            raise ValueError(f"width * height * num_images must be at most {MAX_PIXELS} pixels")
+        return v
+
+
+# ----------------------------------------------------------------------------------------------- responses
+class Progress(BaseModel):
+    stage: str | None = None
+    fraction: float = 0.0
+
+
+class ArtifactFile(BaseModel):
+    sha256: str
+    size: int
+
+
+class ErasureView(BaseModel):
+    """An erasure job as the API shows it (from Redis while live, from its manifest once finished)."""
+
+    id: str
+    status: Status
+    base_model: str
+    method: str
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+    cancel_requested: bool = False
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    timings: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    base_fingerprint: str | None = None
+    artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class ErasureList(BaseModel):
+    items: list[ErasureView]
+    next_cursor: str | None = None
+
+
+class ErasureAccepted(BaseModel):
+    id: str
+    status: Status
+    links: dict[str, str]
+
+
+class GenerationView(BaseModel):
+    """A generation job: poll it when ``POST .../generate`` answered 202."""
+
+    id: str
+    status: Status
+    base_model: str
+    erasure_id: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    timings: dict[str, Any] | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class GeneratedImages(BaseModel):
+    """More than one image (or ``Accept: application/json``): base64-encoded PNGs."""
+
+    id: str
+    images: list[str]
+    media_type: str = "image/png"
+    seed: int
+    timings: dict[str, Any] | None = None
+
+
+class BaseModelView(BaseModel):
+    name: str
+    ref: str
+    source: str
+    family: str
+    dtype: str | None = None
+    description: str = ""
+    available: bool
+
+
+class BaseModelList(BaseModel):
+    items: list[BaseModelView]
+
+
+class ExportAccepted(BaseModel):
+    """``format=diffusers`` before the tar exists: the export job to wait for (poll the same URL)."""
+
+    erasure_id: str
+    export_job: str
+    status: Status
+    retry_after_s: int = 2

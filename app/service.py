@@ -1,0 +1,359 @@
+"""The API's view of jobs: create, read, list, cancel and delete records; enqueue worker functions by name.
+
+Async (``redis.asyncio``) for our own records; RQ's enqueue uses a sync client in a thread. Nothing here
+imports torch or the ``worker`` package: jobs are enqueued as ``"worker.jobs.run_erasure"`` etc.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from starlette.concurrency import run_in_threadpool
+
+from app import store
+from app.auth import KeyStore
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, Settings
+from app.registry import Registry
+
+log = logging.getLogger("erasepro.api")
+
+ERASE_FUNC = "worker.jobs.run_erasure"
+GENERATE_FUNC = "worker.jobs.run_generation"
+EXPORT_FUNC = "worker.jobs.run_export"
+
+LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
+                  "no checkpoint was produced - submit the job again")
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was already used with a different request body."""
+
+
+@dataclass
+class Service:
+    """Everything a request handler needs; one per API process."""
+
+    settings: Settings
+    registry: Registry
+    keys: KeyStore
+    r: aredis.Redis
+    rq_conn: redis.Redis
+    manifests: store.ManifestCache = field(default_factory=store.ManifestCache)
+    _scripts: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Service:
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set: run `erasepro serve` (embedded Redis) or point REDIS_URL "
+                               "at your Redis server")
+        r = aredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        rq_conn = redis.Redis.from_url(settings.redis_url)
+        svc = cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
+                  keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn)
+        for name in ("CREATE", "CANCEL", "LEASE_LOST"):
+            svc._scripts[name] = r.register_script(getattr(store, f"LUA_{name}"))
+        return svc
+
+    async def close(self) -> None:
+        await self.r.aclose()
+        self.rq_conn.close()
+
+    # ----------------------------------------------------------------------------------------- health
+    async def workers_alive(self) -> int:
+        """Workers whose heartbeat is younger than the lease TTL (by the Redis server's clock)."""
+        sec, _ = await self.r.time()
+        return int(await self.r.zcount(store.K_WORKERS, sec - self.settings.lease_ttl_s, "+inf"))
+
+    # ------------------------------------------------------------------------------------------ create
+    async def create_job(self, *, kind: str, tenant: str, fields: dict[str, Any], idempotency_key: str | None = None,
+                         body_hash: str = "") -> tuple[str, bool]:
+        """Create a record; returns ``(job id, created)``. ``created`` is False for an idempotent replay."""
+        job_id = store.new_job_id()
+        created = store.now()
+        key = store.k_job(job_id)
+        index = store.k_index(tenant) if kind == "erasure" else key
+        idem = store.k_idem(tenant, idempotency_key) if idempotency_key else key
+        payload = store.flatten({"id": job_id, "kind": kind, "tenant": tenant, "status": "queued",
+                                 "created_at": repr(created), "cancel_requested": "0", **fields})
+        existing = await self._scripts["CREATE"](
+            keys=[key, index, idem],
+            args=[job_id, body_hash, self.settings.idempotency_ttl_s, repr(created),
+                  "1" if idempotency_key else "0", *payload],
+        )
+        if existing:
+            old_id, _, old_hash = existing.partition("|")
+            if old_hash != body_hash:
+                raise IdempotencyConflict(old_id)
+            return old_id, False
+        if kind != "erasure":
+            await self.r.expire(key, self.settings.result_ttl_s)
+        return job_id, True
+
+    def _enqueue_sync(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int) -> None:
+        q = Queue(queue, connection=self.rq_conn, serializer=JSONSerializer)
+        q.enqueue_call(func, kwargs=kwargs, job_id=job_id, timeout=timeout,
+                       result_ttl=self.settings.result_ttl_s, failure_ttl=7 * 24 * 3600,
+                       description=f"{func} {job_id}")
+
+    async def enqueue(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int) -> None:
+        """Enqueue ``func`` (a dotted name, imported only by the worker) under our job id."""
+        try:
+            await run_in_threadpool(self._enqueue_sync, queue, func, job_id, kwargs, timeout)
+        except Exception as exc:
+            await self.r.hset(store.k_job(job_id), mapping={
+                "status": "failed", "finished_at": repr(store.now()), "error": f"could not enqueue: {exc}"})
+            raise
+
+    async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
+                             idempotency_key: str | None, body_hash: str) -> tuple[str, bool]:
+        job_id, created = await self.create_job(
+            kind="erasure", tenant=tenant, idempotency_key=idempotency_key, body_hash=body_hash,
+            fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
+                    "request": request, "timeout_s": timeout})
+        if created:
+            created_at = await self.r.hget(store.k_job(job_id), "created_at")
+            await self.enqueue(ERASE_QUEUE, ERASE_FUNC, job_id, {
+                "job_id": job_id, "tenant": tenant, "base_model": base_model, "spec": spec,
+                "created_at": float(created_at or store.now())}, timeout)
+        return job_id, created
+
+    async def submit_generation(self, *, tenant: str, base_model: str, erasure_id: str | None,
+                                params: dict) -> str:
+        job_id, _ = await self.create_job(kind="generation", tenant=tenant, fields={
+            "base_model": base_model, "erasure_id": erasure_id or "", "params": params})
+        await self.enqueue(GENERATE_QUEUE, GENERATE_FUNC, job_id, {
+            "job_id": job_id, "tenant": tenant, "base_model": base_model, "erasure_id": erasure_id,
+            "params": params}, self.settings.generate_timeout_s)
+        return job_id
+
+    async def request_export(self, tenant: str, erasure_id: str, base_model: str) -> str:
+        """The id of the job exporting this checkpoint as a diffusers tar (started now unless running)."""
+        key = store.k_export(erasure_id)
+        existing = await self.r.get(key)
+        if existing:
+            return existing
+        job_id, _ = await self.create_job(kind="export", tenant=tenant, fields={
+            "base_model": base_model, "erasure_id": erasure_id})
+        if not await self.r.set(key, job_id, nx=True, ex=self.settings.export_timeout_s + 600):
+            await self.r.delete(store.k_job(job_id))
+            return await self.r.get(key) or job_id
+        await self.enqueue(ERASE_QUEUE, EXPORT_FUNC, job_id, {
+            "job_id": job_id, "tenant": tenant, "erasure_id": erasure_id}, self.settings.export_timeout_s)
+        return job_id
+
+    # -------------------------------------------------------------------------------------------- read
+    def erasure_dir(self, tenant: str, job_id: str) -> Path:
+        return store.erasure_dir(self.settings.data_dir, tenant, job_id)
+
+    async def manifest(self, tenant: str, job_id: str) -> dict | None:
+        m = await run_in_threadpool(self.manifests.read, self.erasure_dir(tenant, job_id))
+        if m is not None and m.get("tenant") != tenant:
+            return None
+        return m
+
+    async def record(self, job_id: str, tenant: str, kind: str) -> dict[str, str] | None:
+        """The caller's record of that kind, reconciled with the lease; ``None`` if absent or not theirs."""
+        if not store.JOB_ID_RE.match(job_id):
+            return None
+        rec = await self.r.hgetall(store.k_job(job_id))
+        if not rec or rec.get("tenant") != tenant or rec.get("kind") != kind:
+            return None
+        if rec.get("status") == "running":
+            rec = await self._check_lease(rec, tenant)
+        return rec
+
+    async def _check_lease(self, rec: dict[str, str], tenant: str) -> dict[str, str]:
+        job_id = rec["id"]
+        if await self.r.exists(store.k_lease(job_id)):
+            return rec
+        manifest = await self.manifest(tenant, job_id) if rec.get("kind") == "erasure" else None
+        if manifest is not None:  # the worker finished the files but died before recording it
+            outcome, extra = "succeeded", ["report", json.dumps(manifest.get("report"))]
+        else:
+            outcome, extra = "failed", ["error", LEASE_LOST_MSG]
+        await self._scripts["LEASE_LOST"](
+            keys=[store.k_job(job_id), store.k_lease(job_id), store.k_done(job_id)],
+            args=[outcome, repr(store.now()), *extra])
+        return await self.r.hgetall(store.k_job(job_id)) or rec
+
+    async def erasure(self, tenant: str, job_id: str) -> dict | None:
+        """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest on disk."""
+        if not store.JOB_ID_RE.match(job_id):
+            return None
+        rec = await self.record(job_id, tenant, "erasure")
+        manifest = None
+        if rec is None or rec.get("status") == "succeeded":
+            manifest = await self.manifest(tenant, job_id)
+        if rec is None and manifest is None:
+            return None
+        return erasure_view(rec, manifest)
+
+    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None
+                            ) -> tuple[list[dict], tuple[float, str] | None]:
+        """Newest first. Live records and on-disk checkpoints merged (so a flushed Redis loses nothing)."""
+        scored: dict[str, float] = {jid: score for jid, score in
+                                    await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
+
+        def disk() -> dict[str, float]:
+            out = {}
+            for d in store.list_checkpoint_dirs(self.settings.data_dir, tenant):
+                m = self.manifests.read(d)
+                if m is not None and m.get("tenant") == tenant:
+                    out[d.name] = float(m.get("created_at") or 0.0)
+            return out
+
+        for jid, ts in (await run_in_threadpool(disk)).items():
+            scored.setdefault(jid, ts)
+        order = sorted(scored.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+        if cursor is not None:
+            order = [(j, t) for j, t in order if (t, j) < cursor]
+        items: list[dict] = []
+        pos = 0
+        while len(items) < limit and pos < len(order):
+            jid, _ = order[pos]
+            pos += 1
+            view = await self.erasure(tenant, jid)
+            if view is not None:
+                items.append(view)
+        next_cursor = None
+        if pos < len(order) and items:
+            next_cursor = (order[pos - 1][1], order[pos - 1][0])
+        return items, next_cursor
+
+    # ----------------------------------------------------------------------------------------- cancel
+    async def cancel(self, tenant: str, job_id: str) -> str:
+        """``cancelled`` | ``cancelling`` | the terminal status seen | ``missing``."""
+        outcome = await self._scripts["CANCEL"](keys=[store.k_job(job_id), store.k_done(job_id)],
+                                                args=[repr(store.now())])
+        if outcome == "cancelled":
+            await run_in_threadpool(self._rq_cancel, job_id)
+        return outcome
+
+    def _rq_cancel(self, job_id: str) -> None:
+        from rq.job import Job
+
+        try:
+            job = Job.fetch(job_id, connection=self.rq_conn, serializer=JSONSerializer)
+            if not job.is_canceled:
+                job.cancel()
+        except Exception as exc:  # the worker also skips cancelled jobs, so this is best effort
+            log.info("rq cancel of %s: %s", job_id, exc)
+
+    async def delete(self, tenant: str, job_id: str) -> None:
+        """Remove a finished erasure: its artifacts (renamed aside first, so never half-served) and record."""
+        d = self.erasure_dir(tenant, job_id)
+
+        def remove() -> None:
+            if d.exists():
+                trash = d.with_name(f".trash-{job_id}-{uuid.uuid4().hex[:8]}")
+                os.replace(d, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+
+        await run_in_threadpool(remove)
+        async with self.r.pipeline(transaction=True) as p:
+            p.delete(store.k_job(job_id), store.k_export(job_id), store.k_lease(job_id))
+            p.zrem(store.k_index(tenant), job_id)
+            await p.execute()
+
+    # --------------------------------------------------------------------------------------- results
+    async def wait_done(self, job_id: str, timeout_s: float) -> None:
+        """Block (asynchronously) until the worker signals the job ended, or ``timeout_s`` passes."""
+        if timeout_s <= 0:
+            return
+        got = await self.r.blpop([store.k_done(job_id)], timeout=timeout_s)
+        if got:  # leave the signal for any other waiter
+            await self.r.rpush(store.k_done(job_id), got[1])
+            await self.r.expire(store.k_done(job_id), 600)
+
+    async def images(self, job_id: str) -> list[str]:
+        return await self.r.lrange(store.k_images(job_id), 0, -1)
+
+
+# ------------------------------------------------------------------------------------------------ views
+def _json(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
+    """One JSON shape for an erasure, whether it is live in Redis, on disk only, or both."""
+    rec = rec or {}
+    m = manifest or {}
+    job_id = rec.get("id") or m["id"]
+    status = rec.get("status") or ("succeeded" if manifest else "failed")
+    if status == "succeeded" and manifest is None:
+        status = "failed"  # recorded as done but the files are gone (deleted out of band)
+        rec = {**rec, "error": "the checkpoint files are missing on the server"}
+    spec = _json(rec.get("spec")) or m.get("spec")
+    progress = _json(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if manifest else {})
+    view: dict[str, Any] = {
+        "id": job_id,
+        "status": status,
+        "base_model": rec.get("base_model") or (m.get("base_model") or {}).get("name", ""),
+        "method": rec.get("method") or (spec or {}).get("method", "erasepro"),
+        "created_at": store.iso(rec.get("created_at") or m.get("created_at")),
+        "started_at": store.iso(rec.get("started_at") or m.get("started_at")),
+        "finished_at": store.iso(rec.get("finished_at") or m.get("finished_at")),
+        "progress": {"stage": progress.get("stage"), "fraction": float(progress.get("fraction") or 0.0)},
+        "cancel_requested": rec.get("cancel_requested") == "1",
+        "report": m.get("report") if manifest else _json(rec.get("report")),
+        "error": rec.get("error") or None,
+        "timings": m.get("timings") if manifest else _json(rec.get("timings")),
+        "spec": spec,
+        "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
+        "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
+        "links": {"self": f"/v1/erasures/{job_id}"},
+    }
+    if status == "succeeded":
+        view["links"].update({
+            "checkpoint": f"/v1/erasures/{job_id}/checkpoint?format=delta",
+            "checkpoint_diffusers": f"/v1/erasures/{job_id}/checkpoint?format=diffusers",
+            "generate": f"/v1/erasures/{job_id}/generate",
+        })
+    return view
+
+
+def generation_view(rec: dict[str, str]) -> dict:
+    job_id = rec["id"]
+    view = {
+        "id": job_id, "status": rec.get("status", "queued"), "base_model": rec.get("base_model", ""),
+        "erasure_id": rec.get("erasure_id") or None, "created_at": store.iso(rec.get("created_at")),
+        "started_at": store.iso(rec.get("started_at")), "finished_at": store.iso(rec.get("finished_at")),
+        "error": rec.get("error") or None, "timings": _json(rec.get("timings")),
+        "links": {"self": f"/v1/generations/{job_id}", "images": f"/v1/generations/{job_id}/images"},
+    }
+    return view
+
+
+def encode_cursor(cursor: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(f"{cursor[0]!r}:{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[float, str]:
+    """Inverse of :func:`encode_cursor`; ValueError on anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        ts, _, job_id = raw.partition(":")
+        value = float(ts)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor returned by this API") from None
+    if not store.JOB_ID_RE.match(job_id) or value != value:
+        raise ValueError("not a cursor returned by this API")
+    return value, job_id

@@ -1,0 +1,137 @@
+"""A bounded LRU of loaded base pipelines (and of loaded deltas), one per worker process.
+
+Cached pipelines are shared by every job the process runs, so they are never edited for good: erasure does
+not modify its input, generation and export apply a delta with ``applied_delta`` (which restores the exact
+original tensors), and any job that ends abnormally while a delta may be applied evicts that pipeline.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.registry import BaseModelInfo
+
+log = logging.getLogger("erasepro.worker")
+
+
+@dataclass
+class Loaded:
+    """A cache lookup: the pipeline, how long loading took (0 when cached) and whether it was a hit."""
+
+    pipe: Any
+    info: BaseModelInfo
+    load_s: float
+    hit: bool
+    device: str
+    dtype: str
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(info: BaseModelInfo, device: str) -> str | None:
+    """The registry's dtype on an accelerator; float32 on CPU (half precision there is slow or unsupported)."""
+    if device.startswith("cpu"):
+        return "float32" if info.dtype in ("float16", "bfloat16") else info.dtype
+    return info.dtype
+
+
+class PipelineCache:
+    """``get(info)`` returns a loaded pipeline, loading it (and evicting the least recently used) on a miss."""
+
+    def __init__(self, capacity: int, device: str | None = None,
+                 loader: Callable[..., Any] | None = None) -> None:
+        self.capacity = max(1, capacity)
+        self.device = pick_device(device)
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+
+    def _key(self, info: BaseModelInfo) -> tuple:
+        return (info.name, info.ref, pick_dtype(info, self.device), self.device)
+
+    def _load(self, info: BaseModelInfo) -> Any:
+        if self._loader is not None:
+            return self._loader(info.ref, device=self.device, dtype=pick_dtype(info, self.device))
+        from erasepro_core.pipeline import load_pipeline
+
+        return load_pipeline(info.ref, device=self.device, dtype=pick_dtype(info, self.device))
+
+    def get(self, info: BaseModelInfo) -> Loaded:
+        key = self._key(info)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return Loaded(self._items[key], info, 0.0, True, self.device, str(key[2] or "as stored"))
+        t0 = time.perf_counter()
+        pipe = self._load(info)
+        load_s = time.perf_counter() - t0
+        with self._lock:
+            self._items[key] = pipe
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                old, _ = self._items.popitem(last=False)
+                log.info("model cache: evicted %s", old[0])
+                self._release()
+        log.info("model cache: loaded %s in %.2fs", info.name, load_s)
+        return Loaded(pipe, info, load_s, False, self.device, str(key[2] or "as stored"))
+
+    def evict(self, info: BaseModelInfo) -> None:
+        """Drop a pipeline (after a job that may have left it modified ended abnormally)."""
+        with self._lock:
+            if self._items.pop(self._key(info), None) is not None:
+                log.warning("model cache: evicted %s after an interrupted job", info.name)
+                self._release()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._release()
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [k[0] for k in self._items]
+
+    def _release(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+class DeltaCache:
+    """Loaded deltas by (path, sha256): generation on a checkpoint does not re-read it every time."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, sha256: str) -> Any:
+        from erasepro_core.delta import Delta
+
+        key = (str(path), sha256)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        delta = Delta.load(path)
+        with self._lock:
+            self._items[key] = delta
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return delta

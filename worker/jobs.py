@@ -1,0 +1,378 @@
+"""The RQ job functions (enqueued by name from the API): erasure, generation, diffusers export.
+
+Every function takes JSON-able keyword arguments only (the queues use RQ's JSON serializer: no pickle), keeps
+its Redis record current (status, progress, timings, error) and mirrors progress into the RQ job's meta.
+
+Artifacts are written under a temporary directory name and renamed into place only when complete, with
+``manifest.json`` as the last file written into it; the record says ``succeeded`` only after the rename. A
+crash at any point leaves either nothing the API serves, or a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rq import get_current_job
+from rq.timeouts import JobTimeoutException
+
+from app import store
+from app.registry import BaseModelInfo
+from worker.runtime import JobCancelled, WorkerState, get_state
+
+log = logging.getLogger("erasepro.worker")
+
+MAX_ERROR_CHARS = 2000
+
+
+class JobFailed(Exception):
+    """A job cannot run (unknown model, missing checkpoint...): recorded as its readable error."""
+
+
+def readable(exc: BaseException) -> str:
+    """One line a user can act on."""
+    if isinstance(exc, JobTimeoutException):
+        return f"timed out: {exc}"
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "out of memory" in text.lower():
+        return f"out of memory on the worker ({text}); try fewer edits or a larger device"
+    if isinstance(exc, JobFailed):
+        return text
+    return f"{name}: {text}"[:MAX_ERROR_CHARS] if text else name
+
+
+class JobContext:
+    """One job's record: start, progress (throttled), cancellation checks, finish."""
+
+    def __init__(self, state: WorkerState, job_id: str, tenant: str, kind: str, initial: dict[str, Any]) -> None:
+        self.state, self.job_id, self.tenant, self.kind = state, job_id, tenant, kind
+        self.initial = initial
+        self._last: tuple[str | None, float] = (None, -1.0)
+        self.stage = "queued"
+        self.rq_job = get_current_job()
+
+    def start(self) -> bool:
+        """Take the job (queued -> running, lease set); False when it was cancelled or already handled."""
+        s = self.state
+        seen = s.scripts["START"](
+            keys=[store.k_job(self.job_id), store.k_lease(self.job_id)],
+            args=[repr(store.now()), s.name, s.settings.lease_ttl_s,
+                  *store.flatten({"id": self.job_id, "kind": self.kind, "tenant": self.tenant, "status": "queued",
+                                  "cancel_requested": "0", **self.initial})])
+        if seen != "running":
+            log.info("job %s is %s: skipped", self.job_id, seen)
+            return False
+        s.begin(self.job_id)
+        return True
+
+    def progress(self, stage: str, fraction: float) -> None:
+        """Record progress (when the stage or 1% changed) and stop here if cancellation was requested."""
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        self.stage = stage
+        last_stage, last_fraction = self._last
+        if stage != last_stage or fraction - last_fraction >= 0.01 or fraction >= 1.0:
+            self._last = (stage, fraction)
+            value = {"stage": stage, "fraction": round(fraction, 4)}
+            self.state.r.hset(store.k_job(self.job_id), "progress", store.flatten({"p": value})[1])
+            if self.rq_job is not None:
+                try:
+                    self.rq_job.meta["progress"] = value
+                    self.rq_job.save_meta()
+                except Exception as exc:  # meta is a mirror; the record is authoritative
+                    log.debug("save_meta: %s", exc)
+        self.check_cancel()
+
+    def check_cancel(self) -> None:
+        if self.state.r.hget(store.k_job(self.job_id), "cancel_requested") == "1":
+            raise JobCancelled()
+
+    def finish(self, outcome: str, **fields: Any) -> str:
+        """End the job; returns ``ok`` or why not (``cancel_requested`` or the status already recorded)."""
+        res = self.state.scripts["FINISH"](
+            keys=[store.k_job(self.job_id), store.k_lease(self.job_id), store.k_done(self.job_id)],
+            args=[outcome, repr(store.now()), *store.flatten(fields)])
+        return str(res)
+
+
+def _model(state: WorkerState, name: str) -> BaseModelInfo:
+    info = state.registry.get(name)
+    if info is None:
+        raise JobFailed(f"base model {name!r} is not in this worker's registry (ERASEPRO_BASE_MODELS)")
+    if not info.available:
+        raise JobFailed(f"base model {name!r} is registered but not installed on this worker")
+    return info
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename aside, then delete: a half-deleted checkpoint is never visible under its real name."""
+    if path.exists():
+        trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(path, trash)
+        except OSError:
+            trash = path
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def _interruptible(state: WorkerState) -> Iterator[None]:
+    with state.interruptible_section():
+        yield
+
+
+def _run(ctx: JobContext, body: Any) -> dict[str, Any] | None:
+    """Run ``body()`` inside the job's bookkeeping: outcomes, readable errors, cleanup, re-raise for RQ."""
+    state = ctx.state
+    if not ctx.start():
+        return None
+    try:
+        return body()
+    except JobCancelled:
+        state.reset_after_interrupt()
+        outcome = ctx.finish("cancelled", error=f"cancelled while {ctx.stage}")
+        log.info("job %s cancelled (%s)", ctx.job_id, outcome)
+        return {"status": "cancelled"}
+    except JobTimeoutException as exc:
+        state.reset_after_interrupt()
+        ctx.finish("failed", error=f"timed out while {ctx.stage}: {exc}")
+        raise
+    except Exception as exc:
+        log.exception("job %s failed", ctx.job_id)
+        ctx.finish("failed", error=readable(exc))
+        raise
+    except BaseException:  # cold shutdown (SystemExit) or Ctrl-C: say so rather than leave it 'running'
+        state.reset_after_interrupt()
+        ctx.finish("failed", error=f"the worker shut down while {ctx.stage}; submit the job again")
+        raise
+    finally:
+        state.end()
+
+
+# ----------------------------------------------------------------------------------------------- erasure
+def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, Any],
+                created_at: float | None = None) -> dict[str, Any] | None:
+    """Compute the erasure, write ``delta.safetensors`` + ``manifest.json`` atomically, record the outcome."""
+    state = get_state()
+    ctx = JobContext(state, job_id, tenant, "erasure", {
+        "base_model": base_model, "spec": spec, "method": spec.get("method", "erasepro"),
+        "created_at": repr(created_at or store.now())})
+
+    def body() -> dict[str, Any]:
+        from erasepro_core.erase import erase
+        from erasepro_core.spec import ErasureSpec
+
+        t_start = time.time()
+        timings: dict[str, Any] = {"queue_wait_s": round(t_start - float(created_at), 4) if created_at else None}
+        erasure_spec = ErasureSpec.model_validate(spec)
+        ctx.progress("loading model", 0.0)
+        info = _model(state, base_model)
+        loaded = state.cache.get(info)
+        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit)
+        ctx.progress("solving", 0.05)
+
+        def on_progress(stage: str, fraction: float) -> None:
+            ctx.progress(stage, 0.05 + 0.9 * fraction)
+
+        t0 = time.perf_counter()
+        with _interruptible(state):
+            result = erase(loaded.pipe, erasure_spec, progress=on_progress, cache=state.feature_cache())
+        timings["solve_s"] = round(time.perf_counter() - t0, 4)
+        ctx.progress("saving", 0.95)
+        t0 = time.perf_counter()
+        final = store.erasure_dir(state.settings.data_dir, tenant, job_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{job_id}-{uuid.uuid4().hex[:8]}"
+        committed = False
+        try:
+            tmp.mkdir()
+            delta_path = tmp / store.DELTA_FILE
+            result.delta.save(delta_path)
+            _fsync(delta_path)
+            timings["save_s"] = round(time.perf_counter() - t0, 4)
+            finished = store.now()
+            manifest = {
+                "format": store.MANIFEST_FORMAT, "id": job_id, "kind": "erasure", "tenant": tenant,
+                "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
+                               "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
+                "spec": erasure_spec.model_dump(mode="json"), "report": result.report,
+                "files": {store.DELTA_FILE: {"sha256": store.sha256_file(delta_path),
+                                             "size": delta_path.stat().st_size}},
+                "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
+                "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
+            }
+            store.write_json_atomic(tmp / store.MANIFEST, manifest)
+            store.fsync_dir(tmp)
+            ctx.check_cancel()  # last chance before the checkpoint becomes visible
+            os.rename(tmp, final)
+            store.fsync_dir(final.parent)
+            committed = True
+            outcome = ctx.finish("succeeded", report=result.report, timings=timings,
+                                 progress={"stage": "done", "fraction": 1.0})
+            if outcome != "ok":
+                _remove_tree(final)
+                if outcome == "cancel_requested":
+                    ctx.finish("cancelled", error="cancelled while saving")
+                    return {"status": "cancelled"}
+                return {"status": outcome}
+            return {"status": "succeeded", "sha256": manifest["files"][store.DELTA_FILE]["sha256"],
+                    "timings": timings}
+        except BaseException:
+            if committed:
+                _remove_tree(final)
+            raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return _run(ctx, body)
+
+
+# -------------------------------------------------------------------------------------------- generation
+def _load_checkpoint(state: WorkerState, tenant: str, erasure_id: str) -> tuple[dict, Path]:
+    directory = store.erasure_dir(state.settings.data_dir, tenant, erasure_id)
+    manifest = store.read_manifest(directory)
+    if manifest is None or manifest.get("tenant") != tenant:
+        raise JobFailed(f"checkpoint {erasure_id} is not on this worker's storage (is the data dir shared?)")
+    return manifest, directory
+
+
+def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str | None,
+                   params: dict[str, Any]) -> dict[str, Any] | None:
+    """Sample images from a base model, with an erasure's delta applied when ``erasure_id`` is given."""
+    state = get_state()
+    ctx = JobContext(state, job_id, tenant, "generation", {"base_model": base_model, "erasure_id": erasure_id or ""})
+
+    def body() -> dict[str, Any]:
+        from erasepro_core.delta import applied_delta
+        from erasepro_core.pipeline import generate
+
+        timings: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        info = _model(state, base_model)
+        loaded = state.cache.get(info)
+        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit)
+        kwargs = {k: params[k] for k in ("negative_prompt", "seed", "steps", "guidance", "width", "height",
+                                         "num_images") if k in params}
+        t1 = time.perf_counter()
+        if erasure_id:
+            manifest, directory = _load_checkpoint(state, tenant, erasure_id)
+            delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
+            try:
+                with applied_delta(loaded.pipe, delta):
+                    images = generate(loaded.pipe, params["prompt"], **kwargs)
+            except BaseException:
+                state.cache.evict(info)  # the restore may not have run to completion
+                raise
+        else:
+            images = generate(loaded.pipe, params["prompt"], **kwargs)
+        timings["generate_s"] = round(time.perf_counter() - t1, 4)
+        encoded = []
+        for img in images:
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            encoded.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+        timings["total_s"] = round(time.perf_counter() - t0, 4)
+        key = store.k_images(job_id)
+        with state.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            p.rpush(key, *encoded)
+            p.expire(key, state.settings.result_ttl_s)
+            p.execute()
+        outcome = ctx.finish("succeeded", timings=timings)
+        return {"status": "succeeded" if outcome == "ok" else outcome, "timings": timings}
+
+    return _run(ctx, body)
+
+
+# ------------------------------------------------------------------------------------------------ export
+@contextmanager
+def _manifest_lock(directory: Path) -> Iterator[None]:
+    with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] | None:
+    """Write the full edited pipeline as ``pipeline.tar`` beside the delta and add it to the manifest."""
+    state = get_state()
+    ctx = JobContext(state, job_id, tenant, "export", {"erasure_id": erasure_id})
+
+    def body() -> dict[str, Any]:
+        from erasepro_core.delta import applied_delta
+        from erasepro_core.pipeline import save_pipeline
+
+        manifest, directory = _load_checkpoint(state, tenant, erasure_id)
+        if store.PIPELINE_TAR in manifest.get("files", {}):
+            ctx.finish("succeeded")
+            return {"status": "succeeded"}
+        info = _model(state, manifest["base_model"]["name"])
+        loaded = state.cache.get(info)
+        delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
+        ctx.progress("exporting", 0.1)
+        tar_tmp = directory / f".{store.PIPELINE_TAR}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".tmp-{job_id}-export-") as tmpdir:
+                try:
+                    with _interruptible(state), applied_delta(loaded.pipe, delta):
+                        save_pipeline(loaded.pipe, Path(tmpdir) / "pipeline")
+                except BaseException:
+                    state.cache.evict(info)
+                    raise
+                ctx.progress("archiving", 0.7)
+                with tarfile.open(tar_tmp, "w") as tar:
+                    tar.add(Path(tmpdir) / "pipeline", arcname=f"erasepro-{erasure_id}")
+            _fsync(tar_tmp)
+            entry = {"sha256": store.sha256_file(tar_tmp), "size": tar_tmp.stat().st_size}
+            with _manifest_lock(directory):
+                current = store.read_manifest(directory)
+                if current is None:
+                    raise JobFailed(f"checkpoint {erasure_id} was deleted during the export")
+                os.replace(tar_tmp, directory / store.PIPELINE_TAR)
+                current.setdefault("files", {})[store.PIPELINE_TAR] = entry
+                current["exported_at"] = store.now()
+                store.write_json_atomic(directory / store.MANIFEST, current)
+        finally:
+            tar_tmp.unlink(missing_ok=True)
+        ctx.finish("succeeded", progress={"stage": "done", "fraction": 1.0})
+        return {"status": "succeeded", **entry}
+
+    return _run(ctx, body)
+
+
+def cleanup_stale(state: WorkerState) -> int:
+    """Remove temporary/trash directories left by crashed workers (those whose job holds no lease)."""
+    removed = 0
+    root = state.settings.tenants_dir
+    if not root.is_dir():
+        return 0
+    for erasures in root.glob("*/erasures"):
+        for entry in erasures.iterdir():
+            name = entry.name
+            if name.startswith(".trash-"):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+            elif name.startswith(".tmp-"):
+                parts = name.split("-")
+                job = next((p for p in parts if store.JOB_ID_RE.match(p)), None)
+                if job is None or not state.r.exists(store.k_lease(job)):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+    return removed

@@ -1,0 +1,105 @@
+"""The worker process: an RQ worker that runs jobs in-process, so loaded models stay cached between jobs.
+
+``python -m worker --queues erase,generate`` or ``erasepro worker --queues erase,generate``. Uses the GPU
+when there is one (``ERASEPRO_DEVICE`` overrides). Run several, on one machine or many, against the same
+Redis and the same shared ``ERASEPRO_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, Settings
+from worker.runtime import Heartbeat, WorkerState, set_state
+
+log = logging.getLogger("erasepro.worker")
+
+
+class ErasureWorker(SimpleWorker):
+    """RQ's in-process worker (no fork per job: the model cache survives), JSON-serialized jobs.
+
+    Timeouts still work: RQ arms ``SIGALRM`` around each job and raises ``JobTimeoutException`` in it.
+    """
+
+
+def parse_queues(text: str) -> list[str]:
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    unknown = set(queues) - {ERASE_QUEUE, GENERATE_QUEUE}
+    if not queues or unknown:
+        raise argparse.ArgumentTypeError(f"queues are {ERASE_QUEUE!r} and/or {GENERATE_QUEUE!r}, got {text!r}")
+    return queues
+
+
+def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name: str | None = None,
+               burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO") -> int:
+    """Serve ``queues`` until SIGTERM/SIGINT (a second signal interrupts the running job). Returns 0."""
+    from worker.jobs import cleanup_stale
+
+    settings = settings or Settings.from_env()
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        from erasepro_core.pipeline import quiet_libraries
+
+        quiet_libraries()
+    except ImportError:  # pragma: no cover - older core
+        pass
+    state = WorkerState.create(settings, name=name)
+    set_state(state)
+    signal.signal(signal.SIGUSR1, state.on_sigusr1)
+    removed = cleanup_stale(state)
+    if removed:
+        log.info("removed %d stale temporary checkpoint directories", removed)
+    for model in preload:
+        info = state.registry.get(model)
+        if info is None or not info.available:
+            log.error("--preload %s: not a registered, installed base model", model)
+            return 2
+        state.cache.get(info)
+    conn = redis.Redis.from_url(settings.redis_url)
+    rq_queues = [Queue(q, connection=conn, serializer=JSONSerializer) for q in queues]
+    worker = ErasureWorker(rq_queues, connection=conn, serializer=JSONSerializer, name=state.name)
+    heartbeat = Heartbeat(state)
+    heartbeat.start()
+    log.info("worker %s on %s, device %s, queues %s", state.name, settings.redis_url, state.cache.device,
+             ",".join(queues))
+    print(f"erasepro worker {state.name} ready (device {state.cache.device}, queues {','.join(queues)})",
+          flush=True)
+    try:
+        worker.work(burst=burst, logging_level=log_level)
+    finally:
+        heartbeat.stop()
+        conn.close()
+    return 0
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    p.add_argument("--queues", type=parse_queues, default=[ERASE_QUEUE, GENERATE_QUEUE],
+                   help="comma-separated: erase,generate (default both)")
+    p.add_argument("--name", help="worker name (default erasepro-<host>-<pid>)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument("--preload", action="append", default=[], help="load this base model before serving")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    return run_worker(args.queues, name=args.name, burst=args.burst, preload=args.preload,
+                      log_level=args.log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_worker(args)
+    except (RuntimeError, ValueError) as exc:
+        print(f"erasepro worker: error: {exc}", file=sys.stderr)
+        return 2

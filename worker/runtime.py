@@ -1,0 +1,185 @@
+"""Per-process worker state: settings, registry, caches, the Redis client for job records, and the heartbeat.
+
+The heartbeat thread keeps three promises while the main thread runs jobs:
+
+* ``workers`` (a sorted set) shows this worker alive to ``/readyz``;
+* the current job's lease is refreshed, so the API can tell a running job from one whose worker died;
+* a cancellation request for the current job is noticed within half a second: the thread sends the process
+  ``SIGUSR1`` and the handler raises :class:`JobCancelled` in the job, but only while the job is inside an
+  interruptible section (the solve, the export); elsewhere the job checks the flag itself between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from app import store
+from app.config import Settings
+from app.registry import Registry
+from worker.cache import DeltaCache, PipelineCache
+
+log = logging.getLogger("erasepro.worker")
+
+CANCEL_POLL_S = 0.5
+
+
+class JobCancelled(Exception):
+    """Raised inside a job whose cancellation was requested."""
+
+
+@dataclass
+class WorkerState:
+    """Everything the job functions share inside one worker process."""
+
+    settings: Settings
+    registry: Registry
+    r: redis.Redis
+    cache: PipelineCache
+    deltas: DeltaCache
+    name: str
+    scripts: dict[str, Any] = field(default_factory=dict)
+    features: Any = None  # erasepro_core.preserve.FeatureCache, created on first use
+    current_job: str | None = None
+    cancel_pending: str | None = None
+    interruptible: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, settings: Settings, name: str | None = None) -> WorkerState:
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set: the worker needs the same Redis as the API")
+        r = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        state = cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
+                    r=r, cache=PipelineCache(settings.cache_size, settings.device), deltas=DeltaCache(),
+                    name=name or f"erasepro-{os.uname().nodename}-{os.getpid()}")
+        for script in ("START", "FINISH"):
+            state.scripts[script] = r.register_script(getattr(store, f"LUA_{script}"))
+        return state
+
+    def feature_cache(self) -> Any:
+        if self.features is None:
+            from erasepro_core.preserve import FeatureCache
+
+            self.features = FeatureCache()
+        return self.features
+
+    def reset_after_interrupt(self) -> None:
+        """Forget derived caches a job interrupted at an arbitrary point might have left half-updated."""
+        self.features = None
+
+    # ------------------------------------------------------------------------------------ current job
+    def begin(self, job_id: str) -> None:
+        with self._lock:
+            self.current_job, self.cancel_pending, self.interruptible = job_id, None, False
+
+    def end(self) -> None:
+        with self._lock:
+            self.current_job, self.cancel_pending, self.interruptible = None, None, False
+
+    @contextmanager
+    def interruptible_section(self):
+        """Inside: a cancellation interrupts the main thread at once. Outside: only explicit checks see it."""
+        with self._lock:
+            self.interruptible = True
+            pending = self.cancel_pending is not None and self.cancel_pending == self.current_job
+        try:
+            if pending:
+                raise JobCancelled()
+            yield
+        finally:
+            with self._lock:
+                self.interruptible = False
+
+    def on_sigusr1(self, signum: int, frame: Any) -> None:
+        """Signal handler (main thread): raise in the job if it is interruptible right now."""
+        with self._lock:
+            fire = self.interruptible and self.cancel_pending is not None and self.cancel_pending == self.current_job
+            if fire:
+                self.interruptible = False
+        if fire:
+            raise JobCancelled()
+
+
+_STATE: WorkerState | None = None
+_STATE_LOCK = threading.Lock()
+
+
+def get_state() -> WorkerState:
+    """The process's state; created from the environment on first use (so plain ``rq worker`` works too)."""
+    global _STATE
+    with _STATE_LOCK:
+        if _STATE is None:
+            _STATE = WorkerState.create(Settings.from_env())
+        return _STATE
+
+
+def set_state(state: WorkerState) -> None:
+    global _STATE
+    with _STATE_LOCK:
+        _STATE = state
+
+
+class Heartbeat(threading.Thread):
+    """Liveness, lease refresh and cancellation polling (see the module docstring)."""
+
+    def __init__(self, state: WorkerState) -> None:
+        super().__init__(name="erasepro-heartbeat", daemon=True)
+        self.state = state
+        self.stop_event = threading.Event()
+        self.main_pid = os.getpid()
+
+    def beat(self) -> None:
+        s = self.state
+        ttl = s.settings.lease_ttl_s
+        sec, _ = s.r.time()
+        with s.r.pipeline(transaction=False) as p:
+            p.zadd(store.K_WORKERS, {s.name: sec})
+            p.zremrangebyscore(store.K_WORKERS, "-inf", sec - 20 * ttl)
+            job = s.current_job
+            if job:
+                p.set(store.k_lease(job), s.name, ex=ttl, xx=True)
+            p.execute()
+
+    def poll_cancel(self) -> None:
+        s = self.state
+        job = s.current_job
+        if not job or s.cancel_pending == job:
+            return
+        if s.r.hget(store.k_job(job), "cancel_requested") == "1":
+            with s._lock:
+                if s.current_job != job:
+                    return
+                s.cancel_pending = job
+                interrupt = s.interruptible
+            if interrupt:
+                os.kill(self.main_pid, signal.SIGUSR1)
+
+    def run(self) -> None:
+        interval = self.state.settings.heartbeat_interval_s
+        elapsed = interval  # beat at once
+        while not self.stop_event.is_set():
+            try:
+                if elapsed >= interval:
+                    self.beat()
+                    elapsed = 0.0
+                self.poll_cancel()
+            except redis.RedisError as exc:
+                log.warning("heartbeat: %s", exc)
+            step = min(CANCEL_POLL_S, interval)
+            self.stop_event.wait(step)
+            elapsed += step
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        try:
+            self.state.r.zrem(store.K_WORKERS, self.state.name)
+        except redis.RedisError:
+            pass
