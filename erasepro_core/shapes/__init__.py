@@ -1,0 +1,95 @@
+"""The shapes world: a procedural renderer, a caption grammar, a small trained text-to-image model
+(a standard diffusers ``StableDiffusionPipeline``, bundled as float16 safetensors) and a judge CNN.
+
+Importing this package is cheap (numpy and PIL only); the judge and evaluation load torch on first use.
+
+>>> from erasepro_core.shapes import bundled_model_path, load_judge, prompt_set
+>>> pipe = StableDiffusionPipeline.from_pretrained(bundled_model_path(), local_files_only=True)
+>>> images = pipe("a red circle", height=16, width=16, num_inference_steps=25, guidance_scale=5).images
+>>> load_judge().classify(images)  # [{"shape": "circle", "colour": "red", "size": ..., "style": "filled"}]
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from erasepro_core.shapes.captions import (
+    COLOUR_WORDS,
+    COMPLEX_TEMPLATES,
+    HELDOUT_TEMPLATES,
+    PARAPHRASE_TEMPLATES,
+    PLAIN_TEMPLATES,
+    PROMPT_SETS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    SOLVER_TEMPLATES,
+    STYLE_WORDS,
+    TRAIN_TEMPLATES,
+    WORDS,
+    Prompt,
+    caption,
+    fill,
+    prompt_set,
+    solver_prompts,
+)
+from erasepro_core.shapes.world import (
+    ATTRIBUTES,
+    COLOURS,
+    RESOLUTION,
+    SHAPES,
+    SIZES,
+    STYLES,
+    Attributes,
+    all_attributes,
+    render,
+    render_dataset,
+    render_random,
+)
+
+MODEL_DIR = Path(__file__).with_name("model")
+JUDGE_DIR = Path(__file__).with_name("judge")
+
+
+def bundled_model_path() -> Path:
+    """Directory of the shipped float16 ``StableDiffusionPipeline`` (load with ``local_files_only=True``)."""
+    return MODEL_DIR
+
+
+def bundled_model_available() -> bool:
+    """Whether the shipped weights are present in this checkout."""
+    return (MODEL_DIR / "model_index.json").is_file() and (MODEL_DIR / "unet").is_dir()
+
+
+def bundled_judge_available() -> bool:
+    """Whether the shipped judge weights are present."""
+    return (JUDGE_DIR / "judge.safetensors").is_file()
+
+
+_LAZY = {
+    "Judge": "erasepro_core.shapes.judge",
+    "load_judge": "erasepro_core.shapes.judge",
+    "train_judge": "erasepro_core.shapes.judge",
+    "evaluate_pipeline": "erasepro_core.shapes.evaluate",
+    "load_pipeline": "erasepro_core.shapes.evaluate",
+    "generate": "erasepro_core.shapes.evaluate",
+    "score": "erasepro_core.shapes.evaluate",
+    "TrainConfig": "erasepro_core.shapes.config",
+    "run_training": "erasepro_core.shapes.train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'erasepro_core.shapes' has no attribute {name!r}")
+
+
+__all__ = [
+    "ATTRIBUTES", "COLOURS", "COLOUR_WORDS", "COMPLEX_TEMPLATES", "HELDOUT_TEMPLATES", "JUDGE_DIR", "MODEL_DIR",
+    "PARAPHRASE_TEMPLATES", "PLAIN_TEMPLATES", "PROMPT_SETS", "RESOLUTION", "SHAPES", "SHAPE_WORDS", "SIZES",
+    "SIZE_WORDS", "SOLVER_TEMPLATES", "STYLES", "STYLE_WORDS", "TRAIN_TEMPLATES", "WORDS", "Attributes", "Prompt",
+    "all_attributes", "bundled_judge_available", "bundled_model_available", "bundled_model_path", "caption",
+    "fill", "prompt_set", "render", "render_dataset", "render_random", "solver_prompts", *_LAZY,
+]
