@@ -50,6 +50,8 @@ class SiteStats:
         return self.gram / self.n if self.n else None
 
     def combined(self, extra: SiteStats | None, removed: SiteStats | None) -> SiteStats:
+        if (extra is None or not extra.n) and (removed is None or not removed.n):
+            return self  # the common case: the cached generic statistics, shared, never modified
         gram, n, sample = self.gram.clone(), self.n, self.sample
         if extra is not None and extra.n:
             gram += extra.gram
