@@ -94,7 +94,8 @@ def main() -> None:
             rows.append((n, label, med, cold, max(mems), ratio, s["kv_residual"], s["kv_heldout_residual"]))
             print(f"  {n:4d} concepts  {label:18s} warm {med:6.2f}s  cold {cold:6.2f}s  "
                   f"peak +{max(mems):6.0f} MB  x{ratio:.2f} UCE   stages {res.report['timings']}", flush=True)
-    print("\n| concepts | method | warm median (s) | cold (s) | peak extra RSS (MB) | / UCE | K/V residual | held-out |")
+    print("\n| concepts | method | warm median (s) | cold (s) | peak extra RSS (MB) | / UCE "
+          "| K/V residual | held-out |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for n, label, med, cold, mem, ratio, res_, held in rows:
         print(f"| {n} | {label} | {med:.2f} | {cold:.2f} | {mem:.0f} | {ratio:.2f} | {res_:.1e} | {held:.3f} |")

@@ -142,7 +142,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  base model: {s['base']}")
     print(f"  method {s['method']}: " + ", ".join(f"{e['target']!r}->{e['anchor']!r}" for e in s["edits"] or []))
     print(f"  {s['n_tensors']} tensors, {s['n_parameters']:,} parameters")
-    print("  site                                                         stage        residual   held-out    drift   |Δ|/|W|")
+    print(f"  {'site':60s} {'stage':11s} {'residual':>9s} {'held-out':>9s} {'drift':>8s} {'|Δ|/|W|':>8s}")
     for site in delta.report.get("sites", []):
         print(f"  {site['site'][-60:]:60s} {site['stage']:11s} {site['residual']:9.2e} "
               f"{site.get('heldout_residual', float('nan')):9.3f} {site.get('preserve_drift', float('nan')):8.4f} "
