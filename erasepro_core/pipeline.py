@@ -59,7 +59,7 @@ def load_pipeline(
     local = Path(ref).expanduser()
     kwargs: dict = {"use_safetensors": True}
     if (torch_dtype := resolve_dtype(dtype)) is not None:
-        kwargs["torch_dtype"] = torch_dtype
+        kwargs["dtype"] = torch_dtype
     looks_local = ref.startswith(("/", "./", "../", "~")) or local.exists()
     if looks_local:
         if not (local / "model_index.json").is_file():
