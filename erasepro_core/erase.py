@@ -232,22 +232,17 @@ def _split(positions: list[tuple[int, int, int, int]], at: int) -> tuple[list[in
 
 def _preserve_stats(adapter: Adapter, spec: ErasureSpec, generic: list[str], dropped: list[str],
                     user: list[str], layers: dict[int, list[int]], cache: FeatureCache) -> PreserveStats:
-    if spec.method == "uce":
-        # UCE preserves the last subject token of each preserve prompt, with un-normalised sums.
-        prompts = [p for p in generic if p not in dropped] + user
-        if not prompts:
-            return PreserveStats()
-        _, ctx = prompt_features(adapter, prompts, {}, last_only=True)
-        return PreserveStats(ctx=stats_of(ctx))
-    base = cache.generic_stats(adapter, generic, layers) if generic else None
+    # UCE preserves the last subject token of each preserve prompt (un-normalised sums, see _uce_factors).
+    last = spec.method == "uce"
+    base = cache.generic_stats(adapter, generic, layers, last_only=last) if generic else None
     extra = removed = None
     extra_fc2: dict = {}
     removed_fc2: dict = {}
     if user:
-        extra_fc2, ctx = prompt_features(adapter, user, layers)
+        extra_fc2, ctx = prompt_features(adapter, user, layers, last_only=last)
         extra = stats_of(ctx)
     if dropped:
-        removed_fc2, ctx = prompt_features(adapter, dropped, layers)
+        removed_fc2, ctx = prompt_features(adapter, dropped, layers, last_only=last)
         removed = stats_of(ctx)
     out = PreserveStats()
     keys = [(t, i) for t, ls in layers.items() for i in ls]

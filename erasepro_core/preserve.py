@@ -143,14 +143,14 @@ class FeatureCache:
         self._metrics: OrderedDict[tuple, Metric] = OrderedDict()
 
     def generic_stats(
-        self, adapter: Adapter, prompts: list[str], layers: dict[int, list[int]]
+        self, adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False
     ) -> PreserveStats:
-        key = model_key(adapter) + hashlib.sha256("\n".join(prompts).encode()).hexdigest()
+        key = model_key(adapter) + hashlib.sha256("\n".join(prompts).encode()).hexdigest() + str(last_only)
         stats = self._stats.get(key) or PreserveStats()
         missing = {t: [i for i in ls if (t, i) not in stats.fc2] for t, ls in layers.items()}
         missing = {t: ls for t, ls in missing.items() if ls}
         if stats.ctx is None or missing:
-            fc2, ctx = prompt_features(adapter, prompts, missing)
+            fc2, ctx = prompt_features(adapter, prompts, missing, last_only=last_only)
             stats.fc2.update({k: _stats(v) for k, v in fc2.items()})
             stats.ctx = stats.ctx or _stats(ctx)
         self._stats[key] = stats
