@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     cases = {k: CASES[k] for k in (args.cases or CASES)}
     methods = {k: METHODS[k] for k in (args.methods or METHODS)}
 
+    extra_sets = read_csv_prompts(args.prompts) if args.prompts else []
     pipe = load_pipeline(args.model, device="cpu", dtype="float32")
     judge = load_judge(args.judge)
     n_layers = int(pipe.text_encoder.config.num_hidden_layers)
     sets = [EvalSet(n, prompt_set(n, seed=0, per_combo=args.per_combo)) for n in PROMPT_SETS]
-    if args.prompts:
-        sets += read_csv_prompts(args.prompts)
+    sets += extra_sets
     # Evaluation prompts must be disjoint from the solve's prompts and the preserve set.
     pres_file = Path(args.model) / PRESERVE_FILE
     excluded = {t.format(w) for t in SOLVER_TEMPLATES for w in [*SHAPES, *COLOURS, *STYLES]}

@@ -1,0 +1,49 @@
+"""The erasure-quality benchmark's smoke version runs on the bundled model and emits numbers in range.
+
+The quality bars themselves belong to the benchmark's tables, not to a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erasepro_core.shapes import bundled_judge_available, bundled_model_available
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not (bundled_model_available() and bundled_judge_available()),
+                                reason="the bundled shapes model or judge is not in this checkout")
+
+
+def test_smoke_benchmark_numbers_are_in_range(tmp_path):
+    csv = tmp_path / "extra.csv"
+    csv.write_text("prompt,shape,colour,set\na crimson disc,circle,red,mine\nthe green box,square,green,mine\n")
+    out = tmp_path / "q.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "erasure_quality.py"), "--smoke",
+                          "--prompts", str(csv), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    case = data["cases"]["circle->square"]
+    assert set(case) == {"unedited", "uce", "erasepro front, all layers"}
+    for method, m in case.items():
+        assert set(m["efficacy"]) == {"plain", "complex", "paraphrase", "heldout", "mine"}
+        for key in ("efficacy", "anchor", "specificity", "drift"):
+            for v in m[key].values():
+                assert v is None or 0.0 <= v <= 1.0, (method, key, v)
+        for v in m["specificity_change"].values():
+            assert v is None or -1.0 <= v <= 1.0
+    rep = case["erasepro front, all layers"]["report"]["summary"]
+    assert rep["kv_residual"] < 1e-4  # the zero-residual constraint holds on the shipped model
+
+
+def test_bad_csv_is_a_clear_error(tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("prompt,shape\na circle,circle\n")
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "erasure_quality.py"), "--smoke",
+                          "--prompts", str(csv)], capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "missing column" in res.stderr
