@@ -296,14 +296,14 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         await svc.delete(tenant, job_id)
         return Response(status_code=204)
 
-    @app.api_route("/v1/erasures/{job_id}/checkpoint", methods=["GET", "HEAD"], tags=["erasures"],
-                   response_model=None,
-                   responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
-                                    "description": "the checkpoint (Range supported)"},
-                              202: {"model": ExportAccepted, "description": "diffusers export in progress"},
-                              304: {"description": "ETag matched"},
-                              404: {"description": "no such erasure for this tenant"},
-                              409: {"description": "the erasure has not succeeded"}})
+    @app.head("/v1/erasures/{job_id}/checkpoint", include_in_schema=False, response_model=None)
+    @app.get("/v1/erasures/{job_id}/checkpoint", tags=["erasures"], response_model=None,
+             responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
+                              "description": "the checkpoint (Range supported)"},
+                        202: {"model": ExportAccepted, "description": "diffusers export in progress"},
+                        304: {"description": "ETag matched"},
+                        404: {"description": "no such erasure for this tenant"},
+                        409: {"description": "the erasure has not succeeded"}})
     async def checkpoint(
         job_id: JobId, tenant: Tenant, svc: Svc, request: Request,
         format: Literal["delta", "diffusers"] = "delta",

@@ -6,6 +6,7 @@ imports torch or the ``worker`` package: jobs are enqueued as ``"worker.jobs.run
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -33,6 +34,7 @@ log = logging.getLogger("erasepro.api")
 ERASE_FUNC = "worker.jobs.run_erasure"
 GENERATE_FUNC = "worker.jobs.run_generation"
 EXPORT_FUNC = "worker.jobs.run_export"
+BLOCK_SLICE_S = 2.0
 
 LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
                   "no checkpoint was produced - submit the job again")
@@ -271,12 +273,15 @@ class Service:
     # --------------------------------------------------------------------------------------- results
     async def wait_done(self, job_id: str, timeout_s: float) -> None:
         """Block (asynchronously) until the worker signals the job ended, or ``timeout_s`` passes."""
-        if timeout_s <= 0:
-            return
-        got = await self.r.blpop([store.k_done(job_id)], timeout=timeout_s)
-        if got:  # leave the signal for any other waiter
-            await self.r.rpush(store.k_done(job_id), got[1])
-            await self.r.expire(store.k_done(job_id), 600)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (remaining := deadline - loop.time()) > 0:
+            # short slices: the client's socket timeout (5 s by default) must not cut a blocking read
+            got = await self.r.blpop([store.k_done(job_id)], timeout=min(remaining, BLOCK_SLICE_S))
+            if got:  # leave the signal for any other waiter
+                await self.r.rpush(store.k_done(job_id), got[1])
+                await self.r.expire(store.k_done(job_id), 600)
+                return
 
     async def images(self, job_id: str) -> list[str]:
         return await self.r.lrange(store.k_images(job_id), 0, -1)

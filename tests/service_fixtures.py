@@ -1,0 +1,240 @@
+"""The real service for the tests: a private redis-server, one RQ worker process and the API under uvicorn.
+
+Nothing is faked: the worker is ``python -m worker`` and the API is ``uvicorn app.main:app``, both separate
+processes talking to a redis-server started here on a free port (never the shared one on 6379, so flushing it
+is safe). The base models are tiny random-weights SD-1.x pipelines saved into a temporary directory and
+registered in a TOML file. One stack serves every ``test_service_*`` module (a process-wide singleton);
+tests that kill the worker or flush Redis restore what they broke.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
+LEASE_TTL_S = 3
+DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
+GEN = {"steps": 3, "width": 32, "height": 32, "guidance": 5.0}
+
+# A job that runs for a long time on the tiny model (its first progress step alone takes seconds):
+# the cancellation, timeout and kill tests interrupt it early.
+LONG_SPEC = {
+    "base_model": "tiny",
+    "edits": [{"target": f"concept number {i}", "anchor": ""} for i in range(400)],
+    "options": {"templates": ["{}", "a {}", "the {}", "photo of {}", "an image of {}", "art of {}"]},
+}
+SHORT_SPEC = {"base_model": "tiny", "edits": [{"target": "a cat", "anchor": "a dog"}]}
+
+
+def wait_for(predicate: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S, every: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy and return it; fail the test (not time it) if it never is."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(every)
+
+
+class Stack:
+    """The running service and handles on its parts."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="erasepro-svc-"))
+        self.data_dir = self.tmp / "data"
+        self.models_dir = self.tmp / "models"
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir(parents=True)
+        self.redis_server: EmbeddedRedis | None = None
+        self.worker: subprocess.Popen | None = None
+        self.api: subprocess.Popen | None = None
+        self.fuzz_api: subprocess.Popen | None = None
+        self.port = 0
+        self.env: dict[str, str] = {}
+        self.r: redis.Redis | None = None
+
+    # ------------------------------------------------------------------------------------------ start
+    def build_models(self) -> None:
+        from erasepro_core.pipeline import save_pipeline
+        from erasepro_core.tiny import tiny_sd_pipeline
+
+        save_pipeline(tiny_sd_pipeline(seed=0), self.models_dir / "tiny")
+        save_pipeline(tiny_sd_pipeline(seed=1), self.models_dir / "tiny-b")
+        (self.tmp / "models.toml").write_text(
+            f'[models.tiny]\npath = "{self.models_dir / "tiny"}"\nfamily = "sd1"\n'
+            f'description = "tiny test pipeline"\n\n'
+            f'[models.tiny-b]\npath = "{self.models_dir / "tiny-b"}"\nfamily = "sd1"\n\n'
+            f'[models.absent]\npath = "{self.tmp / "no-such-model"}"\n', encoding="utf-8")
+
+    def start(self) -> Stack:
+        self.build_models()
+        self.redis_server = EmbeddedRedis(self.tmp / "redis", persist=False).start()
+        self.env = {
+            **os.environ,
+            "REDIS_URL": self.redis_server.url,
+            "ERASEPRO_DATA_DIR": str(self.data_dir),
+            "ERASEPRO_BASE_MODELS": str(self.tmp / "models.toml"),
+            "ERASEPRO_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+            "ERASEPRO_LEASE_TTL_S": str(LEASE_TTL_S),
+            "ERASEPRO_GENERATE_WAIT_S": "120",
+            "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",
+            "ERASEPRO_BUNDLED": "0",
+            "ERASEPRO_CACHE_SIZE": "2",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self.r = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
+        self.start_worker()
+        self.port = free_port()
+        self.api = self._uvicorn(self.env, self.port, "api")
+        wait_for(lambda: self._get("/readyz") == 200, "the API and a worker to be ready")
+        return self
+
+    def _uvicorn(self, env: dict[str, str], port: int, name: str) -> subprocess.Popen:
+        return spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
+                      "--log-level", "warning"], env=env, log_path=self.logs / f"{name}.log", cwd=str(ROOT))
+
+    def _get(self, path: str, port: int | None = None) -> int:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port or self.port}{path}", timeout=5).status_code
+        except httpx.HTTPError:
+            return 0
+
+    def start_worker(self) -> None:
+        self.worker = spawn([sys.executable, "-m", "worker", "--queues", "erase,generate"], env=self.env,
+                            log_path=self.logs / "worker.log", cwd=str(ROOT))
+        # Ready when its heartbeat is in the workers set (after torch and diffusers imported).
+        wait_for(lambda: self.worker.poll() is not None or self.worker_alive(), "the worker to start")
+        assert self.worker.poll() is None, (self.logs / "worker.log").read_text()[-3000:]
+
+    def worker_alive(self) -> bool:
+        name = f"erasepro-{os.uname().nodename}-{self.worker.pid}"
+        return self.r.zscore("erasepro:workers", name) is not None
+
+    def kill_worker(self) -> None:
+        """SIGKILL: no cleanup of any kind runs in the worker."""
+        self.worker.kill()
+        self.worker.wait()
+
+    def restart_worker(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            stop_process(self.worker, grace_s=20, second_signal_s=5)
+        self.start_worker()
+
+    def start_fuzz_api(self) -> str:
+        """A second API process on another Redis database that no worker reads: fuzzed requests that pass
+        validation are queued but never run (so the fuzzer cannot load the worker with huge jobs)."""
+        if self.fuzz_api is None:
+            port = free_port()
+            env = {**self.env, "REDIS_URL": self.redis_server.url.rsplit("/", 1)[0] + "/1",
+                   "ERASEPRO_DATA_DIR": str(self.tmp / "fuzz-data"), "ERASEPRO_GENERATE_WAIT_S": "0"}
+            self.fuzz_api = self._uvicorn(env, port, "fuzz-api")
+            self.fuzz_port = port
+            wait_for(lambda: self._get("/healthz", port) == 200, "the fuzz API to start")
+        return f"http://127.0.0.1:{self.fuzz_port}"
+
+    # ------------------------------------------------------------------------------------------- stop
+    def stop(self) -> None:
+        for proc in (self.api, self.fuzz_api):
+            if proc is not None:
+                stop_process(proc, grace_s=10, second_signal_s=2)
+        if self.worker is not None:
+            stop_process(self.worker, grace_s=10, second_signal_s=5)
+        if self.r is not None:
+            self.r.close()
+        if self.redis_server is not None:
+            self.redis_server.stop()
+        self.api = self.fuzz_api = self.worker = self.redis_server = None
+        if not os.environ.get("ERASEPRO_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------------- clients
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, tenant: str | None = "acme", **kw: Any) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=180, **kw)
+
+    def log_tail(self, name: str = "worker", n: int = 4000) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+_STACK: Stack | None = None
+
+
+def get_stack() -> Stack:
+    """The process-wide stack (started on first use, stopped at exit)."""
+    global _STACK
+    if _STACK is None:
+        stack = Stack()
+        try:
+            stack.start()
+        except BaseException:
+            stack.stop()
+            raise
+        _STACK = stack
+        atexit.register(stack.stop)
+    return _STACK
+
+
+@pytest.fixture(scope="session")
+def svc() -> Stack:
+    """The running service (see :class:`Stack`)."""
+    return get_stack()
+
+
+@pytest.fixture(scope="session")
+def acme(svc: Stack):
+    with svc.client("acme") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def globex(svc: Stack):
+    with svc.client("globex") as c:
+        yield c
+
+
+def submit(client: httpx.Client, body: dict, **headers: str) -> str:
+    r = client.post("/v1/erasures", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+def wait_status(client: httpx.Client, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+                what: str = "") -> dict:
+    """Poll ``GET /v1/erasures/{id}`` until its status is one of ``statuses``; returns the view."""
+    def check() -> dict | None:
+        view = client.get(f"/v1/erasures/{job_id}").json()
+        return view if view.get("status") in statuses else None
+
+    return wait_for(check, what or f"erasure {job_id} to reach {statuses}", every=0.1)
+
+
+@pytest.fixture(scope="session")
+def finished(svc: Stack, acme: httpx.Client) -> dict:
+    """One succeeded erasure of 'a cat' -> 'a dog' on the tiny model, owned by tenant acme."""
+    job_id = submit(acme, SHORT_SPEC)
+    view = wait_status(acme, job_id)
+    assert view["status"] == "succeeded", (view, svc.log_tail())
+    return view

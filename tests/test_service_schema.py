@@ -1,0 +1,100 @@
+"""Property tests: schemathesis against the OpenAPI schema (no 5xx, ever), and hypothesis on the schemas.
+
+The fuzzed requests go to a second API process whose Redis database no worker reads, so requests that pass
+validation are queued, never run. The number of examples is bounded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from schemathesis.checks import not_a_server_error
+
+from app.config import Settings
+from app.main import create_app
+from app.schemas import ErasureRequest, GenerateRequest
+
+pytest.register_assert_rewrite("service_fixtures")
+from service_fixtures import KEYS, SHORT_SPEC, Stack  # noqa: E402
+
+pytest_plugins = ["service_fixtures"]  # the running service (shared by every test_service_* module)
+
+# /readyz answers 503 by design on the fuzz API (no worker reads its queue)
+schema = schemathesis.openapi.from_dict(create_app(Settings(data_dir=Path("/nonexistent"))).openapi()).exclude(
+    path="/readyz")
+
+
+@pytest.fixture(scope="module")
+def fuzz_url(svc: Stack) -> str:
+    return svc.start_fuzz_api()
+
+
+@schema.parametrize()
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_api_never_answers_5xx(case, fuzz_url: str) -> None:
+    case.call_and_validate(base_url=fuzz_url, headers={"Authorization": f"Bearer {KEYS['acme']}"},
+                           checks=[not_a_server_error])
+
+
+def test_fuzzed_job_ids_stay_inside_the_tenant(svc: Stack, fuzz_url: str) -> None:
+    with httpx.Client(base_url=fuzz_url, headers={"Authorization": f"Bearer {KEYS['globex']}"}) as c:
+        for item in c.get("/v1/erasures", params={"limit": 100}).json()["items"]:
+            pytest.fail(f"globex sees a job it never made: {item['id']}")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+keys = st.sampled_from(["base_model", "edits", "preserve", "method", "options", "timeout_s", "extra"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.dictionaries(keys, json_values, max_size=6))
+def test_erasure_request_validation_only_raises_validation_errors(body: dict) -> None:
+    """Arbitrary JSON: either a valid spec or a field-named validation error, nothing else."""
+    from fastapi.exceptions import RequestValidationError
+
+    try:
+        req = ErasureRequest.model_validate(body)
+        spec = req.to_spec()
+    except ValidationError as exc:
+        assert all(e["loc"] or e["type"] == "model_type" for e in exc.errors())
+        return
+    except RequestValidationError as exc:
+        assert all(e["loc"][0] == "body" for e in exc.errors())
+        return
+    assert spec.edits and len(spec.edits) == len(req.edits)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.fixed_dictionaries({}, optional={
+    "prompt": st.text(max_size=320), "negative_prompt": st.none() | st.text(max_size=320),
+    "seed": st.integers(-5, 2**32), "steps": st.integers(-5, 200), "guidance": st.floats(allow_nan=True),
+    "width": st.none() | st.integers(-8, 4100), "height": st.none() | st.integers(-8, 4100),
+    "num_images": st.integers(-1, 6)}))
+def test_generate_request_bounds(body: dict) -> None:
+    try:
+        req = GenerateRequest.model_validate(body)
+    except ValidationError:
+        return
+    assert 1 <= len(req.prompt) <= 300 and req.prompt.strip()
+    assert 1 <= req.steps <= 150 and 1 <= req.num_images <= 4 and 0 <= req.guidance <= 50
+    for side in (req.width, req.height):
+        assert side is None or (side % 8 == 0 and 8 <= side <= 2048)
+    assert (req.width or 1024) * (req.height or 1024) * req.num_images <= 4 * 1024 * 1024
+
+
+def test_valid_request_round_trips_to_the_spec() -> None:
+    req = ErasureRequest.model_validate({**SHORT_SPEC, "preserve": ["a bird"], "method": "uce",
+                                         "options": {"uce_lambda": 0.1, "layers": [0, -1], "seed": 3}})
+    spec = req.to_spec()
+    assert spec.method == "uce" and spec.uce_lambda == 0.1 and spec.layers == [0, -1] and spec.seed == 3
+    assert spec.preserve == ["a bird"] and spec.edits[0].target == "a cat"
