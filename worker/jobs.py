@@ -186,7 +186,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
         ctx.progress("loading model", 0.0)
         info = _model(state, base_model)
         loaded = state.cache.get(info)
-        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit)
+        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit, device=loaded.device)
         ctx.progress("solving", 0.05)
 
         def on_progress(stage: str, fraction: float) -> None:
@@ -268,7 +268,7 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
         t0 = time.perf_counter()
         info = _model(state, base_model)
         loaded = state.cache.get(info)
-        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit)
+        timings.update(load_s=round(loaded.load_s, 4), model_cached=loaded.hit, device=loaded.device)
         kwargs = {k: params[k] for k in ("negative_prompt", "seed", "steps", "guidance", "width", "height",
                                          "num_images") if k in params}
         t1 = time.perf_counter()
