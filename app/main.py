@@ -334,6 +334,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                                      "Cache-Control": "private, max-age=31536000, immutable"})
 
     async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
+        info = svc.registry.get(view["base_model"])
+        if info is None or not info.available:
+            raise HTTPException(409, f"the base model {view['base_model']!r} of this erasure is no longer "
+                                     "registered or installed on this server: it cannot be exported")
         export_id = await svc.request_export(tenant, job_id, view["base_model"])
         rec = await svc.record(export_id, tenant, "export")
         status = rec.get("status", "queued") if rec else "queued"
@@ -400,6 +404,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             raise not_found()
         if view["status"] != "succeeded":
             raise HTTPException(409, f"erasure {job_id} is {view['status']}; generation needs a succeeded erasure")
+        info = svc.registry.get(view["base_model"])
+        if info is None or not info.available:
+            raise HTTPException(409, f"the base model {view['base_model']!r} of this erasure is no longer "
+                                     "registered or installed on this server")
         return await _generate(svc, tenant, view["base_model"], job_id, body, wait,
                                request.headers.get("accept", ""))
 

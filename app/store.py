@@ -148,10 +148,12 @@ return 'running'
 
 # Worker: end a running job. KEYS: job, lease, done. ARGV: outcome, now, field/value pairs.
 # 'succeeded' is refused (returns the status seen) when cancellation was requested or the job is no longer
-# running (its lease was declared lost): the worker then removes what it wrote.
+# running (its lease was declared lost): the worker then removes what it wrote. 'missing': the record is gone
+# (Redis was flushed): nothing is recreated, the manifest on disk is the record.
 LUA_FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
-if st and st ~= 'running' then return st end
+if not st then return 'missing' end
+if st ~= 'running' then return st end
 if ARGV[1] == 'succeeded' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
   return 'cancel_requested'
 end

@@ -114,7 +114,7 @@ class PipelineCache:
 
 
 class DeltaCache:
-    """Loaded deltas by (path, sha256): generation on a checkpoint does not re-read it every time."""
+    """Loaded deltas by (path, sha256), checked against the manifest's sha256 when first read."""
 
     def __init__(self, capacity: int = 8) -> None:
         self.capacity = capacity
@@ -129,6 +129,11 @@ class DeltaCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+        from app.store import sha256_file
+
+        found = sha256_file(path)
+        if found != sha256:
+            raise ValueError(f"{path.name} does not match its manifest (sha256 {found[:12]}... != {sha256[:12]}...)")
         delta = Delta.load(path)
         with self._lock:
             self._items[key] = delta

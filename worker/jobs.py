@@ -227,7 +227,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
             committed = True
             outcome = ctx.finish("succeeded", report=result.report, timings=timings,
                                  progress={"stage": "done", "fraction": 1.0})
-            if outcome != "ok":
+            if outcome not in ("ok", "missing"):  # 'missing': Redis lost the record; the manifest stands
                 _remove_tree(final)
                 if outcome == "cancel_requested":
                     ctx.finish("cancelled", error="cancelled while saving")
