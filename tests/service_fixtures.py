@@ -28,7 +28,7 @@ from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
-LEASE_TTL_S = 3
+LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
 GEN = {"steps": 3, "width": 32, "height": 32, "guidance": 5.0}
 

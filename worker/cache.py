@@ -43,9 +43,10 @@ def pick_device(requested: str | None) -> str:
 
 
 def pick_dtype(info: BaseModelInfo, device: str) -> str | None:
-    """The registry's dtype on an accelerator; float32 on CPU (half precision there is slow or unsupported)."""
+    """The registry's dtype (``None``: as stored) on an accelerator; always float32 on CPU, where half precision
+    is slow or unsupported (the bundled model, for one, is stored in float16)."""
     if device.startswith("cpu"):
-        return "float32" if info.dtype in ("float16", "bfloat16") else info.dtype
+        return "float32"
     return info.dtype
 
 

@@ -305,7 +305,7 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
 # ------------------------------------------------------------------------------------------------ export
 @contextmanager
 def _manifest_lock(directory: Path) -> Iterator[None]:
-    with open(directory.parent / f".{directory.name}.lock", "a+") as lock:
+    with open(directory / ".manifest.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -327,7 +327,7 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
         loaded = state.cache.get(info)
         delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
         ctx.progress("exporting", 0.1)
-        tar_tmp = directory / f".{store.PIPELINE_TAR}.{uuid.uuid4().hex[:8]}.tmp"
+        tar_tmp = directory / f".{store.PIPELINE_TAR}.{job_id}.tmp"  # named by job: see cleanup_stale
         try:
             with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".tmp-{job_id}-export-") as tmpdir:
                 try:
@@ -366,6 +366,13 @@ def cleanup_stale(state: WorkerState) -> int:
     for erasures in root.glob("*/erasures"):
         for entry in erasures.iterdir():
             name = entry.name
+            if store.JOB_ID_RE.match(name) and entry.is_dir():
+                for tmp in entry.glob(f".{store.PIPELINE_TAR}.*.tmp"):  # an export's half-written tar
+                    job = tmp.name.split(".")[-2]
+                    if not state.r.exists(store.k_lease(job)):
+                        tmp.unlink(missing_ok=True)
+                        removed += 1
+                continue
             if name.startswith(".trash-"):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
