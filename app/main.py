@@ -340,6 +340,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                                      "registered or installed on this server: it cannot be exported")
         export_id = await svc.request_export(tenant, job_id, view["base_model"])
         rec = await svc.record(export_id, tenant, "export")
+        if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export
+            await svc.r.delete(store.k_export(job_id))
+            export_id = await svc.request_export(tenant, job_id, view["base_model"])
+            rec = await svc.record(export_id, tenant, "export")
         status = rec.get("status", "queued") if rec else "queued"
         if status in ("failed", "cancelled"):
             await svc.r.delete(store.k_export(job_id))
