@@ -103,18 +103,52 @@ class LocalService:
                 raise RuntimeError(f"the API did not start on {host}:{port}")
             time.sleep(0.05)
 
+    def release_leases(self, names: list[str]) -> int:
+        """Record as failed the jobs our (now stopped) workers still held, instead of waiting for the leases to
+        expire; returns how many. Only in embedded mode, where this process owns the workers."""
+        import redis as redis_lib
+
+        from app import store
+
+        if not names or self.redis is None:
+            return 0
+        client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
+        finish = client.register_script(store.LUA_FINISH)
+        released = 0
+        try:
+            for key in client.scan_iter(match=store.k_lease("*"), count=1000):
+                if client.get(key) in names:
+                    job_id = key.rsplit(":", 1)[1]
+                    finish(keys=[store.k_job(job_id), key, store.k_done(job_id)],
+                           args=["failed", repr(store.now()), "error",
+                                 "the service was shut down while this job ran; submit it again"])
+                    client.delete(key)
+                    released += 1
+        except redis_lib.RedisError as exc:
+            log.warning("could not release the stopped workers' jobs: %s", exc)
+        finally:
+            client.close()
+        return released
+
     def stop(self) -> None:
         """Stop in order: API, workers (a running job is given a few seconds), Redis. Idempotent."""
         if self.server is not None:
             self.server.should_exit = True
             if self._thread is not None:
                 self._thread.join(15)
+        names = [worker_name(w.pid) for w in self.workers]
         for w in self.workers:
             stop_process(w, grace_s=10, second_signal_s=5)
         self.workers = []
         if self.redis is not None:
+            self.release_leases(names)
             self.redis.stop()
             self.redis = None
+
+
+def worker_name(pid: int) -> str:
+    """The name a worker started here registers under (see ``worker.runtime.WorkerState.create``)."""
+    return f"erasepro-{os.uname().nodename}-{pid}"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, log_level: str = "info") -> int:
