@@ -8,9 +8,11 @@ merge rule (the first 48,894 rules of ``bpe_simple_vocab_16e6``), then ``<|start
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -62,10 +64,29 @@ def write_clip_tokenizer_files(directory: str | os.PathLike) -> Path:
     return directory
 
 
+def cache_dir() -> Path:
+    """Where derived files live: ``$ERASEPRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/erasepro`` or ``~/.cache/erasepro``."""
+    if os.environ.get("ERASEPRO_CACHE_DIR"):
+        return Path(os.environ["ERASEPRO_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "erasepro"
+
+
 @lru_cache(maxsize=1)
 def _tokenizer_dir() -> Path:
-    # One build per process; the files are ~2 MB and take ~1 s to write.
-    return write_clip_tokenizer_files(tempfile.mkdtemp(prefix="erasepro-clip-tok-"))
+    """A shared, versioned folder with the tokenizer files, built once per machine and published atomically."""
+    src = bpe_vocab_path()
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    final = cache_dir() / f"clip-tokenizer-{digest}"
+    if (final / "merges.txt").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".clip-tokenizer-", dir=final.parent))
+    write_clip_tokenizer_files(tmp)
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
