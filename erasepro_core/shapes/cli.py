@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``shapes`` with subcommands ``train``, ``eval``, ``train-judge`` and ``render``."""
+    """Register ``shapes`` with subcommands ``train``, ``eval``, ``export``, ``train-judge`` and ``render``."""
     from erasepro_core.shapes.config import TrainConfig
 
     parser = subparsers.add_parser("shapes", help="the shapes world: train/evaluate its small text-to-image model")
@@ -37,6 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ev.add_argument("--steps", type=int, default=25)
     ev.add_argument("--guidance", type=float, default=5.0)
     ev.add_argument("--json", default=None, help="write the results here")
+
+    ex = sub.add_parser("export", help="write the float16 pipeline from the latest EMA checkpoint of a run")
+    ex.add_argument("--out", required=True, help="the training directory")
+    ex.add_argument("--dest", required=True, help="where to write the pipeline")
 
     tj = sub.add_parser("train-judge", help="train the judge CNN on fresh renders")
     tj.add_argument("--out", required=True)
@@ -76,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(res))
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
+    if cmd == "export":
+        from erasepro_core.shapes.config import TrainConfig
+        from erasepro_core.shapes.train import export_pipeline
+
+        cfg = TrainConfig(**json.loads((Path(args.out) / "config.json").read_text()))
+        step = json.loads((Path(args.out) / "unet_ckpt" / "state.json").read_text())["step"]
+        print(export_pipeline(cfg, Path(args.out), Path(args.dest)), f"(EMA at step {step})")
         return 0
     if cmd == "train-judge":
         from erasepro_core.shapes.judge import train_judge
