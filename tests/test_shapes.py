@@ -149,3 +149,28 @@ def test_judge_accuracy_on_fresh_renders() -> None:
         assert (pred[head] == labels[:, j]).mean() >= 0.99, head
     one = judge.classify([Image.fromarray(imgs[0])])
     assert one[0] == world.labels_to_attributes(labels[0]).as_dict()
+
+
+@pytest.mark.skipif(not shapes.bundled_judge_available(), reason="judge weights not committed yet")
+def test_score_counts_matching_attributes() -> None:
+    from erasepro_core.shapes.evaluate import score
+
+    prompts = captions.prompt_set("complex")
+    rng = np.random.default_rng(0)
+    renders = np.stack([world.render_random(world.Attributes(p.shape, p.colour, p.size or "large", p.style), rng)
+                        for p in prompts])
+    res = score(shapes.load_judge(), renders, prompts)
+    assert res["shape"] == res["colour"] == res["both"] == res["style"] == 1.0 and res["n"] == 20
+    wrong = score(shapes.load_judge(), renders[::-1], prompts)
+    assert wrong["both"] < 0.2
+
+
+@pytest.mark.skipif(not (shapes.bundled_model_available() and shapes.bundled_judge_available()),
+                    reason="shipped weights not committed yet")
+def test_evaluate_pipeline_smoke() -> None:
+    from erasepro_core.shapes.evaluate import evaluate_pipeline, format_table
+
+    res = evaluate_pipeline(sets=["plain"], seeds=[0], steps=4, guidance=4.0)
+    r = res["sets"]["plain"]
+    assert r["n"] == 20 and 0.0 <= r["shape"] <= 1.0 and 0.0 <= r["colour"] <= 1.0 and r["size"] is None
+    assert "plain" in format_table(res)

@@ -38,8 +38,9 @@ def generate(pipe, prompts: Sequence[str], seed: int, *, steps: int = 25, guidan
     return np.concatenate(out)
 
 
-def score(judge, images: np.ndarray, prompts: Sequence[Prompt]) -> dict[str, float]:
-    """Fraction of images whose judged shape / colour / both (/ style, / size where asked) match the prompt."""
+def score(judge, images: np.ndarray, prompts: Sequence[Prompt]) -> dict[str, Any]:
+    """Fraction of images whose judged shape / colour / both (/ style, / size where asked; None if never
+    asked) match the prompt."""
     pred = judge.classify(images)
     shape = np.array([p["shape"] == q.shape for p, q in zip(pred, prompts, strict=True)])
     colour = np.array([p["colour"] == q.colour for p, q in zip(pred, prompts, strict=True)])
@@ -47,7 +48,7 @@ def score(judge, images: np.ndarray, prompts: Sequence[Prompt]) -> dict[str, flo
     sized = [(p["size"] == q.size) for p, q in zip(pred, prompts, strict=True) if q.size is not None]
     return {
         "shape": float(shape.mean()), "colour": float(colour.mean()), "both": float((shape & colour).mean()),
-        "style": float(style.mean()), "size": float(np.mean(sized)) if sized else float("nan"),
+        "style": float(style.mean()), "size": float(np.mean(sized)) if sized else None,
         "n": len(prompts),
     }
 
@@ -74,6 +75,7 @@ def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of :func:`evaluate_pipeline` results."""
     lines = [f"{'set':<12}{'shape':>8}{'colour':>8}{'both':>8}{'style':>8}{'size':>8}{'n':>6}"]
     for name, r in results["sets"].items():
+        size = "-" if r["size"] is None else f"{r['size']:.3f}"
         lines.append(f"{name:<12}{r['shape']:>8.3f}{r['colour']:>8.3f}{r['both']:>8.3f}{r['style']:>8.3f}"
-                     f"{r['size']:>8.3f}{r['n']:>6}")
+                     f"{size:>8}{r['n']:>6}")
     return "\n".join(lines)
