@@ -93,10 +93,6 @@ def _check_same_tokens(adapter: Adapter, pairs: PairSet, edits: list[tuple[str, 
             raise ErasureError(f"{tower.component}'s tokenizer splits the prompts differently from the first")
 
 
-def _cols(states: torch.Tensor, rows: list[int], pos: list[int]) -> torch.Tensor:
-    return states[torch.tensor(rows), torch.tensor(pos)].T
-
-
 class _Progress:
     def __init__(self, fn: Progress | None, n_steps: int) -> None:
         self.fn, self.n, self.i = fn, max(n_steps, 1), 0
@@ -168,25 +164,23 @@ def _erase(pipe: Any, adapter: Adapter, spec: ErasureSpec, progress: Progress | 
 
     # Progressive stage, one carried pass per tower.
     t = time.perf_counter()
-    ctx_t, ctx_a, ctx_th, ctx_ah = [], [], [], []
+    parts: dict[str, list[torch.Tensor]] = {"x": [], "y": [], "xh": [], "yh": []}
     for ti, tower in enumerate(adapter.towers):
         out = _carry_tower(ti, tower, spec, pairs, held, layers[ti], pres, cache, mkey, prog)
-        ctx_t.append(out["ctx_t"])
-        ctx_a.append(out["ctx_a"])
-        ctx_th.append(out["ctx_th"])
-        ctx_ah.append(out["ctx_ah"])
+        for k in parts:
+            if out[k] is not None:
+                parts[k].append(out[k])
         sites += out["sites"]
         tensors.update(out["tensors"])
         originals.update(out["originals"])
     timings["progressive_s"] = time.perf_counter() - t
 
-    # Final stage on the UNet's cross-attention K/V: one map shared by every site.
+    # Final stage on the UNet's cross-attention K/V: one map shared by every site. Towers (SDXL) concatenate
+    # along features; their token positions coincide (checked above).
     t = time.perf_counter()
-    cat = lambda parts: torch.cat(parts, -1)  # noqa: E731 - towers concatenate along features
-    x = _cols(cat(ctx_t), *_split(pairs.positions, 0)).double()
-    y = _cols(cat(ctx_a), *_split(pairs.positions, 2)).double()
-    xh = _cols(cat(ctx_th), *_split(held.positions, 0)).double() if held.positions else None
-    yh = _cols(cat(ctx_ah), *_split(held.positions, 2)).double() if held.positions else None
+    x, y = torch.cat(parts["x"]).double(), torch.cat(parts["y"]).double()
+    xh = torch.cat(parts["xh"]).double() if parts["xh"] else None
+    yh = torch.cat(parts["yh"]).double() if parts["yh"] else None
     if spec.method == "uce":
         a, b, rank = _uce_factors(spec, x, y, pres.ctx)
     else:
@@ -272,67 +266,106 @@ def _metric(cache: FeatureCache, mkey: str | None, site: tuple, stats: SiteStats
     return cache.metric((mkey, spec.default_preserve, site, spec.preserve_weight, spec.ridge), build)
 
 
+class _Ragged:
+    """Prompts grouped by token length, so each group is encoded without padding (CLIP is causal: states up to
+    EOS do not depend on what follows). Columns are gathered by (row, position) across groups."""
+
+    def __init__(self, tower: TextTower, rows: list[list[int]], length: int | None) -> None:
+        by_len: dict[int, list[int]] = {}
+        for r, ids in enumerate(rows):
+            by_len.setdefault(length or len(ids), []).append(r)
+        self.groups = [(n, idx) for n, idx in sorted(by_len.items())]
+        self.ids = [tower.pad([rows[r] for r in idx], n) for n, idx in self.groups]
+        self._where: dict[int, tuple[int, int]] = {}
+        offset = 0
+        self._offsets = []
+        for g, (n, idx) in enumerate(self.groups):
+            self._offsets.append(offset)
+            for j, r in enumerate(idx):
+                self._where[r] = (g, j)
+            offset += n * len(idx)
+
+    def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
+        flat = []
+        for r, p in zip(rows, pos, strict=True):
+            g, j = self._where[r]
+            flat.append(self._offsets[g] + j * self.groups[g][0] + p)
+        return torch.tensor(flat, dtype=torch.long)
+
+    @staticmethod
+    def gather(states: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+        """Columns (d × n) of the states at a precomputed ``index``."""
+        flat = torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
+        return flat[index.to(flat.device)].T
+
+
 def _carry_tower(ti: int, tower: TextTower, spec: ErasureSpec, pairs: PairSet, held: PairSet,
                  layers: list[int], pres: PreserveStats, cache: FeatureCache, mkey: str | None,
                  prog: _Progress) -> dict[str, Any]:
-    """One pass: anchors through the original tower, targets carried through the tower as it is edited."""
-    n_max = int(tower.tokenizer.model_max_length)
-    t_rows = pairs.target_ids + held.target_ids
-    a_rows = pairs.anchor_ids + held.anchor_ids
-    to_end = spec.token_policy == "to_end" and spec.method != "uce"
-    length = n_max if to_end else max(len(r) for r in t_rows + a_rows)
-    nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
-    hpos = [(rt + nt, pt, ra + na, pa) for rt, pt, ra, pa in held.positions]
-    rt, pt = _split(pairs.positions, 0)
-    ra, pa = _split(pairs.positions, 2)
-    hrt, hpt = _split(hpos, 0)
-    hra, hpa = _split(hpos, 2)
+    """One pass: anchors through the original tower, targets carried through the tower as it is edited.
 
-    h_a = tower.embed(tower.pad(a_rows, length))
-    h_t = tower.embed(tower.pad(t_rows, length))
+    Returns the context columns of constrained (``x``/``y``) and held-out (``xh``/``yh``) token pairs.
+    """
+    n_max = int(tower.tokenizer.model_max_length)
+    to_end = spec.token_policy == "to_end" and spec.method != "uce"
+    nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
+    targets = _Ragged(tower, pairs.target_ids + held.target_ids, n_max if to_end else None)
+    anchors = _Ragged(tower, pairs.anchor_ids + held.anchor_ids, n_max if to_end else None)
+    it = targets.index(*_split(pairs.positions, 0))
+    ia = anchors.index(*_split(pairs.positions, 2))
+    ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
+    iah = anchors.index([r + na for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
+    gather = _Ragged.gather
+
+    h_a = [tower.embed(ids) for ids in anchors.ids]
+    h_t = [tower.embed(ids) for ids in targets.ids]
     betas = dict(zip(layers, schedule_fractions(spec.schedule, len(layers)), strict=True))
     sites: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
     for i in range(tower.n_context_layers):
-        h_a, _ = tower.layer(i, h_a)
-        h_out, xin = tower.layer(i, h_t)
+        h_a = [tower.layer(i, h)[0] for h in h_a]
+        outs = [tower.layer(i, h) for h in h_t]
+        h_out, xin = [o[0] for o in outs], [o[1] for o in outs]
         if i not in betas:
             h_t = h_out
             continue
         beta = betas[i]
-        x = _cols(xin, rt, pt).double()
-        gap = (_cols(h_a, ra, pa) - _cols(h_out, rt, pt)).double()
+        x = gather(xin, it).double()
+        anchor = gather(h_a, ia).double()
+        gap = anchor - gather(h_out, it).double()
         r = beta * gap
         stats = pres.fc2.get((ti, i))
         metric = _metric(cache, mkey, (ti, i), stats, spec, x.shape[0])
         g, rank = constraint_map(x, metric)
-        delta = r @ g
-        w = tower.fc2(i).weight
-        new = (w.detach().double() + delta).to(w.dtype)
-        applied = new.double() - w.detach().double()  # what the written weights actually change
-        h_t = h_out + xin @ applied.to(xin.dtype).T
+        w = tower.fc2(i).weight.detach()
+        new = (w.double() + r @ g).to(w.dtype)
+        applied = (new.double() - w.double())  # what the written weights actually change
+        step = applied.to(w.dtype).T
+        h_t = [o + xi @ step for o, xi in zip(h_out, xin, strict=True)]
         key = tower.fc2_name(i)
-        tensors[key], originals[key] = new.cpu(), w.detach().cpu()
+        tensors[key], originals[key] = new.cpu(), w.cpu()
         site: dict[str, Any] = {
             "site": key, "stage": "progressive", "tower": tower.component, "depth": i, "beta": round(beta, 6),
             "n_columns": x.shape[1], "rank": rank,
             "residual": relative(applied @ x - r, r),
-            "gap_before": relative(gap, _cols(h_a, ra, pa)),
-            "gap_after": relative(_cols(h_a, ra, pa) - _cols(h_t, rt, pt), _cols(h_a, ra, pa)),
+            "gap_before": relative(gap, anchor),
+            "gap_after": relative(anchor - gather(h_t, it).double(), anchor),
             "update_norm": relative(applied, w),
         }
-        if hpos:
-            xh = _cols(xin, hrt, hpt).double()
-            rh = beta * (_cols(h_a, hra, hpa) - _cols(h_out, hrt, hpt)).double()
+        if len(ith):
+            xh = gather(xin, ith).double()
+            rh = beta * (gather(h_a, iah) - gather(h_out, ith)).double()
             site["heldout_residual"] = relative(applied @ xh - rh, rh)
         if stats is not None and stats.n:  # Δ C_s = R (G C_s): rank n, cheap
-            site["preserve_drift"] = relative(r @ (g @ stats.sample.double()), w.detach().float() @ stats.sample)
+            site["preserve_drift"] = relative(r @ (g @ stats.sample.double()), w.float() @ stats.sample)
         sites.append(site)
         prog.step("progressive")
+    ctx_t = [tower.to_context(h) for h in h_t]
+    ctx_a = [tower.to_context(h) for h in h_a]
     return {
-        "ctx_t": tower.to_context(h_t)[:nt], "ctx_a": tower.to_context(h_a)[:na],
-        "ctx_th": tower.to_context(h_t)[nt:], "ctx_ah": tower.to_context(h_a)[na:],
+        "x": gather(ctx_t, it), "y": gather(ctx_a, ia),
+        "xh": gather(ctx_t, ith) if len(ith) else None, "yh": gather(ctx_a, iah) if len(iah) else None,
         "sites": sites, "tensors": tensors, "originals": originals,
     }
 

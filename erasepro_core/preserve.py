@@ -93,7 +93,7 @@ def prompt_features(
     fc2: dict[tuple[int, int], list[torch.Tensor]] = {}
     ctx_parts: list[list[torch.Tensor]] = []
     for ti, tower in enumerate(adapter.towers):
-        rows = _prompt_ids(tower, prompts)
+        rows = sorted(_prompt_ids(tower, prompts), key=len)  # similar lengths share a batch: less padding
         parts: list[torch.Tensor] = []
         for s in range(0, len(rows), batch):
             chunk = rows[s : s + batch]
