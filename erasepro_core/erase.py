@@ -192,11 +192,17 @@ def _erase(pipe: Any, adapter: Adapter, spec: ErasureSpec, progress: Progress | 
     x32, y32 = x.float(), y.float()
     xh32, yh32 = (xh.float(), yh.float()) if xh is not None else (None, None)
     drift = pres.ctx.sample if pres.ctx is not None and pres.ctx.n else None
-    b_drift = (b @ drift.double()) if drift is not None else None  # Δ C_s = (W_o A)(B C_s), rank n
+    # Δ_W = W_o A B with A B = P: two thin products while P has low rank (n < d), else P itself.
+    low_rank = a.shape[1] < a.shape[0]
+    p_full = None if low_rank else a @ b
+    b_drift = None
+    if drift is not None:
+        b_drift = b @ drift.double() if low_rank else p_full @ drift.double()
     for k, site in enumerate(adapter.kv_sites):
         w = site.module.weight.detach()
-        wa = w.double() @ a.to(w.device)
-        new = (w.double() + wa @ b.to(w.device)).to(w.dtype)
+        wa = w.double() @ (a if low_rank else p_full).to(w.device)
+        delta = wa @ b.to(w.device) if low_rank else wa
+        new = (w.double() + delta).to(w.dtype)
         tensors[site.key], originals[site.key] = new.cpu(), w.cpu()
         report = _kv_report(site.key, w.float(), new.float(), x32, y32, xh32, yh32, rank)
         if drift is not None:

@@ -194,3 +194,27 @@ def test_progress_reaches_one(sd_pipe):
     assert seen[-1][1] == 1.0
     assert [f for _, f in seen] == sorted(f for _, f in seen)
     assert {"preserve", "progressive", "final"} <= {s for s, _ in seen}
+
+
+def test_overdetermined_many_concepts_report_the_residual_they_achieve(sd_pipe):
+    # 24 concepts × 2 templates × ≥2 tokens > 64 context dimensions: least squares, not zero residual.
+    words = "cat dog horse bird fish car bus train boat house tree flower chair table cup apple book lamp " \
+            "guitar piano mountain river lake beach".split()
+    spec = ErasureSpec(edits=[{"target": w, "anchor": "thing"} for w in words], templates=["{}", "a photo of {}"],
+                       schedule="none", default_preserve=False)
+    result = erase(sd_pipe, spec)
+    assert result.report["n_constraints"] > 64
+    pairs, tprompts, aprompts = _paired(sd_pipe, spec)
+    anchors = _kv_outputs(sd_pipe, _context(sd_pipe, aprompts))
+    before = _kv_outputs(sd_pipe, _context(sd_pipe, tprompts))
+    with applied_delta(sd_pipe, result.delta):
+        edited = _kv_outputs(sd_pipe, _context(sd_pipe, tprompts))
+    idx_t = ([p[0] for p in pairs.positions], [p[1] for p in pairs.positions])
+    idx_a = ([p[2] for p in pairs.positions], [p[3] for p in pairs.positions])
+    for site in result.report["sites"]:
+        key = site["site"]
+        want = anchors[key][idx_a]
+        measured = float((edited[key][idx_t] - want).norm() / want.norm())
+        untouched = float((before[key][idx_t] - want).norm() / want.norm())
+        assert site["residual"] == pytest.approx(measured, rel=1e-3, abs=1e-6)
+        assert 1e-3 < measured < untouched
