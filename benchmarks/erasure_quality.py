@@ -69,9 +69,15 @@ METHODS: dict[str, dict[str, Any]] = {
     "erasepro front, all layers": {"schedule": "front", "layers": "all"},
     "erasepro front, first layer": {"schedule": "front", "layers": [0]},
     "erasepro front, last layer": {"schedule": "front", "layers": [-1]},
-    "erasepro front, all, tokens=last": {"schedule": "front", "layers": "all", "token_policy": "last"},
+    "erasepro none, tokens=last": {"schedule": "none", "token_policy": "last"},
+    "erasepro none, preserve all tokens": {"schedule": "none", "preserve_tokens": "all"},
+    "erasepro none, no preserve": {"schedule": "none", "default_preserve": False},
     "erasepro front, all, no preserve": {"schedule": "front", "layers": "all", "default_preserve": False},
+    "erasepro none, +suffix templates": {"schedule": "none", "templates": "suffix"},
 }
+SMOKE_METHODS = ("uce", "erasepro front, all layers")
+# Generic prompt suffixes (the commonest in real SD prompts), appended to the solver's templates.
+SUFFIX_TEMPLATES = ("a {}, high quality", "a photo of a {}, detailed", "a {}, 4k, trending")
 SMOKE_METHODS = ("uce", "erasepro front, all layers")
 
 
@@ -164,7 +170,8 @@ def build_spec(edits: list[tuple[str, str]], overrides: dict[str, Any], n_layers
     o = dict(overrides)
     if o.get("layers") == "all":
         o["layers"] = list(range(n_layers))
-    return ErasureSpec(edits=[{"target": t, "anchor": a} for t, a in edits], templates=list(SOLVER_TEMPLATES), **o)
+    templates = list(SOLVER_TEMPLATES) + (list(SUFFIX_TEMPLATES) if o.pop("templates", None) == "suffix" else [])
+    return ErasureSpec(edits=[{"target": t, "anchor": a} for t, a in edits], templates=templates, **o)
 
 
 def fmt(v: float | None, pct: bool = False) -> str:

@@ -232,8 +232,10 @@ def _split(positions: list[tuple[int, int, int, int]], at: int) -> tuple[list[in
 
 def _preserve_stats(adapter: Adapter, spec: ErasureSpec, generic: list[str], dropped: list[str],
                     user: list[str], layers: dict[int, list[int]], cache: FeatureCache) -> PreserveStats:
-    # UCE preserves the last subject token of each preserve prompt (un-normalised sums, see _uce_factors).
-    last = spec.method == "uce"
+    # UCE preserves the last subject token of each preserve prompt (un-normalised sums, see _uce_factors);
+    # ErasePro does the same by default (measured: protecting every token also protects the context and EOS
+    # features that target prompts share with unrelated ones, and the erasure leaks on complex prompts).
+    last = spec.method == "uce" or spec.preserve_tokens == "last"
     base = cache.generic_stats(adapter, generic, layers, last_only=last) if generic else None
     extra = removed = None
     extra_fc2: dict = {}
@@ -269,7 +271,8 @@ def _metric(cache: FeatureCache, mkey: str | None, site: tuple, stats: SiteStats
 
     if mkey is None:
         return build()
-    return cache.metric((mkey, spec.default_preserve, site, spec.preserve_weight, spec.ridge), build)
+    key = (mkey, spec.default_preserve, spec.preserve_tokens, site, spec.preserve_weight, spec.ridge)
+    return cache.metric(key, build)
 
 
 class _Ragged:
@@ -409,6 +412,7 @@ def _summary(spec: ErasureSpec, adapter: Adapter, pairs: PairSet, held: PairSet,
         "method": spec.method,
         "schedule": spec.schedule if spec.method == "erasepro" else None,
         "token_policy": "last" if spec.method == "uce" else spec.token_policy,
+        "preserve_tokens": "last" if spec.method == "uce" else spec.preserve_tokens,
         "family": adapter.family,
         "layers": {adapter.towers[t].component: ls for t, ls in layers.items()},
         "n_edits": len(spec.edits),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Method = Literal["erasepro", "uce"]
 Schedule = Literal["uniform", "front", "none"]
 TokenPolicy = Literal["last", "to_eos", "to_end"]
+PreserveTokens = Literal["last", "all"]
 
 MAX_EDITS = 1000
 MAX_PROMPT_CHARS = 300
@@ -75,6 +76,8 @@ class Edit(BaseModel):
 class ErasureSpec(BaseModel):
     """An erasure job: edits, preservation, phrasings, method and hyper-parameters.
 
+    ``preserve_tokens``: which tokens of each preserve prompt are protected — ``last`` (its last token before
+    EOS, the subject; the measured default) or ``all`` (every token through EOS and a few pads).
     ``preserve_weight`` is λ and ``ridge`` is α in ``min λ||Δ C_p||² + α||Δ||²  s.t.  Δ X = R``.
     ``layers`` are text-encoder layer indices for the progressive stage (``None`` = the method default,
     negative indices count from the last layer). ``uce_*`` are the UCE baseline's λ and scales.
@@ -85,6 +88,7 @@ class ErasureSpec(BaseModel):
     edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
     default_preserve: bool = True
+    preserve_tokens: PreserveTokens = "last"
     templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
                                  max_length=MAX_TEMPLATES)
     heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),

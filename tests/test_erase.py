@@ -109,18 +109,28 @@ def test_deterministic_bytes(sd_pipe):
     assert a.fingerprint == b.fingerprint
 
 
-def _unrelated_drift(pipe, result, prompts):
+def _unrelated_drift(pipe, result, prompts, subject_only):
+    """Mean relative change of K/V outputs on ``prompts``: whole contexts, or their last token before EOS."""
     before = _kv_outputs(pipe, _context(pipe, prompts))
     with applied_delta(pipe, result.delta):
         after = _kv_outputs(pipe, _context(pipe, prompts))
+    if subject_only:
+        last = torch.tensor([len(pipe.tokenizer(p).input_ids) - 2 for p in prompts])
+        rows = torch.arange(len(prompts))
+        before = {k: v[rows, last] for k, v in before.items()}
+        after = {k: v[rows, last] for k, v in after.items()}
     return sum(float((after[k] - before[k]).norm() / before[k].norm()) for k in before) / len(before)
 
 
-def test_preserve_set_lowers_drift_on_unrelated_prompts(sd_pipe):
-    spec = dict(edits=[{"target": "van gogh", "anchor": "art"}, {"target": "monet", "anchor": "art"}])
+@pytest.mark.parametrize("tokens", ["last", "all"])
+def test_preserve_set_lowers_drift_on_unrelated_prompts(sd_pipe, tokens):
+    spec = dict(edits=[{"target": "van gogh", "anchor": "art"}, {"target": "monet", "anchor": "art"}],
+                preserve_tokens=tokens)
     unrelated = ["a photo of a house", "a dog in the rain", "a red car on a street", "an oil painting of a boat"]
-    with_p = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec)), unrelated)
-    without = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec, default_preserve=False)), unrelated)
+    subject = tokens == "last"  # what each mode protects: the subject token, or every position
+    with_p = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec)), unrelated, subject)
+    without = _unrelated_drift(sd_pipe, erase(sd_pipe, ErasureSpec(**spec, default_preserve=False)), unrelated,
+                               subject)
     assert with_p < 0.8 * without, (with_p, without)
 
 
