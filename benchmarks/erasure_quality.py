@@ -78,7 +78,6 @@ METHODS: dict[str, dict[str, Any]] = {
 SMOKE_METHODS = ("uce", "erasepro front, all layers")
 # Generic prompt suffixes (the commonest in real SD prompts), appended to the solver's templates.
 SUFFIX_TEMPLATES = ("a {}, high quality", "a photo of a {}, detailed", "a {}, 4k, trending")
-SMOKE_METHODS = ("uce", "erasepro front, all layers")
 
 
 def kind_of(word: str) -> str:
