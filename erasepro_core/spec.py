@@ -76,6 +76,9 @@ class Edit(BaseModel):
 class ErasureSpec(BaseModel):
     """An erasure job: edits, preservation, phrasings, method and hyper-parameters.
 
+    Defaults (``schedule="none"``, ``token_policy="last"``, ``preserve_tokens="last"``) are the best
+    configuration on the shapes-world erasure benchmark (docs/benchmarks.md); the progressive stage is one
+    ``schedule="front"`` (or ``"uniform"``) away.
     ``preserve_tokens``: which tokens of each preserve prompt are protected — ``last`` (its last token before
     EOS, the subject; the measured default) or ``all`` (every token through EOS and a few pads).
     ``preserve_weight`` is λ and ``ridge`` is α in ``min λ||Δ C_p||² + α||Δ||²  s.t.  Δ X = R``.
@@ -94,9 +97,9 @@ class ErasureSpec(BaseModel):
     heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
                                          max_length=MAX_TEMPLATES)
     method: Method = "erasepro"
-    schedule: Schedule = "front"
+    schedule: Schedule = "none"
     layers: list[int] | None = Field(default=None, max_length=128)
-    token_policy: TokenPolicy = "to_eos"
+    token_policy: TokenPolicy = "last"
     preserve_weight: float = Field(default=1.0, gt=0, le=1e6)
     ridge: float = Field(default=1e-2, gt=0, le=1e6)
     uce_lambda: float = Field(default=0.5, gt=0, le=1e6)
@@ -120,6 +123,13 @@ class ErasureSpec(BaseModel):
         if v is not None and len(set(v)) != len(v):
             raise ValueError("layers must not repeat")
         return v
+
+    @model_validator(mode="after")
+    def _layers_need_progressive(self) -> ErasureSpec:
+        if self.layers is not None and (self.method == "uce" or self.schedule == "none"):
+            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform' "
+                             "(method 'erasepro')")
+        return self
 
     @model_validator(mode="after")
     def _unique_targets(self) -> ErasureSpec:

@@ -67,7 +67,7 @@ SPEC = dict(edits=[{"target": "van gogh", "anchor": "art"}], templates=["{}", "a
 
 @pytest.mark.parametrize("schedule", ["front", "uniform", "none"])
 def test_zero_residual_at_every_site_and_targets_become_anchors(sd_pipe, schedule):
-    spec = ErasureSpec(**SPEC, schedule=schedule)
+    spec = ErasureSpec(**SPEC, schedule=schedule, token_policy="to_eos")
     result = erase(sd_pipe, spec)
     sites = result.report["sites"]
     n_prog = sum(s["stage"] == "progressive" for s in sites)
@@ -85,7 +85,7 @@ def test_several_concepts_each_map_to_their_own_anchor(sd_pipe):
 
 
 def test_sdxl_edits_both_towers_and_keeps_zero_residual(sdxl_pipe):
-    spec = ErasureSpec(**SPEC)
+    spec = ErasureSpec(**SPEC, schedule="front", token_policy="to_eos")
     result = erase(sdxl_pipe, spec)
     towers = {s["tower"] for s in result.report["sites"] if s["stage"] == "progressive"}
     assert towers == {"text_encoder", "text_encoder_2"}
@@ -185,11 +185,11 @@ def test_schedules():
 
 def test_layer_out_of_range_is_a_clear_error(sd_pipe):
     with pytest.raises(ErasureError, match="layers: 7 is out of range"):
-        erase(sd_pipe, ErasureSpec(**SPEC, layers=[0, 7]))
+        erase(sd_pipe, ErasureSpec(**SPEC, layers=[0, 7], schedule="uniform"))
 
 
 def test_negative_layers_count_from_the_end(sd_pipe):
-    result = erase(sd_pipe, ErasureSpec(**SPEC, layers=[-1]))
+    result = erase(sd_pipe, ErasureSpec(**SPEC, layers=[-1], schedule="front"))
     assert result.report["layers"] == {"text_encoder": [3]}
 
 
@@ -200,7 +200,7 @@ def test_template_that_glues_the_concept_to_a_word_is_a_clear_error(sd_pipe):
 
 def test_progress_reaches_one(sd_pipe):
     seen = []
-    erase(sd_pipe, ErasureSpec(**SPEC), progress=lambda stage, f: seen.append((stage, f)))
+    erase(sd_pipe, ErasureSpec(**SPEC, schedule="front"), progress=lambda stage, f: seen.append((stage, f)))
     assert seen[-1][1] == 1.0
     assert [f for _, f in seen] == sorted(f for _, f in seen)
     assert {"preserve", "progressive", "final"} <= {s for s, _ in seen}
@@ -211,7 +211,7 @@ def test_overdetermined_many_concepts_report_the_residual_they_achieve(sd_pipe):
     words = "cat dog horse bird fish car bus train boat house tree flower chair table cup apple book lamp " \
             "guitar piano mountain river lake beach".split()
     spec = ErasureSpec(edits=[{"target": w, "anchor": "thing"} for w in words], templates=["{}", "a photo of {}"],
-                       schedule="none", default_preserve=False)
+                       schedule="none", token_policy="to_eos", default_preserve=False)
     result = erase(sd_pipe, spec)
     assert result.report["n_constraints"] > 64
     pairs, tprompts, aprompts = _paired(sd_pipe, spec)

@@ -127,7 +127,7 @@ def test_generation_json_and_polling(acme: httpx.Client, finished: dict) -> None
 
 
 def test_generation_needs_a_succeeded_erasure(acme: httpx.Client) -> None:
-    job_id = submit(acme, {**SHORT_SPEC, "options": {"layers": [99]}})
+    job_id = submit(acme, {**SHORT_SPEC, "options": {"layers": [99], "schedule": "front"}})
     view = wait_status(acme, job_id)
     assert view["status"] == "failed"
     assert "layer" in view["error"].lower()  # the solver's own message, readable

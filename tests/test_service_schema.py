@@ -93,8 +93,9 @@ def test_generate_request_bounds(body: dict) -> None:
 
 
 def test_valid_request_round_trips_to_the_spec() -> None:
-    req = ErasureRequest.model_validate({**SHORT_SPEC, "preserve": ["a bird"], "method": "uce",
-                                         "options": {"uce_lambda": 0.1, "layers": [0, -1], "seed": 3}})
+    req = ErasureRequest.model_validate({**SHORT_SPEC, "preserve": ["a bird"], "method": "erasepro",
+                                         "options": {"uce_lambda": 0.1, "layers": [0, -1], "schedule": "front",
+                                                     "seed": 3}})
     spec = req.to_spec()
-    assert spec.method == "uce" and spec.uce_lambda == 0.1 and spec.layers == [0, -1] and spec.seed == 3
+    assert spec.method == "erasepro" and spec.uce_lambda == 0.1 and spec.layers == [0, -1] and spec.seed == 3
     assert spec.preserve == ["a bird"] and spec.edits[0].target == "a cat"

@@ -28,6 +28,7 @@ from erasepro_core.spec import ErasureSpec
         ({"edits": [{"target": "cat"}], "layers": [1, 1]}, "layers", "repeat"),
         ({"edits": [{"target": "x" * 301}]}, "edits.0.target", "at most 300"),
         ({"edits": [{"target": "cat"}], "colour": "red"}, "colour", "Extra inputs"),
+        ({"edits": [{"target": "cat"}], "layers": [0]}, "", "only the progressive stage"),
     ],
 )
 def test_spec_errors_name_the_field(data, field, message):
@@ -58,7 +59,8 @@ def model_dir(tmp_path_factory, sd_pipe):
         (["erase", "--anchor", "dog"], "--anchor needs a --target"),
         (["erase", "--target", "cat", "--template", "no braces"], "templates: template 'no braces'"),
         (["erase", "--target", "cat", "--spec", "/nonexistent.json"], "--spec: no such file"),
-        (["erase", "--target", "cat", "--layers", "0,99"], "layers: 99 is out of range"),
+        (["erase", "--target", "cat", "--layers", "0,99", "--schedule", "front"], "layers: 99 is out of range"),
+        (["erase", "--target", "cat", "--layers", "0"], "layers: only the progressive stage uses them"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, model_dir, args, needle):
