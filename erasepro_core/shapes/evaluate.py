@@ -18,8 +18,7 @@ def load_pipeline(path: str | Path | None = None):
 
     from erasepro_core.shapes import bundled_model_path
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(path or bundled_model_path()), local_files_only=True,
-                                                   torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(path or bundled_model_path()), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
