@@ -64,12 +64,12 @@ CASES: dict[str, list[tuple[str, str]]] = {
 # name -> ErasureSpec overrides
 METHODS: dict[str, dict[str, Any]] = {
     "uce": {"method": "uce"},
-    "erasepro none (K/V only)": {"schedule": "none"},
+    "erasepro default (none, tokens=last)": {},
     "erasepro uniform, all layers": {"schedule": "uniform", "layers": "all"},
     "erasepro front, all layers": {"schedule": "front", "layers": "all"},
     "erasepro front, first layer": {"schedule": "front", "layers": [0]},
     "erasepro front, last layer": {"schedule": "front", "layers": [-1]},
-    "erasepro none, tokens=last": {"schedule": "none", "token_policy": "last"},
+    "erasepro none, tokens=to_eos": {"schedule": "none", "token_policy": "to_eos"},
     "erasepro none, preserve all tokens": {"schedule": "none", "preserve_tokens": "all"},
     "erasepro none, no preserve": {"schedule": "none", "default_preserve": False},
     "erasepro front, all, no preserve": {"schedule": "front", "layers": "all", "default_preserve": False},
