@@ -237,15 +237,15 @@ def _preserve_stats(adapter: Adapter, spec: ErasureSpec, generic: list[str], dro
     # features that target prompts share with unrelated ones, and the erasure leaks on complex prompts).
     last = spec.method == "uce" or spec.preserve_tokens == "last"
     base = cache.generic_stats(adapter, generic, layers, last_only=last) if generic else None
-    extra = removed = None
+    extra = removed = removed_ctx = None
     extra_fc2: dict = {}
     removed_fc2: dict = {}
     if user:
         extra_fc2, ctx = prompt_features(adapter, user, layers, last_only=last)
         extra = stats_of(ctx)
     if dropped:
-        removed_fc2, ctx = prompt_features(adapter, dropped, layers, last_only=last)
-        removed = stats_of(ctx)
+        removed_fc2, removed_ctx = prompt_features(adapter, dropped, layers, last_only=last)
+        removed = stats_of(removed_ctx)
     out = PreserveStats()
     keys = [(t, i) for t, ls in layers.items() for i in ls]
     if base is None and extra is None:
@@ -257,9 +257,10 @@ def _preserve_stats(adapter: Adapter, spec: ErasureSpec, generic: list[str], dro
         out.fc2[k] = src.combined(
             stats_of(extra_fc2[k]) if k in extra_fc2 else None,
             stats_of(removed_fc2[k]) if k in removed_fc2 else None,
+            removed_fc2.get(k),
         )
     src = base.ctx if base is not None else empty(adapter.context_width)
-    out.ctx = src.combined(extra, removed)
+    out.ctx = src.combined(extra, removed, removed_ctx)
     return out
 
 

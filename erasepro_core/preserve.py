@@ -49,17 +49,24 @@ class SiteStats:
     def mean_cov(self) -> torch.Tensor | None:
         return self.gram / self.n if self.n else None
 
-    def combined(self, extra: SiteStats | None, removed: SiteStats | None) -> SiteStats:
+    def combined(self, extra: SiteStats | None, removed: SiteStats | None,
+                 removed_cols: torch.Tensor | None = None) -> SiteStats:
+        """Add ``extra``'s statistics and subtract ``removed``'s; ``removed_cols`` (its columns) also leave the
+        drift sample, recognised by value (the same prompt gives the same features up to float noise)."""
         if (extra is None or not extra.n) and (removed is None or not removed.n):
             return self  # the common case: the cached generic statistics, shared, never modified
         gram, n, sample = self.gram.clone(), self.n, self.sample
+        if removed is not None and removed.n:
+            gram -= removed.gram
+            n -= removed.n
+            if removed_cols is not None and sample.numel() and removed_cols.numel():
+                dist = torch.cdist(sample.T.float(), removed_cols.T.float().to(sample.device))
+                scale = sample.norm(dim=0).clamp_min(1e-12)
+                sample = sample[:, dist.min(dim=1).values > 1e-3 * scale]
         if extra is not None and extra.n:
             gram += extra.gram
             n += extra.n
             sample = torch.cat([sample, extra.sample], 1)[:, : 2 * N_DRIFT_SAMPLES]
-        if removed is not None and removed.n:
-            gram -= removed.gram
-            n -= removed.n
         return SiteStats(gram, n, sample)
 
 

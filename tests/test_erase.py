@@ -228,3 +228,16 @@ def test_overdetermined_many_concepts_report_the_residual_they_achieve(sd_pipe):
         untouched = float((before[key][idx_t] - want).norm() / want.norm())
         assert site["residual"] == pytest.approx(measured, rel=1e-3, abs=1e-6)
         assert 1e-3 < measured < untouched
+
+
+def test_dropped_preserve_prompts_leave_the_statistics_and_the_drift_sample():
+    from erasepro_core.preserve import stats_of
+
+    g = torch.Generator().manual_seed(0)
+    kept, dropped = torch.randn(8, 30, generator=g), torch.randn(8, 5, generator=g)
+    both = stats_of(torch.cat([kept, dropped], 1))
+    out = both.combined(None, stats_of(dropped + 1e-7), dropped + 1e-7)  # same prompts, float noise
+    assert out.n == 30
+    assert torch.allclose(out.gram, stats_of(kept).gram, atol=1e-5)
+    assert out.sample.shape[1] == 30
+    assert torch.cdist(out.sample.T, dropped.T).min() > 1e-3
