@@ -153,11 +153,12 @@ def _erase(pipe: Any, adapter: Adapter, spec: ErasureSpec, progress: Progress | 
         warnings.append(msg)
         log.warning(msg)
     user = [p for p in user if p not in user_dropped]
-    pres = _preserve_stats(adapter, spec, generic, dropped, user, layers, cache)
+    base_key = model_key(adapter)
+    pres = _preserve_stats(adapter, base_key, spec, generic, dropped, user, layers, cache)
     prog.step("preserve")
     timings["preserve_s"] = time.perf_counter() - t
 
-    mkey = model_key(adapter) if not (user or dropped) else None
+    mkey = base_key if not (user or dropped) else None
     sites: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
@@ -230,13 +231,13 @@ def _split(positions: list[tuple[int, int, int, int]], at: int) -> tuple[list[in
     return [p[at] for p in positions], [p[at + 1] for p in positions]
 
 
-def _preserve_stats(adapter: Adapter, spec: ErasureSpec, generic: list[str], dropped: list[str],
+def _preserve_stats(adapter: Adapter, base_key: str, spec: ErasureSpec, generic: list[str], dropped: list[str],
                     user: list[str], layers: dict[int, list[int]], cache: FeatureCache) -> PreserveStats:
     # UCE preserves the last subject token of each preserve prompt (un-normalised sums, see _uce_factors);
     # ErasePro does the same by default (measured: protecting every token also protects the context and EOS
     # features that target prompts share with unrelated ones, and the erasure leaks on complex prompts).
     last = spec.method == "uce" or spec.preserve_tokens == "last"
-    base = cache.generic_stats(adapter, generic, layers, last_only=last) if generic else None
+    base = cache.generic_stats(adapter, base_key, generic, layers, last_only=last) if generic else None
     extra = removed = removed_ctx = None
     extra_fc2: dict = {}
     removed_fc2: dict = {}
@@ -303,10 +304,14 @@ class _Ragged:
         return torch.tensor(flat, dtype=torch.long)
 
     @staticmethod
-    def gather(states: list[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
-        """Columns (d × n) of the states at a precomputed ``index``."""
-        flat = torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
-        return flat[index.to(flat.device)].T
+    def flat(states: list[torch.Tensor]) -> torch.Tensor:
+        """All groups' states as one (tokens × d) matrix, to gather columns from with :meth:`index`."""
+        return torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
+
+
+def _take(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Columns (d × n) of flattened states at a precomputed ``index``."""
+    return flat[index.to(flat.device)].T
 
 
 def _carry_tower(ti: int, tower: TextTower, spec: ErasureSpec, pairs: PairSet, held: PairSet,
@@ -325,7 +330,7 @@ def _carry_tower(ti: int, tower: TextTower, spec: ErasureSpec, pairs: PairSet, h
     ia = anchors.index(*_split(pairs.positions, 2))
     ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
     iah = anchors.index([r + na for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
-    gather = _Ragged.gather
+    flat = _Ragged.flat
 
     h_a = [tower.embed(ids) for ids in anchors.ids]
     h_t = [tower.embed(ids) for ids in targets.ids]
@@ -341,9 +346,10 @@ def _carry_tower(ti: int, tower: TextTower, spec: ErasureSpec, pairs: PairSet, h
             h_t = h_out
             continue
         beta = betas[i]
-        x = gather(xin, it).double()
-        anchor = gather(h_a, ia).double()
-        gap = anchor - gather(h_out, it).double()
+        f_in, f_a, f_out = flat(xin), flat(h_a), flat(h_out)  # flattened once per layer, gathered often
+        x = _take(f_in, it).double()
+        anchor = _take(f_a, ia).double()
+        gap = anchor - _take(f_out, it).double()
         r = beta * gap
         stats = pres.fc2.get((ti, i))
         metric = _metric(cache, mkey, (ti, i), stats, spec, x.shape[0])
@@ -360,22 +366,22 @@ def _carry_tower(ti: int, tower: TextTower, spec: ErasureSpec, pairs: PairSet, h
             "n_columns": x.shape[1], "rank": rank,
             "residual": relative(applied @ x - r, r),
             "gap_before": relative(gap, anchor),
-            "gap_after": relative(anchor - gather(h_t, it).double(), anchor),
+            "gap_after": relative(anchor - _take(flat(h_t), it).double(), anchor),
             "update_norm": relative(applied, w),
         }
         if len(ith):
-            xh = gather(xin, ith).double()
-            rh = beta * (gather(h_a, iah) - gather(h_out, ith)).double()
+            xh = _take(f_in, ith).double()
+            rh = beta * (_take(f_a, iah) - _take(f_out, ith)).double()
             site["heldout_residual"] = relative(applied @ xh - rh, rh)
         if stats is not None and stats.n:  # Δ C_s = R (G C_s): rank n, cheap
             site["preserve_drift"] = relative(r @ (g @ stats.sample.double()), w.float() @ stats.sample)
         sites.append(site)
         prog.step("progressive")
-    ctx_t = [tower.to_context(h) for h in h_t]
-    ctx_a = [tower.to_context(h) for h in h_a]
+    ctx_t = flat([tower.to_context(h) for h in h_t])
+    ctx_a = flat([tower.to_context(h) for h in h_a])
     return {
-        "x": gather(ctx_t, it), "y": gather(ctx_a, ia),
-        "xh": gather(ctx_t, ith) if len(ith) else None, "yh": gather(ctx_a, iah) if len(iah) else None,
+        "x": _take(ctx_t, it), "y": _take(ctx_a, ia),
+        "xh": _take(ctx_t, ith) if len(ith) else None, "yh": _take(ctx_a, iah) if len(iah) else None,
         "sites": sites, "tensors": tensors, "originals": originals,
     }
 

@@ -70,7 +70,7 @@ class SiteStats:
         return SiteStats(gram, n, sample)
 
 
-def _stats(cols: torch.Tensor) -> SiteStats:
+def stats_of(cols: torch.Tensor) -> SiteStats:
     """Statistics of columns ``cols`` (d × n)."""
     cols64 = cols.to(torch.float64)
     n = cols.shape[1]
@@ -150,16 +150,17 @@ class FeatureCache:
         self._metrics: OrderedDict[tuple, Metric] = OrderedDict()
 
     def generic_stats(
-        self, adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False
+        self, adapter: Adapter, mkey: str, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False
     ) -> PreserveStats:
-        key = model_key(adapter) + hashlib.sha256("\n".join(prompts).encode()).hexdigest() + str(last_only)
+        """Statistics of ``prompts`` on the model whose :func:`model_key` is ``mkey`` (computed or cached)."""
+        key = mkey + hashlib.sha256("\n".join(prompts).encode()).hexdigest() + str(last_only)
         stats = self._stats.get(key) or PreserveStats()
         missing = {t: [i for i in ls if (t, i) not in stats.fc2] for t, ls in layers.items()}
         missing = {t: ls for t, ls in missing.items() if ls}
         if stats.ctx is None or missing:
             fc2, ctx = prompt_features(adapter, prompts, missing, last_only=last_only)
-            stats.fc2.update({k: _stats(v) for k, v in fc2.items()})
-            stats.ctx = stats.ctx or _stats(ctx)
+            stats.fc2.update({k: stats_of(v) for k, v in fc2.items()})
+            stats.ctx = stats.ctx or stats_of(ctx)
         self._stats[key] = stats
         self._stats.move_to_end(key)
         while len(self._stats) > self.max_models:
@@ -182,6 +183,3 @@ def default_cache() -> FeatureCache:
     """The process-wide cache ``erase`` uses when none is passed (a worker keeps it across jobs)."""
     return _DEFAULT_CACHE
 
-
-def stats_of(cols: torch.Tensor) -> SiteStats:
-    return _stats(cols)
