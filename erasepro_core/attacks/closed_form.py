@@ -12,7 +12,16 @@ import torch
 
 from erasepro_core.adapters import adapter_for
 from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
-from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, Clock, Sampling, encode, instance_seeds, judged, sample
+from erasepro_core.attacks.sampling import (
+    DEFAULT_SAMPLING,
+    Clock,
+    Sampling,
+    check_images,
+    encode,
+    instance_seeds,
+    judged,
+    sample,
+)
 
 RIDGES: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4, 1e-6)
 
@@ -48,6 +57,7 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
     first). An instance succeeds once any ridge tried so far gives an image judged as the target."""
     if not 1 <= budget <= len(ridges):
         raise ValueError(f"closed_form: budget must be in 1..{len(ridges)} (ridge values to try)")
+    check_images(len(templates) * per_template * budget)
     report, clock = Reporter(progress, "closed_form"), Clock(sampling.max_seconds)
     gram, cross = kv_grams(edited, unedited)
     ctx_t = encode(unedited, [t.format(target) for t in templates]).repeat_interleave(per_template, 0)

@@ -11,7 +11,16 @@ import numpy as np
 import torch
 
 from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
-from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, Clock, Sampling, encode, instance_seeds, judged, sample
+from erasepro_core.attacks.sampling import (
+    DEFAULT_SAMPLING,
+    Clock,
+    Sampling,
+    check_images,
+    encode,
+    instance_seeds,
+    judged,
+    sample,
+)
 
 STRENGTHS: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 0.5, 4.0, 6.0, 8.0)
 
@@ -30,6 +39,7 @@ def concept_direction(edited, unedited, target: str, judge: JudgeFn, budget: int
     An instance succeeds once any strength tried so far gives an image judged as the target."""
     if not 1 <= budget <= len(strengths):
         raise ValueError(f"concept_direction: budget must be in 1..{len(strengths)} (strengths to try)")
+    check_images(len(templates) * per_template * budget)
     report, clock = Reporter(progress, "concept_direction"), Clock(sampling.max_seconds)
     d = concept_direction_vector(unedited, target, templates)
     harmless = encode(edited, [" ".join(t.format("").split()) for t in templates]).repeat_interleave(per_template, 0)

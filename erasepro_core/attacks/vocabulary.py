@@ -8,7 +8,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
-from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, Clock, Sampling, instance_seeds, judged, sample_prompts
+from erasepro_core.attacks.sampling import (
+    DEFAULT_SAMPLING,
+    Clock,
+    Sampling,
+    check_images,
+    instance_seeds,
+    judged,
+    sample_prompts,
+)
 from erasepro_core.attacks.words import variants, vocabulary_words
 
 N_VARIANTS = 16  # misspellings / character variants of the target probed first
@@ -33,6 +41,7 @@ def vocabulary_probe(edited, unedited, target: str, judge: JudgeFn, budget: int,
     as the other attacks).
     """
     del unedited
+    check_images(budget)
     report, clock = Reporter(progress, "vocabulary"), Clock(sampling.max_seconds)
     words = probe_words(edited.tokenizer, target, budget, seed)
     n_t = len(templates)

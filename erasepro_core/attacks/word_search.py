@@ -9,7 +9,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
-from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, Clock, Sampling, instance_seeds, judged, sample_prompts
+from erasepro_core.attacks.sampling import (
+    DEFAULT_SAMPLING,
+    Clock,
+    Sampling,
+    check_images,
+    instance_seeds,
+    judged,
+    sample_prompts,
+)
 from erasepro_core.attacks.words import variants, vocabulary_words
 
 MAX_WORDS = 4  # words an attack prompt may hold at ``{}`` (the template's own words stay)
@@ -38,6 +46,7 @@ def word_search(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
     ``budget`` is the number of images (queries) per instance. ASR = share of instances that succeeded.
     """
     del unedited
+    check_images(len(templates) * budget)
     report, clock = Reporter(progress, "word_search"), Clock(sampling.max_seconds)
     rng = random.Random(seed)
     pool = vocabulary_words(edited.tokenizer, POOL, seed, exclude={target.lower()}) + variants(target, 16, seed)
