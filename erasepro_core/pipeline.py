@@ -9,8 +9,9 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from erasepro_core.devices import pick_device, resolve_dtype
+
 BUNDLED = "bundled"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -26,18 +27,6 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_pipeline(
@@ -76,7 +65,7 @@ def load_pipeline(
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # moderation is this product's job; SD's checker would blank images
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(torch.device(device) if device is not None else default_device())
+    return pipe.to(torch.device(pick_device(None if device is None else str(device))))
 
 
 def save_pipeline(pipe: DiffusionPipeline, directory: str | os.PathLike) -> Path:

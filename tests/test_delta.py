@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from erasepro_core import erase
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -16,7 +17,6 @@ from erasepro_core.delta import (
     applied_delta,
     apply_delta,
 )
-from erasepro_core.erase import erase
 from erasepro_core.pipeline import generate, load_pipeline, save_pipeline
 from erasepro_core.spec import ErasureSpec
 

@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
+from erasepro_core.erasure import ErasureError, erase
+from erasepro_core.plan import schedule_fractions
 
 from erasepro_core.adapters import adapter_for
 from erasepro_core.delta import applied_delta
-from erasepro_core.erase import ErasureError, erase, schedule_fractions
 from erasepro_core.features import build_pairs
-from erasepro_core.solver import uce_weight
+from reference_formulas import uce_weight
 from erasepro_core.spec import ErasureSpec
 
 
@@ -39,7 +40,8 @@ def _kv_outputs(pipe, ctx):
 
 def _paired(pipe, spec):
     tok = pipe.tokenizer
-    pairs = build_pairs(tok, [(e.target, e.anchor) for e in spec.edits], spec.templates, spec.token_policy)
+    pairs = build_pairs(tok, [(e.target, e.anchor) for e in spec.edits], spec.templates,
+                        spec.method.pairing_policy())
     tprompts = [spec.templates[i % len(spec.templates)].format(spec.edits[k].target)
                 for i, k in enumerate(pairs.concept_of)]
     aprompts = [tok.decode(ids[1:-1]) for ids in pairs.anchor_ids]
@@ -150,7 +152,7 @@ def test_heldout_residual_is_reported_and_exceeds_the_solve_residual(sd_pipe):
 def test_uce_matches_its_published_formula_at_every_site(sd_pipe):
     spec = ErasureSpec(**SPEC, method="uce", default_preserve=False)
     result = erase(sd_pipe, spec)
-    pairs, tprompts, aprompts = _paired(sd_pipe, spec.model_copy(update={"token_policy": "last"}))
+    pairs, tprompts, aprompts = _paired(sd_pipe, spec)  # UCE pairs last tokens
     ctx_t, ctx_a = _context(sd_pipe, tprompts), _context(sd_pipe, aprompts)
     c = ctx_t[[p[0] for p in pairs.positions], [p[1] for p in pairs.positions]].T
     c_star = ctx_a[[p[2] for p in pairs.positions], [p[3] for p in pairs.positions]].T
