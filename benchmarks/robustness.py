@@ -38,7 +38,7 @@ from erasure_quality import (  # noqa: E402
 
 from erasepro_core.attacks import ATTACKS, Sampling, attribute_judge  # noqa: E402
 from erasepro_core.delta import applied_delta  # noqa: E402
-from erasepro_core.erase import erase  # noqa: E402
+from erasepro_core.erasure import erase  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 from erasepro_core.shapes import COLOURS, PROMPT_SETS, SHAPES, bundled_model_path, load_judge, prompt_set  # noqa: E402
 
