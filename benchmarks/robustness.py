@@ -55,13 +55,26 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "uce": {"method": "uce"},
     "erasepro default": {},
     "erasepro front, all layers": {"schedule": "front", "layers": "all"},
+    "erasepro to_eos": {"token_policy": "to_eos"},
+    "erasepro harden 2": {"harden_rounds": 2},
+    "erasepro front, all layers, harden 2": {"schedule": "front", "layers": "all", "harden_rounds": 2},
+}
+# benchmark name -> (attack in erasepro_core.attacks.ATTACKS, its extra keyword arguments)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "vocabulary": ("vocabulary", {}),
+    "word_search": ("word_search", {}),
+    "soft_token": ("soft_token", {}),
+    "concept_direction": ("concept_direction", {}),
+    "closed_form": ("closed_form", {"columns": "concept"}),
+    "closed_form_all": ("closed_form", {"columns": "all"}),
 }
 DEFAULT_BUDGETS: dict[str, list[int]] = {
     "vocabulary": [200], "word_search": [24], "soft_token": [0, 8, 16, 32], "concept_direction": [8],
-    "closed_form": [8],
+    "closed_form": [8], "closed_form_all": [4],
 }
 SMOKE_BUDGETS: dict[str, list[int]] = {
     "vocabulary": [20], "word_search": [8], "soft_token": [0, 4], "concept_direction": [2], "closed_form": [2],
+    "closed_form_all": [1],
 }
 CHANCE = {"shape": 1 / len(SHAPES), "colour": 1 / len(COLOURS), "style": 1 / 2}
 
@@ -80,8 +93,8 @@ def parse_budgets(items: list[str] | None, base: dict[str, list[int]]) -> dict[s
     out = {k: list(v) for k, v in base.items()}
     for item in items or []:
         name, _, vals = item.partition("=")
-        if name not in ATTACKS or not vals:
-            raise SystemExit(f"--budgets: expected ATTACK=N[,N...] with ATTACK in {list(ATTACKS)}, got {item!r}")
+        if name not in VARIANTS or not vals:
+            raise SystemExit(f"--budgets: expected ATTACK=N[,N...] with ATTACK in {list(VARIANTS)}, got {item!r}")
         out[name] = sorted({int(v) for v in vals.split(",")})
     return out
 
@@ -89,8 +102,9 @@ def parse_budgets(items: list[str] | None, base: dict[str, list[int]]) -> dict[s
 def run_attack(name: str, edited: Any, unedited: Any, target: str, budgets: list[int], seed: int,
                sampling: Sampling) -> dict[str, Any]:
     """One attack at its largest budget; the curve gives the ASR at the smaller ones."""
-    fn = ATTACKS[name]
-    kwargs: dict[str, Any] = {"templates": attack_templates(target), "sampling": sampling}
+    attack, extra = VARIANTS[name]
+    fn = ATTACKS[attack]
+    kwargs: dict[str, Any] = {"templates": attack_templates(target), "sampling": sampling, **extra}
     if name == "soft_token":
         kwargs["checkpoints"] = budgets
     res = fn(edited, unedited, target, attribute_judge(target), max(budgets), seed, **kwargs)
@@ -123,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=str(bundled_model_path()))
     ap.add_argument("--cases", nargs="+", default=None, help=f"subset of {list(CASES)}")
     ap.add_argument("--methods", nargs="+", default=None, help=f"subset of {list(METHODS)}")
-    ap.add_argument("--attacks", nargs="+", default=None, help=f"subset of {list(ATTACKS)}")
+    ap.add_argument("--attacks", nargs="+", default=None, help=f"subset of {list(VARIANTS)}")
     ap.add_argument("--budgets", nargs="+", default=None, help="ATTACK=N[,N...] (ASR reported at each N)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="attack seeds (results are averaged)")
     ap.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 1], help="image seeds for efficacy")
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.methods = args.methods or ["unedited", "uce", "erasepro default"]
     cases = {k: CASES[k] for k in (args.cases or CASES)}
     methods = {k: METHODS[k] for k in (args.methods or METHODS)}
-    attacks = args.attacks or list(ATTACKS)
+    attacks = args.attacks or list(VARIANTS)
     sampling = Sampling(steps=args.steps)
 
     base = load_pipeline(args.model, device="cpu", dtype="float32")

@@ -1,7 +1,10 @@
 """Closed-form embedding attack (RECE-style): the context that makes the *edited* cross-attention K/V
 reproduce the target's *original* K/V, in one regularised least-squares solve over every K/V site:
 c' = argmin_c Σ_s ‖W_s c − W_o,s c_t‖² + λ τ ‖c‖²  =  (Σ W_sᵀW_s + λτI)⁻¹ Σ W_sᵀ W_o,s c_t,  τ = tr(Σ W_sᵀW_s)/d.
-Larger λ gives smaller-norm (less conspicuous) contexts; λ → 0 is the exact least-squares answer."""
+Larger λ gives smaller-norm (less conspicuous) contexts; λ → 0 is the exact least-squares answer.
+``columns="concept"`` (RECE) replaces only the target word's token columns of the edited model's own context
+of the prompt; ``columns="all"`` replaces every column (then any edit W = W_o Q with Q invertible is undone
+exactly as λ → 0)."""
 
 from __future__ import annotations
 
@@ -50,9 +53,21 @@ def reproduce_kv(gram: torch.Tensor, cross: torch.Tensor, contexts: torch.Tensor
     return sol.reshape(contexts.shape).to(contexts.dtype)
 
 
+def concept_columns(tokenizer, templates: Sequence[str], target: str) -> list[list[int]]:
+    """Per template, the token positions (BOS = 0) of ``target`` in ``template.format(target)``."""
+    out = []
+    for t in templates:
+        pre = t.split("{}", 1)[0].strip()
+        start = 1 + (len(tokenizer(pre, add_special_tokens=False)["input_ids"]) if pre else 0)
+        n = len(tokenizer(target, add_special_tokens=False)["input_ids"])
+        out.append(list(range(start, start + n)))
+    return out
+
+
 def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed: int = 0, *,
                 templates: Sequence[str], per_template: int = 4, ridges: Sequence[float] = RIDGES,
-                sampling: Sampling = DEFAULT_SAMPLING, progress: Progress | None = None) -> AttackResult:
+                columns: str = "concept", sampling: Sampling = DEFAULT_SAMPLING,
+                progress: Progress | None = None) -> AttackResult:
     """Instances = template x ``per_template`` seeds; ``budget`` = ridges tried (strongest regularisation
     first). An instance succeeds once any ridge tried so far gives an image judged as the target."""
     if not 1 <= budget <= len(ridges):
@@ -60,7 +75,16 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
     check_images(len(templates) * per_template * budget)
     report, clock = Reporter(progress, "closed_form"), Clock(sampling.max_seconds)
     gram, cross = kv_grams(edited, unedited)
-    ctx_t = encode(unedited, [t.format(target) for t in templates]).repeat_interleave(per_template, 0)
+    if columns not in ("concept", "all"):
+        raise ValueError("closed_form: columns must be 'concept' or 'all'")
+    prompts = [t.format(target) for t in templates]
+    ctx_t = encode(unedited, prompts).repeat_interleave(per_template, 0)
+    own = encode(edited, prompts).repeat_interleave(per_template, 0)
+    mask = torch.zeros(ctx_t.shape[:2], dtype=torch.bool)
+    for i, cols in enumerate(concept_columns(edited.tokenizer, templates, target)):
+        mask[i * per_template : (i + 1) * per_template, cols] = True
+    if columns == "all":
+        mask[:] = True
     seeds = instance_seeds(seed, len(ctx_t))
     solved = np.full(len(ctx_t), -1)
     best = np.zeros(len(ctx_t))
@@ -68,8 +92,9 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
     for k, lam in enumerate(ridges[:budget]):
         if clock.expired:
             break
-        ctx = reproduce_kv(gram, cross, ctx_t, lam)
-        norms.append(round(float(ctx.norm() / ctx_t.norm()), 4))
+        found = reproduce_kv(gram, cross, ctx_t, lam)
+        ctx = torch.where(mask[..., None].to(own.device), found.to(own.dtype), own)
+        norms.append(round(float(found[mask].norm() / ctx_t[mask].norm()), 4))
         im = sample(edited, ctx, seeds, sampling)
         sc = judged(judge, im)
         imgs.append(im)
@@ -83,5 +108,6 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
         attack="closed_form", target=target, budget=budget, asr=curve[-1][1] if curve else 0.0, curve=curve,
         found=[float(ridges[k]) for k in solved[hit]], images=np.concatenate(imgs), scores=best,
         queries=len(imgs) * len(ctx_t), seconds=clock.elapsed,
-        details={"ridges": list(ridges[:budget]), "norm_ratio": norms, "per_template": per_template},
+        details={"ridges": list(ridges[:budget]), "norm_ratio": norms, "per_template": per_template,
+                 "columns": columns},
     )
