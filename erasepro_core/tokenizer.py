@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from erasepro_core.bundled import MODEL_DIR
 from erasepro_core.io import publish_dir
 
 N_VOCAB = 49408
@@ -24,7 +25,7 @@ N_MERGES = 49152 - 256 - 2
 
 def tokenizer_json_path() -> Path:
     """CLIP's BPE model as shipped with the bundled shapes model (package data)."""
-    return Path(__file__).parent / "shapes" / "model" / "tokenizer" / "tokenizer.json"
+    return MODEL_DIR / "tokenizer" / "tokenizer.json"
 
 
 def write_clip_tokenizer_files(directory: str | os.PathLike, source: Path | None = None) -> Path:
