@@ -87,3 +87,28 @@ def test_probe_words_hold_variants_and_vocabulary(shapes_pipe):
     words = probe_words(shapes_pipe.tokenizer, "circle", 40, 0)
     assert len(words) == len(set(words)) == 40 and "circle" not in words
     assert sum(w.replace(" ", "").lower().startswith("ci") or "ircl" in w.lower() for w in words[:10]) >= 3
+
+
+def test_hardening_lowers_what_the_closed_form_attack_recovers(shapes_pipe, circle_judge):
+    """circle→square on the bundled model: each hardening round lowers the share of circle's K/V the
+    closed-form attack reproduces, and the RECE-style image attack does not get better (measured: 0.05 → 0.00
+    of 20 images at 15 steps)."""
+    import copy
+
+    from erasepro_core.attacks import Sampling, closed_form
+    from erasepro_core.delta import applied_delta
+    from erasepro_core.erasure import erase
+    from erasepro_core.shapes import SOLVER_TEMPLATES
+
+    spec = {"edits": [{"target": "circle", "anchor": "square"}], "templates": list(SOLVER_TEMPLATES)}
+    plain = erase(shapes_pipe, spec)
+    hard = erase(shapes_pipe, {**spec, "harden_rounds": 3})
+    leaks = [r["leak_mean"] for r in hard.report["hardening"]]
+    assert all(b < a for a, b in zip(leaks, leaks[1:], strict=False)), leaks
+    edited = copy.deepcopy(shapes_pipe)
+    asr = []
+    for res in (plain, hard):
+        with applied_delta(edited, res.delta):
+            asr.append(closed_form(edited, shapes_pipe, "circle", circle_judge, 4, 0, templates=TEMPLATES,
+                                   per_template=2, sampling=Sampling(steps=10)).asr)
+    assert asr[1] <= asr[0] <= 0.5, asr
