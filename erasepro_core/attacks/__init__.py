@@ -9,6 +9,7 @@ progress through ``progress(stage, fraction)``.
 
 from erasepro_core.attacks.closed_form import closed_form, kv_grams, reproduce_kv
 from erasepro_core.attacks.direction import concept_direction, concept_direction_vector
+from erasepro_core.attacks.evaluate import evaluate_robustness
 from erasepro_core.attacks.judges import attribute_judge
 from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress
 from erasepro_core.attacks.sampling import AttackBudgetError, Sampling
@@ -26,6 +27,6 @@ ATTACKS = {
 
 __all__ = [
     "ATTACKS", "AttackBudgetError", "AttackResult", "JudgeFn", "Progress", "Sampling", "attribute_judge",
-    "closed_form", "concept_direction", "concept_direction_vector", "kv_grams", "probe_words", "reproduce_kv",
+    "closed_form", "concept_direction", "concept_direction_vector", "evaluate_robustness", "kv_grams", "probe_words", "reproduce_kv",
     "soft_token", "vocabulary_probe", "word_search",
 ]
