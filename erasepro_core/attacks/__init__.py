@@ -27,6 +27,6 @@ ATTACKS = {
 
 __all__ = [
     "ATTACKS", "AttackBudgetError", "AttackResult", "JudgeFn", "Progress", "Sampling", "attribute_judge",
-    "closed_form", "concept_direction", "concept_direction_vector", "evaluate_robustness", "kv_grams", "probe_words", "reproduce_kv",
-    "soft_token", "vocabulary_probe", "word_search",
+    "closed_form", "concept_direction", "concept_direction_vector", "evaluate_robustness", "kv_grams",
+    "probe_words", "reproduce_kv", "soft_token", "vocabulary_probe", "word_search",
 ]
