@@ -37,7 +37,7 @@ def _run(name, pipe, judge, budget, seed=0, **kw):
     from erasepro_core.attacks import ATTACKS, Sampling
 
     return ATTACKS[name](pipe, pipe, "circle", judge, budget, seed, templates=TEMPLATES,
-                         sampling=Sampling(steps=10), **kw)
+                         sampling=Sampling(steps=8), **kw)
 
 
 @pytest.mark.parametrize("name", list(SMALL))
@@ -109,6 +109,6 @@ def test_hardening_lowers_what_the_closed_form_attack_recovers(shapes_pipe, circ
     asr = []
     for res in (plain, hard):
         with applied_delta(edited, res.delta):
-            asr.append(closed_form(edited, shapes_pipe, "circle", circle_judge, 4, 0, templates=TEMPLATES,
-                                   per_template=2, sampling=Sampling(steps=10)).asr)
+            asr.append(closed_form(edited, shapes_pipe, "circle", circle_judge, 2, 0, templates=TEMPLATES,
+                                   per_template=2, sampling=Sampling(steps=8)).asr)
     assert asr[1] <= asr[0] <= 0.5, asr
