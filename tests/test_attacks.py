@@ -33,10 +33,10 @@ def circle_judge():
     return attribute_judge("circle")
 
 
-def _run(name, pipe, judge, budget, seed=0, **kw):
+def _run(name, pipe, judge, budget, seed=0, templates=TEMPLATES, **kw):
     from erasepro_core.attacks import ATTACKS, Sampling
 
-    return ATTACKS[name](pipe, pipe, "circle", judge, budget, seed, templates=TEMPLATES,
+    return ATTACKS[name](pipe, pipe, "circle", judge, budget, seed, templates=templates,
                          sampling=Sampling(steps=8), **kw)
 
 
@@ -55,11 +55,12 @@ def test_each_attack_brings_the_target_back_from_the_unedited_model(name, shapes
 @pytest.mark.parametrize("name", ["vocabulary", "soft_token", "closed_form"])
 def test_attacks_are_deterministic_given_a_seed(name, shapes_pipe, circle_judge):
     budget = {"vocabulary": 10, "soft_token": 2, "closed_form": 1}[name]
-    a = _run(name, shapes_pipe, circle_judge, budget, seed=3)
-    b = _run(name, shapes_pipe, circle_judge, budget, seed=3)
+    few = TEMPLATES[:2]  # determinism needs no breadth
+    a = _run(name, shapes_pipe, circle_judge, budget, seed=3, templates=few)
+    b = _run(name, shapes_pipe, circle_judge, budget, seed=3, templates=few)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.scores, b.scores)
-    c = _run(name, shapes_pipe, circle_judge, budget, seed=4)
+    c = _run(name, shapes_pipe, circle_judge, budget, seed=4, templates=few)
     assert not np.array_equal(a.images, c.images)  # the seed matters
 
 
