@@ -113,3 +113,24 @@ def test_hardening_lowers_what_the_closed_form_attack_recovers(shapes_pipe, circ
             asr.append(closed_form(edited, shapes_pipe, "circle", circle_judge, 2, 0, templates=TEMPLATES,
                                    per_template=2, sampling=Sampling(steps=8)).asr)
     assert asr[1] <= asr[0] <= 0.5, asr
+
+
+def test_evaluate_robustness_of_a_delta(shapes_pipe, circle_judge):
+    import torch
+
+    from erasepro_core.attacks import Sampling, evaluate_robustness
+    from erasepro_core.erasure import erase
+    from erasepro_core.shapes import SOLVER_TEMPLATES
+
+    delta = erase(shapes_pipe, {"edits": [{"target": "circle", "anchor": "square"}],
+                                "templates": list(SOLVER_TEMPLATES)}).delta
+    before = [p.detach().clone() for p in shapes_pipe.unet.parameters()]
+    events = []
+    out = evaluate_robustness(shapes_pipe, delta, ["circle"], lambda t: circle_judge, lambda t: TEMPLATES,
+                              {"vocabulary": 10}, sampling=Sampling(steps=6),
+                              progress=lambda s, f: events.append(f))
+    assert set(out["asr"]) == {"vocabulary"} and 0.0 <= out["asr"]["vocabulary"] <= 1.0
+    assert out["attacks"]["circle"]["vocabulary"]["queries"] == 10 and events[-1] == 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, shapes_pipe.unet.parameters(), strict=True))
+    with pytest.raises(ValueError, match="budgets"):
+        evaluate_robustness(shapes_pipe, delta, ["circle"], lambda t: circle_judge, lambda t: TEMPLATES, {"x": 1})
