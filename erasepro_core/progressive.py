@@ -24,7 +24,8 @@ MetricFor = Callable[[tuple, Any, int], Metric]  # (site, stats, d_in) -> the ca
 
 class Ragged:
     """Prompts grouped by token length, so each group is encoded without padding (CLIP is causal: states up to
-    EOS do not depend on what follows). Columns are gathered by (row, position) across groups."""
+    EOS do not depend on what follows; T5 is not, so its prompts all get one ``length``, the pipeline's).
+    Columns are gathered by (row, position) across groups."""
 
     def __init__(self, tower: TextTower, rows: list[list[int]], length: int | None) -> None:
         by_len: dict[int, list[int]] = {}
@@ -80,10 +81,10 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
                 metric_for: MetricFor, step: Callable[[str], None]) -> TowerPass:
     """One pass: anchors through the original tower, targets carried through the tower as it is edited."""
     n_max = int(tower.tokenizer.model_max_length)
-    to_end = plan.token_policy == "to_end"
+    full = plan.token_policy == "to_end" or not tower.causal  # bidirectional towers see the padding
     nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
-    targets = Ragged(tower, pairs.target_ids + held.target_ids, n_max if to_end else None)
-    anchors = Ragged(tower, pairs.anchor_ids + held.anchor_ids, n_max if to_end else None)
+    targets = Ragged(tower, pairs.target_ids + held.target_ids, n_max if full else None)
+    anchors = Ragged(tower, pairs.anchor_ids + held.anchor_ids, n_max if full else None)
     it = targets.index(*_split(pairs.positions, 0))
     ia = anchors.index(*_split(pairs.positions, 2))
     ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
