@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from erasepro_core import erase
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from erasepro_core import erase
 from erasepro_core.delta import (
     Delta,
     DeltaFormatError,

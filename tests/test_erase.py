@@ -6,13 +6,13 @@ import copy
 
 import pytest
 import torch
-from erasepro_core.erasure import ErasureError, erase
-from erasepro_core.plan import schedule_fractions
+from reference_formulas import uce_weight
 
 from erasepro_core.adapters import adapter_for
 from erasepro_core.delta import applied_delta
+from erasepro_core.erasure import ErasureError, erase
 from erasepro_core.features import build_pairs
-from reference_formulas import uce_weight
+from erasepro_core.plan import schedule_fractions
 from erasepro_core.spec import ErasureSpec
 
 

@@ -131,6 +131,9 @@ class Adapter:
     towers: list[TextTower]
     kv_sites: list[KVSite]
     also: list[Adapter] = field(default_factory=list)
+    sampling: tuple[int, float] = (25, 5.0)  # the family's default (steps, guidance) for generation
+    # Keyword arguments the pipeline's __call__ needs to encode prompts exactly as erase does (FLUX: T5 length).
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def context_width(self) -> int:

@@ -16,9 +16,16 @@ TOKEN_SITE = "context_embedder"
 POOLED_SITE = "time_text_embed.text_embedder.linear_1"
 
 
+MAX_T5_LENGTH = 512  # FluxPipeline refuses a longer max_sequence_length
+SAMPLING = (28, 3.5)  # FluxPipeline's own defaults (FLUX.1 [dev]); [schnell] ignores guidance
+
+
 def linear_site(root: nn.Module, prefix: str, name: str, width: int) -> KVSite:
     """The linear layer ``root.<name>`` as a site reading ``width`` features (on-disk key ``prefix.name.weight``)."""
-    module = root.get_submodule(name) if _has(root, name) else None
+    try:
+        module = root.get_submodule(name)
+    except AttributeError:
+        module = None
     if not isinstance(module, nn.Linear):
         raise UnsupportedModelError(f"{prefix} has no linear layer {name}")
     if module.in_features != width:
@@ -27,20 +34,18 @@ def linear_site(root: nn.Module, prefix: str, name: str, width: int) -> KVSite:
     return KVSite(f"{prefix}.{name}.weight", module)
 
 
-def _has(root: nn.Module, name: str) -> bool:
-    try:
-        root.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
-
-
 def flux_adapter(pipe: object) -> Adapter:
     transformer = component(pipe, "transformer")
     t5 = T5Tower("text_encoder_2", component(pipe, "text_encoder_2"), component(pipe, "tokenizer_2"),
                  penultimate=False)
     t5_is_editable(t5)
+    length = int(t5.tokenizer.model_max_length)
+    if length > MAX_T5_LENGTH:
+        raise UnsupportedModelError(f"tokenizer_2's model_max_length is {length}; FluxPipeline encodes at most "
+                                    f"{MAX_T5_LENGTH} T5 tokens (set it in tokenizer_2/tokenizer_config.json)")
     clip = TextTower("text_encoder", component(pipe, "text_encoder"), component(pipe, "tokenizer"),
                      penultimate=False, pooled=True, progressive=False)
     pooled = Adapter("flux", [clip], [linear_site(transformer, "transformer", POOLED_SITE, clip.width)])
-    return Adapter("flux", [t5], [linear_site(transformer, "transformer", TOKEN_SITE, t5.width)], also=[pooled])
+    # The pipeline must pad T5 prompts to the length erase encoded them at (T5 sees the padding).
+    return Adapter("flux", [t5], [linear_site(transformer, "transformer", TOKEN_SITE, t5.width)], also=[pooled],
+                   sampling=SAMPLING, call_kwargs={"max_sequence_length": length})
