@@ -1,6 +1,12 @@
-"""Wall time and peak memory of ``erase`` on an SD-1.4-sized pipeline (random weights, fp32, CPU).
+"""Wall time and peak memory of ``erase`` on an SD-1.4-sized pipeline or FLUX.1's text path (random weights,
+fp32, CPU).
 
     .venv/bin/python benchmarks/erase_speed.py [--concepts 1 10 100] [--repeats 3] [--threads 2]
+    .venv/bin/python benchmarks/erase_speed.py --family flux --t5 xl [--max-sequence-length 512]
+
+``--family flux`` builds CLIP ViT-L/14 + a T5 v1.1 encoder of the size ``--t5`` names (FLUX.1's is xxl, ~19 GB
+in fp32) + the transformer's two text sites; T5 is run at the full ``--max-sequence-length`` (the pipeline pads
+to it and T5 sees the padding), which dominates the cost on CPU.
 
 Model build is excluded. The generic preserve statistics are cached per base model, so the first
 ErasePro run on a model pays for them ("cold"); the table reports the warm median and the cold time apart.
@@ -19,7 +25,7 @@ from erasepro_core.erasure import erase
 from erasepro_core.pipeline import quiet_libraries
 from erasepro_core.preserve import FeatureCache
 from erasepro_core.spec import ErasureSpec
-from erasepro_core.tiny import sd14_sized_pipeline
+from erasepro_core.tiny import T5_SIZES, flux_text_path_pipeline, sd14_sized_pipeline
 
 WORDS = (
     "van gogh,monet,picasso,rembrandt,dali,warhol,klimt,munch,vermeer,matisse,cezanne,renoir,degas,goya,turner,"
@@ -63,13 +69,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=["uce", "none", "uniform", "front"])
+    ap.add_argument("--family", choices=["sd", "flux"], default="sd")
+    ap.add_argument("--t5", choices=list(T5_SIZES), default="xl", help="T5 size for --family flux")
+    ap.add_argument("--max-sequence-length", type=int, default=512, help="T5 length for --family flux")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
     t = time.perf_counter()
-    pipe = sd14_sized_pipeline()
-    print(f"SD-1.4-sized pipeline built in {time.perf_counter() - t:.1f}s (excluded); "
-          f"{args.threads} threads, fp32, CPU\n")
+    if args.family == "flux":
+        pipe = flux_text_path_pipeline(args.t5, args.max_sequence_length)
+        n_t5 = sum(p.numel() for p in pipe.text_encoder_2.parameters())
+        what = f"FLUX.1 text path (CLIP-L + T5-{args.t5}, {n_t5 / 1e9:.2f}B, length {args.max_sequence_length})"
+    else:
+        pipe, what = sd14_sized_pipeline(), "SD-1.4-sized pipeline"
+    print(f"{what} built in {time.perf_counter() - t:.1f}s (excluded); {args.threads} threads, fp32, CPU\n")
     rows = []
     for n in args.concepts:
         edits = [{"target": WORDS[i], "anchor": ANCHORS[i % len(ANCHORS)]} for i in range(n)]

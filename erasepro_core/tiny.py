@@ -153,3 +153,34 @@ def write_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
     directory = Path(directory)
     tiny_flux_pipeline(seed).save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+# T5 v1.1 encoder sizes (d_model, d_ff, layers, heads); FLUX.1 uses xxl (4.7B parameters, ~19 GB in fp32).
+T5_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "small": (512, 1024, 8, 6), "base": (768, 2048, 12, 12), "large": (1024, 2816, 24, 16),
+    "xl": (2048, 5120, 24, 32), "xxl": (4096, 10240, 24, 64),
+}
+
+
+def flux_text_path_pipeline(t5: str = "xl", max_sequence_length: int = 512, seed: int = 0) -> FluxPipeline:
+    """FLUX.1's text path at full size but for T5 (``t5`` names a :data:`T5_SIZES` entry): CLIP ViT-L/14's text
+    tower, and the transformer's ``context_embedder`` and pooled ``text_embedder`` into its 3072-wide stream.
+
+    The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
+    """
+    d_model, d_ff, layers, heads = T5_SIZES[t5]
+    torch.manual_seed(seed)
+    tok = t5_tokenizer(max_sequence_length)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        feed_forward_proj="gated-gelu",
+    ))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=0, num_single_layers=0, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=d_model, pooled_projection_dim=768, guidance_embeds=True,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae((32, 32)),
+        text_encoder=CLIPTextModel(_text_config(768, 12, 12, 77)).eval(), tokenizer=clip_tokenizer(77),
+        text_encoder_2=encoder.eval(), tokenizer_2=tok, transformer=transformer.eval(),
+    )
