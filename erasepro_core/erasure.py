@@ -1,4 +1,5 @@
-"""``erase``: a spec resolved into a plan, then five stages — pairs, preservation, progressive, final K/V, report.
+"""``erase``: a spec resolved into a plan, then five stages — pairs, preservation, progressive, final K/V, report —
+per context space (SD has one; FLUX two, its T5 tokens and its pooled CLIP), written into one delta.
 
 Progressive stage, text-encoder layer i (shallow → deep):  Δ_i X_i = β_i (H_anchor,i − H_target,i) on fc2.
 Final stage, every cross-attention K/V:  W = W_o + W_o A B  with the method's factors (ErasePro: W X = W_o Y).
