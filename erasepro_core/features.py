@@ -22,6 +22,7 @@ class Tokenized:
     ids: list[int]  # BOS ... EOS, unpadded
     last: int  # position of the concept's last token (the prefix's last token for an empty concept)
     eos: int  # position of the first EOS
+    shared: int = 1  # leading tokens set by the template alone (BOS + its text before {}): same for every concept
 
 
 def _encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -62,8 +63,11 @@ def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) 
             "before the concept ends"
         )
     ids = with_specials(tok, body)
+    pre = _encode(tok, prefix) if prefix.strip() else []
+    bos = n_bos(tok)
+    shared = bos + len(pre) if body[: len(pre)] == pre and len(pre) <= len(head) else bos
     # Without BOS an empty concept in an empty prefix has no token of its own: its EOS stands in.
-    return Tokenized(ids=ids, last=max(len(head) - 1 + n_bos(tok), 0), eos=len(ids) - 1)
+    return Tokenized(ids=ids, last=max(len(head) - 1 + bos, 0), eos=len(ids) - 1, shared=min(shared, len(ids)))
 
 
 def offsets(t: Tokenized, policy: TokenPolicy, max_length: int) -> range:
@@ -86,6 +90,8 @@ class PairSet:
 
     target_ids: list[list[int]] = field(default_factory=list)
     anchor_ids: list[list[int]] = field(default_factory=list)
+    target_shared: list[int] = field(default_factory=list)  # Tokenized.shared per row
+    anchor_shared: list[int] = field(default_factory=list)
     concept_of: list[int] = field(default_factory=list)
     positions: list[tuple[int, int, int, int]] = field(default_factory=list)
 
@@ -114,8 +120,10 @@ def build_pairs(
             if key not in anchor_rows:
                 anchor_rows[key] = len(out.anchor_ids)
                 out.anchor_ids.append(a.ids)
+                out.anchor_shared.append(a.shared)
             row_t, row_a = len(out.target_ids), anchor_rows[key]
             out.target_ids.append(t.ids)
+            out.target_shared.append(t.shared)
             out.concept_of.append(k)
             if pooled:
                 out.positions.append((row_t, t.eos, row_a, a.eos))

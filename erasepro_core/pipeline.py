@@ -10,9 +10,8 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from erasepro_core.bundled import BUNDLED, bundled_model_path
 from erasepro_core.devices import pick_device, resolve_dtype
-
-BUNDLED = "bundled"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -43,8 +42,6 @@ def load_pipeline(
     """
     ref = str(ref)
     if ref == BUNDLED:
-        from erasepro_core.shapes import bundled_model_path
-
         ref = str(bundled_model_path())
     local = Path(ref).expanduser()
     kwargs: dict = {"use_safetensors": True}

@@ -19,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -49,7 +48,6 @@ DEFAULT_HELDOUT_TEMPLATES: tuple[str, ...] = (
     "{} in the center",
 )
 
-Method = str  # a registered method name (see erasepro_core.methods.METHODS)
 MethodSpec = Annotated[EraseProConfig | UCEConfig, Field(discriminator="name")]
 
 
@@ -138,7 +136,7 @@ class ErasureSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _nest_method_settings(cls, data: Any, info: ValidationInfo) -> Any:
+    def _nest_method_settings(cls, data: Any) -> Any:
         """Flat wire form -> ``method`` config: ``{"method": "uce", "uce_lambda": 1}`` -> ``method=UCEConfig(…)``."""
         if not isinstance(data, dict):
             return data
@@ -244,6 +242,6 @@ WIRE_FIELDS = frozenset({*ErasureSpec.model_fields, *(k for names in FLAT_SETTIN
 
 __all__ = [
     "DEFAULT_HELDOUT_TEMPLATES", "DEFAULT_TEMPLATES", "FLAT_SETTINGS", "MAX_EDITS", "MAX_PRESERVE", "MAX_PROMPT_CHARS",
-    "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "Method", "MethodSpec", "PreserveTokens",
+    "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "MethodSpec", "PreserveTokens",
     "Schedule", "TokenPolicy", "UCEConfig", "check_template", "check_text", "flat_fields", "wire_errors",
 ]
