@@ -99,20 +99,24 @@ class PaddedBatch:
     state depends on every token, padding included — exactly the pipeline's input. Same interface as
     :class:`PrefixBatch`."""
 
+    rows_per_block = 64  # bounds the per-call activations (T5-XXL's feed-forward input: 64 × 512 × 10240)
+
     def __init__(self, tower: TextTower, rows: list[list[int]]) -> None:
         self.length = int(tower.tokenizer.model_max_length)
-        self.ids = tower.pad(rows, self.length)
+        n = self.rows_per_block
+        self.blocks = [tower.pad(rows[s : s + n], self.length) for s in range(0, len(rows), n)]
 
     def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
+        """Row r's position q in the flat states (every block has the same length, so blocks just follow)."""
         return torch.tensor([r * self.length + q for r, q in zip(rows, pos, strict=True)], dtype=torch.long)
 
     def embed(self, tower: TextTower) -> list[torch.Tensor]:
-        return [tower.embed(self.ids)]
+        return [tower.embed(ids) for ids in self.blocks]
 
     def layer(self, tower: TextTower, i: int, states: list[torch.Tensor]) -> tuple[list[torch.Tensor],
                                                                                      list[torch.Tensor]]:
-        out, xin = tower.layer(i, states[0])
-        return [out], [xin]
+        outs = [tower.layer(i, h) for h in states]
+        return [o for o, _ in outs], [x for _, x in outs]
 
     flat = staticmethod(PrefixBatch.flat)
 
