@@ -165,3 +165,14 @@ def test_t5_rows_in_several_blocks_give_the_same_features(pipe, monkeypatch) -> 
     monkeypatch.setattr(PaddedBatch, "rows_per_block", 3)
     split = erase(pipe, spec).delta.tensors
     assert all(torch.allclose(one[k], split[k], rtol=1e-5, atol=1e-7) for k in one)
+
+
+def test_warmup_covers_both_context_spaces(pipe) -> None:
+    from erasepro_core.preserve import FeatureCache
+    from erasepro_core.warmup import warm
+
+    cache = FeatureCache(store=None)
+    first = warm(pipe, cache)["modes"]["last"]["computed"]
+    # T5: the context and its two wo layers; pooled CLIP: its context only (no progressive stage there)
+    assert sorted(first) == ["ctx", "ctx", "fc2.0.0", "fc2.0.1"]
+    assert warm(pipe, cache)["modes"]["last"]["computed"] == []
