@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--family", choices=["sd", "flux"], default="sd")
     ap.add_argument("--t5", choices=list(T5_SIZES), default="xl", help="T5 size for --family flux")
     ap.add_argument("--max-sequence-length", type=int, default=512, help="T5 length for --family flux")
+    ap.add_argument("--device", default="cpu", help="cpu (the published tables) or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
@@ -82,7 +83,9 @@ def main() -> None:
         what = f"FLUX.1 text path (CLIP-L + T5-{args.t5}, {n_t5 / 1e9:.2f}B, length {args.max_sequence_length})"
     else:
         pipe, what = sd14_sized_pipeline(), "SD-1.4-sized pipeline"
-    print(f"{what} built in {time.perf_counter() - t:.1f}s (excluded); {args.threads} threads, fp32, CPU\n")
+    pipe = pipe.to(args.device)
+    print(f"{what} built in {time.perf_counter() - t:.1f}s (excluded); {args.threads} threads, fp32, "
+          f"{args.device}\n", flush=True)
     rows = []
     for n in args.concepts:
         edits = [{"target": WORDS[i], "anchor": ANCHORS[i % len(ANCHORS)]} for i in range(n)]
