@@ -85,7 +85,7 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
         delta = applied.to(w.dtype).T
         h_t = [o + xi @ delta for o, xi in zip(h_out, xin, strict=True)]
         key = tower.fc2_name(i)
-        out.tensors[key], out.originals[key] = new.cpu(), w.cpu()
+        out.tensors[key], out.originals[key] = new, w  # moved to the host once, by the caller
         site: dict[str, Any] = {
             "site": key, "stage": "progressive", "tower": tower.component, "depth": i, "beta": round(beta, 6),
             "n_columns": x.shape[1], "rank": rank,
