@@ -5,7 +5,7 @@ Read from the TOML file named by ``ERASEPRO_BASE_MODELS``::
     [models.sd15]
     path = "/models/stable-diffusion-v1-5"      # a local diffusers folder ...
     # hub_id = "runwayml/stable-diffusion-v1-5" # ... or a hub id (downloads only where allowed)
-    family = "sd1"                              # free-form label shown to clients
+    family = "sd1"                              # label shown to clients; "flux" also means bfloat16 on GPU
     dtype = "float16"                           # float32 | float16 | bfloat16 (CPU always uses float32)
     description = "Stable Diffusion 1.5"
 

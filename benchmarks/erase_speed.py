@@ -2,6 +2,12 @@
 published reference code on the same machine class (1.1 / 1.9 / 14.3 s at 1 / 10 / 100 concepts, 2 threads).
 
     .venv/bin/python benchmarks/erase_speed.py [--concepts 1 10 100] [--repeats 2] [--threads 2] [--quick]
+    .venv/bin/python benchmarks/erase_speed.py --family flux --t5 xl [--max-sequence-length 512] [--device cuda]
+
+``--family flux`` measures FLUX.1's text path instead (:func:`erasepro_core.tiny.flux_text_path_pipeline`: CLIP
+ViT-L/14 + a T5 v1.1 encoder of the size ``--t5`` names — FLUX.1's is xxl, ~19 GB in fp32 — + the transformer's
+two text sites); T5 runs on whole prompts at ``--max-sequence-length`` (the pipeline pads to it and T5 sees the
+padding), which dominates its cost. The UCE reference applies to the SD model only.
 
 One run reports, per method (UCE, ErasePro default ``schedule="none"``, ErasePro progressive ``"front"``) and
 concept count:
@@ -63,17 +69,26 @@ def _peak_rss_during(fn):
     return out, max(peak[0] - base, 0) / 2**20
 
 
-def child(method: str, n: int, repeats: int, threads: int) -> dict:
+def build(model: str, device: str):
+    """``sd`` or ``flux:<t5 size>:<max sequence length>``, on ``device``."""
+    from erasepro_core.tiny import flux_text_path_pipeline, sd14_sized_pipeline
+
+    if model == "sd":
+        return sd14_sized_pipeline().to(device)
+    _, t5, length = model.split(":")
+    return flux_text_path_pipeline(t5, int(length)).to(device)
+
+
+def child(method: str, n: int, repeats: int, threads: int, model: str = "sd", device: str = "cpu") -> dict:
     """In a fresh process: the first erase (cold), then ``repeats`` more (warm)."""
     import torch
 
     from erasepro_core import ErasureSpec, erase
     from erasepro_core.pipeline import quiet_libraries
-    from erasepro_core.tiny import sd14_sized_pipeline
 
     torch.set_num_threads(threads)
     quiet_libraries()
-    pipe = sd14_sized_pipeline()
+    pipe = build(model, device)
     edits = [{"target": WORDS[i], "anchor": ANCHORS[i % len(ANCHORS)]} for i in range(n)]
     spec = ErasureSpec.model_validate({"edits": edits, **METHODS[method]})
     t = time.perf_counter()
@@ -89,10 +104,12 @@ def child(method: str, n: int, repeats: int, threads: int) -> dict:
             "kv_residual": s["kv_residual"], "stages": res.report["timings"]}
 
 
-def _run_child(method: str, n: int, repeats: int, threads: int, stats_dir: str) -> dict:
+def _run_child(method: str, n: int, repeats: int, threads: int, stats_dir: str, model: str = "sd",
+               device: str = "cpu") -> dict:
     env = {**os.environ, "ERASEPRO_STATS_DIR": stats_dir, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, __file__, "--child", method, str(n), str(repeats), str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    cmd = [sys.executable, __file__, "--child", method, str(n), str(repeats), str(threads), model, device]
+    # A T5-xl FLUX text path at 512 tokens takes hours on 2 CPU cores: no limit there.
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800 if model == "sd" else None)
     if out.returncode != 0:
         raise RuntimeError(f"{method} at {n}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -109,26 +126,36 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--quick", action="store_true", help="1 and 10 concepts, one warm repeat (a sanity run)")
-    ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--family", choices=["sd", "flux"], default="sd")
+    ap.add_argument("--t5", choices=["small", "base", "large", "xl", "xxl"], default="xl",
+                    help="T5 v1.1 size for --family flux (FLUX.1's own is xxl)")
+    ap.add_argument("--max-sequence-length", type=int, default=512, help="T5 length for --family flux")
+    ap.add_argument("--device", default="cpu", help="cpu (the published tables) or cuda")
+    ap.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        m, n, r, th = args.child
-        print(json.dumps(child(m, int(n), int(r), int(th))))
+        m, n, r, th, model, device = args.child
+        print(json.dumps(child(m, int(n), int(r), int(th), model, device)))
         return
     if args.quick:
         args.concepts, args.repeats = [1, 10], 1
-    print(f"SD-1.4-sized pipeline (random weights), fp32, CPU, {args.threads} threads; load average {_load()}",
+    model = "sd" if args.family == "sd" else f"flux:{args.t5}:{args.max_sequence_length}"
+    what = ("SD-1.4-sized pipeline" if model == "sd" else
+            f"FLUX.1 text path (CLIP-L + T5-{args.t5} at {args.max_sequence_length} tokens)")
+    print(f"{what} (random weights), fp32, {args.device}, {args.threads} threads; load average {_load()}",
           flush=True)
+    run = lambda method, n, repeats, stats: _run_child(  # noqa: E731
+        method, n, repeats, args.threads, stats, model, args.device)
     rows = []
     with tempfile.TemporaryDirectory(prefix="erasepro-bench-") as tmp:
         shared = str(Path(tmp) / "stats")  # statistics on disk, as a warmed machine has them
         for method in args.methods:
-            first = _run_child(method, min(args.concepts), 0, args.threads, str(Path(tmp) / f"fresh-{len(rows)}"))
+            first = run(method, min(args.concepts), 0, str(Path(tmp) / f"fresh-{len(rows)}"))
             print(f"  {method:21s} first-ever cold at {min(args.concepts)} concept(s): {first['cold']:.2f}s",
                   flush=True)
-            _run_child(method, 1, 0, args.threads, shared)  # puts this method's statistics on disk
+            run(method, 1, 0, shared)  # puts this method's statistics on disk
             for n in args.concepts:
-                r = _run_child(method, n, args.repeats, args.threads, shared)
+                r = run(method, n, args.repeats, shared)
                 r.update(method=method, n=n, first=first["cold"] if n == min(args.concepts) else None)
                 rows.append(r)
                 print(f"  {method:21s} {n:4d} concepts: cold {r['cold']:.2f}s, warm {r['warm']:.2f}s, "
@@ -138,7 +165,7 @@ def main() -> None:
           "| cold / ref | warm / ref | peak extra RSS (MB) | K/V residual |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted(rows, key=lambda r: (r["n"], list(METHODS).index(r["method"]))):
-        ref = REFERENCE_S.get(r["n"])
+        ref = REFERENCE_S.get(r["n"]) if model == "sd" else None  # UCE's reference was measured on SD
         first = f"{r['first']:.2f}" if r["first"] is not None else "-"
         cold_r, warm_r = (f"{r['cold'] / ref:.2f}", f"{r['warm'] / ref:.2f}") if ref else ("-", "-")
         print(f"| {r['n']} | {r['method']} | {first} | {r['cold']:.2f} | {r['warm']:.2f} | {ref or '-'} "

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from erasepro_core.adapters import Adapter, adapter_for
-from erasepro_core.features import prompt_ids
+from erasepro_core.features import n_bos, prompt_ids
 
 # Padding positions after EOS feed cross-attention too, so preserve a few of them per prompt; further pads
 # repeat the same token and differ only in position, so more add cost but little information.
@@ -36,11 +36,15 @@ def prompt_features(
         for s in range(0, len(rows), batch):
             chunk = rows[s : s + batch]
             n_max = int(tower.tokenizer.model_max_length)
-            length = min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS))
-            if last_only:
+            length = tower.length_for(min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS)))
+            if tower.pooled:  # a pooled site reads the EOS state only
+                sel = [(r, len(ids) - 1) for r, ids in enumerate(chunk)]
+            elif last_only:
                 sel = [(r, len(ids) - 2) for r, ids in enumerate(chunk)]
             else:
-                sel = [(r, p) for r, ids in enumerate(chunk) for p in range(1, min(len(ids) + N_PRESERVE_PADS, length))]
+                first = n_bos(tower.tokenizer)
+                sel = [(r, p) for r, ids in enumerate(chunk)
+                       for p in range(first, min(len(ids) + N_PRESERVE_PADS, length))]
             rr = torch.tensor([a for a, _ in sel])
             pp = torch.tensor([b for _, b in sel])
             h = tower.embed(tower.pad(chunk, length))
@@ -66,10 +70,11 @@ def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
                      positions: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
     """Context-space features c (what the UNet's K/V read) of ``prompts`` at ``positions``, model as it is now.
 
-    ``positions[i]`` are token positions of prompt i (0 = BOS; positions past EOS are padding, up to the
-    tokenizer's length); default: each prompt's last token before EOS. Returns a float32 (d_ctx × Σ|positions|)
-    matrix, columns in prompt order, on the model's device — the same columns ``erase`` constrains, so
-    ``erase(..., extra_context=(X, Y))`` accepts them directly. Towers (SDXL) concatenate along features.
+    ``positions[i]`` are token positions of prompt i (0 = BOS, or the first word without one; positions past EOS
+    are padding, up to the tokenizer's length); default: each prompt's last token before EOS. Returns a float32
+    (d_ctx × Σ|positions|) matrix, columns in prompt order, on the model's device — the same columns ``erase``
+    constrains, so ``erase(..., extra_context=(X, Y))`` accepts them directly. Towers (SDXL) concatenate along
+    features; for FLUX these are the T5 token features (the primary context space).
     """
     adapter = pipe_or_adapter if isinstance(pipe_or_adapter, Adapter) else adapter_for(pipe_or_adapter)
     prompts = list(prompts)
@@ -88,7 +93,7 @@ def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
                     raise ValueError(f"positions: {p} is outside 0..{n_max - 1} (prompt {r})")
                 rr.append(r)
                 pp.append(int(p))
-        length = max([len(r) for r in rows] + [p + 1 for p in pp] + [1])
+        length = tower.length_for(max([len(r) for r in rows] + [p + 1 for p in pp] + [1]))
         h = tower.embed(tower.pad(rows, length))
         for i in range(tower.n_context_layers):
             h, _ = tower.layer(i, h)

@@ -1,4 +1,5 @@
-"""``erase``: a spec resolved into a plan, then five stages — pairs, preservation, progressive, final K/V, report.
+"""``erase``: a spec resolved into a plan, then five stages — pairs, preservation, progressive, final K/V, report —
+per context space (SD has one; FLUX two, its T5 tokens and its pooled CLIP), written into one delta.
 
 Progressive stage, text-encoder layer i (shallow → deep):  Δ_i X_i = β_i (H_anchor,i − H_target,i) on fc2.
 Final stage, every cross-attention K/V:  W = W_o + W_o A B  with the method's factors (ErasePro: W X = W_o Y).
@@ -111,14 +112,21 @@ def erase(
     adapter = adapter_for(pipe)
     extra = _check_extra(extra_context, adapter.context_width, adapter.towers[0].device)
     t0 = time.perf_counter()
-    plan = make_plan(spec, adapter)
-    job = _Job(pipe, adapter, plan, cache or default_cache(), model_key(adapter),
-               _Steps(progress, 3 + plan.n_progressive + len(adapter.kv_sites) // 8), {}, [])
+    plans = [make_plan(spec, space) for space in adapter.spaces]
+    step = _Steps(progress, sum(3 + p.n_progressive + len(s.kv_sites) // 8 for s, p in zip(adapter.spaces, plans,
+                                                                                            strict=True)))
+    warnings: list[str] = []
+    parts = []
     with torch.no_grad():
-        pairs, held = _pairs_stage(job)
-        pres = _preservation_stage(job)
-        passes = _progressive_stage(job, pairs, held, pres)
-        result = _final_stage(job, pairs, held, pres, passes, extra)
+        # Each context space (FLUX: T5 tokens, pooled CLIP) is solved on its own; extra columns go to the primary.
+        for space, plan in zip(adapter.spaces, plans, strict=True):
+            job = _Job(pipe, space, plan, cache or default_cache(), model_key(space), step, {}, warnings)
+            pairs, held = _pairs_stage(job)
+            pres = _preservation_stage(job)
+            passes = _progressive_stage(job, pairs, held, pres)
+            parts.append(_final_stage(job, pairs, held, pres, passes, extra if space is adapter else None))
+    result = _assemble(pipe, adapter, plans[0], parts, warnings)
+    step("done")
     result.report["timings"]["total_s"] = round(time.perf_counter() - t0, 4)
     return result
 
@@ -144,12 +152,13 @@ def _pairs_stage(job: _Job) -> tuple[PairSet, PairSet]:
     t = time.perf_counter()
     spec, plan = job.plan.spec, job.plan
     edits = [(e.target, e.anchor) for e in spec.edits]
-    tok0 = job.adapter.towers[0].tokenizer
+    tower0 = job.adapter.towers[0]
+    tok0, pooled = tower0.tokenizer, tower0.pooled
     try:
-        pairs = build_pairs(tok0, edits, spec.templates, plan.token_policy)
-        held = build_pairs(tok0, edits[:MAX_HELDOUT_EDITS], spec.heldout_templates, plan.token_policy)
+        pairs = build_pairs(tok0, edits, spec.templates, plan.token_policy, pooled)
+        held = build_pairs(tok0, edits[:MAX_HELDOUT_EDITS], spec.heldout_templates, plan.token_policy, pooled)
         for tower in job.adapter.towers[1:]:
-            other = build_pairs(tower.tokenizer, edits, spec.templates, plan.token_policy)
+            other = build_pairs(tower.tokenizer, edits, spec.templates, plan.token_policy, tower.pooled)
             if other.positions != pairs.positions:
                 raise ErasureError(f"{tower.component}'s tokenizer splits the prompts differently from the first")
     except ValueError as exc:
@@ -221,9 +230,24 @@ def _progressive_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveS
     return passes
 
 
+@dataclass
+class _SpaceResult:
+    """One context space's share of the delta and of the report."""
+
+    sites: list[dict[str, Any]]
+    tensors: dict[str, torch.Tensor]
+    originals: dict[str, torch.Tensor]
+    layers: dict[str, list[int]]  # tower component -> progressive layers
+    n_constraints: int
+    n_heldout: int
+    n_extra: int
+    timings: dict[str, float]
+    hardening: list[dict[str, Any]] | None = None  # per round, when the method hardens (primary space only)
+
+
 def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, passes: list,
-                 extra: ExtraContext | None) -> ErasureResult:
-    """The method's K/V edit from the context columns, written into every site; then the delta and report.
+                 extra: ExtraContext | None) -> _SpaceResult:
+    """The method's K/V edit from the context columns, written into every site of the space.
     Towers (SDXL) concatenate along features; their token positions coincide (checked in the pairs stage)."""
     t = time.perf_counter()
     x, y = torch.cat([p.x for p in passes]).double(), torch.cat([p.y for p in passes]).double()
@@ -253,22 +277,39 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     job.step("final")
     kv = write_kv(job.adapter, edit, x, y, xh, yh, pres.ctx, job.step, n_extra)
     _timed(job, "final_s", t)
+    return _SpaceResult(
+        sites=[s for p in passes for s in p.sites] + kv.sites,
+        tensors={k: v for p in passes for k, v in p.tensors.items()} | kv.tensors,
+        originals={k: v for p in passes for k, v in p.originals.items()} | kv.originals,
+        layers={job.adapter.towers[ti].component: ls for ti, ls in job.plan.layers.items()},
+        n_constraints=pairs.n_columns, n_heldout=held.n_columns, n_extra=n_extra, timings=job.timings,
+        hardening=hardening,
+    )
 
-    sites = [s for p in passes for s in p.sites] + kv.sites
+
+def _assemble(pipe: Any, adapter: Adapter, plan: Plan, parts: list[_SpaceResult], warnings: list[str]
+              ) -> ErasureResult:
+    """One delta and one report from every context space's result."""
     # Weights were kept on the model's device while computing; one move to the host at the end.
-    tensors = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.tensors.items()} | kv.tensors).items()}
-    originals = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.originals.items()} | kv.originals).items()}
-    report = summary(job.plan, job.adapter, pairs, held, sites, job.warnings, n_extra)
-    if hardening is not None:
-        report["hardening"] = hardening
-    report["timings"] = {k: round(v, 4) for k, v in job.timings.items()}
+    tensors = {k: v.cpu() for p in parts for k, v in p.tensors.items()}
+    originals = {k: v.cpu() for p in parts for k, v in p.originals.items()}
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    report = summary(plan, adapter.family, {c: ls for p in parts for c, ls in p.layers.items()},
+                     sum(p.n_constraints for p in parts), sum(p.n_heldout for p in parts),
+                     [s for p in parts for s in p.sites], list(dict.fromkeys(warnings)), parts[0].n_extra)
+    hardening = [p.hardening for p in parts if p.hardening is not None]
+    if hardening:
+        report["hardening"] = hardening[0]
+    report["timings"] = {k: round(v, 4) for k, v in timings.items()}
     delta = Delta(
         tensors=tensors,
         fingerprint=fingerprint(originals),
-        spec=job.plan.spec.model_dump(mode="json"),
+        spec=plan.spec.model_dump(mode="json"),
         report=report,
-        base={"family": job.adapter.family, "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
-              "name_or_path": str(getattr(job.pipe, "name_or_path", "") or "")},
+        base={"family": adapter.family, "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
+              "name_or_path": str(getattr(pipe, "name_or_path", "") or "")},
     )
-    job.step("done")
     return ErasureResult(delta=delta, report=report)

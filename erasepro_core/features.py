@@ -29,10 +29,15 @@ def _encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tok(text, add_special_tokens=False, truncation=False)["input_ids"]
 
 
+def n_bos(tok: PreTrainedTokenizerBase) -> int:
+    """1 when the tokenizer starts prompts with BOS (CLIP), 0 when it does not (T5)."""
+    return 0 if tok.bos_token_id is None else 1
+
+
 def with_specials(tok: PreTrainedTokenizerBase, body: list[int]) -> list[int]:
-    """BOS + ``body`` + EOS, cut to the tokenizer's length with EOS kept last (what the pipelines encode)."""
+    """[BOS] + ``body`` + EOS, cut to the tokenizer's length with EOS kept last (what the pipelines encode)."""
     n_max = int(tok.model_max_length)
-    ids = [tok.bos_token_id, *body, tok.eos_token_id]
+    ids = [tok.bos_token_id] * n_bos(tok) + [*body, tok.eos_token_id]
     return ids[: n_max - 1] + [tok.eos_token_id] if len(ids) > n_max else ids
 
 
@@ -59,8 +64,10 @@ def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) 
         )
     ids = with_specials(tok, body)
     pre = _encode(tok, prefix) if prefix.strip() else []
-    shared = 1 + len(pre) if body[: len(pre)] == pre and len(pre) <= len(head) else 1
-    return Tokenized(ids=ids, last=len(head), eos=len(ids) - 1, shared=min(shared, len(ids)))
+    bos = n_bos(tok)
+    shared = bos + len(pre) if body[: len(pre)] == pre and len(pre) <= len(head) else bos
+    # Without BOS an empty concept in an empty prefix has no token of its own: its EOS stands in.
+    return Tokenized(ids=ids, last=max(len(head) - 1 + bos, 0), eos=len(ids) - 1, shared=min(shared, len(ids)))
 
 
 def offsets(t: Tokenized, policy: TokenPolicy, max_length: int) -> range:
@@ -98,8 +105,10 @@ def build_pairs(
     edits: list[tuple[str, str]],
     templates: list[str],
     policy: TokenPolicy,
+    pooled: bool = False,
 ) -> PairSet:
-    """Pair every target prompt (edit × template) with its anchor prompt, position by position."""
+    """Pair every target prompt (edit × template) with its anchor prompt, position by position (``pooled``: the
+    EOS states only, whatever the policy — a pooled site reads nothing else)."""
     n_max = int(tok.model_max_length)
     out = PairSet()
     anchor_rows: dict[tuple[int, ...], int] = {}
@@ -116,6 +125,9 @@ def build_pairs(
             out.target_ids.append(t.ids)
             out.target_shared.append(t.shared)
             out.concept_of.append(k)
+            if pooled:
+                out.positions.append((row_t, t.eos, row_a, a.eos))
+                continue
             for off in offsets(t, policy, n_max):
                 p_t, p_a = t.last + off, a.last + off
                 if p_a >= n_max:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
@@ -73,7 +74,22 @@ def save_pipeline(pipe: DiffusionPipeline, directory: str | os.PathLike) -> Path
 
 
 def default_resolution(pipe: DiffusionPipeline) -> int:
-    return int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+    """The UNet's sample size in pixels; a transformer (FLUX) has none, its VAE's says what it was trained at."""
+    unet = getattr(pipe, "unet", None)
+    if unet is None:
+        return int(pipe.vae.config.sample_size)
+    return int(unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+
+
+def sampling_defaults(pipe: DiffusionPipeline) -> tuple[tuple[int, float], dict[str, Any]]:
+    """The family's default (steps, guidance) and the extra call arguments its pipeline needs (see Adapter)."""
+    from erasepro_core.adapters import UnsupportedModelError, adapter_for
+
+    try:
+        adapter = adapter_for(pipe)
+    except UnsupportedModelError:
+        return (25, 5.0), {}
+    return adapter.sampling, adapter.call_kwargs
 
 
 @torch.no_grad()
@@ -83,23 +99,28 @@ def generate(
     *,
     negative_prompt: str | None = None,
     seed: int = 0,
-    steps: int = 25,
-    guidance: float = 5.0,
+    steps: int | None = None,
+    guidance: float | None = None,
     width: int | None = None,
     height: int | None = None,
     num_images: int = 1,
 ) -> list[Image.Image]:
-    """Sample images; the same arguments on the same pipeline give the same pixels (CPU generator)."""
+    """Sample images; the same arguments on the same pipeline give the same pixels (CPU generator).
+
+    ``steps``/``guidance``/``width``/``height`` left as None take the model family's defaults.
+    """
     size = default_resolution(pipe)
+    (default_steps, default_guidance), extra = sampling_defaults(pipe)
     generator = torch.Generator("cpu").manual_seed(int(seed))
     out = pipe(
         prompt=prompt,
         negative_prompt=negative_prompt,
-        num_inference_steps=int(steps),
-        guidance_scale=float(guidance),
+        num_inference_steps=int(steps or default_steps),
+        guidance_scale=float(default_guidance if guidance is None else guidance),
         width=int(width or size),
         height=int(height or size),
         num_images_per_prompt=int(num_images),
         generator=generator,
+        **extra,
     )
     return list(out.images)

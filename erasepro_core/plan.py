@@ -61,8 +61,9 @@ def schedule_fractions(schedule: str, k: int) -> list[float]:
 
 
 def resolve_layers(schedule: Schedule, layers: list[int] | None, tower: TextTower) -> list[int]:
-    """Sorted non-negative layer indices of ``tower`` for the progressive stage (none when ``schedule='none'``)."""
-    if schedule == "none":
+    """Sorted non-negative layer indices of ``tower`` for the progressive stage (none when ``schedule='none'`` or
+    the tower is not edited progressively, like FLUX's pooled CLIP)."""
+    if schedule == "none" or not tower.progressive:
         return []
     n = tower.n_context_layers
     if layers is None:

@@ -92,3 +92,38 @@ def needed_lengths(n_rows: int, refs: list[tuple[int, int]], default: list[int])
     for r, q in refs:
         out[r] = max(out[r], q + 1)
     return [o or d for o, d in zip(out, default, strict=True)]
+
+
+class PaddedBatch:
+    """Whole prompts padded to the tokenizer's length, one block: for a bidirectional tower (T5), whose every
+    state depends on every token, padding included — exactly the pipeline's input. Same interface as
+    :class:`PrefixBatch`."""
+
+    rows_per_block = 64  # bounds the per-call activations (T5-XXL's feed-forward input: 64 × 512 × 10240)
+
+    def __init__(self, tower: TextTower, rows: list[list[int]]) -> None:
+        self.length = int(tower.tokenizer.model_max_length)
+        n = self.rows_per_block
+        self.blocks = [tower.pad(rows[s : s + n], self.length) for s in range(0, len(rows), n)]
+
+    def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
+        """Row r's position q in the flat states (every block has the same length, so blocks just follow)."""
+        return torch.tensor([r * self.length + q for r, q in zip(rows, pos, strict=True)], dtype=torch.long)
+
+    def embed(self, tower: TextTower) -> list[torch.Tensor]:
+        return [tower.embed(ids) for ids in self.blocks]
+
+    def layer(self, tower: TextTower, i: int, states: list[torch.Tensor]) -> tuple[list[torch.Tensor],
+                                                                                     list[torch.Tensor]]:
+        outs = [tower.layer(i, h) for h in states]
+        return [o for o, _ in outs], [x for _, x in outs]
+
+    flat = staticmethod(PrefixBatch.flat)
+
+
+def batch_for(tower: TextTower, rows: list[list[int]], shared: list[int], refs: list[tuple[int, int]]
+              ) -> PrefixBatch | PaddedBatch:
+    """Shared prefixes and no tail for a causal tower (CLIP); whole padded prompts for a bidirectional one."""
+    if not tower.causal:
+        return PaddedBatch(tower, rows)
+    return PrefixBatch(tower, rows, shared, needed_lengths(len(rows), refs, [len(r) for r in rows]))

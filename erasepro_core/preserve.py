@@ -68,6 +68,7 @@ class FeatureCache:
                  "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
         key = StatsStore.key(parts)
         stats = self._stats.get(key) or PreserveStats()
+        self.computed = []  # this call's, even when memory has everything
         if _missing(stats, layers):
             self._fill(adapter, key, parts, prompts, layers, last_only, stats)
         self._stats[key] = stats

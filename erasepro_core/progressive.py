@@ -16,7 +16,7 @@ import torch
 from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
 from erasepro_core.plan import Plan, schedule_fractions
-from erasepro_core.prefix import PrefixBatch, needed_lengths
+from erasepro_core.prefix import PrefixBatch, batch_for
 from erasepro_core.preserve import PreserveStats
 from erasepro_core.solver import Metric, constraint_map, relative
 
@@ -52,10 +52,8 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
     t_rows, a_rows = pairs.target_ids + held.target_ids, pairs.anchor_ids + held.anchor_ids
     t_refs = [(p[0], p[1]) for p in pairs.positions] + [(p[0] + nt, p[1]) for p in held.positions]
     a_refs = [(p[2], p[3]) for p in pairs.positions] + [(p[2] + na, p[3]) for p in held.positions]
-    targets = PrefixBatch(tower, t_rows, pairs.target_shared + held.target_shared,
-                          needed_lengths(len(t_rows), t_refs, [len(r) for r in t_rows]))
-    anchors = PrefixBatch(tower, a_rows, pairs.anchor_shared + held.anchor_shared,
-                          needed_lengths(len(a_rows), a_refs, [len(r) for r in a_rows]))
+    targets = batch_for(tower, t_rows, pairs.target_shared + held.target_shared, t_refs)
+    anchors = batch_for(tower, a_rows, pairs.anchor_shared + held.anchor_shared, a_refs)
     it = targets.index(*_split(pairs.positions, 0))
     ia = anchors.index(*_split(pairs.positions, 2))
     ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])

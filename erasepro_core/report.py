@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from erasepro_core.adapters import Adapter
-from erasepro_core.features import PairSet
 from erasepro_core.plan import Plan
 
 
@@ -13,17 +11,19 @@ def _mean(vals: list[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def summary(plan: Plan, adapter: Adapter, pairs: PairSet, held: PairSet, sites: list[dict[str, Any]],
-            warnings: list[str], n_extra: int = 0) -> dict[str, Any]:
+def summary(plan: Plan, family: str, layers: dict[str, list[int]], n_constraints: int, n_heldout: int,
+            sites: list[dict[str, Any]], warnings: list[str], n_extra: int = 0) -> dict[str, Any]:
+    """``layers``: progressive layers per tower component; ``n_constraints``/``n_heldout``: paired columns of
+    every context space together."""
     final = [s for s in sites if s["stage"] == "final"]
     out: dict[str, Any] = {
         "method": plan.method.name,
         **plan.method.summary(),
-        "family": adapter.family,
-        "layers": {adapter.towers[t].component: ls for t, ls in plan.layers.items()},
+        "family": family,
+        "layers": layers,
         "n_edits": len(plan.spec.edits),
-        "n_constraints": pairs.n_columns,
-        "n_heldout": held.n_columns,
+        "n_constraints": n_constraints,
+        "n_heldout": n_heldout,
         "summary": {
             "max_residual": max(s["residual"] for s in sites),
             "kv_residual": _mean([s["residual"] for s in final]),

@@ -1,4 +1,4 @@
-"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x and SDXL.
+"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x, SDXL and FLUX.
 
 They use the real CLIP tokenizer and the real diffusers/transformers classes, so every code path that runs
 on a downloaded checkpoint runs on them unchanged. Used by tests, the demo fallback and the benchmarks.
@@ -6,17 +6,23 @@ on a downloaded checkpoint runs on them unchanged. Used by tests, the demo fallb
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
-from erasepro_core.tokenizer import clip_tokenizer
+from erasepro_core.tokenizer import clip_tokenizer, t5_tokenizer
 
 
 def _text_config(hidden: int, layers: int, heads: int, max_len: int, **kw) -> CLIPTextConfig:
@@ -110,4 +116,71 @@ def tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         vae=_vae((32, 32)), text_encoder=te1.eval(), text_encoder_2=te2.eval(),
         tokenizer=clip_tokenizer(77), tokenizer_2=clip_tokenizer(77), unet=unet.eval(),
         scheduler=_scheduler(),
+    )
+
+
+def tiny_flux_pipeline(seed: int = 0, *, t5_width: int = 32, t5_layers: int = 2, max_sequence_length: int = 32
+                       ) -> FluxPipeline:
+    """A FLUX.1-layout pipeline (CLIP + T5, a one-double/one-single-block transformer, 32x32 images).
+
+    The T5 tokenizer is a Unigram model over the CLIP vocabulary's words (:func:`t5_tokenizer`); its
+    ``model_max_length`` is the ``max_sequence_length`` the pipeline pads T5 prompts to.
+    """
+    torch.manual_seed(seed)
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tokenizer(max_sequence_length)), d_model=t5_width, d_kv=8, d_ff=2 * t5_width,
+        num_layers=t5_layers, num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+    ))
+    clip = CLIPTextModel(_text_config(32, 2, 4, 77))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=t5_width, pooled_projection_dim=32, axes_dims_rope=(2, 2, 4),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1,
+        norm_num_groups=8, sample_size=32, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0,
+        scaling_factor=1.0,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=clip.eval(), tokenizer=clip_tokenizer(77),
+        text_encoder_2=t5.eval(), tokenizer_2=t5_tokenizer(max_sequence_length), transformer=transformer.eval(),
+    )
+
+
+def write_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Save :func:`tiny_flux_pipeline` as a diffusers folder (what the CLI and the service load)."""
+    directory = Path(directory)
+    tiny_flux_pipeline(seed).save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+# T5 v1.1 encoder sizes (d_model, d_ff, layers, heads); FLUX.1 uses xxl (4.7B parameters, ~19 GB in fp32).
+T5_SIZES: dict[str, tuple[int, int, int, int]] = {
+    "small": (512, 1024, 8, 6), "base": (768, 2048, 12, 12), "large": (1024, 2816, 24, 16),
+    "xl": (2048, 5120, 24, 32), "xxl": (4096, 10240, 24, 64),
+}
+
+
+def flux_text_path_pipeline(t5: str = "xl", max_sequence_length: int = 512, seed: int = 0) -> FluxPipeline:
+    """FLUX.1's text path at full size but for T5 (``t5`` names a :data:`T5_SIZES` entry): CLIP ViT-L/14's text
+    tower, and the transformer's ``context_embedder`` and pooled ``text_embedder`` into its 3072-wide stream.
+
+    The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
+    """
+    d_model, d_ff, layers, heads = T5_SIZES[t5]
+    torch.manual_seed(seed)
+    tok = t5_tokenizer(max_sequence_length)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        feed_forward_proj="gated-gelu",
+    ))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=0, num_single_layers=0, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=d_model, pooled_projection_dim=768, guidance_embeds=True,
+    )
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae((32, 32)),
+        text_encoder=CLIPTextModel(_text_config(768, 12, 12, 77)).eval(), tokenizer=clip_tokenizer(77),
+        text_encoder_2=encoder.eval(), tokenizer_2=tok, transformer=transformer.eval(),
     )

@@ -14,7 +14,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from transformers import CLIPTokenizer
+from transformers import CLIPTokenizer, T5TokenizerFast
 
 from erasepro_core.bundled import MODEL_DIR
 from erasepro_core.io import cache_dir, publish_dir
@@ -57,3 +57,39 @@ def clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(
         str(_tokenizer_dir()), model_max_length=model_max_length, pad_token="<|endoftext|>"
     )
+
+
+@lru_cache(maxsize=1)
+def _t5_model() -> str:
+    """A Unigram (sentencepiece-style) tokenizer over the CLIP vocabulary's alphabetic words, serialised.
+
+    Whole words score by length so common words stay one piece; short words double as subword pieces and
+    single letters back everything else up (there is no ``<unk>`` for lowercase text).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+
+    words = sorted({w[:-4] for w in clip_tokenizer().get_vocab() if w.endswith("</w>") and w[:-4].isalpha()})
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -0.1 * len(w) - 1) for w in words]
+    pieces += [(w, -0.1 * len(w) - 3) for w in words if len(w) <= 3]
+    pieces += [(c, -10.0) for c in sorted({c for w in words for c in w}) + list(",.!?'-:;")] + [("▁", -5.0)]
+    scores = dict(reversed(pieces))  # a piece listed twice keeps its first score
+    tk = Tokenizer(models.Unigram([(p, scores[p]) for p in dict.fromkeys(p for p, _ in pieces)], unk_id=2,
+                                  byte_fallback=False))
+    # Like T5's sentencepiece model: case folded here (the CLIP words are lowercase), spaces normalised.
+    tk.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Strip(),
+                                          normalizers.Replace(Regex(" {2,}"), " ")])
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tk.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tk.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return tk.to_str()
+
+
+def t5_tokenizer(model_max_length: int = 512) -> T5TokenizerFast:
+    """A T5-style tokenizer (no BOS, ``</s>`` appended, ``<pad>`` = 0) built offline for the tiny FLUX pipeline;
+    ``model_max_length`` is the length the pipeline pads T5 prompts to (its ``max_sequence_length``)."""
+    from tokenizers import Tokenizer
+
+    return T5TokenizerFast(tokenizer_object=Tokenizer.from_str(_t5_model()), eos_token="</s>", pad_token="<pad>",
+                           unk_token="<unk>", extra_ids=0, model_max_length=model_max_length)

@@ -22,15 +22,15 @@ def warm(pipe: Any, cache: FeatureCache | None = None, *, progressive: bool = Tr
     Returns what was computed and what was already there (a second call computes nothing).
     """
     cache = cache or default_cache()
-    adapter = adapter_for(pipe)
     prompts = generic_preserve_prompts(pipe)
-    mkey = model_key(adapter)
-    layers = {ti: default_layers(t.n_context_layers) if progressive else [] for ti, t in enumerate(adapter.towers)}
     out: dict[str, Any] = {"prompts": len(prompts), "store": str(cache.store.root) if cache.store else None,
                            "modes": {}}
     for mode in preserve_tokens:
-        t = time.perf_counter()
-        cache.generic_stats(adapter, mkey, prompts, layers, last_only=mode == "last")
-        out["modes"][mode] = {"computed": [".".join(map(str, s)) for s in cache.computed],
-                              "seconds": round(time.perf_counter() - t, 3)}
+        t, computed = time.perf_counter(), []
+        for space in adapter_for(pipe).spaces:  # FLUX: the T5 tokens and the pooled CLIP, each its own statistics
+            layers = {ti: default_layers(tw.n_context_layers) if progressive and tw.progressive else []
+                      for ti, tw in enumerate(space.towers)}
+            cache.generic_stats(space, model_key(space), prompts, layers, last_only=mode == "last")
+            computed += [".".join(map(str, s)) for s in cache.computed]
+        out["modes"][mode] = {"computed": computed, "seconds": round(time.perf_counter() - t, 3)}
     return out

@@ -2,9 +2,9 @@
 
 Nothing is faked: the worker is ``python -m worker`` and the API is ``uvicorn app.main:app``, both separate
 processes talking to a redis-server started here on a free port (never the shared one on 6379, so flushing it
-is safe). The base models are tiny random-weights SD-1.x pipelines saved into a temporary directory and
-registered in a TOML file. One stack serves every ``test_service_*`` module (a process-wide singleton);
-tests that kill the worker or flush Redis restore what they broke.
+is safe). The base models are tiny random-weights SD-1.x pipelines and one FLUX.1-layout pipeline, saved into a
+temporary directory and registered in a TOML file. One stack serves every ``test_service_*`` module (a
+process-wide singleton); tests that kill the worker or flush Redis restore what they broke.
 """
 
 from __future__ import annotations
@@ -74,13 +74,15 @@ class Stack:
     # ------------------------------------------------------------------------------------------ start
     def build_models(self) -> None:
         from erasepro_core.pipeline import save_pipeline
-        from erasepro_core.tiny import tiny_sd_pipeline
+        from erasepro_core.tiny import tiny_sd_pipeline, write_tiny_flux
 
         save_pipeline(tiny_sd_pipeline(seed=0), self.models_dir / "tiny")
         save_pipeline(tiny_sd_pipeline(seed=1), self.models_dir / "tiny-b")
+        write_tiny_flux(self.models_dir / "flux")
         (self.tmp / "models.toml").write_text(
             f'[models.tiny]\npath = "{self.models_dir / "tiny"}"\nfamily = "sd1"\n'
             f'description = "tiny test pipeline"\n\n'
+            f'[models.flux]\npath = "{self.models_dir / "flux"}"\nfamily = "flux"\n\n'
             f'[models.tiny-b]\npath = "{self.models_dir / "tiny-b"}"\nfamily = "sd1"\n\n'
             f'[models.absent]\npath = "{self.tmp / "no-such-model"}"\n', encoding="utf-8")
 

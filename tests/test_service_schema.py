@@ -86,7 +86,9 @@ def test_generate_request_bounds(body: dict) -> None:
     except ValidationError:
         return
     assert 1 <= len(req.prompt) <= 300 and req.prompt.strip()
-    assert 1 <= req.steps <= 150 and 1 <= req.num_images <= 4 and 0 <= req.guidance <= 50
+    assert req.steps is None or 1 <= req.steps <= 150
+    assert req.guidance is None or 0 <= req.guidance <= 50
+    assert 1 <= req.num_images <= 4
     for side in (req.width, req.height):
         assert side is None or (side % 8 == 0 and 8 <= side <= 2048)
     assert (req.width or 1024) * (req.height or 1024) * req.num_images <= 4 * 1024 * 1024

@@ -1,10 +1,11 @@
 """What an adapter describes: a pipeline's text towers (run layer by layer), their editable fc2 layers and the
-UNet's cross-attention K/V sites. Families live in their own modules (``sd.py``, ``sdxl.py``) and register
-themselves in ``registry.py``."""
+linear sites that read the towers' features (the UNet's cross-attention K/V, FLUX's context embedders).
+Families live in their own modules (``sd.py``, ``sdxl.py``, ``flux.py``) and register themselves in
+``registry.py``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,6 +31,11 @@ class TextTower:
     model: nn.Module
     tokenizer: object
     penultimate: bool  # SDXL reads hidden_states[-2]; SD-1/2 read the final-normed last state
+    pooled: bool = False  # the sites read only the EOS state (FLUX's pooled CLIP), not every token
+    progressive: bool = True  # whether the progressive stage may edit this tower's feed-forward layers
+
+    # Causal: a token's state does not depend on the tokens after it, so prompts may be encoded unpadded.
+    causal = True
 
     @property
     def _inner(self) -> nn.Module:
@@ -88,12 +94,19 @@ class TextTower:
 
         handle = self.fc2(i).register_forward_hook(hook)
         try:
-            mask = _causal_mask(h.shape[1], h.dtype, h.device)
-            out = self.layers[i](h, attention_mask=mask)
+            out = self._run(i, h)
         finally:
             handle.remove()
-        out = out[0] if isinstance(out, tuple) else out
         return out, captured[0]
+
+    def _run(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        out = self.layers[i](h, attention_mask=_causal_mask(h.shape[1], h.dtype, h.device))
+        return out[0] if isinstance(out, tuple) else out
+
+    def length_for(self, longest: int) -> int:
+        """How long to pad a batch whose longest prompt has ``longest`` tokens: just that for a causal tower,
+        the tokenizer's full length (what the pipeline encodes) for a bidirectional one."""
+        return longest if self.causal else int(self.tokenizer.model_max_length)
 
     def embed_at(self, ids: torch.Tensor, offsets: torch.Tensor | int = 0) -> torch.Tensor:
         """Embeddings of tokens whose row r starts at position ``offsets[r]`` of its prompt."""
@@ -143,13 +156,28 @@ class KVSite:
 
 @dataclass
 class Adapter:
-    family: str  # "sd" (SD-1.x/2.x layout), "sdxl", …
+    """One context space: towers whose features concatenate (along features) into what ``kv_sites`` read.
+
+    ``also`` holds further, independent context spaces of the same pipeline (FLUX: the pooled CLIP path beside
+    the T5 tokens); ``erase`` solves each space on its own and writes one delta.
+    """
+
+    family: str  # "sd" (SD-1.x/2.x layout), "sdxl", "flux", …
     towers: list[TextTower]
     kv_sites: list[KVSite]
+    also: list[Adapter] = field(default_factory=list)
+    sampling: tuple[int, float] = (25, 5.0)  # the family's default (steps, guidance) for generation
+    # Keyword arguments the pipeline's __call__ needs to encode prompts exactly as erase does (FLUX: T5 length).
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def context_width(self) -> int:
         return sum(t.width for t in self.towers)
+
+    @property
+    def spaces(self) -> list[Adapter]:
+        """Every context space, the primary one (what ``extra_context``/``context_features`` address) first."""
+        return [self, *self.also]
 
 
 def clip_towers_are_editable(towers: list[TextTower]) -> None:

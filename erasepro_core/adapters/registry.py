@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from erasepro_core.adapters.base import Adapter, UnsupportedModelError
+from erasepro_core.adapters.flux import flux_adapter
 from erasepro_core.adapters.sd import sd_adapter
 from erasepro_core.adapters.sdxl import sdxl_adapter
 
@@ -24,6 +25,7 @@ def register(builder: Builder, *pipeline_classes: str) -> None:
 register(sd_adapter, "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 register(sdxl_adapter, "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
          "StableDiffusionXLInpaintPipeline")
+register(flux_adapter, "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
 
 
 def adapter_for(pipe: object) -> Adapter:
