@@ -26,14 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app import store
 from app.auth import KeyStore
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, Settings
+from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
 from app.registry import Registry
 
 log = logging.getLogger("erasepro.api")
 
-ERASE_FUNC = "worker.jobs.run_erasure"
-GENERATE_FUNC = "worker.jobs.run_generation"
-EXPORT_FUNC = "worker.jobs.run_export"
 BLOCK_SLICE_S = 2.0
 
 LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "

@@ -30,7 +30,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from app import store
-from app.registry import BaseModelInfo
+from app.registry import BaseModelInfo, ModelUnavailable
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -109,12 +109,10 @@ class JobContext:
 
 
 def _model(state: WorkerState, name: str) -> BaseModelInfo:
-    info = state.registry.get(name)
-    if info is None:
-        raise JobFailed(f"base model {name!r} is not in this worker's registry (ERASEPRO_BASE_MODELS)")
-    if not info.available:
-        raise JobFailed(f"base model {name!r} is registered but not installed on this worker")
-    return info
+    try:
+        return state.registry.require(name)
+    except ModelUnavailable as exc:
+        raise JobFailed(f"{exc} (this worker's registry: ERASEPRO_BASE_MODELS)") from None
 
 
 def _fsync(path: Path) -> None:
