@@ -29,6 +29,7 @@ import redis.exceptions
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
@@ -50,6 +51,7 @@ from app.schemas import (
 from app.service import (
     IdempotencyConflict,
     Service,
+    TooManyJobs,
     decode_cursor,
     encode_cursor,
     generation_view,
@@ -61,6 +63,46 @@ JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex charact
 WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
                                       description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
+
+
+RETRY_AFTER_LIMIT_S = 10
+
+
+# ------------------------------------------------------------------------------------------ conditionals
+def _etags(header: str) -> list[str]:
+    return [t.strip() for t in header.split(",") if t.strip()]
+
+
+def _opaque(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def conditional_response(request: Request, etag: str, size: int) -> Response | None:
+    """RFC 9110 §13 for one strong ``etag``: If-Match (strong comparison; ``*``) → 412, then If-None-Match
+    (weak comparison; ``*``) → 304 for GET/HEAD; then a Range the file cannot satisfy → JSON 416/400."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:  # strong: a W/ tag never matches
+            return JSONResponse(status_code=412, headers={"ETag": etag},
+                                content={"detail": f"If-Match does not match the current ETag {etag}"})
+    if_none = request.headers.get("if-none-match")
+    if if_none is not None:
+        tags = _etags(if_none)
+        if "*" in tags or etag in [_opaque(t) for t in tags]:
+            if request.method in ("GET", "HEAD"):
+                return Response(status_code=304, headers={"ETag": etag})
+            return JSONResponse(status_code=412, content={"detail": "If-None-Match matched the current ETag"})
+    http_range = request.headers.get("range")
+    if http_range is not None and request.method == "GET":
+        try:
+            FileResponse._parse_range_header(http_range, size)
+        except MalformedRangeHeader as exc:
+            return JSONResponse(status_code=400, content={"detail": f"Range {http_range!r}: {exc.content}"})
+        except RangeNotSatisfiable:
+            return JSONResponse(status_code=416, headers={"Content-Range": f"bytes */{size}"},
+                                content={"detail": f"Range {http_range!r} is outside the {size}-byte file"})
+    return None
 
 
 # ------------------------------------------------------------------------------------------- middleware
@@ -241,6 +283,11 @@ def _install_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=503, content={"detail": "the job store (Redis) is unavailable"},
                             headers={"Retry-After": "5"})
 
+    @app.exception_handler(TooManyJobs)
+    async def _too_many(request: Request, exc: TooManyJobs) -> JSONResponse:
+        return JSONResponse(status_code=429, content={"detail": str(exc), "limit": exc.limit},
+                            headers={"Retry-After": str(RETRY_AFTER_LIMIT_S)})
+
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
         log.error("base-model registry: %s", exc)
@@ -343,7 +390,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
              responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
                               "description": "the checkpoint (Range supported)"},
                         202: {"model": ExportAccepted, "description": "diffusers export in progress"},
-                        304: {"description": "ETag matched"},
+                        304: {"description": "If-None-Match matched"},
+                        412: {"description": "If-Match did not match"},
+                        416: {"description": "Range not satisfiable"},
                         404: {"description": "no such erasure for this tenant"},
                         409: {"description": "the erasure has not succeeded"}})
     async def checkpoint(
@@ -367,8 +416,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             return await _export(svc, tenant, job_id, view)
         path = svc.erasure_dir(tenant, job_id) / name
         etag = f'"{entry["sha256"]}"'
-        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-            return Response(status_code=304, headers={"ETag": etag})
+        early = conditional_response(request, etag, int(entry["size"]))
+        if early is not None:
+            return early
         media = "application/octet-stream" if format == "delta" else "application/x-tar"
         filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
         return FileResponse(path, media_type=media, filename=filename,
@@ -416,8 +466,12 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             return JSONResponse(status_code=pending_status, content=view,
                                 headers={"Location": f"/v1/generations/{job_id}", "Retry-After": "1"})
         if status != "succeeded":
-            return JSONResponse(status_code=500 if status == "failed" else 409, content={
-                "detail": f"generation {status}: {rec.get('error') or ''}".strip(), "job": view})
+            erasure_id = rec.get("erasure_id")
+            if erasure_id and await svc.erasure(tenant, erasure_id) is None:
+                return JSONResponse(status_code=404, content={
+                    "detail": f"the erasure {erasure_id} this generation used has been deleted", "job": view})
+            return JSONResponse(status_code=409, content={
+                "detail": f"generation {status}: {rec.get('error') or 'no images'}", "job": view})
         images = await svc.images(job_id)
         if not images:
             raise HTTPException(410, "the generated images have expired; generate again")
@@ -464,6 +518,22 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         if rec is None:
             raise not_found("generation")
         return generation_view(rec)
+
+    @app.delete("/v1/generations/{job_id}", tags=["generation"], status_code=202,
+                responses={202: {"model": GenerationView, "description": "cancelled or cancellation requested"},
+                           204: {"description": "finished generation deleted with its images"},
+                           404: {"description": "no such generation for this tenant"}})
+    async def delete_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
+        """Cancel a queued/running generation (202), or delete a finished one and its images (204)."""
+        rec = await svc.record(job_id, tenant, "generation")
+        if rec is None:
+            raise not_found("generation")
+        if rec.get("status") in store.ACTIVE:
+            await svc.cancel(tenant, job_id)
+            return JSONResponse(status_code=202, content=generation_view(
+                await svc.record(job_id, tenant, "generation") or rec))
+        await svc.delete_generation(job_id)
+        return Response(status_code=204)
 
     @app.get("/v1/generations/{job_id}/images", tags=["generation"], response_model=None, responses=gen_responses)
     async def generation_images(job_id: JobId, tenant: Tenant, svc: Svc, request: Request) -> Response:

@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
+from app.http_guard import PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
@@ -109,7 +110,8 @@ class Stack:
 
     def _uvicorn(self, env: dict[str, str], port: int, name: str) -> subprocess.Popen:
         return spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-                      "--log-level", "warning"], env=env, log_path=self.logs / f"{name}.log", cwd=str(ROOT))
+                      "--log-level", "warning", "--http", PROTOCOL], env=env, log_path=self.logs / f"{name}.log",
+                     cwd=str(ROOT))
 
     def _get(self, path: str, port: int | None = None) -> int:
         try:
