@@ -107,17 +107,14 @@ def iso(ts: float | str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- Lua scripts
-# Create a record (and its index entry), unless the Idempotency-Key already names a live job: then return
+# Create a record (and its index entry), unless the Idempotency-Key already names a job: then return
 # "{id}|{body hash}". KEYS: job, index, idem, active set. ARGV: id, body hash, idem ttl, now, use idem,
 # active limit (0: none), field/value pairs. Returns 'limit' when the tenant already has that many queued or
 # running jobs (ids of ended or vanished jobs are pruned from the set first).
 LUA_CREATE = """
 if ARGV[5] == '1' then
   local seen = redis.call('GET', KEYS[3])
-  if seen then
-    local old = string.match(seen, '^([^|]+)')
-    if old and redis.call('EXISTS', 'erasepro:job:' .. old) == 1 then return seen end
-  end
+  if seen then return seen end
 end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
