@@ -118,11 +118,13 @@ if ARGV[5] == '1' then
 end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
-    if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
+  if redis.call('SCARD', KEYS[4]) >= limit then
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+      local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
+      if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
+    end
+    if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
   end
-  if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
   redis.call('SADD', KEYS[4], ARGV[1])
 end
 if ARGV[5] == '1' then
