@@ -8,11 +8,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from erasepro_core.spec import ErasureSpec
+from erasepro_core.devices import DTYPE_NAMES
+from erasepro_core.methods import METHODS
+from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
+from erasepro_core.spec import ErasureSpec, wire_errors
 
 # Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
 # loads FastAPI and `erasepro serve` never loads torch in the API process.
@@ -25,9 +28,10 @@ class CLIError(Exception):
 
 
 def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    err = wire_errors(exc)[0]
     loc = ".".join(str(p) for p in err["loc"]) or "spec"
-    return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
+    msg = err["msg"]
+    return msg if msg.startswith(f"{loc}:") else f"{loc}: {msg}"
 
 
 def _int_list(text: str) -> list[int]:
@@ -55,8 +59,8 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
     elif args.anchor:
         raise CLIError("--anchor needs a --target")
     overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
-                 "layers": args.layers, "token_policy": args.tokens, "templates": args.template,
-                 "seed": args.seed}
+                 "layers": args.layers, "token_policy": args.tokens, "preserve_tokens": args.preserve_tokens,
+                 "templates": args.template}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_default_preserve:
         data["default_preserve"] = False
@@ -83,7 +87,7 @@ def _progress_bar(desc: str):
 
 def cmd_erase(args: argparse.Namespace) -> int:
     spec = build_spec(args)
-    from erasepro_core.erase import erase
+    from erasepro_core.erasure import erase
     from erasepro_core.pipeline import load_pipeline, save_pipeline
 
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
@@ -150,11 +154,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from erasepro_core.pipeline import load_pipeline
+    from erasepro_core.warmup import warm
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    out = warm(pipe, progressive=not args.kv_only, preserve_tokens=args.preserve_tokens or ["last"])
+    for mode, r in out["modes"].items():
+        done = ", ".join(r["computed"]) or "nothing (already stored)"
+        print(f"preserve tokens {mode!r}: computed {done} in {r['seconds']:.2f}s")
+    where = out["store"] or "memory only (ERASEPRO_STATS_DIR=off)"
+    print(f"statistics of {out['prompts']} preserve prompts in {where}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bundled",
                    help="'bundled' (the shipped shapes model), a local diffusers folder or a hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES),
                    help="load the pipeline in this dtype (default: as stored)")
 
 
@@ -176,12 +194,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--preserve", action="append", help="concept to keep unchanged (repeatable)")
     e.add_argument("--no-default-preserve", action="store_true", help="do not add the generic preserve set")
     e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
-    e.add_argument("--method", choices=["erasepro", "uce"])
-    e.add_argument("--schedule", choices=["uniform", "front", "none"])
+    e.add_argument("--method", choices=sorted(METHODS))
+    e.add_argument("--schedule", choices=list(get_args(Schedule)))
     e.add_argument("--layers", type=_int_list, help="text-encoder layers for the progressive stage, e.g. 0,3,6")
-    e.add_argument("--tokens", choices=["last", "to_eos", "to_end"], help="token policy")
+    e.add_argument("--tokens", choices=list(get_args(TokenPolicy)), help="token policy")
+    e.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)),
+                   help="which tokens of each preserve prompt are protected")
     e.add_argument("--template", action="append", help="prompt template containing {} (repeatable)")
-    e.add_argument("--seed", type=int)
     e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
     e.add_argument("--report", help="also write the solver report as JSON here")
     e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")
@@ -200,6 +219,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     g.add_argument("--num-images", type=int, default=1)
     g.add_argument("--out", required=True, help="PNG path (numbered when --num-images > 1)")
     g.set_defaults(func=cmd_generate)
+
+    w = sub.add_parser("warmup", help="compute a base model's preserve statistics ahead of time",
+                       description="Store the generic preserve statistics of a base model on disk "
+                                   "(ERASEPRO_STATS_DIR, default ~/.cache/erasepro/preserve-stats), so the first "
+                                   "erasure in any process on this machine skips the preserve pass.")
+    _add_model_args(w)
+    w.add_argument("--kv-only", action="store_true", help="skip the progressive stage's layers")
+    w.add_argument("--preserve-tokens", action="append", choices=list(get_args(PreserveTokens)),
+                   help="token mode(s) to warm (repeatable; default last)")
+    w.set_defaults(func=cmd_warmup)
 
     i = sub.add_parser("inspect", help="show a delta's provenance and report")
     i.add_argument("path")
@@ -227,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if args.command in ("erase", "generate", "inspect"):
+    if args.command in ("erase", "generate", "inspect", "warmup"):
         from erasepro_core.pipeline import quiet_libraries
 
         quiet_libraries()

@@ -67,18 +67,16 @@ def parse_queues(text: str) -> list[str]:
 
 
 def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name: str | None = None,
-               burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO") -> int:
+               burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO",
+               warm: bool = False) -> int:
     """Serve ``queues`` until SIGTERM/SIGINT (a second signal interrupts the running job). Returns 0."""
     from worker.jobs import cleanup_stale
 
     settings = settings or Settings.from_env()
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        from erasepro_core.pipeline import quiet_libraries
+    from erasepro_core.pipeline import quiet_libraries
 
-        quiet_libraries()
-    except ImportError:  # pragma: no cover - older core
-        pass
+    quiet_libraries()
     state = WorkerState.create(settings, name=name)
     set_state(state)
     signal.signal(signal.SIGUSR1, state.on_sigusr1)
@@ -92,6 +90,8 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
             log.error("--preload: %s", exc)
             return 2
         state.cache.get(info)
+    if warm:
+        warm_models(state)
     conn = redis.Redis.from_url(settings.redis_url)
     rq_queues = [Queue(q, connection=conn, serializer=JSONSerializer, job_class=AllowlistedJob) for q in queues]
     worker = ErasureWorker(rq_queues, connection=conn, serializer=JSONSerializer, name=state.name,
@@ -117,13 +117,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--name", help="worker name (default erasepro-<host>-<pid>)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--preload", action="append", default=[], help="load this base model before serving")
+    p.add_argument("--warm", action="store_true",
+                   help="compute (or load) the preserve statistics of every installed base model before serving")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.queues, name=args.name, burst=args.burst, preload=args.preload,
-                      log_level=args.log_level)
+                      log_level=args.log_level, warm=args.warm)
+
+
+def warm_models(state: WorkerState) -> None:
+    """Preserve statistics of the registered, installed base models, shared on disk with other workers."""
+    from erasepro_core.warmup import warm
+
+    for info in state.registry.models().values():
+        if info.available:
+            out = warm(state.cache.get(info).pipe, state.feature_cache())
+            log.info("warmed %s: %s", info.name, out["modes"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
