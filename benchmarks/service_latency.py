@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
 from app.embedded import free_port, spawn, stop_process  # noqa: E402
-from app.http_guard import PROTOCOL
+from app.http_guard import PROTOCOL  # noqa: E402
 from app.registry import bundled_available  # noqa: E402
 from app.serve import LocalService  # noqa: E402
 
@@ -180,7 +180,8 @@ def main() -> int:
 
         # end to end on the real worker (database 0)
         api = spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "warning",
-                     "--no-access-log", "--http", PROTOCOL], env={**env, "REDIS_URL": settings.redis_url}, cwd=str(ROOT))
+                     "--no-access-log", "--http", PROTOCOL], env={**env, "REDIS_URL": settings.redis_url},
+                    cwd=str(ROOT))
         for _ in range(600):
             try:
                 if httpx.get(f"{base}/readyz").status_code == 200:

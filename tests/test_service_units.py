@@ -13,6 +13,7 @@ from app import store
 from app.auth import KeyStore, KeyStoreError, parse_env_keys
 from app.registry import Registry, RegistryError, parse_registry
 from app.service import decode_cursor, encode_cursor, erasure_view
+from erasepro_core.io import write_json_atomic
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -104,7 +105,7 @@ def test_manifest_cache_serves_only_complete_checkpoints(tmp_path: Path) -> None
     tmp.mkdir(parents=True)
     (tmp / store.DELTA_FILE).write_bytes(b"partial")
     assert store.list_checkpoint_dirs(tmp_path, "acme") == []
-    store.write_json_atomic(tmp / store.MANIFEST, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
+    write_json_atomic(tmp / store.MANIFEST, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
     tmp.rename(d)
     cache = store.ManifestCache()
     assert store.list_checkpoint_dirs(tmp_path, "acme") == [d]
