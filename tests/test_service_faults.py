@@ -170,7 +170,13 @@ def test_door_bars_on_the_bundled_model(served: Served) -> None:
         assert r.status_code == 422 and "exceeds 64" in r.text, r.text
         r = c.post("/v1/erasures", json={"base_model": "bundled", "edits": [{"target": "circle"}],
                                          "options": {"schedule": "front", "layers": [999]}})
-        assert r.status_code == 422 and "3 layers" in r.text, r.text
+        assert r.status_code == 422 and "layers" in r.text, r.text
+        r = c.post("/v1/erasures", json={"base_model": "bundled", "edits": [{"target": "circle"}],
+                                         "options": {"schedule": "front", "layers": [3]}})
+        assert r.status_code == 422 and "3 layers" in r.text, r.text  # its config.json: 3 layers
+        r = c.post("/v1/erasures", json={"base_model": "bundled", "edits": [{"target": "circle"}],
+                                         "options": {"templates": ["{} {x}"]}})
+        assert r.status_code == 422 and "templates" in r.text, r.text
     served.erase_ok()
 
 
