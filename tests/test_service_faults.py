@@ -57,19 +57,27 @@ class Served:
         self.proc: subprocess.Popen | None = None
         self.ledger: dict[str, tuple[str, str]] = {}  # job id -> (tenant key, sha256 of its delta)
         self.faults: list[str] = []
+        self.statuses: dict[int, int] = {}  # every response any test here received, by status
+
+    def _count(self, response: httpx.Response) -> None:
+        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, key: str = SERVE_KEY) -> httpx.Client:
-        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                            event_hooks={"response": [self._count]})
 
     def ready(self) -> int:
         try:
-            return httpx.get(f"{self.base}/readyz", timeout=5).status_code
+            r = httpx.get(f"{self.base}/readyz", timeout=5)
         except httpx.HTTPError:
             return 0
+        if r.status_code != 503:  # 503 is /readyz's truthful answer while no worker lives
+            self._count(r)
+        return r.status_code
 
     def start(self) -> None:
         self.proc = start_serve(self.tmp, self.port, EXTRA_ENV)
@@ -155,7 +163,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         if s.mounted:
             subprocess.run(["umount", "-l", str(s.tmp / "data" / "tenants" / FULL_TENANT / "erasures")],
                            capture_output=True, timeout=20)
-        print(f"\nfaults injected: {len(s.faults)} ({', '.join(s.faults)}); succeeded jobs kept: {len(s.ledger)}")
+        print(f"\nfaults injected: {len(s.faults)} ({', '.join(s.faults)}); succeeded jobs kept: {len(s.ledger)}; "
+              f"responses {sum(s.statuses.values())}: {dict(sorted(s.statuses.items()))}")
 
 
 def _running(c: httpx.Client, url: str) -> dict:
@@ -281,3 +290,9 @@ def test_sigterm_mid_job_then_restart(served: Served) -> None:
         assert view["status"] == "failed" and "shut down" in view["error"], view
     served.check_nothing_lost()
     served.erase_ok(target="a sock")
+
+
+def test_no_server_error_was_seen(served: Served) -> None:
+    """Across every request of this module (503 from /readyz aside, which is its answer while no worker lives)."""
+    assert sum(served.statuses.values()) > 50
+    assert not [code for code in served.statuses if code >= 500], served.statuses
