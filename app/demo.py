@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.config import Settings, redact_url
 
 DEFAULT_TARGETS = ["circle"]
 DEFAULT_ANCHORS = ["square"]
@@ -113,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
         service.start_backend()
-        _say(f"Redis at {service.settings.redis_url}; starting a worker (loads torch, a few seconds)...")
+        _say(f"Redis at {redact_url(service.settings.redis_url)}; starting a worker (loads torch, a few seconds)...")
         if not service.wait_ready(args.timeout):
             _say(f"no worker came up; see {service.logs_dir}")
             return 1

@@ -174,6 +174,9 @@ def _running(c: httpx.Client, url: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------- the bars
 def test_door_bars_on_the_bundled_model(served: Served) -> None:
+    password = (served.tmp / "data" / "redis" / "password").read_text().strip()
+    for log in [served.tmp / "serve.log", *(served.tmp / "data" / "logs").glob("*.log")]:
+        assert password not in log.read_text(errors="replace"), f"the Redis password leaked into {log}"
     with served.client() as c:
         r = c.post("/v1/base-models/bundled/generate", json={"prompt": "x", "width": 2048, "height": 2048})
         assert r.status_code == 422 and "exceeds 64" in r.text, r.text

@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings, redact_url
 from app.registry import ModelUnavailable
 from worker.runtime import Heartbeat, WorkerState, set_state
 
@@ -98,7 +98,7 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
                            job_class=AllowlistedJob)
     heartbeat = Heartbeat(state)
     heartbeat.start()
-    log.info("worker %s on %s, device %s, queues %s", state.name, settings.redis_url, state.cache.device,
+    log.info("worker %s on %s, device %s, queues %s", state.name, redact_url(settings.redis_url), state.cache.device,
              ",".join(queues))
     print(f"erasepro worker {state.name} ready (device {state.cache.device}, queues {','.join(queues)})",
           flush=True)
