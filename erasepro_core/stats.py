@@ -18,8 +18,12 @@ class SiteStats:
     sample: torch.Tensor  # d × ≤N_DRIFT_SAMPLES, float32
 
     @classmethod
-    def empty(cls, d: int) -> SiteStats:
-        return cls(torch.zeros(d, d, dtype=torch.float64), 0, torch.zeros(d, 0))
+    def empty(cls, d: int, device: torch.device | str | None = None) -> SiteStats:
+        return cls(torch.zeros(d, d, dtype=torch.float64, device=device), 0, torch.zeros(d, 0, device=device))
+
+    def to(self, device: torch.device | str) -> SiteStats:
+        """The same statistics on ``device`` (itself when already there)."""
+        return SiteStats(self.gram.to(device), self.n, self.sample.to(device))
 
     def mean_cov(self) -> torch.Tensor | None:
         return self.gram / self.n if self.n else None
@@ -50,10 +54,14 @@ def stats_of(cols: torch.Tensor) -> SiteStats:
     cols64 = cols.to(torch.float64)
     n = cols.shape[1]
     idx = torch.linspace(0, max(n - 1, 0), min(n, N_DRIFT_SAMPLES)).round().long()
-    return SiteStats(cols64 @ cols64.T, n, cols[:, idx].float().cpu() if n else cols.float().cpu())
+    return SiteStats(cols64 @ cols64.T, n, cols[:, idx.to(cols.device)].float() if n else cols.float())
 
 
 @dataclass
 class PreserveStats:
     fc2: dict[tuple[int, int], SiteStats] = field(default_factory=dict)
     ctx: SiteStats | None = None
+
+    def to(self, device: torch.device | str) -> PreserveStats:
+        return PreserveStats({k: v.to(device) for k, v in self.fc2.items()},
+                             self.ctx.to(device) if self.ctx is not None else None)
