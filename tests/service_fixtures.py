@@ -25,11 +25,14 @@ import pytest
 import redis
 
 from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
+from app.http_guard import PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
 LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
+SLOW_CLIENT_TIMEOUT_S = 2  # header and body deadlines of the test API (slow-client tests wait this long)
+FUZZ_LIMITED_TENANT, FUZZ_LIMIT = "globex", 3  # on the fuzz API (no worker: jobs stay queued)
 GEN = {"steps": 3, "width": 32, "height": 32, "guidance": 5.0}
 
 # A job that runs for a long time on the tiny model (its first progress step alone takes seconds):
@@ -52,6 +55,60 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline_s: float = DEADLI
         if time.monotonic() > end:
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(every)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def proc_state(pid: int) -> str | None:
+    """The /proc state letter of ``pid`` (``Z`` = zombie), ``None`` if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    return proc_state(pid) not in (None, "Z")
+
+
+SERVE_KEY = "serve-test-key-0123456789"
+
+
+def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``erasepro serve`` (embedded Redis + supervised worker) on ``port``, data in ``tmp/data``, the tiny model
+    registered as ``tiny``; tenant ``acme`` has the key :data:`SERVE_KEY`. Output goes to ``tmp/serve.log``."""
+    from erasepro_core.pipeline import save_pipeline
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    if not (tmp / "tiny" / "model_index.json").is_file():
+        save_pipeline(tiny_sd_pipeline(seed=0), tmp / "tiny")
+        (tmp / "models.toml").write_text(f'[models.tiny]\npath = "{tmp / "tiny"}"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(ERASEPRO_DATA_DIR=str(tmp / "data"), ERASEPRO_BASE_MODELS=str(tmp / "models.toml"),
+               ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT))
+    env.update(extra_env or {})
+    log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen([sys.executable, "-m", "erasepro_core.cli", "serve", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
 
 
 class Stack:
@@ -100,6 +157,8 @@ class Stack:
             "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",
             "ERASEPRO_BUNDLED": "0",
             "ERASEPRO_CACHE_SIZE": "2",
+            "ERASEPRO_HEADER_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
+            "ERASEPRO_BODY_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.r = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
@@ -111,7 +170,8 @@ class Stack:
 
     def _uvicorn(self, env: dict[str, str], port: int, name: str) -> subprocess.Popen:
         return spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-                      "--log-level", "warning"], env=env, log_path=self.logs / f"{name}.log", cwd=str(ROOT))
+                      "--log-level", "warning", "--http", PROTOCOL], env=env, log_path=self.logs / f"{name}.log",
+                     cwd=str(ROOT))
 
     def _get(self, path: str, port: int | None = None) -> int:
         try:
@@ -146,7 +206,8 @@ class Stack:
         if self.fuzz_api is None:
             port = free_port()
             env = {**self.env, "REDIS_URL": self.redis_server.url.rsplit("/", 1)[0] + "/1",
-                   "ERASEPRO_DATA_DIR": str(self.tmp / "fuzz-data"), "ERASEPRO_GENERATE_WAIT_S": "0"}
+                   "ERASEPRO_DATA_DIR": str(self.tmp / "fuzz-data"), "ERASEPRO_GENERATE_WAIT_S": "0",
+                   "ERASEPRO_TENANT_MAX_ACTIVE": f"{FUZZ_LIMITED_TENANT}:{FUZZ_LIMIT}"}
             self.fuzz_api = self._uvicorn(env, port, "fuzz-api")
             self.fuzz_port = port
             wait_for(lambda: self._get("/healthz", port) == 200, "the fuzz API to start")

@@ -117,6 +117,13 @@ BAD_ERASURES = [
     ({**SHORT_SPEC, "options": {"templates": []}}, "body.options.templates"),
     ({**SHORT_SPEC, "options": {"templates": ["no placeholder"]}}, "body.options.templates"),
     ({**SHORT_SPEC, "options": {"templates": ["{} and {}"]}}, "body.options.templates"),
+    ({**SHORT_SPEC, "options": {"templates": ["{} {x}"]}}, "body.options.templates.0"),  # issue 9's bar
+    ({**SHORT_SPEC, "options": {"templates": ["{}}"]}}, "body.options.templates.0"),
+    ({**SHORT_SPEC, "options": {"ridge": 5e-324}}, "body.options.ridge"),
+    ({**SHORT_SPEC, "options": {"ridge": "1e-2"}}, "body.options.ridge"),
+    ({**SHORT_SPEC, "edits": [{"target": "a\u0000b"}]}, "body.edits.0.target"),
+    ({**SHORT_SPEC, "edits": [{"target": "a\u200bb"}]}, "body.edits.0.target"),
+    ({**SHORT_SPEC, "options": {"layers": [999], "schedule": "front"}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"layers": [1, 1]}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"layers": list(range(129))}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"path": "/etc/passwd"}}, "body.options.path"),
@@ -198,8 +205,10 @@ def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished
         assert acme.get(f"/v1/erasures/{bad}").status_code == 404
         assert acme.delete(f"/v1/erasures/{bad}").status_code == 404
         assert acme.get(f"/v1/generations/{bad}").status_code == 404
-    assert acme.post("/v1/base-models/nope/generate", json={"prompt": "x"}).status_code == 404
-    assert acme.post("/v1/base-models/absent/generate", json={"prompt": "x"}).status_code == 409
+    # "registered and installed" is decided in one place (Registry.require) and answers one status code
+    for name, says in (("nope", "unknown base model"), ("absent", "registered but not installed")):
+        r = acme.post(f"/v1/base-models/{name}/generate", json={"prompt": "x"})
+        assert r.status_code == 422 and says in r.text and _err_locs(r) == ["path.name"], r.text
 
 
 # ------------------------------------------------------------------------------------------- idempotency

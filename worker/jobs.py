@@ -30,7 +30,8 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from app import store
-from app.registry import BaseModelInfo
+from app.registry import BaseModelInfo, ModelUnavailable
+from erasepro_core.io import fsync_dir, write_json_atomic
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -76,7 +77,7 @@ class JobContext:
         if seen != "running":
             log.info("job %s is %s: skipped", self.job_id, seen)
             return False
-        s.begin(self.job_id)
+        s.begin(self.job_id, float(self.rq_job.timeout) if self.rq_job is not None and self.rq_job.timeout else None)
         return True
 
     def progress(self, stage: str, fraction: float) -> None:
@@ -109,28 +110,15 @@ class JobContext:
 
 
 def _model(state: WorkerState, name: str) -> BaseModelInfo:
-    info = state.registry.get(name)
-    if info is None:
-        raise JobFailed(f"base model {name!r} is not in this worker's registry (ERASEPRO_BASE_MODELS)")
-    if not info.available:
-        raise JobFailed(f"base model {name!r} is registered but not installed on this worker")
-    return info
+    try:
+        return state.registry.require(name)
+    except ModelUnavailable as exc:
+        raise JobFailed(f"{exc} (this worker's registry: ERASEPRO_BASE_MODELS)") from None
 
 
 def _fsync(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _remove_tree(path: Path) -> None:
-    """Rename aside, then delete: a half-deleted checkpoint is never visible under its real name."""
-    if path.exists():
-        trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
-        try:
-            os.replace(path, trash)
-        except OSError:
-            trash = path
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextmanager
@@ -218,16 +206,16 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
                 "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
             }
-            store.write_json_atomic(tmp / store.MANIFEST, manifest)
-            store.fsync_dir(tmp)
+            write_json_atomic(tmp / store.MANIFEST, manifest)
+            fsync_dir(tmp)
             ctx.check_cancel()  # last chance before the checkpoint becomes visible
             os.rename(tmp, final)
-            store.fsync_dir(final.parent)
+            fsync_dir(final.parent)
             committed = True
             outcome = ctx.finish("succeeded", report=result.report, timings=timings,
                                  progress={"stage": "done", "fraction": 1.0})
             if outcome not in ("ok", "missing"):  # 'missing': Redis lost the record; the manifest stands
-                _remove_tree(final)
+                store.remove_tree(final)
                 if outcome == "cancel_requested":
                     ctx.finish("cancelled", error="cancelled while saving")
                     return {"status": "cancelled"}
@@ -236,7 +224,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                     "timings": timings}
         except BaseException:
             if committed:
-                _remove_tree(final)
+                store.remove_tree(final)
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -249,7 +237,8 @@ def _load_checkpoint(state: WorkerState, tenant: str, erasure_id: str) -> tuple[
     directory = store.erasure_dir(state.settings.data_dir, tenant, erasure_id)
     manifest = store.read_manifest(directory)
     if manifest is None or manifest.get("tenant") != tenant:
-        raise JobFailed(f"checkpoint {erasure_id} is not on this worker's storage (is the data dir shared?)")
+        raise JobFailed(f"the checkpoint of erasure {erasure_id} is gone: it was deleted, or this worker does not "
+                        "share the API's data dir")
     return manifest, directory
 
 
@@ -275,13 +264,15 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
             manifest, directory = _load_checkpoint(state, tenant, erasure_id)
             delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
             try:
-                with applied_delta(loaded.pipe, delta):
+                with _interruptible(state), applied_delta(loaded.pipe, delta):
                     images = generate(loaded.pipe, params["prompt"], **kwargs)
             except BaseException:
                 state.cache.evict(info)  # the restore may not have run to completion
                 raise
         else:
-            images = generate(loaded.pipe, params["prompt"], **kwargs)
+            with _interruptible(state):  # DELETE /v1/generations/{id} stops it mid-sampling
+                images = generate(loaded.pipe, params["prompt"], **kwargs)
+        ctx.check_cancel()
         timings["generate_s"] = round(time.perf_counter() - t1, 4)
         encoded = []
         for img in images:
@@ -347,7 +338,7 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
                 os.replace(tar_tmp, directory / store.PIPELINE_TAR)
                 current.setdefault("files", {})[store.PIPELINE_TAR] = entry
                 current["exported_at"] = store.now()
-                store.write_json_atomic(directory / store.MANIFEST, current)
+                write_json_atomic(directory / store.MANIFEST, current)
         finally:
             tar_tmp.unlink(missing_ok=True)
         ctx.finish("succeeded", progress={"stage": "done", "fraction": 1.0})
