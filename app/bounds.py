@@ -53,7 +53,7 @@ def check_generation(body: Any, info: BaseModelInfo) -> None:
         if side > lim.max_side:
             errors.append(_error(("body", name), f"{name} {side} exceeds {lim.max_side} for base model "
                                                  f"{info.name!r} (native resolution {lim.resolution})"))
-    if body.steps > lim.max_steps:
+    if body.steps is not None and body.steps > lim.max_steps:  # None: the family's default
         errors.append(_error(("body", "steps"), f"steps must be at most {lim.max_steps} for {info.name!r}"))
     if body.num_images > lim.max_images:
         errors.append(_error(("body", "num_images"), f"num_images must be at most {lim.max_images} for "

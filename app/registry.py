@@ -31,7 +31,7 @@ from typing import Any
 BUNDLED = "bundled"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
-FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # for hub models, whose configs are not local
+FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}  # for hub models, whose configs are not local
 PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
 LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
 MAX_STEPS = 150
@@ -133,6 +133,8 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
     resolution = None
     if isinstance(sample, int) and isinstance(blocks, list) and blocks:
         resolution = sample * 2 ** (len(blocks) - 1)
+    elif not unet and isinstance(vae.get("sample_size"), int):  # FLUX/SD-3: the VAE's sample size (as generation)
+        resolution = vae["sample_size"]
     index = _read_json(root / "model_index.json")
     towers = [t for t in ("text_encoder", "text_encoder_2") if isinstance(index.get(t), list) and index[t][0]]
     depths = [_read_json(root / t / "config.json").get("num_hidden_layers") for t in towers]
