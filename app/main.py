@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
 from app.config import Settings
+from app.console import router as console_router
 from app.registry import RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _install_handlers(app)
     _routes(app, settings)
+    app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
     return app
 
 

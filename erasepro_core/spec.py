@@ -90,22 +90,32 @@ class ErasureSpec(BaseModel):
 
     edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
-    default_preserve: bool = True
-    preserve_tokens: PreserveTokens = "last"
+    default_preserve: bool = Field(default=True, description="Also protect a generic preserve set (the base model's "
+                                   "own erasepro_preserve.txt, else the shipped one) besides your concepts.")
+    preserve_tokens: PreserveTokens = Field(default="last", description="Which tokens of each preserve prompt are "
+                                            "protected: 'last' (the subject, before EOS) or 'all' (every token).")
     templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-                                 max_length=MAX_TEMPLATES)
+                                 max_length=MAX_TEMPLATES,
+                                 description="Phrasings the solve uses; each concept is inserted at '{}'.")
     heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
-                                         max_length=MAX_TEMPLATES)
+                                         max_length=MAX_TEMPLATES, description="Phrasings never used by "
+                                         "the solve: the report measures the leak on them.")
     method: Method = "erasepro"
-    schedule: Schedule = "none"
-    layers: list[int] | None = Field(default=None, max_length=128)
-    token_policy: TokenPolicy = "last"
-    preserve_weight: float = Field(default=1.0, gt=0, le=1e6)
-    ridge: float = Field(default=1e-2, gt=0, le=1e6)
-    uce_lambda: float = Field(default=0.5, gt=0, le=1e6)
-    uce_erase_scale: float = Field(default=1.0, ge=0, le=1e6)
-    uce_preserve_scale: float = Field(default=1.0, ge=0, le=1e6)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V "
+                               "edit only, the measured default), 'front' or 'uniform' (how its strength "
+                               "spreads over the layers).")
+    layers: list[int] | None = Field(default=None, max_length=128, description="Text-encoder layers of the "
+                                     "progressive stage (empty = the method default; negative counts from the "
+                                     "last layer).")
+    token_policy: TokenPolicy = Field(default="last", description="Which target tokens are edited: 'last' "
+                                      "(the concept's last token), 'to_eos' (through EOS) or 'to_end' (all).")
+    preserve_weight: float = Field(default=1.0, gt=0, le=1e6, description="λ in min λ‖Δ C_p‖² + α‖Δ‖² s.t. "
+                                   "Δ X = R: how hard preserved concepts are held still.")
+    ridge: float = Field(default=1e-2, gt=0, le=1e6, description="α in the same objective: keeps the update small.")
+    uce_lambda: float = Field(default=0.5, gt=0, le=1e6, description="UCE baseline only: its λ (ridge).")
+    uce_erase_scale: float = Field(default=1.0, ge=0, le=1e6, description="UCE baseline only: erase scale.")
+    uce_preserve_scale: float = Field(default=1.0, ge=0, le=1e6, description="UCE baseline only: preserve scale.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Recorded with the job for reproducibility.")
 
     @field_validator("templates", "heldout_templates")
     @classmethod
