@@ -56,7 +56,8 @@ export function boundsText(f) {
   if (f.maxItems !== undefined) parts.push(`up to ${f.maxItems} entries`);
   if (f.maxLength !== undefined && f.type === "string") parts.push(`up to ${f.maxLength} characters`);
   if (f.multipleOf !== undefined) parts.push(`a multiple of ${f.multipleOf}`);
-  return parts.join(", ");
+  const text = parts.join(", ");
+  return text ? `${text[0].toUpperCase()}${text.slice(1)}.` : "";
 }
 
 /** Whether the list endpoint takes a given query parameter (e.g. a server-side status filter). */

@@ -46,14 +46,15 @@ export function renderList(view, {query}) {
     bar.set(v.progress?.fraction, v.progress?.stage || v.status);
     const meta = v.metadata && typeof v.metadata === "object"
       ? Object.entries(v.metadata).map(([k, val]) => h("span", {class: "chip"}, `${k}: ${val}`)) : "—";
+    const cell = (label, ...content) => h("td", {"data-label": label}, h("span", {class: "cell"}, ...content));
     const tr = h("tr", {dataset: {id: v.id, status: v.status}},
-      h("td", {"data-label": "Status"}, statusBadge(v.status)),
-      h("td", {"data-label": "Progress"}, bar, h("span", {class: "stage muted"}, v.progress?.stage || "")),
-      h("td", {"data-label": "Targets → anchors"},
+      cell("Status", statusBadge(v.status)),
+      cell("Progress", bar, h("span", {class: "stage muted"}, v.progress?.stage || "")),
+      cell("Targets → anchors",
         h("a", {href: `/console/erasures/${v.id}`, "data-link": true, class: "job-link"}, editsText(v))),
-      h("td", {"data-label": "Base model"}, v.base_model, h("span", {class: "muted"}, ` · ${v.method}`)),
-      h("td", {"data-label": "Created"}, h("time", {datetime: v.created_at || ""}, fmtTime(v.created_at))),
-      h("td", {"data-label": "Metadata"}, meta));
+      cell("Base model", v.base_model, h("span", {class: "muted"}, ` · ${v.method}`)),
+      cell("Created", h("time", {datetime: v.created_at || ""}, fmtTime(v.created_at))),
+      cell("Metadata", meta));
     return tr;
   }
 

@@ -126,7 +126,7 @@ async function build(view, navigate, aborted) {
       h("p", {class: "field-error", id: "f-edits-err"})),
     h("div", {class: "field", dataset: {loc: "preserve"}}, h("label", {for: "f-preserve"}, "Concepts to preserve"), preserve,
       h("p", {class: "help", id: "f-preserve-help"},
-        `${req.preserve.description || "Concepts whose images must not change"}; one a line. ${boundsText(req.preserve)}`),
+        `${req.preserve.description || "Concepts whose images must not change"}. One a line. ${boundsText(req.preserve)}`),
       h("p", {class: "field-error", id: "f-preserve-err"})),
     method.wrap,
     h("details", {class: "advanced"}, h("summary", {}, "Advanced options"),
@@ -172,11 +172,12 @@ function clearErrors(form, summary) {
 }
 
 /** The element id of the error slot for a 422 loc like ["body", "edits", 0, "target"]. */
-function slotFor(form, rows, loc) {
+function slotFor(form, rows, loc, msg = "") {
   const path = loc[0] === "body" ? loc.slice(1) : loc;
   if (path[0] === "edits" && Number.isInteger(path[1]) && rows.children[path[1]]) {
     const row = rows.children[path[1]];
-    const which = path[2] === "anchor" ? ".anchor" : ".target";
+    // A row-level error (loc ends at the row) concerns the pair: show it where its message points.
+    const which = path[2] === "anchor" || (path[2] === undefined && /anchor/i.test(msg)) ? ".anchor" : ".target";
     return row.querySelector(which);
   }
   for (let n = path.length; n > 0; n--) {
@@ -193,7 +194,7 @@ function showErrors(form, summary, rows, detail) {
   const list = h("ul", {});
   let first = null;
   for (const e of detail) {
-    const el = slotFor(form, rows, e.loc || []);
+    const el = slotFor(form, rows, e.loc || [], e.msg || "");
     const where = (e.loc || []).filter((p) => p !== "body").join(" › ");
     if (el) {
       // The <details> holding an advanced option must be open for the message to be seen.
