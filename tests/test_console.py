@@ -255,10 +255,31 @@ def test_submit_progress_grid_and_downloads(page, server: Server, tmp_path: Path
     row.wait_for()
     assert row.locator("[role=progressbar]").get_attribute("aria-valuenow") == "100"
     assert "circle → square" in row.inner_text()
-    shoot(page, "erasures")
     page.select_option("#status-filter", "failed")
     assert page.locator(f"#erasures tr[data-id='{job_id}']").count() == 0
     assert "/console/erasures?status=failed" in page.url
+
+
+def test_live_list_and_cancel(page, server: Server) -> None:
+    """A long job: its row turns from queued to running on its own (polling), then the page cancels it."""
+    long_spec = {"base_model": "bundled", "edits": [{"target": f"shape number {i}", "anchor": ""} for i in range(1000)],
+                 "options": {"templates": [f"{{}} {w}" for w in ("", "now", "here", "there", "again", "today",
+                                                                "please", "big", "small", "drawn", "shown", "seen")]}}
+    with server.client("acme") as api:
+        r = api.post("/v1/erasures", json=long_spec, headers={"Idempotency-Key": "console-long"})
+        assert r.status_code == 202, r.text
+        long_id = r.json()["id"]
+    sign_in(page, server)
+    page.locator(f"#erasures tr[data-id='{long_id}']").wait_for()
+    page.wait_for_selector(f"#erasures tr[data-id='{long_id}'][data-status=running]")
+    shoot(page, "erasures")
+    page.click(f"#erasures tr[data-id='{long_id}'] a.job-link")
+    page.click(".page-head button:has-text('Cancel')")
+    page.wait_for_selector("dialog.confirm[open]")
+    page.click("dialog.confirm button.danger")
+    page.wait_for_selector(".page-head .badge[data-status=cancelled]")
+    with server.client("acme") as api:
+        assert api.get(f"/v1/erasures/{long_id}").json()["status"] == "cancelled"
 
 
 def test_other_tenant_sees_nothing(page, server: Server) -> None:

@@ -76,6 +76,11 @@ function drawOverview(sec, v) {
   fact("Finished", fmtTime(v.finished_at));
   fact("Waited in queue", fmtDuration(v.created_at, v.started_at));
   fact("Ran for", fmtDuration(v.started_at, v.finished_at));
+  const edits = v.spec?.edits || [];
+  if (edits.length > 3) {
+    fact("Edits", h("details", {}, h("summary", {}, `all ${edits.length}`),
+      h("ul", {class: "edits"}, edits.map((e) => h("li", {}, `${e.target} → ${e.anchor || "(empty)"}`)))));
+  }
   if (v.spec?.preserve?.length) fact("Preserved", v.spec.preserve.join("; "));
   if (v.metadata && typeof v.metadata === "object") {
     fact("Metadata", Object.entries(v.metadata).map(([k, x]) => h("span", {class: "chip"}, `${k}: ${x}`)));

@@ -8,10 +8,11 @@ import {listParams} from "../schema.js";
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 const PAGE = 20;
 
-/** "a red circle → a circle; …" from a view's spec. */
-export function editsText(view) {
+/** "a red circle → a circle; … and 997 more" from a view's spec (the first few edits only). */
+export function editsText(view, shown = 3) {
   const edits = view.spec?.edits || [];
-  return edits.map((e) => `${e.target} → ${e.anchor || "(empty)"}`).join("; ") || "—";
+  const text = edits.slice(0, shown).map((e) => `${e.target} → ${e.anchor || "(empty)"}`).join("; ") || "—";
+  return edits.length > shown ? `${text}; … and ${edits.length - shown} more` : text;
 }
 
 export function renderList(view, {query}) {

@@ -99,11 +99,13 @@ async function build(view, navigate, aborted) {
     t.setAttribute("aria-describedby", `${t.id}-err`);
     a.setAttribute("aria-describedby", `${a.id}-err`);
     rows.append(row);
+    relabel();
     return t;
   };
-  const relabel = () => [...rows.children].forEach((r, i) => {
+  const relabel = () => [...rows.children].forEach((r, i, all) => {
     r.querySelector("legend").textContent = `Edit ${i + 1}`;
     r.querySelector("button").setAttribute("aria-label", `Remove edit ${i + 1}`);
+    r.querySelector("button").disabled = all.length === 1;  // at least one edit
   });
   addRow();
 
@@ -193,9 +195,12 @@ function showErrors(form, summary, rows, detail) {
   summary.append(h("h2", {}, detail.length === 1 ? "One problem:" : `${detail.length} problems:`));
   const list = h("ul", {});
   let first = null;
-  for (const e of detail) {
+  for (let e of detail) {
     const el = slotFor(form, rows, e.loc || [], e.msg || "");
-    const where = (e.loc || []).filter((p) => p !== "body").join(" › ");
+    const where = (e.loc || []).filter((p) => p !== "body")
+      .map((p, i, all) => (Number.isInteger(p) && all[i - 1] === "edits" ? `edit ${p + 1}` : p))
+      .filter((p) => p !== "edits" && p !== "options").join(" › ");
+    e = {...e, msg: String(e.msg || "").replace(/^Value error, /, "")};
     if (el) {
       // The <details> holding an advanced option must be open for the message to be seen.
       el.closest("details")?.setAttribute("open", "");
