@@ -95,11 +95,12 @@ class ErasureSpec(BaseModel):
     preserve_tokens: PreserveTokens = Field(default="last", description="Which tokens of each preserve prompt are "
                                             "protected: 'last' (the subject, before EOS) or 'all' (every token).")
     templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-                                 max_length=MAX_TEMPLATES,
+                                 max_length=MAX_TEMPLATES, json_schema_extra={"default": list(DEFAULT_TEMPLATES)},
                                  description="Phrasings the solve uses; each concept is inserted at '{}'.")
     heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
                                          max_length=MAX_TEMPLATES, description="Phrasings never used by "
-                                         "the solve: the report measures the leak on them.")
+                                         "the solve: the report measures the leak on them.",
+                                         json_schema_extra={"default": list(DEFAULT_HELDOUT_TEMPLATES)})
     method: Method = "erasepro"
     schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V "
                                "edit only, the measured default), 'front' or 'uniform' (how its strength "

@@ -166,8 +166,8 @@ def test_wrong_key_is_refused(page, server: Server) -> None:
     page.wait_for_selector("#api-key")
     page.click("form button[type=submit]")
     assert "Enter your API key" in page.inner_text("#key-error")
-    page.fill("#api-key", "not-a-key-0123456789")
-    page.click("form button[type=submit]")
+    page.keyboard.type("not-a-key-0123456789")  # the field has focus; Enter submits (keyboard only)
+    page.keyboard.press("Enter")
     page.wait_for_selector("#key-error:has-text('not accepted')")
     assert page.get_attribute("#api-key", "aria-invalid") == "true"
     assert page.evaluate("sessionStorage.getItem('erasepro.apiKey')") is None

@@ -7,12 +7,19 @@ import {boundsText, fieldsOf} from "../schema.js";
 
 let rowSeq = 0;
 
+/** A field's schema title for people: "Uce Lambda" -> "UCE lambda", "Timeout S" -> "Timeout (s)". */
+function label(f) {
+  const t = f.title.replace(/ S$/, " (s)").replace(/\bUce\b/, "UCE");
+  return t.split(" ").map((w, i) => (i && w !== "UCE" ? w.toLowerCase() : w)).join(" ");
+}
+
 /** A form control for one schema field; .read() gives the JSON value, .changed() whether the user set it. */
 function control(f, loc) {
   const id = `f-${loc.replaceAll(".", "-")}`;
-  const help = [f.description, boundsText(f), f.default !== undefined && f.default !== null
-    ? `Default: ${Array.isArray(f.default) ? f.default.join(" | ") || "none" : f.default}.` : "Default: none."]
-    .filter(Boolean).join(" ");
+  // (a list's default is already in its text box)
+  const dflt = f.default === undefined || Array.isArray(f.default) ? "" : f.default === null ? "Default: none."
+    : `Default: ${Array.isArray(f.default) ? f.default.map((x) => `“${x}”`).join(", ") || "none" : f.default}.`;
+  const help = [f.description, boundsText(f), dflt].filter(Boolean).join(" ");
   let input;
   let read;
   if (f.enum) {
@@ -43,7 +50,7 @@ function control(f, loc) {
   input.addEventListener("change", () => { touched = true; });
   input.setAttribute("aria-describedby", `${id}-help ${id}-err`);
   const wrap = h("div", {class: "field", dataset: {loc}},
-    h("label", {for: id}, f.title), input,
+    h("label", {for: id}, label(f)), input,
     h("p", {class: "help", id: `${id}-help`}, help),
     h("p", {class: "field-error", id: `${id}-err`}));
   return {wrap, input, read, changed: () => touched, name: f.name};
