@@ -273,6 +273,13 @@ def test_live_list_and_cancel(page, server: Server) -> None:
     page.locator(f"#erasures tr[data-id='{long_id}']").wait_for()
     page.wait_for_selector(f"#erasures tr[data-id='{long_id}'][data-status=running]")
     shoot(page, "erasures")
+    # Cursor paging: one a page, then "Load more" follows next_cursor to the older job.
+    page.goto(f"{server.base}/console/erasures?limit=1")
+    page.wait_for_selector("#list-summary:has-text('1 shown of 1 loaded; more on the server')")
+    assert page.eval_on_selector_all("#erasures tr[data-id]", "rows => rows.map(r => r.dataset.id)") == [long_id]
+    page.click("button:has-text('Load more')")
+    page.wait_for_selector("#list-summary:has-text('2 shown of 2 loaded.')")
+    assert page.locator(f"#erasures tr[data-id='{STATE['job']}']").count() == 1
     page.click(f"#erasures tr[data-id='{long_id}'] a.job-link")
     page.click(".page-head button:has-text('Cancel')")
     page.wait_for_selector("dialog.confirm[open]")

@@ -17,6 +17,7 @@ export function editsText(view, shown = 3) {
 
 export function renderList(view, {query}) {
   const watchers = new Map();
+  const pageSize = Math.min(100, Math.max(1, Number.parseInt(query.get("limit"), 10) || PAGE));
   let items = [];
   let cursor = null;
   let serverFilter = false;
@@ -88,7 +89,7 @@ export function renderList(view, {query}) {
     more.disabled = true;
     error.textContent = "";
     try {
-      const params = new URLSearchParams({limit: String(PAGE)});
+      const params = new URLSearchParams({limit: String(pageSize)});
       if (cursor) params.set("cursor", cursor);
       if (serverFilter && status) params.set("status", status);
       const page = await api(`/v1/erasures?${params}`);
@@ -106,7 +107,9 @@ export function renderList(view, {query}) {
 
   filter.addEventListener("change", () => {
     status = filter.value;
-    history.replaceState(null, "", `/console/erasures${status ? `?status=${status}` : ""}`);
+    const q = new URLSearchParams(location.search);
+    if (status) q.set("status", status); else q.delete("status");
+    history.replaceState(null, "", `/console/erasures${q.size ? `?${q}` : ""}`);
     if (serverFilter) {  // the server filters: start the paging again
       for (const stop of watchers.values()) stop();
       watchers.clear();
