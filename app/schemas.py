@@ -9,13 +9,23 @@ spec's own validation, whose errors are re-labelled with the request field they 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from app.registry import NAME_RE
-from erasepro_core.spec import MAX_EDITS, MAX_PRESERVE, MAX_PROMPT_CHARS, Edit, ErasureSpec, Method
+from erasepro_core.spec import (
+    FLAT_SETTINGS,
+    MAX_EDITS,
+    MAX_PRESERVE,
+    MAX_PROMPT_CHARS,
+    Concept,
+    Edit,
+    ErasureSpec,
+    flat_fields,
+    wire_errors,
+)
 
 MAX_STEPS = 150
 MAX_SIDE = 2048
@@ -27,15 +37,16 @@ MAX_IDEMPOTENCY_KEY = 255
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _TOP_LEVEL = ("edits", "preserve", "method")
 
-# Everything in the spec except the top-level fields becomes an option, with the spec's types and bounds.
+Method = Literal[tuple(FLAT_SETTINGS)]  # type: ignore[valid-type]
+
+# Every wire field of the spec except the top-level ones becomes an option, with the spec's types and bounds
+# (each method's settings included; the spec rejects a setting of another method, naming it).
 ErasureOptions = create_model(  # type: ignore[call-overload]
     "ErasureOptions",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", strict=True),
     __doc__="Solver options: every ErasureSpec field other than edits/preserve/method (see docs/service.md).",
-    **{name: (f.annotation, copy.copy(f)) for name, f in ErasureSpec.model_fields.items() if name not in _TOP_LEVEL},
+    **{name: (ann, copy.copy(f)) for name, (ann, f) in flat_fields().items() if name not in _TOP_LEVEL},
 )
-
-Concept = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
 def _remap_loc(loc: tuple[Any, ...], msg: str) -> tuple[Any, ...]:
@@ -76,7 +87,7 @@ class ErasureRequest(BaseModel):
             return ErasureSpec.model_validate(payload)
         except ValidationError as exc:
             errors = []
-            for err in exc.errors(include_url=False, include_context=False, include_input=False):
+            for err in wire_errors(exc):
                 err["loc"] = _remap_loc(tuple(err["loc"]), err["msg"])
                 errors.append(err)
             raise RequestValidationError(errors) from None

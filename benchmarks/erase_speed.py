@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from erasepro_core.erase import erase
+from erasepro_core.erasure import erase
 from erasepro_core.pipeline import quiet_libraries
 from erasepro_core.preserve import FeatureCache
 from erasepro_core.spec import ErasureSpec
@@ -75,8 +75,7 @@ def main() -> None:
         edits = [{"target": WORDS[i], "anchor": ANCHORS[i % len(ANCHORS)]} for i in range(n)]
         uce_med = None
         for m in args.methods:
-            spec = ErasureSpec(edits=edits, method="uce" if m == "uce" else "erasepro",
-                               schedule="front" if m == "uce" else m)
+            spec = ErasureSpec(edits=edits, method="uce") if m == "uce" else ErasureSpec(edits=edits, schedule=m)
             cache = FeatureCache()
             (res, cold_mem) = _peak_rss_during(lambda: erase(pipe, spec, cache=cache))  # noqa: B023
             cold = res.report["timings"]["total_s"]

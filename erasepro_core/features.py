@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from erasepro_core.spec import TokenPolicy
+from erasepro_core.methods.base import TokenPolicy
 
 
 class TemplateError(ValueError):
@@ -28,6 +28,18 @@ def _encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tok(text, add_special_tokens=False, truncation=False)["input_ids"]
 
 
+def with_specials(tok: PreTrainedTokenizerBase, body: list[int]) -> list[int]:
+    """BOS + ``body`` + EOS, cut to the tokenizer's length with EOS kept last (what the pipelines encode)."""
+    n_max = int(tok.model_max_length)
+    ids = [tok.bos_token_id, *body, tok.eos_token_id]
+    return ids[: n_max - 1] + [tok.eos_token_id] if len(ids) > n_max else ids
+
+
+def prompt_ids(tok: PreTrainedTokenizerBase, prompt: str) -> list[int]:
+    """Token ids of ``prompt`` as the UNet's context sees them (BOS … EOS, truncated), unpadded."""
+    return with_specials(tok, _encode(tok, prompt))
+
+
 def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) -> Tokenized:
     """Tokenise ``template.format(concept)`` and locate the concept's last token."""
     prefix = template.split("{}", 1)[0]
@@ -39,14 +51,12 @@ def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) 
             "separate {} from surrounding text with a space or punctuation"
         )
     n_max = int(tok.model_max_length)
-    ids = [tok.bos_token_id, *body, tok.eos_token_id]
-    if len(ids) > n_max:
-        if len(head) + 2 > n_max:
-            raise TemplateError(
-                f"prompt {template.format(concept)!r} does not fit the tokenizer's {n_max} positions "
-                "before the concept ends"
-            )
-        ids = ids[: n_max - 1] + [tok.eos_token_id]
+    if len(body) + 2 > n_max and len(head) + 2 > n_max:
+        raise TemplateError(
+            f"prompt {template.format(concept)!r} does not fit the tokenizer's {n_max} positions "
+            "before the concept ends"
+        )
+    ids = with_specials(tok, body)
     return Tokenized(ids=ids, last=len(head), eos=len(ids) - 1)
 
 

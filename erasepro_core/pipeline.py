@@ -9,8 +9,8 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-BUNDLED = "bundled"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from erasepro_core.bundled import BUNDLED, bundled_model_path
+from erasepro_core.devices import pick_device, resolve_dtype
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -28,18 +28,6 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-    return _DTYPES[dtype]
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_pipeline(
     ref: str | os.PathLike,
     *,
@@ -53,8 +41,6 @@ def load_pipeline(
     """
     ref = str(ref)
     if ref == BUNDLED:
-        from erasepro_core.shapes import bundled_model_path
-
         ref = str(bundled_model_path())
     local = Path(ref).expanduser()
     kwargs: dict = {"use_safetensors": True}
@@ -76,7 +62,7 @@ def load_pipeline(
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.safety_checker = None  # moderation is this product's job; SD's checker would blank images
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(torch.device(device) if device is not None else default_device())
+    return pipe.to(torch.device(pick_device(None if device is None else str(device))))
 
 
 def save_pipeline(pipe: DiffusionPipeline, directory: str | os.PathLike) -> Path:

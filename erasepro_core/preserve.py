@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-from erasepro_core.adapters import Adapter, TextTower
+from erasepro_core.adapters import Adapter
+from erasepro_core.encode import prompt_features
 from erasepro_core.solver import Metric
 
 PRESERVE_FILE = "erasepro_preserve.txt"  # a base-model folder may ship its own preserve set
 N_DRIFT_SAMPLES = 128  # token features kept per site to report drift cheaply
-# Padding positions after EOS feed cross-attention too, so preserve a few of them per prompt; further pads
-# repeat the same token and differ only in position, so more add cost but little information.
-N_PRESERVE_PADS = 8
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -45,6 +44,10 @@ class SiteStats:
     gram: torch.Tensor  # float64
     n: int
     sample: torch.Tensor  # d × ≤N_DRIFT_SAMPLES, float32
+
+    @classmethod
+    def empty(cls, d: int) -> SiteStats:
+        return cls(torch.zeros(d, d, dtype=torch.float64), 0, torch.zeros(d, 0))
 
     def mean_cov(self) -> torch.Tensor | None:
         return self.gram / self.n if self.n else None
@@ -76,51 +79,6 @@ def stats_of(cols: torch.Tensor) -> SiteStats:
     n = cols.shape[1]
     idx = torch.linspace(0, max(n - 1, 0), min(n, N_DRIFT_SAMPLES)).round().long()
     return SiteStats(cols64 @ cols64.T, n, cols[:, idx].float().cpu() if n else cols.float().cpu())
-
-
-def _prompt_ids(tower: TextTower, prompts: list[str]) -> list[list[int]]:
-    tok = tower.tokenizer
-    n_max = int(tok.model_max_length)
-    out = []
-    for p in prompts:
-        ids = [tok.bos_token_id, *tok(p, add_special_tokens=False)["input_ids"], tok.eos_token_id]
-        out.append(ids[: n_max - 1] + [tok.eos_token_id] if len(ids) > n_max else ids)
-    return out
-
-
-@torch.no_grad()
-def prompt_features(
-    adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False,
-    batch: int = 256,
-) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
-    """Token features (positions 1..EOS plus a few pads, or the last token before EOS) of ``prompts``, model as is.
-
-    Returns fc2-input columns per ``(tower, layer)`` for the requested layers and context columns.
-    """
-    fc2: dict[tuple[int, int], list[torch.Tensor]] = {}
-    ctx_parts: list[list[torch.Tensor]] = []
-    for ti, tower in enumerate(adapter.towers):
-        rows = sorted(_prompt_ids(tower, prompts), key=len)  # similar lengths share a batch: less padding
-        parts: list[torch.Tensor] = []
-        for s in range(0, len(rows), batch):
-            chunk = rows[s : s + batch]
-            n_max = int(tower.tokenizer.model_max_length)
-            length = min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS))
-            if last_only:
-                sel = [(r, len(ids) - 2) for r, ids in enumerate(chunk)]
-            else:
-                sel = [(r, p) for r, ids in enumerate(chunk) for p in range(1, min(len(ids) + N_PRESERVE_PADS, length))]
-            rr = torch.tensor([a for a, _ in sel])
-            pp = torch.tensor([b for _, b in sel])
-            h = tower.embed(tower.pad(chunk, length))
-            for i in range(tower.n_context_layers):
-                h, xin = tower.layer(i, h)
-                if i in layers.get(ti, []):
-                    fc2.setdefault((ti, i), []).append(xin[rr, pp].T.float())
-            parts.append(tower.to_context(h)[rr, pp].T.float())
-        ctx_parts.append(parts)
-    ctx = torch.cat([torch.cat(p, 1) for p in ctx_parts], 0)
-    return {k: torch.cat(v, 1) for k, v in fc2.items()}, ctx
 
 
 def model_key(adapter: Adapter) -> str:
@@ -167,7 +125,7 @@ class FeatureCache:
             self._stats.popitem(last=False)
         return stats
 
-    def metric(self, key: tuple, build: callable) -> Metric:
+    def metric(self, key: tuple, build: Callable[[], Metric]) -> Metric:
         if key not in self._metrics:
             self._metrics[key] = build()
             while len(self._metrics) > 16 * self.max_models:

@@ -1,7 +1,7 @@
 """Closed-form solvers, in float64.
 
 Zero residual:  Δ = argmin λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R   ⇒   Δ = R (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  M = αI + λ C_p C_pᵀ.
-UCE:            W = (λW_o + Σ W_o c* cᵀ + Σ_p W_o c_p c_pᵀ)(λI + Σ c cᵀ + Σ_p c_p c_pᵀ)⁻¹.
+(UCE's closed form lives with its method, :mod:`erasepro_core.methods.uce`.)
 """
 
 from __future__ import annotations
@@ -58,38 +58,6 @@ def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND) -> tup
     inv = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(evals))
     g = (evecs * inv) @ (evecs.T @ z.T)
     return g, int(keep.sum())
-
-
-def zero_residual_delta(
-    r: torch.Tensor, x: torch.Tensor, metric: Metric, rcond: float = RCOND
-) -> tuple[torch.Tensor, int]:
-    """Δ (d_out × d_in) with Δ X = R (exactly when X has full column rank) minimising λ‖ΔC_p‖² + α‖Δ‖²."""
-    g, rank = constraint_map(x, metric, rcond)
-    return r.to(torch.float64) @ g, rank
-
-
-def uce_weight(
-    w_o: torch.Tensor,
-    c: torch.Tensor,
-    c_star: torch.Tensor,
-    c_p: torch.Tensor | None,
-    lam: float = 0.5,
-    erase_scale: float = 1.0,
-    preserve_scale: float = 1.0,
-) -> torch.Tensor:
-    """UCE's closed form; columns of ``c``/``c_star`` are target/anchor features, ``c_p`` preserve ones."""
-    w_o = w_o.to(torch.float64)
-    c, c_star = c.to(torch.float64), c_star.to(torch.float64)
-    d_in = w_o.shape[1]
-    left = lam * w_o + erase_scale * (w_o @ c_star) @ c.T
-    right = lam * torch.eye(d_in, dtype=torch.float64) + erase_scale * c @ c.T
-    if c_p is not None and c_p.numel():
-        c_p = c_p.to(torch.float64)
-        cpp = preserve_scale * c_p @ c_p.T
-        left = left + w_o @ cpp
-        right = right + cpp
-    # right is symmetric positive definite: solve W·right = left as right·Wᵀ = leftᵀ.
-    return torch.linalg.solve(right, left.T).T
 
 
 def relative(num: torch.Tensor, den: torch.Tensor) -> float:

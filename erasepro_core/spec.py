@@ -1,18 +1,32 @@
 """What to erase and how: the validated, torch-free description of an erasure job.
 
 This module imports only pydantic, so the HTTP front end can validate requests without loading torch.
+
+In Python the method is a config object, ``spec.method`` (a union discriminated by ``method.name``: see
+:mod:`erasepro_core.methods`). On the wire (JSON, the REST API's ``options``, a ``--spec`` file, a delta's
+metadata) the spec is flat: ``{"method": "uce", "uce_lambda": 0.5, "edits": …}`` — the method's name plus its
+settings beside the common fields; :meth:`ErasureSpec.model_dump` writes that form and validation reads it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import unicodedata
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
-Method = Literal["erasepro", "uce"]
-Schedule = Literal["uniform", "front", "none"]
-TokenPolicy = Literal["last", "to_eos", "to_end"]
-PreserveTokens = Literal["last", "all"]
+from erasepro_core.methods import METHODS, EraseProConfig, MethodConfig, UCEConfig
+from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
 
 MAX_EDITS = 1000
 MAX_PROMPT_CHARS = 300
@@ -34,21 +48,40 @@ DEFAULT_HELDOUT_TEMPLATES: tuple[str, ...] = (
     "{} in the center",
 )
 
-Concept = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+MethodSpec = Annotated[EraseProConfig | UCEConfig, Field(discriminator="name")]
 
 
-def _check_template(t: str) -> str:
+def check_text(v: str) -> str:
+    """Reject characters that render invisibly or reorder text (control, zero-width, bidi overrides): a prompt
+    that looks like one concept but tokenises as another."""
+    for ch in v:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch not in " ":
+            name = unicodedata.name(ch, "control character")
+            raise ValueError(f"contains an invisible or control character ({name}, U+{ord(ch):04X})")
+    return v
+
+
+def check_template(t: str) -> str:
+    """Exactly one ``{}`` and no other format field or brace (``"{0}"``, ``"{x}"``, ``"{}}"`` are refused)."""
+    check_text(t)
     if t.count("{}") != 1:
         raise ValueError(f"template {t!r} must contain '{{}}' exactly once")
+    rest = t.replace("{}", "", 1)
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"template {t!r} has a brace or format field besides the one '{{}}'")
     if len(t) > MAX_PROMPT_CHARS:
         raise ValueError(f"template {t!r} is longer than {MAX_PROMPT_CHARS} characters")
     return t
 
 
+Concept = Annotated[str, Field(max_length=MAX_PROMPT_CHARS), AfterValidator(check_text)]
+Template = Annotated[str, AfterValidator(check_template)]
+
+
 class Edit(BaseModel):
     """Map ``target`` onto ``anchor`` (``""`` = the empty concept)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     target: Concept
     anchor: Concept = ""
@@ -73,73 +106,70 @@ class Edit(BaseModel):
         return self
 
 
-class ErasureSpec(BaseModel):
-    """An erasure job: edits, preservation, phrasings, method and hyper-parameters.
+def _flat_names(config: type[MethodConfig]) -> dict[str, str]:
+    """Wire name -> field name of a method's settings (everything but ``name``)."""
+    return {config.flat_prefix + (f.alias or k): k for k, f in config.model_fields.items() if k != "name"}
 
-    Defaults (``schedule="none"``, ``token_policy="last"``, ``preserve_tokens="last"``) are the best
+
+FLAT_SETTINGS: dict[str, dict[str, str]] = {name: _flat_names(m.config) for name, m in METHODS.items()}
+
+
+class ErasureSpec(BaseModel):
+    """An erasure job: edits, preservation, phrasings, and the method with its settings.
+
+    Defaults (ErasePro, ``schedule="none"``, ``token_policy="last"``, ``preserve_tokens="last"``) are the best
     configuration on the shapes-world erasure benchmark (docs/benchmarks.md); the progressive stage is one
-    ``schedule="front"`` (or ``"uniform"``) away.
-    ``preserve_tokens``: which tokens of each preserve prompt are protected — ``last`` (its last token before
-    EOS, the subject; the measured default) or ``all`` (every token through EOS and a few pads).
-    ``preserve_weight`` is λ and ``ridge`` is α in ``min λ||Δ C_p||² + α||Δ||²  s.t.  Δ X = R``.
-    ``layers`` are text-encoder layer indices for the progressive stage (``None`` = the method default,
-    negative indices count from the last layer). ``uce_*`` are the UCE baseline's λ and scales.
+    ``schedule="front"`` (or ``"uniform"``) away. ``method`` accepts a name (``"uce"``), a config object, or a
+    dict with ``name``; flat settings beside it (``schedule=…``, ``uce_lambda=…``) go into the method's config.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
-    default_preserve: bool = Field(default=True, description="Also protect a generic preserve set (the base model's "
-                                   "own erasepro_preserve.txt, else the shipped one) besides your concepts.")
-    preserve_tokens: PreserveTokens = Field(default="last", description="Which tokens of each preserve prompt are "
-                                            "protected: 'last' (the subject, before EOS) or 'all' (every token).")
-    templates: list[str] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-                                 max_length=MAX_TEMPLATES, json_schema_extra={"default": list(DEFAULT_TEMPLATES)},
-                                 description="Phrasings the solve uses; each concept is inserted at '{}'.")
-    heldout_templates: list[str] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
-                                         max_length=MAX_TEMPLATES, description="Phrasings never used by "
-                                         "the solve: the report measures the leak on them.",
-                                         json_schema_extra={"default": list(DEFAULT_HELDOUT_TEMPLATES)})
-    method: Method = "erasepro"
-    schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V "
-                               "edit only, the measured default), 'front' or 'uniform' (how its strength "
-                               "spreads over the layers).")
-    layers: list[int] | None = Field(default=None, max_length=128, description="Text-encoder layers of the "
-                                     "progressive stage (empty = the method default; negative counts from the "
-                                     "last layer).")
-    token_policy: TokenPolicy = Field(default="last", description="Which target tokens are edited: 'last' "
-                                      "(the concept's last token), 'to_eos' (through EOS) or 'to_end' (all).")
-    preserve_weight: float = Field(default=1.0, gt=0, le=1e6, description="λ in min λ‖Δ C_p‖² + α‖Δ‖² s.t. "
-                                   "Δ X = R: how hard preserved concepts are held still.")
-    ridge: float = Field(default=1e-2, gt=0, le=1e6, description="α in the same objective: keeps the update small.")
-    uce_lambda: float = Field(default=0.5, gt=0, le=1e6, description="UCE baseline only: its λ (ridge).")
-    uce_erase_scale: float = Field(default=1.0, ge=0, le=1e6, description="UCE baseline only: erase scale.")
-    uce_preserve_scale: float = Field(default=1.0, ge=0, le=1e6, description="UCE baseline only: preserve scale.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Recorded with the job for reproducibility.")
+    default_preserve: bool = True
+    templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
+                                      max_length=MAX_TEMPLATES)
+    heldout_templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
+                                              max_length=MAX_TEMPLATES)
+    method: MethodSpec = Field(default_factory=EraseProConfig)
 
-    @field_validator("templates", "heldout_templates")
+    @model_validator(mode="before")
     @classmethod
-    def _templates(cls, v: list[str]) -> list[str]:
-        return [_check_template(t) for t in v]
-
-    @field_validator("preserve")
-    @classmethod
-    def _preserve(cls, v: list[str]) -> list[str]:
-        return [p.strip() for p in v if p.strip()]
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("layers must not repeat")
-        return v
+    def _nest_method_settings(cls, data: Any) -> Any:
+        """Flat wire form -> ``method`` config: ``{"method": "uce", "uce_lambda": 1}`` -> ``method=UCEConfig(…)``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        method = data.get("method", "erasepro")
+        if isinstance(method, MethodConfig):
+            name = method.name
+        elif isinstance(method, dict):
+            name = method.get("name", "erasepro")
+        else:
+            name = method
+        if not isinstance(name, str) or name not in FLAT_SETTINGS:
+            raise ValueError(f"method: {name!r} is not a method (one of {sorted(FLAT_SETTINGS)})")
+        flat = {k for names in FLAT_SETTINGS.values() for k in names} & data.keys()
+        if not isinstance(method, str):
+            if flat:
+                raise ValueError(f"give the method's settings either flat or inside 'method', not both "
+                                 f"({sorted(flat)})")
+            return data
+        nested = {"name": name}
+        own = FLAT_SETTINGS[name]
+        for key in sorted(flat):
+            if key not in own:
+                raise ValueError(f"{key}: not a setting of method {name!r} (its settings: {sorted(own) or 'none'})")
+            nested[key.removeprefix(METHODS[name].config.flat_prefix)] = data.pop(key)
+        data["method"] = nested
+        return data
 
     @model_validator(mode="after")
     def _layers_need_progressive(self) -> ErasureSpec:
-        if self.layers is not None and (self.method == "uce" or self.schedule == "none"):
-            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform' "
-                             "(method 'erasepro')")
+        schedule, layers = self.method.progressive_stage()
+        if isinstance(self.method, EraseProConfig) and layers is not None and schedule == "none":
+            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform'")
         return self
 
     @model_validator(mode="after")
@@ -154,3 +184,64 @@ class ErasureSpec(BaseModel):
             if e.anchor.lower() in targets:
                 raise ValueError(f"edits: anchor {e.anchor!r} is itself a target")
         return self
+
+    @field_validator("preserve")
+    @classmethod
+    def _preserve(cls, v: list[str]) -> list[str]:
+        return [p.strip() for p in v if p.strip()]
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        """The wire form: the method's name, its settings beside the common fields."""
+        out = handler(self)
+        method = out.pop("method")
+        cfg = self.method
+        out["method"] = cfg.name
+        for wire, field in FLAT_SETTINGS[cfg.name].items():
+            value = method.get(field, method.get(type(cfg).model_fields[field].alias or field))
+            out[wire] = value
+        return out
+
+
+def wire_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """``exc.errors()`` with locations in the wire form: ``("method", "erasepro", "ridge")`` -> ``("ridge",)``,
+    and a spec-level error whose message starts with a field name (``"layers: …"``) located at that field."""
+    out = []
+    for err in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = tuple(err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if len(loc) >= 3 and loc[0] == "method" and loc[1] in FLAT_SETTINGS:
+            config = METHODS[str(loc[1])].config
+            field = config.model_fields.get(str(loc[2]))
+            wire = config.flat_prefix + ((field.alias if field else None) or str(loc[2]))
+            loc = (wire, *loc[3:])
+        elif not loc:
+            head = msg.split(":", 1)[0]
+            if head in WIRE_FIELDS:
+                loc = (head,)
+        out.append({**err, "loc": loc, "msg": msg})
+    return out
+
+
+def flat_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """Every wire field of the spec except ``method``: the common ones and each method's settings, with their
+    types and bounds (the REST API builds its ``options`` model from these)."""
+    out: dict[str, tuple[Any, FieldInfo]] = {
+        k: (f.annotation, f) for k, f in ErasureSpec.model_fields.items() if k != "method"
+    }
+    for name, names in FLAT_SETTINGS.items():
+        config = METHODS[name].config
+        for wire, field in names.items():
+            f = config.model_fields[field]
+            out[wire] = (f.annotation, FieldInfo.merge_field_infos(f, alias=None, validation_alias=None,
+                                                                   serialization_alias=None))
+    return out
+
+
+WIRE_FIELDS = frozenset({*ErasureSpec.model_fields, *(k for names in FLAT_SETTINGS.values() for k in names)})
+
+__all__ = [
+    "DEFAULT_HELDOUT_TEMPLATES", "DEFAULT_TEMPLATES", "FLAT_SETTINGS", "MAX_EDITS", "MAX_PRESERVE", "MAX_PROMPT_CHARS",
+    "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "MethodSpec", "PreserveTokens",
+    "Schedule", "TokenPolicy", "UCEConfig", "check_template", "check_text", "flat_fields", "wire_errors",
+]

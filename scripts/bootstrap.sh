@@ -2,6 +2,7 @@
 # Create .venv/ at the repository root and install ErasePro with its dev extras (idempotent, quick when done).
 # CPU torch where there is no GPU: torch is pinned to 2.13.0, which pip resolves from the configured index
 # (on our machines a local CPU wheel); set PIP_EXTRA_INDEX_URL to a CPU wheel index elsewhere if you like.
+# Every other dependency comes from pyproject.toml's extras (the one list).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,6 +22,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   pip install -q "torch==2.13.0"
 fi
 pip install -q -e ".[dev]"
-# The real CLIP BPE vocabulary ships in this wheel; its dependencies (torchvision) would replace torch.
-pip install -q --no-deps "open_clip_torch==3.3.0"
 echo "$want" > "$stamp"

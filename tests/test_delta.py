@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from erasepro_core import erase
 from erasepro_core.delta import (
     Delta,
     DeltaFormatError,
@@ -16,7 +17,6 @@ from erasepro_core.delta import (
     applied_delta,
     apply_delta,
 )
-from erasepro_core.erase import erase
 from erasepro_core.pipeline import generate, load_pipeline, save_pipeline
 from erasepro_core.spec import ErasureSpec
 

@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
+from reference_formulas import uce_weight
 
 from erasepro_core.adapters import adapter_for
 from erasepro_core.delta import applied_delta
-from erasepro_core.erase import ErasureError, erase, schedule_fractions
+from erasepro_core.erasure import ErasureError, erase
 from erasepro_core.features import build_pairs
-from erasepro_core.solver import uce_weight
+from erasepro_core.plan import schedule_fractions
 from erasepro_core.spec import ErasureSpec
 
 
@@ -39,7 +40,8 @@ def _kv_outputs(pipe, ctx):
 
 def _paired(pipe, spec):
     tok = pipe.tokenizer
-    pairs = build_pairs(tok, [(e.target, e.anchor) for e in spec.edits], spec.templates, spec.token_policy)
+    pairs = build_pairs(tok, [(e.target, e.anchor) for e in spec.edits], spec.templates,
+                        spec.method.pairing_policy())
     tprompts = [spec.templates[i % len(spec.templates)].format(spec.edits[k].target)
                 for i, k in enumerate(pairs.concept_of)]
     aprompts = [tok.decode(ids[1:-1]) for ids in pairs.anchor_ids]
@@ -150,7 +152,7 @@ def test_heldout_residual_is_reported_and_exceeds_the_solve_residual(sd_pipe):
 def test_uce_matches_its_published_formula_at_every_site(sd_pipe):
     spec = ErasureSpec(**SPEC, method="uce", default_preserve=False)
     result = erase(sd_pipe, spec)
-    pairs, tprompts, aprompts = _paired(sd_pipe, spec.model_copy(update={"token_policy": "last"}))
+    pairs, tprompts, aprompts = _paired(sd_pipe, spec)  # UCE pairs last tokens
     ctx_t, ctx_a = _context(sd_pipe, tprompts), _context(sd_pipe, aprompts)
     c = ctx_t[[p[0] for p in pairs.positions], [p[1] for p in pairs.positions]].T
     c_star = ctx_a[[p[2] for p in pairs.positions], [p[3] for p in pairs.positions]].T
@@ -241,3 +243,52 @@ def test_dropped_preserve_prompts_leave_the_statistics_and_the_drift_sample():
     assert torch.allclose(out.gram, stats_of(kept).gram, atol=1e-5)
     assert out.sample.shape[1] == 30
     assert torch.cdist(out.sample.T, dropped.T).min() > 1e-3
+
+
+@pytest.mark.parametrize("pipe_name", ["sd_pipe", "sdxl_pipe"])
+def test_context_features_are_what_the_pipeline_feeds_the_unet(request, pipe_name):
+    from erasepro_core.encode import context_features
+
+    pipe = request.getfixturevalue(pipe_name)
+    prompts = ["a photo of van gogh", "snoopy"]
+    ctx = _context(pipe, prompts)  # the pipeline's own encoding, padded to 77
+    positions = [[0, 3, 4, 10], [2, 76]]
+    got = context_features(pipe, prompts, positions)
+    want = torch.cat([ctx[0, positions[0]].T, ctx[1, positions[1]].T], 1)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5)
+    last = context_features(pipe, prompts)  # default: each prompt's last token before EOS
+    ends = [len(pipe.tokenizer(p).input_ids) - 2 for p in prompts]
+    assert torch.allclose(last, torch.stack([ctx[0, ends[0]], ctx[1, ends[1]]], 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["erasepro", "uce"])
+def test_extra_context_columns_are_constrained_like_the_pairs(sd_pipe, method):
+    from erasepro_core.encode import context_features
+
+    x_extra = context_features(sd_pipe, ["a starry night by vincent", "sunflowers, oil on canvas"], [[3, 5], [1, 4]])
+    y_extra = context_features(sd_pipe, ["a night", "flowers"], [[2, 2], [1, 1]])
+    spec = ErasureSpec(**SPEC, method=method)
+    result = erase(sd_pipe, spec, extra_context=(x_extra, y_extra))
+    summary = result.report["summary"]
+    assert result.report["n_extra_constraints"] == 4
+    for site in adapter_for(sd_pipe).kv_sites:
+        w_o = site.module.weight.detach().double()
+        w = result.delta.tensors[site.key].double()
+        moved = float((w @ x_extra.double() - w_o @ y_extra.double()).norm() / (w_o @ y_extra.double()).norm())
+        before = float((w_o @ (x_extra - y_extra).double()).norm() / (w_o @ y_extra.double()).norm())
+        if method == "erasepro":  # zero residual on the extra columns, as on the pairs
+            assert moved < 1e-5, (site.key, moved)
+        else:  # UCE's least squares moves them towards Y, not onto it
+            assert moved < before
+    if method == "erasepro":
+        assert summary["kv_extra_residual"] < 1e-5 and summary["kv_residual"] < 1e-5
+    plain = erase(sd_pipe, spec)
+    assert plain.report["n_constraints"] == result.report["n_constraints"]
+    assert "kv_extra_residual" not in plain.report["summary"]
+
+
+def test_extra_context_of_the_wrong_shape_is_refused(sd_pipe):
+    x = torch.zeros(7, 2)
+    with pytest.raises(ErasureError, match="extra_context"):
+        erase(sd_pipe, ErasureSpec(**SPEC), extra_context=(x, x))

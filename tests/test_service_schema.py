@@ -94,8 +94,9 @@ def test_generate_request_bounds(body: dict) -> None:
 
 def test_valid_request_round_trips_to_the_spec() -> None:
     req = ErasureRequest.model_validate({**SHORT_SPEC, "preserve": ["a bird"], "method": "erasepro",
-                                         "options": {"uce_lambda": 0.1, "layers": [0, -1], "schedule": "front",
-                                                     "seed": 3}})
+                                         "options": {"ridge": 0.1, "layers": [0, -1], "schedule": "front"}})
     spec = req.to_spec()
-    assert spec.method == "erasepro" and spec.uce_lambda == 0.1 and spec.layers == [0, -1] and spec.seed == 3
+    assert spec.method.name == "erasepro" and spec.method.ridge == 0.1 and spec.method.layers == [0, -1]
+    uce = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce", "options": {"uce_lambda": 0.1}}).to_spec()
+    assert uce.method.name == "uce" and uce.method.lam == 0.1
     assert spec.preserve == ["a bird"] and spec.edits[0].target == "a cat"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_formulas import uce_weight, zero_residual_delta
 
-from erasepro_core.solver import Metric, constraint_map, relative, uce_weight, zero_residual_delta
+from erasepro_core.solver import Metric, constraint_map, relative
 
 
 def _problem(seed: int, d_in: int, n: int, d_out: int, rank: int | None = None, preserve: int = 0):

@@ -8,7 +8,10 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from erasepro_core.spec import ErasureSpec
+from erasepro_core.methods import EraseProConfig, UCEConfig
+from erasepro_core.spec import ErasureSpec, wire_errors
+
+CAT = [{"target": "cat"}]
 
 
 @pytest.mark.parametrize(
@@ -17,26 +20,82 @@ from erasepro_core.spec import ErasureSpec
         ({"edits": []}, "edits", "at least 1"),
         ({"edits": [{"target": "  "}]}, "edits.0.target", "non-empty"),
         ({"edits": [{"target": "cat", "anchor": "Cat"}]}, "edits.0", "differ"),
-        ({"edits": [{"target": "cat"}, {"target": "cat", "anchor": "dog"}]}, "", "appears twice"),
-        ({"edits": [{"target": "cat", "anchor": "dog"}, {"target": "dog"}]}, "", "is itself a target"),
-        ({"edits": [{"target": "cat"}], "templates": ["a photo"]}, "templates", "exactly once"),
-        ({"edits": [{"target": "cat"}], "templates": []}, "templates", "at least 1"),
-        ({"edits": [{"target": "cat"}], "method": "magic"}, "method", "'erasepro' or 'uce'"),
-        ({"edits": [{"target": "cat"}], "schedule": "back"}, "schedule", "'uniform'"),
-        ({"edits": [{"target": "cat"}], "token_policy": "all"}, "token_policy", "'last'"),
-        ({"edits": [{"target": "cat"}], "ridge": 0}, "ridge", "greater than 0"),
-        ({"edits": [{"target": "cat"}], "layers": [1, 1]}, "layers", "repeat"),
+        ({"edits": [{"target": "cat"}, {"target": "cat", "anchor": "dog"}]}, "edits", "appears twice"),
+        ({"edits": [{"target": "cat", "anchor": "dog"}, {"target": "dog"}]}, "edits", "is itself a target"),
+        ({"edits": CAT, "templates": ["a photo"]}, "templates.0", "exactly once"),
+        ({"edits": CAT, "templates": []}, "templates", "at least 1"),
+        ({"edits": CAT, "method": "magic"}, "method", "not a method"),
+        ({"edits": CAT, "schedule": "back"}, "schedule", "'uniform'"),
+        ({"edits": CAT, "token_policy": "all"}, "token_policy", "'last'"),
+        ({"edits": CAT, "ridge": 0}, "ridge", "greater than or equal to"),
+        ({"edits": CAT, "layers": [1, 1]}, "layers", "repeat"),
         ({"edits": [{"target": "x" * 301}]}, "edits.0.target", "at most 300"),
-        ({"edits": [{"target": "cat"}], "colour": "red"}, "colour", "Extra inputs"),
-        ({"edits": [{"target": "cat"}], "layers": [0]}, "", "only the progressive stage"),
+        ({"edits": CAT, "colour": "red"}, "colour", "Extra inputs"),
+        ({"edits": CAT, "seed": 3}, "seed", "Extra inputs"),  # erasure is deterministic: no seed to set
+        ({"edits": CAT, "layers": [0]}, "layers", "only the progressive stage"),
+        # Templates: exactly one {} and no other format field or brace.
+        ({"edits": CAT, "templates": ["{} {x}"]}, "templates.0", "besides"),
+        ({"edits": CAT, "templates": ["{}", "{}}"]}, "templates.1", "besides"),
+        ({"edits": CAT, "templates": ["{0}"]}, "templates.0", "exactly once"),
+        ({"edits": CAT, "heldout_templates": ["{}{}"]}, "heldout_templates.0", "exactly once"),
+        # Invisible characters: a prompt that looks like one concept and tokenises as another.
+        ({"edits": [{"target": "c\x00at"}]}, "edits.0.target", "control character"),
+        ({"edits": [{"target": "cat", "anchor": "d\u200bog"}]}, "edits.0.anchor", "ZERO WIDTH SPACE"),
+        ({"edits": CAT, "preserve": ["ok", "a \u202edog"]}, "preserve.1", "RIGHT-TO-LEFT OVERRIDE"),
+        ({"edits": CAT, "preserve": ["tab\there"]}, "preserve.0", "control character"),
+        # Numbers that would break the solver.
+        ({"edits": CAT, "ridge": 5e-324}, "ridge", "greater than or equal to"),
+        ({"edits": CAT, "preserve_weight": float("inf")}, "preserve_weight", "finite"),
+        ({"edits": CAT, "method": "uce", "uce_lambda": 0}, "uce_lambda", "greater than 0"),
+        # Strict types: no bool as a number, no numeric strings, no float as an int.
+        ({"edits": CAT, "ridge": "1e-2"}, "ridge", "valid number"),
+        ({"edits": CAT, "preserve_weight": True}, "preserve_weight", "valid number"),
+        ({"edits": CAT, "schedule": "front", "layers": [True]}, "layers.0", "valid integer"),
+        ({"edits": CAT, "schedule": "front", "layers": [1.0]}, "layers.0", "valid integer"),
+        ({"edits": CAT, "default_preserve": 1}, "default_preserve", "valid boolean"),
+        ({"edits": CAT, "method": "uce", "uce_lambda": "0.5"}, "uce_lambda", "valid number"),
+        # A setting of another method is named, not silently ignored.
+        ({"edits": CAT, "method": "uce", "schedule": "front"}, "schedule", "not a setting of method 'uce'"),
+        ({"edits": CAT, "uce_lambda": 0.1}, "uce_lambda", "not a setting of method 'erasepro'"),
     ],
 )
 def test_spec_errors_name_the_field(data, field, message):
     with pytest.raises(ValidationError) as info:
         ErasureSpec.model_validate(data)
-    err = info.value.errors()[0]
+    err = wire_errors(info.value)[0]
     assert ".".join(str(p) for p in err["loc"]) == field
     assert message in err["msg"]
+
+
+def test_spec_method_is_a_config_and_the_wire_form_is_flat():
+    spec = ErasureSpec.model_validate({"edits": CAT, "method": "uce", "uce_lambda": 0.25})
+    assert isinstance(spec.method, UCEConfig) and spec.method.lam == 0.25
+    wire = spec.model_dump(mode="json")
+    assert wire["method"] == "uce" and wire["uce_lambda"] == 0.25 and "schedule" not in wire
+    assert ErasureSpec.model_validate(wire) == spec
+    assert ErasureSpec.model_validate_json(spec.model_dump_json()) == spec
+    nested = ErasureSpec(edits=CAT, method=EraseProConfig(schedule="front", layers=[0]))
+    assert ErasureSpec.model_validate(nested.model_dump()) == nested
+    assert ErasureSpec(edits=CAT, schedule="front", layers=[0]) == nested
+    assert ErasureSpec(edits=CAT, method={"name": "erasepro", "schedule": "front", "layers": [0]}) == nested
+    with pytest.raises(ValidationError, match="either flat or inside"):
+        ErasureSpec(edits=CAT, method={"name": "erasepro"}, schedule="front")
+
+
+def test_importing_the_package_and_the_spec_does_not_import_torch():
+    code = ("import sys, erasepro_core, erasepro_core.spec, erasepro_core.methods, erasepro_core.io; "
+            "from erasepro_core import ErasureSpec; ErasureSpec(edits=[{'target': 'cat'}], method='uce'); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_public_names_are_the_functions_not_modules():
+    import erasepro_core
+
+    for name in erasepro_core.__all__:
+        assert not type(getattr(erasepro_core, name)).__name__ == "module", name
+    assert callable(erasepro_core.erase) and callable(erasepro_core.apply_delta)
 
 
 def _cli(*args, cwd=None):
@@ -57,7 +116,8 @@ def model_dir(tmp_path_factory, sd_pipe):
         (["erase", "--target", "cat", "--anchor", "cat"], "anchor must differ"),
         (["erase", "--target", "cat", "--anchor", "a", "--anchor", "b"], "--anchor: give one per --target"),
         (["erase", "--anchor", "dog"], "--anchor needs a --target"),
-        (["erase", "--target", "cat", "--template", "no braces"], "templates: template 'no braces'"),
+        (["erase", "--target", "cat", "--template", "no braces"], "templates.0: template 'no braces'"),
+        (["erase", "--target", "cat", "--method", "uce", "--schedule", "front"], "schedule: not a setting of"),
         (["erase", "--target", "cat", "--spec", "/nonexistent.json"], "--spec: no such file"),
         (["erase", "--target", "cat", "--layers", "0,99", "--schedule", "front"], "layers: 99 is out of range"),
         (["erase", "--target", "cat", "--layers", "0"], "layers: only the progressive stage uses them"),
@@ -92,3 +152,11 @@ def test_cli_erase_inspect_generate(tmp_path, model_dir):
     assert Image.open(tmp_path / "g.png").size == (32, 32)
     res = _cli("inspect", str(tmp_path / "g.png"))
     assert res.returncode == 2 and "erasepro: error:" in res.stderr
+
+
+def test_only_errors_a_user_can_fix_exit_2():
+    from erasepro_core.errors import USER_ERRORS
+
+    assert issubclass(FileNotFoundError, USER_ERRORS) and issubclass(PermissionError, USER_ERRORS)
+    assert not issubclass(OSError, USER_ERRORS)  # a disk or network fault is a bug report, with its traceback
+    assert not issubclass(ConnectionError, USER_ERRORS) and not issubclass(TimeoutError, USER_ERRORS)

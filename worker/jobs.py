@@ -177,8 +177,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
         "created_at": repr(created_at or store.now())})
 
     def body() -> dict[str, Any]:
-        from erasepro_core.erase import erase
-        from erasepro_core.spec import ErasureSpec
+        from erasepro_core import ErasureSpec, erase
 
         t_start = time.time()
         timings: dict[str, Any] = {"queue_wait_s": round(t_start - float(created_at), 4) if created_at else None}

@@ -45,12 +45,9 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
 
     settings = settings or Settings.from_env()
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        from erasepro_core.pipeline import quiet_libraries
+    from erasepro_core.pipeline import quiet_libraries
 
-        quiet_libraries()
-    except ImportError:  # pragma: no cover - older core
-        pass
+    quiet_libraries()
     state = WorkerState.create(settings, name=name)
     set_state(state)
     signal.signal(signal.SIGUSR1, state.on_sigusr1)

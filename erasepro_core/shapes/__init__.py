@@ -12,9 +12,15 @@ Importing this package is cheap (numpy and PIL only); the judge and evaluation l
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 from typing import Any
 
+from erasepro_core.bundled import (
+    JUDGE_DIR,
+    MODEL_DIR,
+    bundled_judge_available,
+    bundled_model_available,
+    bundled_model_path,
+)
 from erasepro_core.shapes.captions import (
     COLOUR_WORDS,
     COMPLEX_TEMPLATES,
@@ -48,32 +54,12 @@ from erasepro_core.shapes.world import (
     render_random,
 )
 
-MODEL_DIR = Path(__file__).with_name("model")
-JUDGE_DIR = Path(__file__).with_name("judge")
-
-
-def bundled_model_path() -> Path:
-    """Directory of the shipped float16 ``StableDiffusionPipeline`` (load with ``local_files_only=True``)."""
-    return MODEL_DIR
-
-
-def bundled_model_available() -> bool:
-    """Whether the shipped weights are present in this checkout."""
-    return (MODEL_DIR / "model_index.json").is_file() and (MODEL_DIR / "unet").is_dir()
-
-
-def bundled_judge_available() -> bool:
-    """Whether the shipped judge weights are present."""
-    return (JUDGE_DIR / "judge.safetensors").is_file()
-
-
 _LAZY = {
     "Judge": "erasepro_core.shapes.judge",
     "load_judge": "erasepro_core.shapes.judge",
     "train_judge": "erasepro_core.shapes.judge",
     "evaluate_pipeline": "erasepro_core.shapes.evaluate",
-    "load_pipeline": "erasepro_core.shapes.evaluate",
-    "generate": "erasepro_core.shapes.evaluate",
+    "sample_array": "erasepro_core.shapes.evaluate",
     "score": "erasepro_core.shapes.evaluate",
     "TrainConfig": "erasepro_core.shapes.config",
     "run_training": "erasepro_core.shapes.train",

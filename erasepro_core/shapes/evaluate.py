@@ -12,19 +12,15 @@ import torch
 from erasepro_core.shapes.captions import PROMPT_SETS, Prompt, prompt_set
 
 
-def load_pipeline(path: str | Path | None = None):
-    """The bundled model (or the pipeline in ``path``), float32 on CPU, progress bar off."""
-    from diffusers import StableDiffusionPipeline
+def load_cpu_pipeline(path: str | Path | None = None) -> Any:
+    """The bundled model (or the pipeline in ``path``), float32 on CPU (:func:`erasepro_core.load_pipeline`)."""
+    from erasepro_core.pipeline import BUNDLED, load_pipeline
 
-    from erasepro_core.shapes import bundled_model_path
-
-    pipe = StableDiffusionPipeline.from_pretrained(str(path or bundled_model_path()), local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(path or BUNDLED, device="cpu", dtype="float32")
 
 
 @torch.no_grad()
-def generate(pipe, prompts: Sequence[str], seed: int, *, steps: int = 25, guidance: float = 5.0,
+def sample_array(pipe, prompts: Sequence[str], seed: int, *, steps: int = 25, guidance: float = 5.0,
              batch: int = 64) -> np.ndarray:
     """uint8 images (n, 16, 16, 3); image i uses generator seed ``seed * 100003 + i``."""
     out = []
@@ -59,12 +55,12 @@ def evaluate_pipeline(pipe: Any = None, *, sets: Sequence[str] = PROMPT_SETS, se
     from erasepro_core.shapes.judge import load_judge
 
     if pipe is None or isinstance(pipe, (str, Path)):
-        pipe = load_pipeline(pipe)
+        pipe = load_cpu_pipeline(pipe)
     judge = judge or load_judge()
     results: dict[str, Any] = {"steps": steps, "guidance": guidance, "seeds": list(seeds), "sets": {}}
     for name in sets:
         prompts = prompt_set(name, seed=0, per_combo=per_combo)
-        imgs = np.concatenate([generate(pipe, [p.text for p in prompts], s, steps=steps, guidance=guidance)
+        imgs = np.concatenate([sample_array(pipe, [p.text for p in prompts], s, steps=steps, guidance=guidance)
                                for s in seeds])
         results["sets"][name] = score(judge, imgs, list(prompts) * len(seeds))
     return results

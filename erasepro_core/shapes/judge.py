@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from erasepro_core.bundled import JUDGE_DIR
 from erasepro_core.shapes.world import ATTRIBUTES, RESOLUTION, render_dataset
 
 HEADS: tuple[str, ...] = ("shape", "colour", "size", "style")
-JUDGE_DIR = Path(__file__).with_name("judge")
 
 
 class JudgeNet(torch.nn.Module):

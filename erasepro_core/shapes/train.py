@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from erasepro_core.delta import save_tensors
+from erasepro_core.io import write_json_atomic
 from erasepro_core.shapes.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, caption
 from erasepro_core.shapes.config import TrainConfig
 from erasepro_core.shapes.world import SIZES, all_attributes, labels_to_attributes, render_dataset
@@ -90,18 +92,6 @@ def make_scheduler():
 
 def _log(msg: str, log: Callable[[str], None] | None) -> None:
     (log or print)(msg)
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def _write_json(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -202,7 +192,7 @@ def train_text_encoder(cfg: TrainConfig, out: Path, log: Callable[[str], None] |
         _, ho_acc = heads.loss_acc(encode_texts(te, ho_ids), ho_ids, ho_labels_t, tok.eos_token_id)
     _log(f"[text] held-out-phrasing accuracy shape/colour/size/style {ho_acc.tolist()}", log)
     te.save_pretrained(out / "text_encoder", safe_serialization=True)
-    _write_json({"seconds": time.time() - t0, "heldout_acc": ho_acc.tolist()}, out / "text_done.json")
+    write_json_atomic(out / "text_done.json", {"seconds": time.time() - t0, "heldout_acc": ho_acc.tolist()})
     return te
 
 
@@ -240,7 +230,7 @@ def train_vae(cfg: TrainConfig, out: Path, images: torch.Tensor, log: Callable[[
         _log(f"[vae] folded mean {mean.tolist()} std {std.tolist()}; now mean {z.mean().item():.3f} "
              f"std {z.std().item():.3f}; recon mse {F.mse_loss(rec, images[:2048]).item():.5f}", log)
     vae.save_pretrained(out / "vae", safe_serialization=True)
-    _write_json({"seconds": time.time() - t0, "mean": mean.tolist(), "std": std.tolist()}, out / "vae_done.json")
+    write_json_atomic(out / "vae_done.json", {"seconds": time.time() - t0, "mean": mean.tolist(), "std": std.tolist()})
     return vae
 
 
@@ -354,10 +344,10 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
             _log("[unet] " + " ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}"
                                       for a, b in record.items()), log)
         if done % cfg.ckpt_every == 0 or done == end:
-            _atomic_save(unet.state_dict(), ckpt / "unet.safetensors")
-            _atomic_save(ema, ckpt / "ema.safetensors")
-            _atomic_save(_optimizer_state(opt, names), ckpt / "optim.safetensors")
-            _write_json({"step": done, "config": asdict(cfg)}, ckpt / "state.json")
+            save_tensors(ckpt / "unet.safetensors", unet.state_dict())
+            save_tensors(ckpt / "ema.safetensors", ema)
+            save_tensors(ckpt / "optim.safetensors", _optimizer_state(opt, names))
+            write_json_atomic(ckpt / "state.json", {"step": done, "config": asdict(cfg)})
     return ema
 
 
@@ -427,7 +417,7 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = Tru
     torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(asdict(cfg), out / "config.json")
+    write_json_atomic(out / "config.json", asdict(cfg))
     t_all = time.time()
     _log(f"[data] rendering {cfg.n_images} images", log)
     imgs_np, labels = render_dataset(cfg.n_images, seed=cfg.seed)

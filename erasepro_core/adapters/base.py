@@ -1,12 +1,11 @@
-"""Model adapters: where a pipeline's text towers, their editable layers and the UNet's K/V sites are.
-
-SD-1.x/2.x: one CLIPTextModel, context = final-layer-normed last hidden state.
-SDXL: two towers, context = concat of each tower's penultimate hidden state (no final norm).
-"""
+"""What an adapter describes: a pipeline's text towers (run layer by layer), their editable fc2 layers and the
+UNet's cross-attention K/V sites. Families live in their own modules (``sd.py``, ``sdxl.py``) and register
+themselves in ``registry.py``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,7 +108,7 @@ class KVSite:
 
 @dataclass
 class Adapter:
-    family: str  # "sd" (SD-1.x/2.x layout) or "sdxl"
+    family: str  # "sd" (SD-1.x/2.x layout), "sdxl", …
     towers: list[TextTower]
     kv_sites: list[KVSite]
 
@@ -118,29 +117,14 @@ class Adapter:
         return sum(t.width for t in self.towers)
 
 
-def adapter_for(pipe: object) -> Adapter:
-    """Describe a diffusers pipeline's editable parts, or raise :class:`UnsupportedModelError`."""
-    unet = getattr(pipe, "unet", None)
-    te = getattr(pipe, "text_encoder", None)
-    tok = getattr(pipe, "tokenizer", None)
-    if unet is None or te is None or tok is None:
-        raise UnsupportedModelError(
-            f"{type(pipe).__name__} has no UNet/text encoder/tokenizer; ErasePro edits SD-1.x, SD-2.x and SDXL"
-        )
-    te2 = getattr(pipe, "text_encoder_2", None)
-    if te2 is not None:
-        towers = [
-            TextTower("text_encoder", te, tok, penultimate=True),
-            TextTower("text_encoder_2", te2, pipe.tokenizer_2, penultimate=True),
-        ]
-        family = "sdxl"
-    else:
-        towers = [TextTower("text_encoder", te, tok, penultimate=False)]
-        family = "sd"
+def clip_towers_are_editable(towers: list[TextTower]) -> None:
     for t in towers:
         if not hasattr(t._inner, "encoder") or not hasattr(t.layers[0], "mlp"):
             raise UnsupportedModelError(f"{t.component} is not a CLIP text encoder")
-    width = sum(t.width for t in towers)
+
+
+def unet_kv_sites(unet: nn.Module, width: int) -> list[KVSite]:
+    """Every cross-attention K/V projection of a diffusers UNet, checked to read ``width`` context features."""
     sites = [
         KVSite(f"unet.{name}.weight", mod)
         for name, mod in unet.named_modules()
@@ -152,7 +136,14 @@ def adapter_for(pipe: object) -> Adapter:
         raise UnsupportedModelError(
             f"cross-attention reads {sites[0].module.in_features} features but the text towers give {width}"
         )
-    return Adapter(family, towers, sites)
+    return sites
+
+
+def component(pipe: object, name: str) -> Any:
+    value = getattr(pipe, name, None)
+    if value is None:
+        raise UnsupportedModelError(f"{type(pipe).__name__} has no {name}")
+    return value
 
 
 def resolve_parameter(pipe: object, key: str) -> torch.Tensor:

@@ -1,0 +1,25 @@
+"""Where the shipped shapes-world model lives (package data), without importing the shapes world itself:
+a worker serving ``bundled`` needs the path, not the renderer, captions or training code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED = "bundled"
+MODEL_DIR = Path(__file__).parent / "shapes" / "model"
+JUDGE_DIR = Path(__file__).parent / "shapes" / "judge"
+
+
+def bundled_model_path() -> Path:
+    """Directory of the shipped float16 ``StableDiffusionPipeline`` (load with ``local_files_only=True``)."""
+    return MODEL_DIR
+
+
+def bundled_model_available() -> bool:
+    """Whether the shipped weights are present in this checkout."""
+    return (MODEL_DIR / "model_index.json").is_file() and (MODEL_DIR / "unet").is_dir()
+
+
+def bundled_judge_available() -> bool:
+    """Whether the shipped judge weights are present."""
+    return (JUDGE_DIR / "judge.safetensors").is_file()

@@ -1,0 +1,97 @@
+"""Running the text towers on prompts: token features at chosen positions, with the model as it is now.
+
+A tower is run layer by layer (:class:`~erasepro_core.adapters.TextTower`), exactly as the pipeline's own
+forward pass, so an applied delta (``applied_delta``) is seen like any other weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from erasepro_core.adapters import Adapter, adapter_for
+from erasepro_core.features import prompt_ids
+
+# Padding positions after EOS feed cross-attention too, so preserve a few of them per prompt; further pads
+# repeat the same token and differ only in position, so more add cost but little information.
+N_PRESERVE_PADS = 8
+
+
+@torch.no_grad()
+def prompt_features(
+    adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False,
+    batch: int = 256,
+) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
+    """Token features (positions 1..EOS plus a few pads, or the last token before EOS) of ``prompts``, model as is.
+
+    Returns fc2-input columns per ``(tower, layer)`` for the requested layers and context columns.
+    """
+    fc2: dict[tuple[int, int], list[torch.Tensor]] = {}
+    ctx_parts: list[list[torch.Tensor]] = []
+    for ti, tower in enumerate(adapter.towers):
+        rows = sorted((prompt_ids(tower.tokenizer, p) for p in prompts), key=len)  # similar lengths share a batch
+        parts: list[torch.Tensor] = []
+        for s in range(0, len(rows), batch):
+            chunk = rows[s : s + batch]
+            n_max = int(tower.tokenizer.model_max_length)
+            length = min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS))
+            if last_only:
+                sel = [(r, len(ids) - 2) for r, ids in enumerate(chunk)]
+            else:
+                sel = [(r, p) for r, ids in enumerate(chunk) for p in range(1, min(len(ids) + N_PRESERVE_PADS, length))]
+            rr = torch.tensor([a for a, _ in sel])
+            pp = torch.tensor([b for _, b in sel])
+            h = tower.embed(tower.pad(chunk, length))
+            for i in range(tower.n_context_layers):
+                h, xin = tower.layer(i, h)
+                if i in layers.get(ti, []):
+                    fc2.setdefault((ti, i), []).append(xin[rr, pp].T.float())
+            parts.append(tower.to_context(h)[rr, pp].T.float())
+        ctx_parts.append(parts)
+    ctx = torch.cat([torch.cat(p, 1) for p in ctx_parts], 0)
+    return {k: torch.cat(v, 1) for k, v in fc2.items()}, ctx
+
+
+def last_token_positions(pipe_or_adapter: Any, prompts: Sequence[str]) -> list[list[int]]:
+    """Per prompt, the position of its last token before EOS (the subject, under the ``last`` policy)."""
+    adapter = pipe_or_adapter if isinstance(pipe_or_adapter, Adapter) else adapter_for(pipe_or_adapter)
+    tok = adapter.towers[0].tokenizer
+    return [[len(prompt_ids(tok, p)) - 2] for p in prompts]
+
+
+@torch.no_grad()
+def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
+                     positions: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """Context-space features c (what the UNet's K/V read) of ``prompts`` at ``positions``, model as it is now.
+
+    ``positions[i]`` are token positions of prompt i (0 = BOS; positions past EOS are padding, up to the
+    tokenizer's length); default: each prompt's last token before EOS. Returns a float32 (d_ctx × Σ|positions|)
+    matrix, columns in prompt order, on the model's device — the same columns ``erase`` constrains, so
+    ``erase(..., extra_context=(X, Y))`` accepts them directly. Towers (SDXL) concatenate along features.
+    """
+    adapter = pipe_or_adapter if isinstance(pipe_or_adapter, Adapter) else adapter_for(pipe_or_adapter)
+    prompts = list(prompts)
+    if positions is None:
+        positions = last_token_positions(adapter, prompts)
+    if len(positions) != len(prompts):
+        raise ValueError(f"positions: one list per prompt ({len(prompts)}), got {len(positions)}")
+    parts = []
+    for tower in adapter.towers:
+        n_max = int(tower.tokenizer.model_max_length)
+        rows = [prompt_ids(tower.tokenizer, p) for p in prompts]
+        rr, pp = [], []
+        for r, pos in enumerate(positions):
+            for p in pos:
+                if not 0 <= int(p) < n_max:
+                    raise ValueError(f"positions: {p} is outside 0..{n_max - 1} (prompt {r})")
+                rr.append(r)
+                pp.append(int(p))
+        length = max([len(r) for r in rows] + [p + 1 for p in pp] + [1])
+        h = tower.embed(tower.pad(rows, length))
+        for i in range(tower.n_context_layers):
+            h, _ = tower.layer(i, h)
+        ctx = tower.to_context(h)
+        parts.append(ctx[torch.tensor(rr, dtype=torch.long), torch.tensor(pp, dtype=torch.long)].T.float())
+    return torch.cat(parts, 0)

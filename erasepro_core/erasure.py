@@ -1,0 +1,250 @@
+"""``erase``: a spec resolved into a plan, then five stages — pairs, preservation, progressive, final K/V, report.
+
+Progressive stage, text-encoder layer i (shallow → deep):  Δ_i X_i = β_i (H_anchor,i − H_target,i) on fc2.
+Final stage, every cross-attention K/V:  W = W_o + W_o A B  with the method's factors (ErasePro: W X = W_o Y).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from erasepro_core.adapters import Adapter, adapter_for
+from erasepro_core.delta import Delta, fingerprint
+from erasepro_core.features import PairSet, build_pairs, contains_concept
+from erasepro_core.kv import write_kv
+from erasepro_core.methods import EditInputs
+from erasepro_core.plan import ErasureError, Plan, make_plan
+from erasepro_core.preserve import (
+    FeatureCache,
+    PreserveStats,
+    SiteStats,
+    default_cache,
+    generic_preserve_prompts,
+    model_key,
+    prompt_features,
+    stats_of,
+)
+from erasepro_core.progressive import carry_tower
+from erasepro_core.report import summary
+from erasepro_core.solver import Metric
+from erasepro_core.spec import ErasureSpec
+
+log = logging.getLogger(__name__)
+ProgressCallback = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
+ExtraContext = tuple[torch.Tensor, torch.Tensor]  # (X_extra, Y_extra), d_ctx × m each
+MAX_HELDOUT_EDITS = 16  # held-out leak is measured on (at most) this many edits: a report, not the solve
+
+__all__ = ["ErasureError", "ErasureResult", "ExtraContext", "ProgressCallback", "erase"]
+
+
+@dataclass
+class ErasureResult:
+    delta: Delta
+    report: dict[str, Any]
+
+
+class _Steps:
+    def __init__(self, fn: ProgressCallback | None, n_steps: int) -> None:
+        self.fn, self.n, self.i = fn, max(n_steps, 1), 0
+
+    def __call__(self, stage: str) -> None:
+        self.i += 1
+        if self.fn is not None:
+            self.fn(stage, min(self.i / self.n, 1.0))
+
+
+@dataclass
+class _Job:
+    """What the stages share: the pipeline's adapter, the plan, the base's identity and the caches."""
+
+    pipe: Any
+    adapter: Adapter
+    plan: Plan
+    cache: FeatureCache
+    base_key: str
+    step: _Steps
+    timings: dict[str, float]
+    warnings: list[str]
+    metric_key: str | None = None  # set when the preserve set is the cached generic one (metrics reusable)
+
+    def metric(self, site: tuple, stats: SiteStats | None, d_in: int) -> Metric:
+        """M = αI + λ C̄ for one site, cached per base model when the preserve set is the generic one."""
+        lam, alpha = self.plan.metric_weights()
+
+        def build() -> Metric:
+            cov = stats.mean_cov() if stats is not None else None
+            return Metric.build(d_in, cov, lam, alpha)
+
+        if self.metric_key is None:
+            return build()
+        spec = self.plan.spec
+        key = (self.metric_key, spec.default_preserve, self.plan.preserve_last_only, site, lam, alpha)
+        return self.cache.metric(key, build)
+
+
+def erase(
+    pipe: Any,
+    spec: ErasureSpec | dict,
+    progress: ProgressCallback | None = None,
+    cache: FeatureCache | None = None,
+    *,
+    extra_context: ExtraContext | None = None,
+) -> ErasureResult:
+    """Compute the erasure ``spec`` describes on ``pipe``; ``pipe`` itself is left unchanged.
+
+    ``extra_context=(X, Y)`` (float tensors, d_ctx × m each, e.g. from
+    :func:`erasepro_core.encode.context_features`) adds m columns the final stage constrains like the
+    target/anchor pairs: W X = W_o Y (zero residual for ErasePro), under the same preservation.
+    """
+    if not isinstance(spec, ErasureSpec):
+        spec = ErasureSpec.model_validate(spec)
+    adapter = adapter_for(pipe)
+    extra = _check_extra(extra_context, adapter.context_width)
+    t0 = time.perf_counter()
+    plan = make_plan(spec, adapter)
+    job = _Job(pipe, adapter, plan, cache or default_cache(), model_key(adapter),
+               _Steps(progress, 3 + plan.n_progressive + len(adapter.kv_sites) // 8), {}, [])
+    with torch.no_grad():
+        pairs, held = _pairs_stage(job)
+        pres = _preservation_stage(job)
+        passes = _progressive_stage(job, pairs, held, pres)
+        result = _final_stage(job, pairs, held, pres, passes, extra)
+    result.report["timings"]["total_s"] = round(time.perf_counter() - t0, 4)
+    return result
+
+
+def _check_extra(extra: ExtraContext | None, width: int) -> ExtraContext | None:
+    if extra is None:
+        return None
+    x, y = extra
+    if x.ndim != 2 or x.shape != y.shape or x.shape[0] != width:
+        raise ErasureError(f"extra_context: X and Y must both be {width} × m, got {tuple(x.shape)} and "
+                           f"{tuple(y.shape)}")
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ErasureError("extra_context: X and Y must be finite")
+    return (x.detach().double().cpu(), y.detach().double().cpu()) if x.shape[1] else None
+
+
+def _timed(job: _Job, name: str, t: float) -> None:
+    job.timings[name] = time.perf_counter() - t
+
+
+def _pairs_stage(job: _Job) -> tuple[PairSet, PairSet]:
+    """Tokenise every target/anchor prompt and pair their positions (every tower must split them alike)."""
+    t = time.perf_counter()
+    spec, plan = job.plan.spec, job.plan
+    edits = [(e.target, e.anchor) for e in spec.edits]
+    tok0 = job.adapter.towers[0].tokenizer
+    try:
+        pairs = build_pairs(tok0, edits, spec.templates, plan.token_policy)
+        held = build_pairs(tok0, edits[:MAX_HELDOUT_EDITS], spec.heldout_templates, plan.token_policy)
+        for tower in job.adapter.towers[1:]:
+            other = build_pairs(tower.tokenizer, edits, spec.templates, plan.token_policy)
+            if other.positions != pairs.positions:
+                raise ErasureError(f"{tower.component}'s tokenizer splits the prompts differently from the first")
+    except ValueError as exc:
+        raise ErasureError(str(exc)) from exc
+    _timed(job, "tokenize_s", t)
+    return pairs, held
+
+
+def _preservation_stage(job: _Job) -> PreserveStats:
+    """Generic statistics are cached per base model; the user's prompts and the generic prompts that mention a
+    target (dropped) are computed per job and added/subtracted."""
+    t = time.perf_counter()
+    spec = job.plan.spec
+    targets = [e.target for e in spec.edits]
+    generic = generic_preserve_prompts(job.pipe) if spec.default_preserve else []
+    dropped = [p for p in generic if contains_concept(p, targets)]
+    user = [tpl.format(p) for p in spec.preserve for tpl in spec.templates]
+    user_dropped = [p for p in user if contains_concept(p, targets)]
+    if dropped or user_dropped:
+        msg = f"dropped {len(dropped) + len(user_dropped)} preserve prompt(s) that mention a target"
+        job.warnings.append(msg)
+        log.warning(msg)
+    user = [p for p in user if p not in user_dropped]
+    pres = _combine_stats(job, generic, dropped, user)
+    job.metric_key = job.base_key if not (user or dropped) else None
+    job.step("preserve")
+    _timed(job, "preserve_s", t)
+    return pres
+
+
+def _combine_stats(job: _Job, generic: list[str], dropped: list[str], user: list[str]) -> PreserveStats:
+    adapter, layers, last = job.adapter, job.plan.layers, job.plan.preserve_last_only
+    # UCE preserves the last subject token of each preserve prompt (un-normalised sums); ErasePro does the same
+    # by default (measured: protecting every token also protects the context and EOS features that target
+    # prompts share with unrelated ones, and the erasure leaks on complex prompts).
+    base = job.cache.generic_stats(adapter, job.base_key, generic, layers, last_only=last) if generic else None
+    extra = removed = removed_ctx = None
+    extra_fc2: dict = {}
+    removed_fc2: dict = {}
+    if user:
+        extra_fc2, ctx = prompt_features(adapter, user, layers, last_only=last)
+        extra = stats_of(ctx)
+    if dropped:
+        removed_fc2, removed_ctx = prompt_features(adapter, dropped, layers, last_only=last)
+        removed = stats_of(removed_ctx)
+    out = PreserveStats()
+    if base is None and extra is None:
+        return out
+    for k in [(t, i) for t, ls in layers.items() for i in ls]:
+        src = base.fc2[k] if base is not None else SiteStats.empty(adapter.towers[k[0]].fc2(k[1]).in_features)
+        out.fc2[k] = src.combined(
+            stats_of(extra_fc2[k]) if k in extra_fc2 else None,
+            stats_of(removed_fc2[k]) if k in removed_fc2 else None,
+            removed_fc2.get(k),
+        )
+    src = base.ctx if base is not None else SiteStats.empty(adapter.context_width)
+    out.ctx = src.combined(extra, removed, removed_ctx)
+    return out
+
+
+def _progressive_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats) -> list:
+    """One carried pass per tower (it also yields the context columns the final stage constrains)."""
+    t = time.perf_counter()
+    passes = [carry_tower(ti, tower, job.plan, pairs, held, pres, job.metric, job.step)
+              for ti, tower in enumerate(job.adapter.towers)]
+    _timed(job, "progressive_s", t)
+    return passes
+
+
+def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, passes: list,
+                 extra: ExtraContext | None) -> ErasureResult:
+    """The method's K/V edit from the context columns, written into every site; then the delta and report.
+    Towers (SDXL) concatenate along features; their token positions coincide (checked in the pairs stage)."""
+    t = time.perf_counter()
+    x, y = torch.cat([p.x for p in passes]).double(), torch.cat([p.y for p in passes]).double()
+    xh = torch.cat([p.xh for p in passes]).double() if passes[0].xh is not None else None
+    yh = torch.cat([p.yh for p in passes]).double() if passes[0].yh is not None else None
+    n_extra = 0
+    if extra is not None:
+        x, y = torch.cat([x, extra[0].to(x.device)], 1), torch.cat([y, extra[1].to(y.device)], 1)
+        n_extra = extra[0].shape[1]
+    inputs = EditInputs(x, y, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, x.shape[0]))
+    edit = job.plan.kv_edit(job.plan.method, inputs)
+    job.step("final")
+    kv = write_kv(job.adapter, edit, x, y, xh, yh, pres.ctx, job.step, n_extra)
+    _timed(job, "final_s", t)
+
+    sites = [s for p in passes for s in p.sites] + kv.sites
+    tensors = {k: v for p in passes for k, v in p.tensors.items()} | kv.tensors
+    originals = {k: v for p in passes for k, v in p.originals.items()} | kv.originals
+    report = summary(job.plan, job.adapter, pairs, held, sites, job.warnings, n_extra)
+    report["timings"] = {k: round(v, 4) for k, v in job.timings.items()}
+    delta = Delta(
+        tensors=tensors,
+        fingerprint=fingerprint(originals),
+        spec=job.plan.spec.model_dump(mode="json"),
+        report=report,
+        base={"family": job.adapter.family, "dtype": str(next(iter(tensors.values())).dtype).replace("torch.", ""),
+              "name_or_path": str(getattr(job.pipe, "name_or_path", "") or "")},
+    )
+    job.step("done")
+    return ErasureResult(delta=delta, report=report)

@@ -1,0 +1,80 @@
+"""What every erasure method provides: a pydantic config (torch-free) and one function that turns the
+constrained context features into the K/V edit.
+
+The K/V edit is ``W = W_o + W_o A B`` at every cross-attention K/V site, with ``A`` (d × r) and ``B`` (r × d)
+shared by all sites: a method returns the factors, the final stage writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import torch
+
+    from erasepro_core.preserve import SiteStats
+    from erasepro_core.solver import Metric
+
+Schedule = Literal["uniform", "front", "none"]
+TokenPolicy = Literal["last", "to_eos", "to_end"]
+PreserveTokens = Literal["last", "all"]
+
+
+class MethodConfig(BaseModel):
+    """Settings of one method. ``name`` is the discriminator; the plan reads the properties below."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_by_name=True, validate_by_alias=True)
+
+    name: str
+
+    # Flat (wire) names of this method's settings are ``flat_prefix + field name`` (see spec.ErasureSpec).
+    flat_prefix: ClassVar[str] = ""
+
+    def pairing_policy(self) -> TokenPolicy:
+        """Which target tokens are paired with anchor tokens."""
+        return "last"
+
+    def preserves_last_token_only(self) -> bool:
+        """Whether each preserve prompt contributes only its last token before EOS."""
+        return True
+
+    def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
+        """The progressive text-encoder stage's schedule and layers (``none``: K/V only)."""
+        return "none", None
+
+    def solver_weights(self) -> tuple[float, float] | None:
+        """``(λ, α)`` of the zero-residual solve, or None for a method that solves otherwise."""
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """What the report says about the configuration."""
+        schedule = self.progressive_stage()[0] if self.solver_weights() is not None else None
+        return {"schedule": schedule, "token_policy": self.pairing_policy(),
+                "preserve_tokens": "last" if self.preserves_last_token_only() else "all"}
+
+
+@dataclass
+class EditInputs:
+    """Context-space columns of one job: targets ``x`` and what they must become ``y`` (d × n, float64),
+    the preserve statistics, and the (cached) zero-residual metric for this preserve set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    preserve: SiteStats | None
+    metric: Callable[[], Metric]
+
+
+@dataclass
+class KVEdit:
+    """``P = A B`` so that every K/V site becomes ``W_o + W_o A B``; ``rank`` is the constraint rank."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    rank: int
+
+
+EditFunction = Callable[[Any, EditInputs], KVEdit]

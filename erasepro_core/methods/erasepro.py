@@ -1,0 +1,61 @@
+"""ErasePro: zero-residual K/V edit, optionally preceded by the progressive text-encoder stage.
+
+Final stage:  W = W_o + W_o P,  P = (Y − X) G,  G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  so  W X = W_o Y  exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from erasepro_core.methods.base import EditInputs, KVEdit, MethodConfig, PreserveTokens, Schedule, TokenPolicy
+
+# Below this the ridge no longer keeps M = αI + λC positive definite in float64 (Cholesky fails when C is
+# singular, e.g. a small preserve set): measured, ridge=5e-324 crashed the solve.
+MIN_RIDGE = 1e-8
+
+
+class EraseProConfig(MethodConfig):
+    """``schedule``: progressive stage (``none`` = K/V only, the measured default; ``front``/``uniform``).
+    ``layers``: its text-encoder layers (None = method default; negative = from the last).
+    ``token_policy``: which target tokens are constrained (``last`` | ``to_eos`` | ``to_end``).
+    ``preserve_tokens``: ``last`` (each preserve prompt's last token before EOS) or ``all``.
+    ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R."""
+
+    name: Literal["erasepro"] = "erasepro"
+    schedule: Schedule = "none"
+    layers: list[int] | None = Field(default=None, max_length=128)
+    token_policy: TokenPolicy = "last"
+    preserve_tokens: PreserveTokens = "last"
+    preserve_weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
+    ridge: float = Field(default=1e-2, ge=MIN_RIDGE, le=1e6, allow_inf_nan=False)
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("layers must not repeat")
+        if v is not None and any(abs(i) > 10_000 for i in v):
+            raise ValueError("layers must be text-encoder layer indices")
+        return v
+
+    def pairing_policy(self) -> TokenPolicy:
+        return self.token_policy
+
+    def preserves_last_token_only(self) -> bool:
+        return self.preserve_tokens == "last"
+
+    def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
+        return self.schedule, self.layers
+
+    def solver_weights(self) -> tuple[float, float]:
+        return self.preserve_weight, self.ridge
+
+
+def kv_edit(config: EraseProConfig, inputs: EditInputs) -> KVEdit:
+    """A = Y − X, B = G: the zero-residual map under the preserve metric."""
+    from erasepro_core.solver import constraint_map
+
+    g, rank = constraint_map(inputs.x, inputs.metric())
+    return KVEdit(inputs.y - inputs.x, g, rank)

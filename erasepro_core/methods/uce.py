@@ -1,0 +1,35 @@
+"""UCE (Gandikota et al., 2024), the baseline: a ridge-regularised least-squares K/V edit.
+
+W = W_o Q,  Q = I + s_e (c* − c) cᵀ K⁻¹,  K = λI + s_e c cᵀ + s_p Σ c_p c_pᵀ  (UCE's own closed form, refactored).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from erasepro_core.methods.base import EditInputs, KVEdit, MethodConfig
+
+
+class UCEConfig(MethodConfig):
+    """UCE's λ (``lam``, flat name ``uce_lambda``) and its erase/preserve scales s_e, s_p."""
+
+    flat_prefix = "uce_"
+
+    name: Literal["uce"] = "uce"
+    lam: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False, alias="lambda")
+    erase_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
+    preserve_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
+
+
+def kv_edit(config: UCEConfig, inputs: EditInputs) -> KVEdit:
+    """A = s_e (c* − c), B = cᵀ K⁻¹ (un-normalised preserve sums, as UCE's code)."""
+    import torch
+
+    c, c_star, pres = inputs.x, inputs.y, inputs.preserve
+    k = config.lam * torch.eye(c.shape[0], dtype=torch.float64) + config.erase_scale * c @ c.T
+    if pres is not None and pres.n:
+        k += config.preserve_scale * pres.gram
+    b = torch.linalg.solve(k, c).T  # cᵀ K⁻¹ (K symmetric)
+    return KVEdit(config.erase_scale * (c_star - c), b, int(torch.linalg.matrix_rank(c)))

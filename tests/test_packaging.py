@@ -1,0 +1,71 @@
+"""One source of dependencies: every third-party import is declared in the extra of the process that runs it,
+and the API's dependencies (base + ``api``) pull no torch."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Import name -> distribution, where they differ (starlette ships with fastapi).
+DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml"}
+HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "torchvision", "open_clip_torch"}
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _names(reqs: list[str]) -> set[str]:
+    out = set()
+    for req in reqs:
+        m = re.match(r"([A-Za-z0-9_.-]+)(\[([^\]]+)\])?", req)
+        assert m, req
+        if m.group(1) == "erasepro":  # a self-reference pulls other extras in
+            for extra in m.group(3).split(","):
+                out |= _names(_project()["optional-dependencies"][extra])
+        else:
+            out.add(m.group(1).lower())
+    return out
+
+
+def _declared(*extras: str) -> set[str]:
+    deps = _names(_project()["dependencies"])
+    for e in extras:
+        deps |= _names(_project()["optional-dependencies"][e])
+    return deps
+
+
+def _imports(package: str) -> set[str]:
+    mods = set()
+    for f in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    local = {"app", "worker", "erasepro_core"}
+    return {DIST_OF.get(m, m).lower() for m in mods if m not in sys.stdlib_module_names and m not in local}
+
+
+def test_the_api_extra_pulls_no_torch():
+    assert not (_declared("api") & HEAVY), _declared("api") & HEAVY
+
+
+@pytest.mark.parametrize(("package", "extras"), [("app", ("api",)), ("worker", ("worker",)),
+                                                 ("erasepro_core", ("worker",))])
+def test_every_import_is_declared(package, extras):
+    missing = _imports(package) - _declared(*extras)
+    assert not missing, f"{package} imports {sorted(missing)}, declared nowhere in {extras}"
+
+
+def test_dockerfiles_install_the_extras_not_lists_of_their_own():
+    for name, extra in (("api", "api"), ("worker", "worker")):
+        text = (ROOT / "docker" / f"{name}.Dockerfile").read_text(encoding="utf-8")
+        assert f'pip install ".[{extra}]"' in text, name
+        assert not re.search(r'pip install[^\n]*"(fastapi|torch|rq|redis|open_clip)', text), name
