@@ -24,12 +24,18 @@ class EraseProConfig(MethodConfig):
     ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R."""
 
     name: Literal["erasepro"] = "erasepro"
-    schedule: Schedule = "none"
-    layers: list[int] | None = Field(default=None, max_length=128)
-    token_policy: TokenPolicy = "last"
-    preserve_tokens: PreserveTokens = "last"
-    preserve_weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
-    ridge: float = Field(default=1e-2, ge=MIN_RIDGE, le=1e6, allow_inf_nan=False)
+    schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V edit "
+                               "only, the measured default), 'front' or 'uniform' (how it spreads over layers).")
+    layers: list[int] | None = Field(default=None, max_length=128, description="Text-encoder layers of the "
+                                     "progressive stage (empty = the method default; negative = from the last).")
+    token_policy: TokenPolicy = Field(default="last", description="Which target tokens are constrained: 'last' "
+                                      "(the concept's last token), 'to_eos' (through EOS) or 'to_end' (all).")
+    preserve_tokens: PreserveTokens = Field(default="last", description="Which tokens of each preserve prompt are "
+                                            "protected: 'last' (its subject, before EOS) or 'all'.")
+    preserve_weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False, description="λ in min "
+                                   "λ‖Δ C_p‖² + α‖Δ‖² s.t. Δ X = R: how firmly preserved concepts are held.")
+    ridge: float = Field(default=1e-2, ge=MIN_RIDGE, le=1e6, allow_inf_nan=False,
+                         description="α in the same objective (relative to tr(C̄)/d): keeps the update small.")
 
     @field_validator("layers")
     @classmethod
