@@ -10,6 +10,11 @@ from pathlib import Path
 REDIS_PREFIX = "erasepro:"
 ERASE_QUEUE = "erase"
 GENERATE_QUEUE = "generate"
+ERASE_FUNC = "worker.jobs.run_erasure"
+GENERATE_FUNC = "worker.jobs.run_generation"
+EXPORT_FUNC = "worker.jobs.run_export"
+# The only functions a worker runs, whatever a Redis client queued (see worker.main.AllowlistedJob).
+JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC})
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -47,6 +52,17 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float = 0.0) -
     return value
 
 
+def _tenant_limits(text: str) -> tuple[tuple[str, int], ...]:
+    """``"acme:20,globex:2"`` -> ``(("acme", 20), ("globex", 2))``."""
+    out = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        tenant, sep, n = item.rpartition(":")
+        if not sep or not tenant or not n.isdigit() or int(n) < 1:
+            raise ValueError(f"ERASEPRO_TENANT_MAX_ACTIVE entries are 'tenant:N' (N >= 1), got {item!r}")
+        out.append((tenant, int(n)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service. Build with :meth:`from_env`; all durations are in seconds."""
@@ -67,6 +83,12 @@ class Settings:
     cache_size: int = 2
     device: str | None = None
     include_bundled: bool = True
+    max_erase_cost: int = 20_000_000
+    max_active_jobs: int = 8
+    tenant_max_active: tuple[tuple[str, int], ...] = ()
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    hard_timeout_grace_s: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,7 +111,17 @@ class Settings:
             cache_size=_int(env, "ERASEPRO_CACHE_SIZE", 2, lo=1),
             device=env.get("ERASEPRO_DEVICE") or None,
             include_bundled=env.get("ERASEPRO_BUNDLED", "1") not in ("0", "false", "no"),
+            max_erase_cost=_int(env, "ERASEPRO_MAX_ERASE_COST", 20_000_000, lo=1),
+            max_active_jobs=_int(env, "ERASEPRO_MAX_ACTIVE_JOBS", 8, lo=1),
+            tenant_max_active=_tenant_limits(env.get("ERASEPRO_TENANT_MAX_ACTIVE", "")),
+            header_timeout_s=_float(env, "ERASEPRO_HEADER_TIMEOUT_S", 10.0, lo=0.1),
+            body_timeout_s=_float(env, "ERASEPRO_BODY_TIMEOUT_S", 30.0, lo=0.1),
+            hard_timeout_grace_s=_int(env, "ERASEPRO_HARD_TIMEOUT_GRACE_S", 60, lo=1),
         )
+
+    def active_limit(self, tenant: str) -> int:
+        """How many queued + running jobs ``tenant`` may have (``ERASEPRO_TENANT_MAX_ACTIVE`` overrides)."""
+        return dict(self.tenant_max_active).get(tenant, self.max_active_jobs)
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -94,30 +95,67 @@ def redis_server_binary() -> str:
                        "or set REDIS_URL to an existing Redis")
 
 
+PASSWORD_FILE = "password"
+
+
+def redis_password(directory: Path) -> str:
+    """The embedded Redis's password: generated once (256 random bits), kept 0600 in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    path = directory / PASSWORD_FILE
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        if text:
+            os.chmod(path, 0o600)
+            return text
+    except FileNotFoundError:
+        pass
+    password = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(password + "\n")
+    return password
+
+
 class EmbeddedRedis:
-    """A private ``redis-server`` on a free loopback port, optionally persisting (RDB) into ``directory``."""
+    """A private ``redis-server`` on a free loopback port with a generated password, optionally persisting (RDB)
+    into ``directory``.
+
+    The password never appears on a command line (other local users can read those): it sits in a 0600 config
+    file and a 0600 ``password`` file inside the 0700 ``directory``; clients get it in :attr:`url`.
+    """
 
     def __init__(self, directory: Path, *, persist: bool = True, port: int | None = None) -> None:
         self.directory = Path(directory)
         self.persist = persist
         self.port = port
         self.proc: subprocess.Popen | None = None
+        self.password = ""
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self, **kw: object) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, **kw)  # type: ignore[arg-type]
+
+    def _write_config(self, port: int) -> Path:
+        lines = [f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {self.password}",
+                 f'dir "{self.directory}"', "dbfilename erasepro.rdb", "appendonly no", "daemonize no",
+                 "loglevel warning", f'logfile "{self.directory / "redis.log"}"',
+                 "save 60 1 300 10" if self.persist else 'save ""']
+        path = self.directory / "redis.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedRedis:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.password = redis_password(self.directory)
         exe = redis_server_binary()
         for _attempt in range(5):
             port = self.port or free_port()
-            argv = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                    "--dbfilename", "erasepro.rdb", "--appendonly", "no", "--protected-mode", "yes",
-                    "--daemonize", "no", "--loglevel", "warning",
-                    "--logfile", str(self.directory / "redis.log"),
-                    "--save", "60 1 300 10" if self.persist else ""]
-            self.proc = spawn(argv)
+            self.proc = spawn([exe, str(self._write_config(port))])
             self.port = port
             if self._wait_ready(timeout_s):
                 return self
@@ -129,7 +167,7 @@ class EmbeddedRedis:
     def _wait_ready(self, timeout_s: float) -> bool:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -147,7 +185,7 @@ class EmbeddedRedis:
         """Save (when persisting) and shut down; falls back to signals if Redis does not answer."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1, socket_timeout=5)
+        client = self.client(socket_connect_timeout=1, socket_timeout=5)
         try:
             client.shutdown(save=self.persist, nosave=not self.persist)
         except redis.RedisError:

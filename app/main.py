@@ -16,6 +16,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -28,12 +29,14 @@ import redis.exceptions
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import store
+from app.bounds import check_erasure, check_generation
 from app.config import Settings
 from app.console import router as console_router
-from app.registry import RegistryError
+from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
     BaseModelList,
@@ -49,6 +52,7 @@ from app.schemas import (
 from app.service import (
     IdempotencyConflict,
     Service,
+    TooManyJobs,
     decode_cursor,
     encode_cursor,
     generation_view,
@@ -62,37 +66,95 @@ WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
                                                   "limit; 0 answers 202 at once).")]
 
 
-# ------------------------------------------------------------------------------------------- middleware
-class BodyLimit:
-    """Reject request bodies over ``max_bytes`` with 413 before any handler reads them (chunked included)."""
+RETRY_AFTER_LIMIT_S = 10
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+# ------------------------------------------------------------------------------------------ conditionals
+def _etags(header: str) -> list[str]:
+    return [t.strip() for t in header.split(",") if t.strip()]
+
+
+def _opaque(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def conditional_response(request: Request, etag: str, size: int) -> Response | None:
+    """RFC 9110 §13 for one strong ``etag``: If-Match (strong comparison; ``*``) → 412, then If-None-Match
+    (weak comparison; ``*``) → 304 for GET/HEAD; then a Range the file cannot satisfy → JSON 416/400."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:  # strong: a W/ tag never matches
+            return JSONResponse(status_code=412, headers={"ETag": etag},
+                                content={"detail": f"If-Match does not match the current ETag {etag}"})
+    if_none = request.headers.get("if-none-match")
+    if if_none is not None:
+        tags = _etags(if_none)
+        if "*" in tags or etag in [_opaque(t) for t in tags]:
+            if request.method in ("GET", "HEAD"):
+                return Response(status_code=304, headers={"ETag": etag})
+            return JSONResponse(status_code=412, content={"detail": "If-None-Match matched the current ETag"})
+    http_range = request.headers.get("range")
+    if http_range is not None and request.method == "GET":
+        try:
+            FileResponse._parse_range_header(http_range, size)
+        except MalformedRangeHeader as exc:
+            return JSONResponse(status_code=400, content={"detail": f"Range {http_range!r}: {exc.content}"})
+        except RangeNotSatisfiable:
+            return JSONResponse(status_code=416, headers={"Content-Range": f"bytes */{size}"},
+                                content={"detail": f"Range {http_range!r} is outside the {size}-byte file"})
+    return None
+
+
+# ------------------------------------------------------------------------------------------- middleware
+def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
+    payload = json.dumps({"detail": detail}).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {"type": "http.response.start", "status": status, "headers": hdrs}, payload
+
+
+class Door:
+    """Everything checked before a handler runs, in this order, with JSON errors:
+
+    1. ``/v1``: the API key (401) — before the body is read, so no key + bad JSON is 401, not 422;
+    2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415), size (413, chunked included), and the whole body
+       within ``body_timeout_s`` (408: a slow-body client does not hold a connection for ever).
+
+    The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._reject(send)
+        headers = dict(scope["headers"])
+        if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+            tenant = self._authenticate(scope, headers.get(b"authorization", b""))
+            if tenant is None:
+                await self._reply(send, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                                  {"WWW-Authenticate": "Bearer"})
+                return
+            scope.setdefault("state", {})["tenant"] = tenant
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+            await self._reply(send, 415, f"Content-Type must be application/json, got {ctype or 'nothing'!r}")
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+            return
+        body = await self._read_body(receive, send)
+        if body is None:
+            return
         sent = False
 
         async def replay() -> Message:
@@ -104,11 +166,42 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        payload = json.dumps({"detail": f"request body larger than {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+    def _authenticate(self, scope: Scope, header: bytes) -> str | None:
+        scheme, _, key = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        svc: Service = scope["app"].state.service
+        return svc.keys.authenticate(key.strip())
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or ``None`` after answering 413/408 (or when the client went away)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                await self._reply(send, 408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                                  {"Connection": "close"})
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        start, payload = _json_response(status, detail, headers)
+        await send(start)
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -117,22 +210,13 @@ def service(request: Request) -> Service:
     return request.app.state.service
 
 
-async def tenant_of(request: Request, svc: Annotated[Service, Depends(service)]) -> str:
-    """The caller's tenant from ``Authorization: Bearer <key>``; 401 otherwise."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    tenant = svc.keys.authenticate(key.strip()) if scheme.lower() == "bearer" else None
-    if tenant is None:
+async def tenant_of(request: Request) -> str:
+    """The caller's tenant, authenticated by :class:`Door` before the body was read (401 there otherwise)."""
+    tenant = request.scope.get("state", {}).get("tenant")
+    if tenant is None:  # a /v1 route always passes the Door; this guards a route mounted elsewhere
         raise HTTPException(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
                             headers={"WWW-Authenticate": "Bearer"})
     return tenant
-
-
-def json_body(request: Request) -> None:
-    """POST bodies are JSON: anything else is 415, before validation."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
-        raise HTTPException(415, f"Content-Type must be application/json, got {ctype or 'nothing'!r}")
 
 
 Tenant = Annotated[str, Depends(tenant_of)]
@@ -149,6 +233,14 @@ def body_hash(model: Any) -> str:
 
 def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
+    """The registered, installed model (decided by :meth:`Registry.require`); 422 naming ``loc`` otherwise."""
+    try:
+        return svc.registry.require(name)
+    except ModelUnavailable as exc:
+        raise validation_error(loc, str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------- app
@@ -172,7 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Closed-form concept erasure for text-to-image diffusion models, as a service.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     _install_handlers(app)
     _routes(app, settings)
     app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
@@ -192,6 +284,11 @@ def _install_handlers(app: FastAPI) -> None:
         log.warning("redis error on %s: %s", request.url.path, exc)
         return JSONResponse(status_code=503, content={"detail": "the job store (Redis) is unavailable"},
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(TooManyJobs)
+    async def _too_many(request: Request, exc: TooManyJobs) -> JSONResponse:
+        return JSONResponse(status_code=429, content={"detail": str(exc), "limit": exc.limit},
+                            headers={"Retry-After": str(RETRY_AFTER_LIMIT_S)})
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:
@@ -222,17 +319,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
     async def list_base_models(tenant: Tenant, svc: Svc) -> dict:
         return {"items": [m.public() for m in svc.registry.models().values()]}
 
-    def resolve_model(svc: Service, name: str, loc: tuple[str, ...]) -> None:
-        info = svc.registry.get(name)
-        if info is None:
-            raise validation_error(loc, f"unknown base model {name!r}; see GET /v1/base-models")
-        if not info.available:
-            raise validation_error(loc, f"base model {name!r} is registered but not installed on this server")
-
     # ---------------------------------------------------------------------------------- erasures
     @app.post("/v1/erasures", tags=["erasures"], status_code=202, response_model=ErasureAccepted,
-              dependencies=[Depends(json_body)],
-              responses={409: {"description": "Idempotency-Key reused with a different body"},
+                            responses={409: {"description": "Idempotency-Key reused with a different body"},
                          415: {"description": "not JSON"}, 413: {"description": "body too large"}})
     async def submit_erasure(
         body: ErasureRequest, tenant: Tenant, svc: Svc, response: Response,
@@ -240,7 +329,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
     ) -> dict:
         """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
         spec = body.to_spec()
-        resolve_model(svc, body.base_model, ("body", "base_model"))
+        check_erasure(spec, require_model(svc, body.base_model, ("body", "base_model")), settings.max_erase_cost)
         timeout = body.timeout_s or settings.erase_timeout_s
         if timeout > settings.max_erase_timeout_s:
             raise validation_error(("body", "timeout_s"),
@@ -303,7 +392,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
              responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
                               "description": "the checkpoint (Range supported)"},
                         202: {"model": ExportAccepted, "description": "diffusers export in progress"},
-                        304: {"description": "ETag matched"},
+                        304: {"description": "If-None-Match matched"},
+                        412: {"description": "If-Match did not match"},
+                        416: {"description": "Range not satisfiable"},
                         404: {"description": "no such erasure for this tenant"},
                         409: {"description": "the erasure has not succeeded"}})
     async def checkpoint(
@@ -327,8 +418,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             return await _export(svc, tenant, job_id, view)
         path = svc.erasure_dir(tenant, job_id) / name
         etag = f'"{entry["sha256"]}"'
-        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-            return Response(status_code=304, headers={"ETag": etag})
+        early = conditional_response(request, etag, int(entry["size"]))
+        if early is not None:
+            return early
         media = "application/octet-stream" if format == "delta" else "application/x-tar"
         filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
         return FileResponse(path, media_type=media, filename=filename,
@@ -336,10 +428,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                                      "Cache-Control": "private, max-age=31536000, immutable"})
 
     async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
-        info = svc.registry.get(view["base_model"])
-        if info is None or not info.available:
-            raise HTTPException(409, f"the base model {view['base_model']!r} of this erasure is no longer "
-                                     "registered or installed on this server: it cannot be exported")
+        require_model(svc, view["base_model"], ("path", "job_id"))
         export_id = await svc.request_export(tenant, job_id, view["base_model"])
         rec = await svc.record(export_id, tenant, "export")
         if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export
@@ -379,8 +468,12 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             return JSONResponse(status_code=pending_status, content=view,
                                 headers={"Location": f"/v1/generations/{job_id}", "Retry-After": "1"})
         if status != "succeeded":
-            return JSONResponse(status_code=500 if status == "failed" else 409, content={
-                "detail": f"generation {status}: {rec.get('error') or ''}".strip(), "job": view})
+            erasure_id = rec.get("erasure_id")
+            if erasure_id and await svc.erasure(tenant, erasure_id) is None:
+                return JSONResponse(status_code=404, content={
+                    "detail": f"the erasure {erasure_id} this generation used has been deleted", "job": view})
+            return JSONResponse(status_code=409, content={
+                "detail": f"generation {status}: {rec.get('error') or 'no images'}", "job": view})
         images = await svc.images(job_id)
         if not images:
             raise HTTPException(410, "the generated images have expired; generate again")
@@ -399,9 +492,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         202: {"model": GenerationView, "description": "still running after the wait limit: poll the job"},
         404: {"description": "not found"}, 415: {"description": "not JSON"},
     }
+
     @app.post("/v1/erasures/{job_id}/generate", tags=["generation"], response_model=None,
-              dependencies=[Depends(json_body)], responses={**gen_responses, 409: {
-                  "description": "the erasure has not succeeded"}})
+              responses={**gen_responses, 409: {"description": "the erasure has not succeeded"}})
     async def generate_edited(job_id: JobId, body: GenerateRequest, tenant: Tenant, svc: Svc,
                               request: Request, wait: WaitS = None) -> Response:
         """Sample from the base model with this erasure's delta applied."""
@@ -410,23 +503,15 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             raise not_found()
         if view["status"] != "succeeded":
             raise HTTPException(409, f"erasure {job_id} is {view['status']}; generation needs a succeeded erasure")
-        info = svc.registry.get(view["base_model"])
-        if info is None or not info.available:
-            raise HTTPException(409, f"the base model {view['base_model']!r} of this erasure is no longer "
-                                     "registered or installed on this server")
+        check_generation(body, require_model(svc, view["base_model"], ("path", "job_id")))
         return await _generate(svc, tenant, view["base_model"], job_id, body, wait,
                                request.headers.get("accept", ""))
 
-    @app.post("/v1/base-models/{name}/generate", tags=["generation"], response_model=None,
-              dependencies=[Depends(json_body)], responses=gen_responses)
+    @app.post("/v1/base-models/{name}/generate", tags=["generation"], response_model=None, responses=gen_responses)
     async def generate_base(name: Annotated[str, Path(max_length=64)], body: GenerateRequest, tenant: Tenant,
                             svc: Svc, request: Request, wait: WaitS = None) -> Response:
         """Sample from an unedited registered base model (to compare with an erasure)."""
-        info = svc.registry.get(name)
-        if info is None:
-            raise not_found("base model")
-        if not info.available:
-            raise HTTPException(409, f"base model {name!r} is registered but not installed on this server")
+        check_generation(body, require_model(svc, name, ("path", "name")))
         return await _generate(svc, tenant, name, None, body, wait, request.headers.get("accept", ""))
 
     @app.get("/v1/generations/{job_id}", tags=["generation"], response_model=GenerationView)
@@ -435,6 +520,22 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         if rec is None:
             raise not_found("generation")
         return generation_view(rec)
+
+    @app.delete("/v1/generations/{job_id}", tags=["generation"], status_code=202,
+                responses={202: {"model": GenerationView, "description": "cancelled or cancellation requested"},
+                           204: {"description": "finished generation deleted with its images"},
+                           404: {"description": "no such generation for this tenant"}})
+    async def delete_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
+        """Cancel a queued/running generation (202), or delete a finished one and its images (204)."""
+        rec = await svc.record(job_id, tenant, "generation")
+        if rec is None:
+            raise not_found("generation")
+        if rec.get("status") in store.ACTIVE:
+            await svc.cancel(tenant, job_id)
+            return JSONResponse(status_code=202, content=generation_view(
+                await svc.record(job_id, tenant, "generation") or rec))
+        await svc.delete_generation(job_id)
+        return Response(status_code=204)
 
     @app.get("/v1/generations/{job_id}/images", tags=["generation"], response_model=None, responses=gen_responses)
     async def generation_images(job_id: JobId, tenant: Tenant, svc: Svc, request: Request) -> Response:

@@ -8,27 +8,70 @@ Read from the TOML file named by ``ERASEPRO_BASE_MODELS``::
     family = "sd1"                              # free-form label shown to clients
     dtype = "float16"                           # float32 | float16 | bfloat16 (CPU always uses float32)
     description = "Stable Diffusion 1.5"
+    # optional bounds (defaults derived from the model's own config files, see ModelLimits):
+    # resolution = 512, max_side = 2048, max_pixels = 4194304, max_steps = 150, max_images = 4
 
 plus the project's bundled model under the name ``bundled``. Clients name a model; they never send a path.
 Torch-free: the API and the worker both use it (each reads its own copy of the file, so mount the same one).
+"Is this model registered and installed" is decided here only, by :meth:`Registry.require`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import re
 import threading
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 BUNDLED = "bundled"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
+FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024}  # for hub models, whose configs are not local
+PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
+LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
+MAX_STEPS = 150
+MAX_IMAGES = 4
 
 
 class RegistryError(ValueError):
     """The registry file is missing, unreadable or malformed (the message says where)."""
+
+
+class ModelUnavailable(LookupError):
+    """A base model a request names is not registered, or registered but not installed on this server."""
+
+    def __init__(self, name: str, registered: bool) -> None:
+        self.name, self.registered = name, registered
+        super().__init__(f"base model {name!r} is registered but not installed on this server" if registered
+                         else f"unknown base model {name!r}; see GET /v1/base-models")
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What one generation may ask of a model: ``width, height <= max_side``, ``width*height*n <= max_pixels``.
+
+    Defaults: ``resolution`` = UNet ``sample_size`` × 2^(VAE blocks − 1); ``max_side`` = 4 × resolution;
+    ``max_pixels`` = 4 images at twice the resolution = 16 × resolution².
+    """
+
+    resolution: int
+    max_side: int
+    max_pixels: int
+    max_steps: int = MAX_STEPS
+    max_images: int = MAX_IMAGES
+
+    @classmethod
+    def derive(cls, resolution: int, overrides: dict[str, int] | None = None) -> ModelLimits:
+        o = overrides or {}
+        res = int(o.get("resolution", resolution))
+        return cls(resolution=res, max_side=int(o.get("max_side", 4 * res)),
+                   max_pixels=int(o.get("max_pixels", 16 * res * res)),
+                   max_steps=int(o.get("max_steps", MAX_STEPS)), max_images=int(o.get("max_images", MAX_IMAGES)))
 
 
 @dataclass(frozen=True)
@@ -42,18 +85,93 @@ class BaseModelInfo:
     dtype: str | None = None
     description: str = ""
     available: bool = True
+    limits: ModelLimits = field(default_factory=lambda: ModelLimits.derive(512))
+    text_layers: int | None = None  # layers of the text encoder(s) that feed the UNet (None: not known here)
+    preserve_prompts: int = 0  # size of the default preserve set the worker will use for this model
 
     def public(self) -> dict:
         """What ``GET /v1/base-models`` shows (local paths included: the registry is the operator's own)."""
         return asdict(self)
 
 
-def bundled_model_dir() -> Path | None:
-    """Where the bundled model's diffusers folder is expected, found without importing torch."""
+# ------------------------------------------------------------------------ facts read from config files
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _count_prompts(path: Path) -> int:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    return sum(1 for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
+
+
+def _core_dir() -> Path | None:
     spec = importlib.util.find_spec("erasepro_core")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations))) / "shapes" / "model"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, int]:
+    """``(native resolution, text layers feeding the UNet, default preserve prompts)`` of a diffusers folder.
+
+    Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: SD-1/2 read the
+    last layer (all ``num_hidden_layers``), SDXL the penultimate of each tower (``num_hidden_layers − 1``).
+    """
+    root = Path(folder)
+    unet, vae = _read_json(root / "unet" / "config.json"), _read_json(root / "vae" / "config.json")
+    sample, blocks = unet.get("sample_size"), vae.get("block_out_channels")
+    if isinstance(sample, list | tuple):
+        sample = max(sample) if sample else None
+    resolution = None
+    if isinstance(sample, int) and isinstance(blocks, list) and blocks:
+        resolution = sample * 2 ** (len(blocks) - 1)
+    index = _read_json(root / "model_index.json")
+    towers = [t for t in ("text_encoder", "text_encoder_2") if isinstance(index.get(t), list) and index[t][0]]
+    depths = [_read_json(root / t / "config.json").get("num_hidden_layers") for t in towers]
+    layers = None
+    if depths and all(isinstance(d, int) for d in depths):
+        layers = min(depths) - (1 if len(towers) > 1 else 0)
+    own = root / PRESERVE_FILE
+    preserve = _count_prompts(own) if own.is_file() else generic_preserve_count()
+    return resolution, layers, preserve
+
+
+def folder_facts(folder: Path) -> tuple[int | None, int | None, int]:
+    """:func:`_folder_facts`, re-read when the folder's ``model_index.json`` changes."""
+    try:
+        stamp = (folder / "model_index.json").stat().st_mtime
+    except OSError:
+        stamp = -1.0
+    return _folder_facts(str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=1)
+def generic_preserve_count() -> int:
+    """Prompts in the generic preserve set shipped with erasepro_core."""
+    core = _core_dir()
+    return _count_prompts(core / "data" / "preserve_prompts.txt") if core else 0
+
+
+def _info(name: str, ref: str, source: str, folder: Path | None, overrides: dict[str, int],
+          **kw: Any) -> BaseModelInfo:
+    resolution, layers, preserve = folder_facts(folder) if folder is not None else (None, None, 0)
+    resolution = resolution or FAMILY_RESOLUTION.get(str(kw.get("family", "sd1")), 512)
+    return BaseModelInfo(name=name, ref=ref, source=source, limits=ModelLimits.derive(resolution, overrides),
+                         text_layers=layers, preserve_prompts=preserve or generic_preserve_count(), **kw)
+
+
+def bundled_model_dir() -> Path | None:
+    """Where the bundled model's diffusers folder is expected, found without importing torch."""
+    core = _core_dir()
+    return core / "shapes" / "model" if core else None
 
 
 def bundled_available() -> bool:
@@ -63,11 +181,9 @@ def bundled_available() -> bool:
 
 
 def bundled_info() -> BaseModelInfo:
-    return BaseModelInfo(
-        name=BUNDLED, ref=BUNDLED, source="bundled", family="sd1", dtype=None,
-        description="The project's bundled shapes model (SD-1.x layout, small).",
-        available=bundled_available(),
-    )
+    return _info(BUNDLED, BUNDLED, "bundled", bundled_model_dir(), {}, family="sd1", dtype=None,
+                 description="The project's bundled shapes model (SD-1.x layout, small).",
+                 available=bundled_available())
 
 
 def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModelInfo]:
@@ -88,9 +204,13 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
             raise RegistryError(f"{where}: the name {BUNDLED!r} is reserved for the bundled model")
         if not isinstance(entry, dict):
             raise RegistryError(f"{where}: must be a table")
-        unknown = set(entry) - {"path", "hub_id", "family", "dtype", "description"}
+        unknown = set(entry) - {"path", "hub_id", "family", "dtype", "description", *LIMIT_KEYS}
         if unknown:
             raise RegistryError(f"{where}: unknown keys {sorted(unknown)}")
+        overrides = {k: entry[k] for k in LIMIT_KEYS if k in entry}
+        for k, v in overrides.items():
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 2**40:
+                raise RegistryError(f"{where}: {k} must be a positive integer")
         path, hub_id = entry.get("path"), entry.get("hub_id")
         if (path is None) == (hub_id is None):
             raise RegistryError(f"{where}: give exactly one of 'path' or 'hub_id'")
@@ -104,13 +224,12 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
             p = Path(path).expanduser()
             if not p.is_absolute():
                 p = (Path(origin).parent / p).resolve() if origin != "<registry>" else p.resolve()
-            ref, source, available = str(p), "path", (p / "model_index.json").is_file()
+            ref, source, available, folder = str(p), "path", (p / "model_index.json").is_file(), p
         else:
-            ref, source, available = str(hub_id), "hub", True
-        out[name] = BaseModelInfo(
-            name=name, ref=ref, source=source, family=entry.get("family", "sd1"), dtype=dtype,
-            description=entry.get("description", ""), available=available,
-        )
+            ref, source, available, folder = str(hub_id), "hub", True, None
+        out[name] = _info(name, ref, source, folder if available else None, overrides,
+                          family=entry.get("family", "sd1"), dtype=dtype,
+                          description=entry.get("description", ""), available=available)
     return out
 
 
@@ -151,3 +270,11 @@ class Registry:
         if not isinstance(name, str) or not NAME_RE.match(name):
             return None
         return self.models().get(name)
+
+    def require(self, name: str) -> BaseModelInfo:
+        """The registered, installed model ``name``; :class:`ModelUnavailable` otherwise (the one place that
+        decides it: the API answers 422, a worker fails the job with the same message)."""
+        info = self.get(name)
+        if info is None or not info.available:
+            raise ModelUnavailable(str(name)[:64], registered=info is not None)
+        return info

@@ -192,6 +192,16 @@ class GeneratedImages(BaseModel):
     timings: dict[str, Any] | None = None
 
 
+class ModelLimitsView(BaseModel):
+    """Generation bounds of one model (see ``app.registry.ModelLimits``)."""
+
+    resolution: int
+    max_side: int
+    max_pixels: int
+    max_steps: int
+    max_images: int
+
+
 class BaseModelView(BaseModel):
     name: str
     ref: str
@@ -200,6 +210,9 @@ class BaseModelView(BaseModel):
     dtype: str | None = None
     description: str = ""
     available: bool
+    limits: ModelLimitsView
+    text_layers: int | None = None
+    preserve_prompts: int = 0
 
 
 class BaseModelList(BaseModel):

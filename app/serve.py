@@ -25,6 +25,7 @@ from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
 
 log = logging.getLogger("erasepro.serve")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHUTDOWN_MSG = "the service was shut down while this job ran; submit it again"
 
 
 def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
@@ -36,6 +37,61 @@ def child_env(settings: Settings, redis_url: str) -> dict[str, str]:
     return env
 
 
+class WorkerSupervisor(threading.Thread):
+    """Keeps ``LocalService.workers`` alive: a worker that exits (killed, crashed, out of memory) is reaped at
+    once (no zombie), its job is recorded failed and its heartbeat removed (so ``/readyz`` is truthful at once),
+    and a new worker is started after a backoff that doubles per crash (1 s … ``max_backoff_s``) and resets
+    once a worker has stayed up for ``stable_s``."""
+
+    def __init__(self, service: LocalService, *, poll_s: float = 0.25, max_backoff_s: float = 30.0,
+                 stable_s: float = 60.0) -> None:
+        super().__init__(name="erasepro-supervisor", daemon=True)
+        self.service = service
+        self.poll_s, self.max_backoff_s, self.stable_s = poll_s, max_backoff_s, stable_s
+        self.stop_event = threading.Event()
+        self.restarts = 0
+        n = len(service.workers)
+        self._backoff = [1.0] * n
+        self._up_since = [time.monotonic()] * n
+        self._restart_at: list[float | None] = [None] * n
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.poll_s):
+            for slot in range(len(self.service.workers)):
+                try:
+                    self._check(slot)
+                except Exception:  # never let one bad round end supervision
+                    log.exception("supervising worker slot %d", slot)
+
+    def _check(self, slot: int) -> None:
+        now = time.monotonic()
+        proc = self.service.workers[slot]
+        if proc is None:
+            due = self._restart_at[slot]
+            if due is not None and now >= due and not self.stop_event.is_set():
+                self.service.workers[slot] = self.service.spawn_worker(slot)
+                self._up_since[slot], self._restart_at[slot] = now, None
+                self.restarts += 1
+            return
+        code = proc.poll()  # reaps an exited child: no zombie
+        if code is None:
+            if now - self._up_since[slot] >= self.stable_s:
+                self._backoff[slot] = 1.0
+            return
+        released = self.service.forget_worker(worker_name(proc.pid))
+        delay = self._backoff[slot]
+        self._backoff[slot] = min(2 * delay, self.max_backoff_s)
+        self.service.workers[slot] = None
+        self._restart_at[slot] = now + delay
+        log.warning("worker %d (pid %d) exited with %s; %d job(s) recorded failed; restarting in %.0f s",
+                    slot, proc.pid, code, released, delay)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.is_alive():
+            self.join(5)
+
+
 class LocalService:
     """Embedded Redis + worker processes (+ the API, in this process). Used by ``serve`` and ``demo``."""
 
@@ -44,7 +100,8 @@ class LocalService:
         self.n_workers = workers
         self.persist = persist
         self.redis: EmbeddedRedis | None = None
-        self.workers: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen | None] = []
+        self.supervisor: WorkerSupervisor | None = None
         self.server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -59,10 +116,34 @@ class LocalService:
         if not self.settings.redis_url:
             self.redis = EmbeddedRedis(self.settings.data_dir / "redis", persist=self.persist).start()
             self.settings = dataclasses.replace(self.settings, redis_url=self.redis.url)
-            env = child_env(self.settings, self.redis.url)
             for i in range(self.n_workers):
-                self.workers.append(spawn(worker_argv(), env=env, log_path=self.logs_dir / f"worker-{i}.log"))
+                self.workers.append(self.spawn_worker(i))
+            self.supervisor = WorkerSupervisor(self)
+            self.supervisor.start()
         return self.settings
+
+    def spawn_worker(self, slot: int) -> subprocess.Popen:
+        assert self.redis is not None
+        return spawn(worker_argv(), env=child_env(self.settings, self.redis.url),
+                     log_path=self.logs_dir / f"worker-{slot}.log")
+
+    def forget_worker(self, name: str) -> int:
+        """A worker of ours is gone: drop its heartbeat and record its job failed; returns how many jobs."""
+        import redis as redis_lib
+
+        from app import store
+
+        if self.redis is None:
+            return 0
+        client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            client.zrem(store.K_WORKERS, name)
+        except redis_lib.RedisError as exc:
+            log.warning("could not drop the heartbeat of %s: %s", name, exc)
+        finally:
+            client.close()
+        return self.release_leases([name], "the worker running this job died (its process exited); no "
+                                           "checkpoint was produced - submit the job again")
 
     def wait_ready(self, timeout_s: float = 300.0) -> bool:
         """Block until a worker heartbeats (or ``timeout_s``); False if a worker died first."""
@@ -76,7 +157,7 @@ class LocalService:
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
-                if any(w.poll() is not None for w in self.workers):
+                if any(w is None or w.poll() is not None for w in self.workers):
                     return False
                 if client.zcard(store.K_WORKERS) > 0:
                     return True
@@ -86,10 +167,11 @@ class LocalService:
             client.close()
 
     def make_server(self, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
+        from app.http_guard import GuardedH11Protocol
         from app.main import create_app
 
         config = uvicorn.Config(create_app(self.settings), host=host, port=port, log_level=log_level,
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=10, http=GuardedH11Protocol)
         self.server = uvicorn.Server(config)
         return self.server
 
@@ -103,7 +185,7 @@ class LocalService:
                 raise RuntimeError(f"the API did not start on {host}:{port}")
             time.sleep(0.05)
 
-    def release_leases(self, names: list[str]) -> int:
+    def release_leases(self, names: list[str], error: str = SHUTDOWN_MSG) -> int:
         """Record as failed the jobs our (now stopped) workers still held, instead of waiting for the leases to
         expire; returns how many. Only in embedded mode, where this process owns the workers."""
         import redis as redis_lib
@@ -120,8 +202,7 @@ class LocalService:
                 if client.get(key) in names:
                     job_id = key.rsplit(":", 1)[1]
                     finish(keys=[store.k_job(job_id), key, store.k_done(job_id)],
-                           args=["failed", repr(store.now()), "error",
-                                 "the service was shut down while this job ran; submit it again"])
+                           args=["failed", repr(store.now()), "error", error])
                     client.delete(key)
                     released += 1
         except redis_lib.RedisError as exc:
@@ -136,8 +217,12 @@ class LocalService:
             self.server.should_exit = True
             if self._thread is not None:
                 self._thread.join(15)
-        names = [worker_name(w.pid) for w in self.workers]
-        for w in self.workers:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        live = [w for w in self.workers if w is not None]
+        names = [worker_name(w.pid) for w in live]
+        for w in live:
             stop_process(w, grace_s=10, second_signal_s=5)
         self.workers = []
         if self.redis is not None:

@@ -26,14 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app import store
 from app.auth import KeyStore
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, Settings
+from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
 from app.registry import Registry
 
 log = logging.getLogger("erasepro.api")
 
-ERASE_FUNC = "worker.jobs.run_erasure"
-GENERATE_FUNC = "worker.jobs.run_generation"
-EXPORT_FUNC = "worker.jobs.run_export"
 BLOCK_SLICE_S = 2.0
 
 LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
@@ -42,6 +39,15 @@ LEASE_LOST_MSG = ("the worker running this job stopped responding (process kille
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was already used with a different request body."""
+
+
+class TooManyJobs(Exception):
+    """The tenant already has its limit of queued + running jobs."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"this tenant already has {limit} queued or running jobs (the server's limit); wait for "
+                         "one to finish or cancel one")
 
 
 @dataclass
@@ -81,20 +87,27 @@ class Service:
 
     # ------------------------------------------------------------------------------------------ create
     async def create_job(self, *, kind: str, tenant: str, fields: dict[str, Any], idempotency_key: str | None = None,
-                         body_hash: str = "") -> tuple[str, bool]:
-        """Create a record; returns ``(job id, created)``. ``created`` is False for an idempotent replay."""
+                         body_hash: str = "", limited: bool = True) -> tuple[str, bool]:
+        """Create a record; returns ``(job id, created)``. ``created`` is False for an idempotent replay.
+
+        Raises :class:`IdempotencyConflict` (same key, other body) and :class:`TooManyJobs` (``limited`` jobs
+        count against the tenant's queued + running limit)."""
         job_id = store.new_job_id()
         created = store.now()
         key = store.k_job(job_id)
         index = store.k_index(tenant) if kind == "erasure" else key
         idem = store.k_idem(tenant, idempotency_key) if idempotency_key else key
         payload = store.flatten({"id": job_id, "kind": kind, "tenant": tenant, "status": "queued",
-                                 "created_at": repr(created), "cancel_requested": "0", **fields})
+                                 "created_at": repr(created), "cancel_requested": "0",
+                                 "idem": store.idem_hash(idempotency_key) if idempotency_key else None, **fields})
+        limit = self.settings.active_limit(tenant) if limited else 0
         existing = await self._scripts["CREATE"](
-            keys=[key, index, idem],
+            keys=[key, index, idem, store.k_active(tenant)],
             args=[job_id, body_hash, self.settings.idempotency_ttl_s, repr(created),
-                  "1" if idempotency_key else "0", *payload],
+                  "1" if idempotency_key else "0", limit, *payload],
         )
+        if existing == "limit":
+            raise TooManyJobs(limit)
         if existing:
             old_id, _, old_hash = existing.partition("|")
             if old_hash != body_hash:
@@ -103,6 +116,31 @@ class Service:
         if kind != "erasure":
             await self.r.expire(key, self.settings.result_ttl_s)
         return job_id, True
+
+    # Idempotency keys also live on disk, so that a replay after a Redis flush finds a finished erasure.
+    def _idem_path(self, tenant: str, idempotency_key: str) -> Path:
+        return store.idem_path(self.settings.data_dir, tenant, store.idem_hash(idempotency_key))
+
+    def _write_idem(self, path: Path, record: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.write_json_atomic(path, record)
+
+    async def _durable_replay(self, tenant: str, idempotency_key: str, body_hash: str) -> str | None:
+        """The job a durable idempotency record names, if Redis forgot the key and the job is still visible."""
+        if await self.r.exists(store.k_idem(tenant, idempotency_key)):
+            return None
+        path = self._idem_path(tenant, idempotency_key)
+        rec = await run_in_threadpool(_read_json_file, path)
+        if not rec or store.now() - float(rec.get("created_at", 0)) > self.settings.idempotency_ttl_s:
+            return None
+        old_id = str(rec.get("id", ""))
+        if not store.JOB_ID_RE.match(old_id) or await self.erasure(tenant, old_id) is None:
+            return None  # the job was deleted, or lost with the queue: a new one is right
+        if rec.get("body_hash") != body_hash:
+            raise IdempotencyConflict(old_id)
+        await self.r.set(store.k_idem(tenant, idempotency_key), f"{old_id}|{body_hash}", nx=True,
+                         ex=self.settings.idempotency_ttl_s)
+        return old_id
 
     def _enqueue_sync(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int) -> None:
         q = Queue(queue, connection=self.rq_conn, serializer=JSONSerializer)
@@ -121,10 +159,17 @@ class Service:
 
     async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
                              idempotency_key: str | None, body_hash: str) -> tuple[str, bool]:
+        if idempotency_key:
+            replayed = await self._durable_replay(tenant, idempotency_key, body_hash)
+            if replayed:
+                return replayed, False
         job_id, created = await self.create_job(
             kind="erasure", tenant=tenant, idempotency_key=idempotency_key, body_hash=body_hash,
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
                     "request": request, "timeout_s": timeout})
+        if created and idempotency_key:
+            await run_in_threadpool(self._write_idem, self._idem_path(tenant, idempotency_key),
+                                    {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
         if created:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
             await self.enqueue(ERASE_QUEUE, ERASE_FUNC, job_id, {
@@ -147,7 +192,7 @@ class Service:
         existing = await self.r.get(key)
         if existing:
             return existing
-        job_id, _ = await self.create_job(kind="export", tenant=tenant, fields={
+        job_id, _ = await self.create_job(kind="export", tenant=tenant, limited=False, fields={
             "base_model": base_model, "erasure_id": erasure_id})
         if not await self.r.set(key, job_id, nx=True, ex=self.settings.export_timeout_s + 600):
             await self.r.delete(store.k_job(job_id))
@@ -265,10 +310,19 @@ class Service:
                 shutil.rmtree(trash, ignore_errors=True)
 
         await run_in_threadpool(remove)
+        idem = await self.r.hget(store.k_job(job_id), "idem")
         async with self.r.pipeline(transaction=True) as p:
             p.delete(store.k_job(job_id), store.k_export(job_id), store.k_lease(job_id))
+            if idem:  # a replay of its Idempotency-Key starts a new job (documented)
+                p.delete(store.k_idem_hashed(tenant, idem))
             p.zrem(store.k_index(tenant), job_id)
             await p.execute()
+        if idem:
+            await run_in_threadpool(store.idem_path(self.settings.data_dir, tenant, idem).unlink, True)
+
+    async def delete_generation(self, job_id: str) -> None:
+        """Remove a finished generation's record and images."""
+        await self.r.delete(store.k_job(job_id), store.k_images(job_id), store.k_done(job_id))
 
     # --------------------------------------------------------------------------------------- results
     async def wait_done(self, job_id: str, timeout_s: float) -> None:
@@ -288,6 +342,14 @@ class Service:
 
 
 # ------------------------------------------------------------------------------------------------ views
+def _read_json_file(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _json(value: str | None) -> Any:
     if not value:
         return None

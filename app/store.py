@@ -7,13 +7,16 @@ Redis keys (prefix ``erasepro:``)::
     job:{id}                      hash: id, kind, tenant, status, timestamps, progress, report, error, ...
     tenant:{tenant}:erasures      zset: erasure ids scored by creation time (the listing index)
     lease:{id}                    string with a TTL, refreshed by the worker running the job
-    idem:{tenant}:{sha256(key)}   "{job id}|{sha256(body)}", with a TTL (Idempotency-Key)
+    idem:{tenant}:{sha256(key)}   "{job id}|{sha256(body)}", with a TTL (Idempotency-Key); removed with its job
+    tenant:{tenant}:active        set: the tenant's queued/running job ids (pruned when counted)
     done:{id}                     list pushed once when a job ends (wakes waiting API requests)
     gen:{id}:images               list of base64 PNGs of a finished generation (TTL)
     export:{erasure id}           the id of the job exporting that erasure as a diffusers tar
     workers                       zset: worker name -> last heartbeat (Redis server time)
 
-Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/erasures/{id}/``): ``delta.safetensors``, optionally
+Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``: the same idempotency record,
+so a replay after a Redis flush finds a finished job instead of starting a duplicate;
+``$ERASEPRO_DATA_DIR/tenants/{tenant}/erasures/{id}/``): ``delta.safetensors``, optionally
 ``pipeline.tar``, and ``manifest.json`` (spec, report, base fingerprint, sha256 of every file, timestamps,
 tenant). A directory is created under a temporary name and renamed into place complete, so a directory with a
 manifest is always a whole checkpoint; the API serves nothing else.
@@ -61,7 +64,24 @@ def k_lease(job_id: str) -> str:
 
 
 def k_idem(tenant: str, key: str) -> str:
-    return f"{REDIS_PREFIX}idem:{tenant}:{hashlib.sha256(key.encode()).hexdigest()}"
+    return k_idem_hashed(tenant, idem_hash(key))
+
+
+def k_idem_hashed(tenant: str, digest: str) -> str:
+    return f"{REDIS_PREFIX}idem:{tenant}:{digest}"
+
+
+def idem_path(data_dir: Path, tenant: str, digest: str) -> Path:
+    """The durable copy of an idempotency record (see the module docstring)."""
+    return tenant_dir(data_dir, tenant) / "idempotency" / f"{digest}.json"
+
+
+def idem_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def k_active(tenant: str) -> str:
+    return f"{REDIS_PREFIX}tenant:{tenant}:active"
 
 
 def k_done(job_id: str) -> str:
@@ -87,14 +107,29 @@ def iso(ts: float | str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- Lua scripts
-# Create a record (and its index entry), unless the Idempotency-Key already names a job: then return that.
+# Create a record (and its index entry), unless the Idempotency-Key already names a job: then return
+# "{id}|{body hash}". KEYS: job, index, idem, active set. ARGV: id, body hash, idem ttl, now, use idem,
+# active limit (0: none), field/value pairs. Returns 'limit' when the tenant already has that many queued or
+# running jobs (ids of ended or vanished jobs are pruned from the set first).
 LUA_CREATE = """
 if ARGV[5] == '1' then
-  local ok = redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[2], 'NX', 'EX', tonumber(ARGV[3]))
-  if not ok then return redis.call('GET', KEYS[3]) end
+  local seen = redis.call('GET', KEYS[3])
+  if seen then return seen end
+end
+local limit = tonumber(ARGV[6])
+if limit > 0 then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
+    if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
+  end
+  if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
+  redis.call('SADD', KEYS[4], ARGV[1])
+end
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[2], 'EX', tonumber(ARGV[3]))
 end
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if KEYS[2] ~= KEYS[1] then redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[1]) end
 return false

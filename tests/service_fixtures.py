@@ -25,11 +25,14 @@ import pytest
 import redis
 
 from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
+from app.http_guard import PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
 LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
+SLOW_CLIENT_TIMEOUT_S = 2  # header and body deadlines of the test API (slow-client tests wait this long)
+FUZZ_LIMITED_TENANT, FUZZ_LIMIT = "globex", 3  # on the fuzz API (no worker: jobs stay queued)
 GEN = {"steps": 3, "width": 32, "height": 32, "guidance": 5.0}
 
 # A job that runs for a long time on the tiny model (its first progress step alone takes seconds):
@@ -98,6 +101,8 @@ class Stack:
             "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",
             "ERASEPRO_BUNDLED": "0",
             "ERASEPRO_CACHE_SIZE": "2",
+            "ERASEPRO_HEADER_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
+            "ERASEPRO_BODY_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.r = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
@@ -109,7 +114,8 @@ class Stack:
 
     def _uvicorn(self, env: dict[str, str], port: int, name: str) -> subprocess.Popen:
         return spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-                      "--log-level", "warning"], env=env, log_path=self.logs / f"{name}.log", cwd=str(ROOT))
+                      "--log-level", "warning", "--http", PROTOCOL], env=env, log_path=self.logs / f"{name}.log",
+                     cwd=str(ROOT))
 
     def _get(self, path: str, port: int | None = None) -> int:
         try:
@@ -144,7 +150,8 @@ class Stack:
         if self.fuzz_api is None:
             port = free_port()
             env = {**self.env, "REDIS_URL": self.redis_server.url.rsplit("/", 1)[0] + "/1",
-                   "ERASEPRO_DATA_DIR": str(self.tmp / "fuzz-data"), "ERASEPRO_GENERATE_WAIT_S": "0"}
+                   "ERASEPRO_DATA_DIR": str(self.tmp / "fuzz-data"), "ERASEPRO_GENERATE_WAIT_S": "0",
+                   "ERASEPRO_TENANT_MAX_ACTIVE": f"{FUZZ_LIMITED_TENANT}:{FUZZ_LIMIT}"}
             self.fuzz_api = self._uvicorn(env, port, "fuzz-api")
             self.fuzz_port = port
             wait_for(lambda: self._get("/healthz", port) == 200, "the fuzz API to start")

@@ -198,8 +198,10 @@ def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished
         assert acme.get(f"/v1/erasures/{bad}").status_code == 404
         assert acme.delete(f"/v1/erasures/{bad}").status_code == 404
         assert acme.get(f"/v1/generations/{bad}").status_code == 404
-    assert acme.post("/v1/base-models/nope/generate", json={"prompt": "x"}).status_code == 404
-    assert acme.post("/v1/base-models/absent/generate", json={"prompt": "x"}).status_code == 409
+    # "registered and installed" is decided in one place (Registry.require) and answers one status code
+    for name, says in (("nope", "unknown base model"), ("absent", "registered but not installed")):
+        r = acme.post(f"/v1/base-models/{name}/generate", json={"prompt": "x"})
+        assert r.status_code == 422 and says in r.text and _err_locs(r) == ["path.name"], r.text
 
 
 # ------------------------------------------------------------------------------------------- idempotency

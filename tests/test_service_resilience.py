@@ -85,10 +85,12 @@ def test_worker_killed_mid_job(svc: Stack, acme: httpx.Client) -> None:
         _no_checkpoint(svc, acme, job_id)
         assert job_id not in [j["id"] for j in acme.get("/v1/erasures", params={"limit": 100}).json()["items"]
                               if j["status"] == "succeeded"]
+        # no worker is alive (this stack does not supervise its worker; `serve` does: test_service_faults)
         ready = httpx.get(f"{svc.base_url}/readyz")
-        assert ready.status_code in (200, 503)
+        assert ready.status_code == 503 and ready.json() == {"ready": False, "redis": "ok", "workers": 0}
     finally:
         svc.restart_worker()
+    assert httpx.get(f"{svc.base_url}/readyz").status_code == 200
     assert not partial.exists()  # the new worker removed the orphaned temporary directory
     assert wait_status(acme, submit(acme, SHORT_SPEC))["status"] == "succeeded"
     assert acme.get(f"/v1/erasures/{job_id}").json()["status"] == "failed"  # not resurrected

@@ -30,7 +30,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from app import store
-from app.registry import BaseModelInfo
+from app.registry import BaseModelInfo, ModelUnavailable
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -76,7 +76,7 @@ class JobContext:
         if seen != "running":
             log.info("job %s is %s: skipped", self.job_id, seen)
             return False
-        s.begin(self.job_id)
+        s.begin(self.job_id, float(self.rq_job.timeout) if self.rq_job is not None and self.rq_job.timeout else None)
         return True
 
     def progress(self, stage: str, fraction: float) -> None:
@@ -109,12 +109,10 @@ class JobContext:
 
 
 def _model(state: WorkerState, name: str) -> BaseModelInfo:
-    info = state.registry.get(name)
-    if info is None:
-        raise JobFailed(f"base model {name!r} is not in this worker's registry (ERASEPRO_BASE_MODELS)")
-    if not info.available:
-        raise JobFailed(f"base model {name!r} is registered but not installed on this worker")
-    return info
+    try:
+        return state.registry.require(name)
+    except ModelUnavailable as exc:
+        raise JobFailed(f"{exc} (this worker's registry: ERASEPRO_BASE_MODELS)") from None
 
 
 def _fsync(path: Path) -> None:
@@ -249,7 +247,8 @@ def _load_checkpoint(state: WorkerState, tenant: str, erasure_id: str) -> tuple[
     directory = store.erasure_dir(state.settings.data_dir, tenant, erasure_id)
     manifest = store.read_manifest(directory)
     if manifest is None or manifest.get("tenant") != tenant:
-        raise JobFailed(f"checkpoint {erasure_id} is not on this worker's storage (is the data dir shared?)")
+        raise JobFailed(f"the checkpoint of erasure {erasure_id} is gone: it was deleted, or this worker does not "
+                        "share the API's data dir")
     return manifest, directory
 
 
@@ -275,13 +274,15 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
             manifest, directory = _load_checkpoint(state, tenant, erasure_id)
             delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
             try:
-                with applied_delta(loaded.pipe, delta):
+                with _interruptible(state), applied_delta(loaded.pipe, delta):
                     images = generate(loaded.pipe, params["prompt"], **kwargs)
             except BaseException:
                 state.cache.evict(info)  # the restore may not have run to completion
                 raise
         else:
-            images = generate(loaded.pipe, params["prompt"], **kwargs)
+            with _interruptible(state):  # DELETE /v1/generations/{id} stops it mid-sampling
+                images = generate(loaded.pipe, params["prompt"], **kwargs)
+        ctx.check_cancel()
         timings["generate_s"] = round(time.perf_counter() - t1, 4)
         encoded = []
         for img in images:

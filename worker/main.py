@@ -15,19 +15,47 @@ from collections.abc import Sequence
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, Settings
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings
+from app.registry import ModelUnavailable
 from worker.runtime import Heartbeat, WorkerState, set_state
 
 log = logging.getLogger("erasepro.worker")
 
 
+class JobNotAllowed(Exception):
+    """A queued job names a function outside the project's allowlist (anyone who can write to Redis could
+    otherwise make the worker import and call any function on its path)."""
+
+
+class AllowlistedJob(Job):
+    """An RQ job that resolves only the project's job functions, and never callbacks named in Redis."""
+
+    @property
+    def func(self):  # type: ignore[override]
+        name = self.func_name
+        if name not in JOB_FUNCTIONS or self.instance is not None:
+            raise JobNotAllowed(f"refused to run {name!r}: workers run only {sorted(JOB_FUNCTIONS)}")
+        return super().func
+
+    def _no_callback(self) -> None:
+        return None
+
+    success_callback = property(_no_callback)  # type: ignore[assignment]
+    failure_callback = property(_no_callback)  # type: ignore[assignment]
+    stopped_callback = property(_no_callback)  # type: ignore[assignment]
+
+
 class ErasureWorker(SimpleWorker):
-    """RQ's in-process worker (no fork per job: the model cache survives), JSON-serialized jobs.
+    """RQ's in-process worker (no fork per job: the model cache survives), JSON-serialized jobs, and only the
+    functions in :data:`app.config.JOB_FUNCTIONS` (see :class:`AllowlistedJob`).
 
     Timeouts still work: RQ arms ``SIGALRM`` around each job and raises ``JobTimeoutException`` in it.
     """
+
+    job_class = AllowlistedJob
 
 
 def parse_queues(text: str) -> list[str]:
@@ -55,14 +83,16 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
     if removed:
         log.info("removed %d stale temporary checkpoint directories", removed)
     for model in preload:
-        info = state.registry.get(model)
-        if info is None or not info.available:
-            log.error("--preload %s: not a registered, installed base model", model)
+        try:
+            info = state.registry.require(model)
+        except ModelUnavailable as exc:
+            log.error("--preload: %s", exc)
             return 2
         state.cache.get(info)
     conn = redis.Redis.from_url(settings.redis_url)
-    rq_queues = [Queue(q, connection=conn, serializer=JSONSerializer) for q in queues]
-    worker = ErasureWorker(rq_queues, connection=conn, serializer=JSONSerializer, name=state.name)
+    rq_queues = [Queue(q, connection=conn, serializer=JSONSerializer, job_class=AllowlistedJob) for q in queues]
+    worker = ErasureWorker(rq_queues, connection=conn, serializer=JSONSerializer, name=state.name,
+                           job_class=AllowlistedJob)
     heartbeat = Heartbeat(state)
     heartbeat.start()
     log.info("worker %s on %s, device %s, queues %s", state.name, settings.redis_url, state.cache.device,

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,9 @@ from worker.cache import DeltaCache, PipelineCache
 log = logging.getLogger("erasepro.worker")
 
 CANCEL_POLL_S = 0.5
+HARD_TIMEOUT_EXIT = 70
+HARD_TIMEOUT_MSG = ("timed out: the job did not stop at its timeout, so its worker process was ended (and is "
+                    "restarted by its supervisor)")
 
 
 class JobCancelled(Exception):
@@ -48,6 +52,7 @@ class WorkerState:
     scripts: dict[str, Any] = field(default_factory=dict)
     features: Any = None  # erasepro_core.preserve.FeatureCache, created on first use
     current_job: str | None = None
+    deadline: float | None = None  # monotonic time after which the heartbeat ends this process (hard timeout)
     cancel_pending: str | None = None
     interruptible: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,13 +81,17 @@ class WorkerState:
         self.features = None
 
     # ------------------------------------------------------------------------------------ current job
-    def begin(self, job_id: str) -> None:
+    def begin(self, job_id: str, timeout_s: float | None = None) -> None:
+        """A job starts; past ``timeout_s`` + the grace period it is ended by force (see :meth:`Heartbeat.run`)."""
+        deadline = time.monotonic() + timeout_s + self.settings.hard_timeout_grace_s if timeout_s else None
         with self._lock:
             self.current_job, self.cancel_pending, self.interruptible = job_id, None, False
+            self.deadline = deadline
 
     def end(self) -> None:
         with self._lock:
             self.current_job, self.cancel_pending, self.interruptible = None, None, False
+            self.deadline = None
 
     @contextmanager
     def interruptible_section(self):
@@ -162,6 +171,21 @@ class Heartbeat(threading.Thread):
             if interrupt:
                 os.kill(self.main_pid, signal.SIGUSR1)
 
+    def enforce_deadline(self) -> None:
+        """RQ's timeout raises in the job's thread, which cannot happen while that thread is stuck in native
+        code; past the grace period the job is recorded failed and this process exits (a supervisor restarts
+        it, as ``erasepro serve`` and the compose file's restart policy do)."""
+        s = self.state
+        job, deadline = s.current_job, s.deadline
+        if job is None or deadline is None or time.monotonic() < deadline:
+            return
+        log.error("job %s ignored its timeout for %d s: recording it failed and exiting", job,
+                  s.settings.hard_timeout_grace_s)
+        s.scripts["FINISH"](keys=[store.k_job(job), store.k_lease(job), store.k_done(job)],
+                            args=["failed", repr(store.now()), "error", HARD_TIMEOUT_MSG])
+        s.r.zrem(store.K_WORKERS, s.name)
+        os._exit(HARD_TIMEOUT_EXIT)
+
     def run(self) -> None:
         interval = self.state.settings.heartbeat_interval_s
         elapsed = interval  # beat at once
@@ -171,6 +195,7 @@ class Heartbeat(threading.Thread):
                     self.beat()
                     elapsed = 0.0
                 self.poll_cancel()
+                self.enforce_deadline()
             except redis.RedisError as exc:
                 log.warning("heartbeat: %s", exc)
             step = min(CANCEL_POLL_S, interval)
