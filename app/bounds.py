@@ -28,8 +28,9 @@ def check_erasure(spec: Any, info: BaseModelInfo, max_cost: int) -> None:
     """422 naming the field when ``layers`` are out of the model's range or the estimated cost is too high."""
     errors = []
     n = info.text_layers
-    if spec.layers is not None and n is not None:
-        for pos, layer in enumerate(spec.layers):
+    layers = getattr(spec.method, "layers", None)  # a method setting since the spec's restructure (h/house)
+    if layers is not None and n is not None:
+        for pos, layer in enumerate(layers):
             if not -n <= layer < n:
                 errors.append(_error(("body", "options", "layers", pos),
                                      f"layer {layer} is out of range for base model {info.name!r}, whose text "
