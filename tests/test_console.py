@@ -187,6 +187,10 @@ def test_bad_form_shows_errors_next_to_fields(page, server: Server) -> None:
     page.click("details.advanced summary")
     ridge_help = page.inner_text("#f-options-ridge-help")
     assert "keeps the update small" in ridge_help and "at most 1000000" in ridge_help
+    assert page.is_hidden("#f-options-uce_lambda")  # UCE's own settings show with UCE only
+    page.select_option("#f-method", "uce")
+    assert page.is_visible("#f-options-uce_lambda")
+    page.select_option("#f-method", "erasepro")
     page.fill(".target", "circle")
     page.fill(".anchor", "Circle")
     page.fill("#f-options-ridge", "0")

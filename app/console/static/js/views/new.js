@@ -121,6 +121,17 @@ async function build(view, navigate, aborted) {
   const method = control(req.method, "method");
   const timeout = control(req.timeout_s, "timeout_s");
   const options = optFields.map((f) => control(f, `options.${f.name}`));
+  // A method's own settings carry its name as prefix on the wire ("uce_lambda"): show them with that method only.
+  const methods = req.method.enum || [];
+  const ownerOf = (name) => methods.find((m) => name.startsWith(`${m}_`));
+  const showMethodOptions = () => {
+    for (const o of options) {
+      const owner = ownerOf(o.name);
+      o.wrap.hidden = Boolean(owner) && owner !== method.read();
+    }
+  };
+  method.input.addEventListener("change", showMethodOptions);
+  showMethodOptions();
   const submit = h("button", {type: "submit", class: "btn primary"}, "Start erasure");
 
   const form = h("form", {class: "card", id: "new-erasure", novalidate: true},
@@ -151,7 +162,7 @@ async function build(view, navigate, aborted) {
     const body = {base_model: modelSel.value, edits, method: method.read(),
                   preserve: preserve.value.split("\n").map((x) => x.trim()).filter(Boolean)};
     const opts = {};
-    for (const o of options) if (o.changed()) opts[o.name] = o.read();
+    for (const o of options) if (o.changed() && !o.wrap.hidden) opts[o.name] = o.read();
     if (Object.keys(opts).length) body.options = opts;
     if (timeout.changed() && timeout.read() !== null) body.timeout_s = timeout.read();
     submit.disabled = true;
