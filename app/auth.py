@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from erasepro_core.io import write_json_atomic
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 KEY_RE = re.compile(r"^ep_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
@@ -131,14 +132,8 @@ class KeyStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             records = self._read_file()
             yield records
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             payload = {"keys": [vars(r) for r in sorted(records.values(), key=lambda r: r.created_at)]}
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_json_atomic(self.path, payload, mode=0o600)
 
     def create(self, tenant: str, name: str = "") -> tuple[str, KeyRecord]:
         """Create a key for ``tenant``; returns ``(key, record)``. The key is shown once and never stored."""

@@ -28,7 +28,7 @@ def check_erasure(spec: Any, info: BaseModelInfo, max_cost: int) -> None:
     """422 naming the field when ``layers`` are out of the model's range or the estimated cost is too high."""
     errors = []
     n = info.text_layers
-    layers = getattr(spec.method, "layers", None)  # a method setting since the spec's restructure (h/house)
+    _, layers = spec.method.progressive_stage()
     if layers is not None and n is not None:
         for pos, layer in enumerate(layers):
             if not -n <= layer < n:

@@ -17,6 +17,18 @@ EXPORT_FUNC = "worker.jobs.run_export"
 JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC})
 
 
+def redact_url(url: str | None) -> str:
+    """A Redis URL fit for logs: ``redis://:secret@host:6379/0`` -> ``redis://:***@host:6379/0``."""
+    if not url:
+        return ""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$ERASEPRO_DATA_DIR``, else ``$XDG_DATA_HOME/erasepro``, else ``~/.local/share/erasepro``."""
     env = os.environ if environ is None else environ

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.config import Settings, redact_url
 
 DEFAULT_TARGETS = ["circle"]
 DEFAULT_ANCHORS = ["square"]
@@ -61,6 +61,16 @@ def _progress_line(view: dict[str, Any]) -> str:
     frac = float(p.get("fraction") or 0.0)
     bar = "#" * int(round(30 * frac))
     return f"  [{bar:<30s}] {100 * frac:5.1f}%  {view['status']:<9s} {p.get('stage') or '':<24s}"[:90]
+
+
+def _image(client: Any, url: str, body: dict[str, Any], timeout_s: float) -> Any:
+    """POST a generation; when it answers 202 (it ran past the server's wait limit), poll its images."""
+    r = client.post(url, json=body, params={"wait": 600})
+    deadline = time.monotonic() + timeout_s
+    while r.status_code == 202 and time.monotonic() < deadline:
+        time.sleep(1.0)
+        r = client.get(f"/v1/generations/{r.json()['id']}/images")
+    return r
 
 
 def side_by_side(rows: list[tuple[str, bytes, bytes]], path: Path, min_px: int = 128) -> Path:
@@ -113,7 +123,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
         service.start_backend()
-        _say(f"Redis at {service.settings.redis_url}; starting a worker (loads torch, a few seconds)...")
+        _say(f"Redis at {redact_url(service.settings.redis_url)}; starting a worker (loads torch, a few seconds)...")
         if not service.wait_ready(args.timeout):
             _say(f"no worker came up; see {service.logs_dir}")
             return 1
@@ -170,9 +180,8 @@ def _drive(client: Any, args: argparse.Namespace, model: str, targets: list[str]
     rows = []
     gen = {"seed": args.seed, "steps": args.steps, "guidance": args.guidance}
     for prompt in prompts:
-        before = client.post(f"/v1/base-models/{model}/generate", json={"prompt": prompt, **gen},
-                             params={"wait": 600})
-        after = client.post(f"/v1/erasures/{job_id}/generate", json={"prompt": prompt, **gen}, params={"wait": 600})
+        before = _image(client, f"/v1/base-models/{model}/generate", {"prompt": prompt, **gen}, args.timeout)
+        after = _image(client, f"/v1/erasures/{job_id}/generate", {"prompt": prompt, **gen}, args.timeout)
         if before.status_code != 200 or after.status_code != 200:
             _say(f"generation failed for {prompt!r}: {before.status_code} / {after.status_code}")
             return 1

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from erasepro_core.io import write_text_atomic
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -111,9 +113,7 @@ def redis_password(directory: Path) -> str:
     except FileNotFoundError:
         pass
     password = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(password + "\n")
+    write_text_atomic(path, password + "\n", mode=0o600)
     return password
 
 
@@ -144,11 +144,7 @@ class EmbeddedRedis:
                  f'dir "{self.directory}"', "dbfilename erasepro.rdb", "appendonly no", "daemonize no",
                  "loglevel warning", f'logfile "{self.directory / "redis.log"}"',
                  "save 60 1 300 10" if self.persist else 'save ""']
-        path = self.directory / "redis.conf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        return path
+        return write_text_atomic(self.directory / "redis.conf", "\n".join(lines) + "\n", mode=0o600)
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedRedis:
         self.password = redis_password(self.directory)

@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from app.config import Settings
+from app.config import Settings, redact_url
 from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
 
 log = logging.getLogger("erasepro.serve")
@@ -250,7 +250,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, log_le
     try:
         settings = service.start_backend()
         if service.redis is not None:
-            print(f"erasepro: embedded Redis at {service.redis.url} (data in {settings.data_dir}); "
+            print(f"erasepro: embedded Redis at {redact_url(service.redis.url)} (password in "
+                  f"{service.redis.directory / 'password'}; data in {settings.data_dir}); "
                   f"{len(service.workers)} worker(s), logs in {service.logs_dir}", flush=True)
         if stop_signals:
             return 0

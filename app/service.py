@@ -11,9 +11,6 @@ import base64
 import binascii
 import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from app import store
 from app.auth import KeyStore
 from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
 from app.registry import Registry
+from erasepro_core.io import write_json_atomic
 
 log = logging.getLogger("erasepro.api")
 
@@ -82,8 +80,8 @@ class Service:
     # ----------------------------------------------------------------------------------------- health
     async def workers_alive(self) -> int:
         """Workers whose heartbeat is younger than the lease TTL (by the Redis server's clock)."""
-        sec, _ = await self.r.time()
-        return int(await self.r.zcount(store.K_WORKERS, sec - self.settings.lease_ttl_s, "+inf"))
+        sec, usec = await self.r.time()
+        return int(await self.r.zcount(store.K_WORKERS, sec + usec / 1e6 - self.settings.lease_ttl_s, "+inf"))
 
     # ------------------------------------------------------------------------------------------ create
     async def create_job(self, *, kind: str, tenant: str, fields: dict[str, Any], idempotency_key: str | None = None,
@@ -121,9 +119,6 @@ class Service:
     def _idem_path(self, tenant: str, idempotency_key: str) -> Path:
         return store.idem_path(self.settings.data_dir, tenant, store.idem_hash(idempotency_key))
 
-    def _write_idem(self, path: Path, record: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store.write_json_atomic(path, record)
 
     async def _durable_replay(self, tenant: str, idempotency_key: str, body_hash: str) -> str | None:
         """The job a durable idempotency record names, if Redis forgot the key and the job is still visible."""
@@ -168,7 +163,7 @@ class Service:
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
                     "request": request, "timeout_s": timeout})
         if created and idempotency_key:
-            await run_in_threadpool(self._write_idem, self._idem_path(tenant, idempotency_key),
+            await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
         if created:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
@@ -301,15 +296,7 @@ class Service:
 
     async def delete(self, tenant: str, job_id: str) -> None:
         """Remove a finished erasure: its artifacts (renamed aside first, so never half-served) and record."""
-        d = self.erasure_dir(tenant, job_id)
-
-        def remove() -> None:
-            if d.exists():
-                trash = d.with_name(f".trash-{job_id}-{uuid.uuid4().hex[:8]}")
-                os.replace(d, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-
-        await run_in_threadpool(remove)
+        await run_in_threadpool(store.remove_tree, self.erasure_dir(tenant, job_id))
         idem = await self.r.hget(store.k_job(job_id), "idem")
         async with self.r.pipeline(transaction=True) as p:
             p.delete(store.k_job(job_id), store.k_export(job_id), store.k_lease(job_id))

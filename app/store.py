@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -118,11 +119,13 @@ if ARGV[5] == '1' then
 end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-    local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
-    if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
+  if redis.call('SCARD', KEYS[4]) >= limit then
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+      local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
+      if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
+    end
+    if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
   end
-  if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
   redis.call('SADD', KEYS[4], ARGV[1])
 end
 if ARGV[5] == '1' then
@@ -235,23 +238,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def remove_tree(path: Path) -> None:
+    """Rename aside, then delete: a half-deleted checkpoint is never visible under its real name."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary sibling, fsync it, rename it over ``path`` and fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        os.replace(path, trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 class ManifestCache:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
 from app.embedded import free_port, spawn, stop_process  # noqa: E402
+from app.http_guard import PROTOCOL  # noqa: E402
 from app.registry import bundled_available  # noqa: E402
 from app.serve import LocalService  # noqa: E402
 
@@ -137,7 +138,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="erasepro-bench-"))
     model, registry = prepare_model(tmp)
-    env_extra = {"ERASEPRO_API_KEYS": f"bench:{KEY}", "ERASEPRO_DATA_DIR": str(tmp / "data")}
+    env_extra = {"ERASEPRO_API_KEYS": f"bench:{KEY}", "ERASEPRO_DATA_DIR": str(tmp / "data"),
+                 "ERASEPRO_TENANT_MAX_ACTIVE": "bench:1000000"}  # the load test queues every job it posts
     if registry:
         env_extra["ERASEPRO_BASE_MODELS"] = str(registry)
     os.environ.update(env_extra)
@@ -150,7 +152,7 @@ def main() -> int:
         env = {**os.environ, "REDIS_URL": settings.redis_url.rsplit("/", 1)[0] + "/1",
                "PYTHONPATH": str(ROOT)}
         api = spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "warning",
-                     "--no-access-log"], env=env, cwd=str(ROOT))
+                     "--no-access-log", "--http", PROTOCOL], env=env, cwd=str(ROOT))
         base = f"http://127.0.0.1:{port}"
         for _ in range(600):
             try:
@@ -178,7 +180,8 @@ def main() -> int:
 
         # end to end on the real worker (database 0)
         api = spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "warning",
-                     "--no-access-log"], env={**env, "REDIS_URL": settings.redis_url}, cwd=str(ROOT))
+                     "--no-access-log", "--http", PROTOCOL], env={**env, "REDIS_URL": settings.redis_url},
+                    cwd=str(ROOT))
         for _ in range(600):
             try:
                 if httpx.get(f"{base}/readyz").status_code == 200:

@@ -154,6 +154,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warmup(args: argparse.Namespace) -> int:
+    from erasepro_core.pipeline import load_pipeline
+    from erasepro_core.warmup import warm
+
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    out = warm(pipe, progressive=not args.kv_only, preserve_tokens=args.preserve_tokens or ["last"])
+    for mode, r in out["modes"].items():
+        done = ", ".join(r["computed"]) or "nothing (already stored)"
+        print(f"preserve tokens {mode!r}: computed {done} in {r['seconds']:.2f}s")
+    where = out["store"] or "memory only (ERASEPRO_STATS_DIR=off)"
+    print(f"statistics of {out['prompts']} preserve prompts in {where}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bundled",
                    help="'bundled' (the shipped shapes model), a local diffusers folder or a hub id")
@@ -206,6 +220,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, help="PNG path (numbered when --num-images > 1)")
     g.set_defaults(func=cmd_generate)
 
+    w = sub.add_parser("warmup", help="compute a base model's preserve statistics ahead of time",
+                       description="Store the generic preserve statistics of a base model on disk "
+                                   "(ERASEPRO_STATS_DIR, default ~/.cache/erasepro/preserve-stats), so the first "
+                                   "erasure in any process on this machine skips the preserve pass.")
+    _add_model_args(w)
+    w.add_argument("--kv-only", action="store_true", help="skip the progressive stage's layers")
+    w.add_argument("--preserve-tokens", action="append", choices=list(get_args(PreserveTokens)),
+                   help="token mode(s) to warm (repeatable; default last)")
+    w.set_defaults(func=cmd_warmup)
+
     i = sub.add_parser("inspect", help="show a delta's provenance and report")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -232,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if args.command in ("erase", "generate", "inspect"):
+    if args.command in ("erase", "generate", "inspect", "warmup"):
         from erasepro_core.pipeline import quiet_libraries
 
         quiet_libraries()

@@ -73,13 +73,17 @@ class _Job:
     warnings: list[str]
     metric_key: str | None = None  # set when the preserve set is the cached generic one (metrics reusable)
 
+    @property
+    def device(self) -> torch.device:
+        return self.adapter.towers[0].device
+
     def metric(self, site: tuple, stats: SiteStats | None, d_in: int) -> Metric:
         """M = αI + λ C̄ for one site, cached per base model when the preserve set is the generic one."""
         lam, alpha = self.plan.metric_weights()
 
         def build() -> Metric:
             cov = stats.mean_cov() if stats is not None else None
-            return Metric.build(d_in, cov, lam, alpha)
+            return Metric.build(d_in, cov, lam, alpha, device=self.device)
 
         if self.metric_key is None:
             return build()
@@ -105,7 +109,7 @@ def erase(
     if not isinstance(spec, ErasureSpec):
         spec = ErasureSpec.model_validate(spec)
     adapter = adapter_for(pipe)
-    extra = _check_extra(extra_context, adapter.context_width)
+    extra = _check_extra(extra_context, adapter.context_width, adapter.towers[0].device)
     t0 = time.perf_counter()
     plan = make_plan(spec, adapter)
     job = _Job(pipe, adapter, plan, cache or default_cache(), model_key(adapter),
@@ -119,7 +123,7 @@ def erase(
     return result
 
 
-def _check_extra(extra: ExtraContext | None, width: int) -> ExtraContext | None:
+def _check_extra(extra: ExtraContext | None, width: int, device: torch.device) -> ExtraContext | None:
     if extra is None:
         return None
     x, y = extra
@@ -128,7 +132,7 @@ def _check_extra(extra: ExtraContext | None, width: int) -> ExtraContext | None:
                            f"{tuple(y.shape)}")
     if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
         raise ErasureError("extra_context: X and Y must be finite")
-    return (x.detach().double().cpu(), y.detach().double().cpu()) if x.shape[1] else None
+    return (x.detach().to(device, torch.float64), y.detach().to(device, torch.float64)) if x.shape[1] else None
 
 
 def _timed(job: _Job, name: str, t: float) -> None:
@@ -182,6 +186,7 @@ def _combine_stats(job: _Job, generic: list[str], dropped: list[str], user: list
     # by default (measured: protecting every token also protects the context and EOS features that target
     # prompts share with unrelated ones, and the erasure leaks on complex prompts).
     base = job.cache.generic_stats(adapter, job.base_key, generic, layers, last_only=last) if generic else None
+    base = base.to(job.device) if base is not None else None  # stored on the host; solved where the model is
     extra = removed = removed_ctx = None
     extra_fc2: dict = {}
     removed_fc2: dict = {}
@@ -195,13 +200,14 @@ def _combine_stats(job: _Job, generic: list[str], dropped: list[str], user: list
     if base is None and extra is None:
         return out
     for k in [(t, i) for t, ls in layers.items() for i in ls]:
-        src = base.fc2[k] if base is not None else SiteStats.empty(adapter.towers[k[0]].fc2(k[1]).in_features)
+        src = base.fc2[k] if base is not None else SiteStats.empty(adapter.towers[k[0]].fc2(k[1]).in_features,
+                                                                   job.device)
         out.fc2[k] = src.combined(
             stats_of(extra_fc2[k]) if k in extra_fc2 else None,
             stats_of(removed_fc2[k]) if k in removed_fc2 else None,
             removed_fc2.get(k),
         )
-    src = base.ctx if base is not None else SiteStats.empty(adapter.context_width)
+    src = base.ctx if base is not None else SiteStats.empty(adapter.context_width, job.device)
     out.ctx = src.combined(extra, removed, removed_ctx)
     return out
 
@@ -234,8 +240,9 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     _timed(job, "final_s", t)
 
     sites = [s for p in passes for s in p.sites] + kv.sites
-    tensors = {k: v for p in passes for k, v in p.tensors.items()} | kv.tensors
-    originals = {k: v for p in passes for k, v in p.originals.items()} | kv.originals
+    # Weights were kept on the model's device while computing; one move to the host at the end.
+    tensors = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.tensors.items()} | kv.tensors).items()}
+    originals = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.originals.items()} | kv.originals).items()}
     report = summary(job.plan, job.adapter, pairs, held, sites, job.warnings, n_extra)
     report["timings"] = {k: round(v, 4) for k, v in job.timings.items()}
     delta = Delta(

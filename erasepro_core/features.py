@@ -22,6 +22,7 @@ class Tokenized:
     ids: list[int]  # BOS ... EOS, unpadded
     last: int  # position of the concept's last token (the prefix's last token for an empty concept)
     eos: int  # position of the first EOS
+    shared: int = 1  # leading tokens set by the template alone (BOS + its text before {}): same for every concept
 
 
 def _encode(tok: PreTrainedTokenizerBase, text: str) -> list[int]:
@@ -57,7 +58,9 @@ def tokenize_concept(tok: PreTrainedTokenizerBase, template: str, concept: str) 
             "before the concept ends"
         )
     ids = with_specials(tok, body)
-    return Tokenized(ids=ids, last=len(head), eos=len(ids) - 1)
+    pre = _encode(tok, prefix) if prefix.strip() else []
+    shared = 1 + len(pre) if body[: len(pre)] == pre and len(pre) <= len(head) else 1
+    return Tokenized(ids=ids, last=len(head), eos=len(ids) - 1, shared=min(shared, len(ids)))
 
 
 def offsets(t: Tokenized, policy: TokenPolicy, max_length: int) -> range:
@@ -80,6 +83,8 @@ class PairSet:
 
     target_ids: list[list[int]] = field(default_factory=list)
     anchor_ids: list[list[int]] = field(default_factory=list)
+    target_shared: list[int] = field(default_factory=list)  # Tokenized.shared per row
+    anchor_shared: list[int] = field(default_factory=list)
     concept_of: list[int] = field(default_factory=list)
     positions: list[tuple[int, int, int, int]] = field(default_factory=list)
 
@@ -106,8 +111,10 @@ def build_pairs(
             if key not in anchor_rows:
                 anchor_rows[key] = len(out.anchor_ids)
                 out.anchor_ids.append(a.ids)
+                out.anchor_shared.append(a.shared)
             row_t, row_a = len(out.target_ids), anchor_rows[key]
             out.target_ids.append(t.ids)
+            out.target_shared.append(t.shared)
             out.concept_of.append(k)
             for off in offsets(t, policy, n_max):
                 p_t, p_a = t.last + off, a.last + off

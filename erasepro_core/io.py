@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_dir() -> Path:
+    """Where derived files live: ``$ERASEPRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/erasepro`` or ``~/.cache/erasepro``."""
+    if os.environ.get("ERASEPRO_CACHE_DIR"):
+        return Path(os.environ["ERASEPRO_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "erasepro"
+
+
 def temporary_sibling(path: Path) -> Path:
     """A unique hidden name beside ``path`` (same folder, so the final rename stays on one file system)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

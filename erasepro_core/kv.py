@@ -46,10 +46,11 @@ def write_kv(adapter: Adapter, edit: KVEdit, x: torch.Tensor, y: torch.Tensor, x
     out = KVResult()
     for k, site in enumerate(adapter.kv_sites):
         w = site.module.weight.detach()
-        wa = w.double() @ (a if low_rank else p_full).to(w.device)
+        w64 = w.double()
+        wa = w64 @ (a if low_rank else p_full).to(w.device)
         delta = wa @ b.to(w.device) if low_rank else wa
-        new = (w.double() + delta).to(w.dtype)
-        out.tensors[site.key], out.originals[site.key] = new.cpu(), w.cpu()
+        new = (w64 + delta).to(w.dtype)
+        out.tensors[site.key], out.originals[site.key] = new, w  # moved to the host once, by the caller
         report = site_report(site.key, w.float(), new.float(), x32, y32, xh32, yh32, rank, n_extra)
         if drift is not None:
             report["preserve_drift"] = relative(wa @ b_drift.to(w.device), w.float() @ drift.to(w.device))

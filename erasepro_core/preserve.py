@@ -10,18 +10,16 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import torch
 
 from erasepro_core.adapters import Adapter
 from erasepro_core.encode import prompt_features
 from erasepro_core.solver import Metric
+from erasepro_core.stats import PreserveStats, SiteStats, stats_of
+from erasepro_core.stats_store import Site, StatsStore, device_parts
 
 PRESERVE_FILE = "erasepro_preserve.txt"  # a base-model folder may ship its own preserve set
-N_DRIFT_SAMPLES = 128  # token features kept per site to report drift cheaply
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -37,50 +35,6 @@ def generic_preserve_prompts(pipe: object | None = None) -> list[str]:
     return read_prompt_file(Path(str(resources.files("erasepro_core") / "data" / "preserve_prompts.txt")))
 
 
-@dataclass
-class SiteStats:
-    """Σ c cᵀ, the column count and a fixed sample of columns for one site's input features."""
-
-    gram: torch.Tensor  # float64
-    n: int
-    sample: torch.Tensor  # d × ≤N_DRIFT_SAMPLES, float32
-
-    @classmethod
-    def empty(cls, d: int) -> SiteStats:
-        return cls(torch.zeros(d, d, dtype=torch.float64), 0, torch.zeros(d, 0))
-
-    def mean_cov(self) -> torch.Tensor | None:
-        return self.gram / self.n if self.n else None
-
-    def combined(self, extra: SiteStats | None, removed: SiteStats | None,
-                 removed_cols: torch.Tensor | None = None) -> SiteStats:
-        """Add ``extra``'s statistics and subtract ``removed``'s; ``removed_cols`` (its columns) also leave the
-        drift sample, recognised by value (the same prompt gives the same features up to float noise)."""
-        if (extra is None or not extra.n) and (removed is None or not removed.n):
-            return self  # the common case: the cached generic statistics, shared, never modified
-        gram, n, sample = self.gram.clone(), self.n, self.sample
-        if removed is not None and removed.n:
-            gram -= removed.gram
-            n -= removed.n
-            if removed_cols is not None and sample.numel() and removed_cols.numel():
-                dist = torch.cdist(sample.T.float(), removed_cols.T.float().to(sample.device))
-                scale = sample.norm(dim=0).clamp_min(1e-12)
-                sample = sample[:, dist.min(dim=1).values > 1e-3 * scale]
-        if extra is not None and extra.n:
-            gram += extra.gram
-            n += extra.n
-            sample = torch.cat([sample, extra.sample], 1)[:, : 2 * N_DRIFT_SAMPLES]
-        return SiteStats(gram, n, sample)
-
-
-def stats_of(cols: torch.Tensor) -> SiteStats:
-    """Statistics of columns ``cols`` (d × n)."""
-    cols64 = cols.to(torch.float64)
-    n = cols.shape[1]
-    idx = torch.linspace(0, max(n - 1, 0), min(n, N_DRIFT_SAMPLES)).round().long()
-    return SiteStats(cols64 @ cols64.T, n, cols[:, idx].float().cpu() if n else cols.float().cpu())
-
-
 def model_key(adapter: Adapter) -> str:
     """A cheap identity of the text towers' weights (a strided sample of every parameter)."""
     h = hashlib.sha256()
@@ -93,37 +47,51 @@ def model_key(adapter: Adapter) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class PreserveStats:
-    fc2: dict[tuple[int, int], SiteStats] = field(default_factory=dict)
-    ctx: SiteStats | None = None
-
-
 class FeatureCache:
     """Per base model: generic preserve statistics and Cholesky factors of M, bounded LRU."""
 
-    def __init__(self, max_models: int = 4) -> None:
+    def __init__(self, max_models: int = 4, store: StatsStore | None | str = "default") -> None:
+        """``store``: where statistics persist across processes (``"default"``: :meth:`StatsStore.default`;
+        None: memory only)."""
         self.max_models = max_models
+        self.store = StatsStore.default() if store == "default" else store
         self._stats: OrderedDict[str, PreserveStats] = OrderedDict()
         self._metrics: OrderedDict[tuple, Metric] = OrderedDict()
+        self.computed: list[Site] = []  # sites this cache computed (not loaded) on its last fill: for the logs
 
     def generic_stats(
         self, adapter: Adapter, mkey: str, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False
     ) -> PreserveStats:
-        """Statistics of ``prompts`` on the model whose :func:`model_key` is ``mkey`` (computed or cached)."""
-        key = mkey + hashlib.sha256("\n".join(prompts).encode()).hexdigest() + str(last_only)
+        """Statistics of ``prompts`` on the model whose :func:`model_key` is ``mkey``: from memory, else from the
+        store, else computed (and stored)."""
+        parts = {"model": mkey, **device_parts(adapter.towers[0].model), "last_only": str(last_only),
+                 "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
+        key = StatsStore.key(parts)
         stats = self._stats.get(key) or PreserveStats()
-        missing = {t: [i for i in ls if (t, i) not in stats.fc2] for t, ls in layers.items()}
-        missing = {t: ls for t, ls in missing.items() if ls}
-        if stats.ctx is None or missing:
-            fc2, ctx = prompt_features(adapter, prompts, missing, last_only=last_only)
-            stats.fc2.update({k: stats_of(v) for k, v in fc2.items()})
-            stats.ctx = stats.ctx or stats_of(ctx)
+        if _missing(stats, layers):
+            self._fill(adapter, key, parts, prompts, layers, last_only, stats)
         self._stats[key] = stats
         self._stats.move_to_end(key)
         while len(self._stats) > self.max_models:
             self._stats.popitem(last=False)
         return stats
+
+    def _fill(self, adapter: Adapter, key: str, parts: dict[str, str], prompts: list[str],
+              layers: dict[int, list[int]], last_only: bool, stats: PreserveStats) -> None:
+        self.computed = []
+        if self.store is None:
+            self.computed = list(_compute(adapter, prompts, _missing(stats, layers), last_only, stats))
+            return
+        _put(stats, self.store.load(key, _missing(stats, layers)))
+        if not _missing(stats, layers):
+            return
+        with self.store.locked(key):
+            _put(stats, self.store.load(key, _missing(stats, layers)))  # another worker may have just written them
+            todo = _missing(stats, layers)
+            if todo:
+                new = _compute(adapter, prompts, todo, last_only, stats)
+                self.store.save(key, parts, new)
+                self.computed = list(new)
 
     def metric(self, key: tuple, build: Callable[[], Metric]) -> Metric:
         if key not in self._metrics:
@@ -132,6 +100,34 @@ class FeatureCache:
                 self._metrics.popitem(last=False)
         self._metrics.move_to_end(key)
         return self._metrics[key]
+
+
+def _missing(stats: PreserveStats, layers: dict[int, list[int]]) -> list[Site]:
+    sites: list[Site] = [] if stats.ctx is not None else [("ctx",)]
+    return sites + [("fc2", t, i) for t, ls in layers.items() for i in ls if (t, i) not in stats.fc2]
+
+
+def _put(stats: PreserveStats, found: dict[Site, SiteStats]) -> None:
+    for site, s in found.items():
+        if site == ("ctx",):
+            stats.ctx = s
+        else:
+            stats.fc2[(site[1], site[2])] = s
+
+
+def _compute(adapter: Adapter, prompts: list[str], sites: list[Site], last_only: bool,
+             stats: PreserveStats) -> dict[Site, SiteStats]:
+    """One text-encoder pass over ``prompts`` for the missing sites (the context is always computed with it)."""
+    layers: dict[int, list[int]] = {}
+    for site in sites:
+        if site[0] == "fc2":
+            layers.setdefault(site[1], []).append(site[2])
+    fc2, ctx = prompt_features(adapter, prompts, layers, last_only=last_only)
+    new: dict[Site, SiteStats] = {("fc2", *k): stats_of(v) for k, v in fc2.items()}
+    if ("ctx",) in sites:
+        new[("ctx",)] = stats_of(ctx)
+    _put(stats, new)
+    return new
 
 
 _DEFAULT_CACHE = FeatureCache()

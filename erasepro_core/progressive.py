@@ -16,42 +16,11 @@ import torch
 from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
 from erasepro_core.plan import Plan, schedule_fractions
+from erasepro_core.prefix import PrefixBatch, needed_lengths
 from erasepro_core.preserve import PreserveStats
 from erasepro_core.solver import Metric, constraint_map, relative
 
 MetricFor = Callable[[tuple, Any, int], Metric]  # (site, stats, d_in) -> the cached metric
-
-
-class Ragged:
-    """Prompts grouped by token length, so each group is encoded without padding (CLIP is causal: states up to
-    EOS do not depend on what follows). Columns are gathered by (row, position) across groups."""
-
-    def __init__(self, tower: TextTower, rows: list[list[int]], length: int | None) -> None:
-        by_len: dict[int, list[int]] = {}
-        for r, ids in enumerate(rows):
-            by_len.setdefault(length or len(ids), []).append(r)
-        self.groups = [(n, idx) for n, idx in sorted(by_len.items())]
-        self.ids = [tower.pad([rows[r] for r in idx], n) for n, idx in self.groups]
-        self._where: dict[int, tuple[int, int]] = {}
-        offset = 0
-        self._offsets = []
-        for g, (n, idx) in enumerate(self.groups):
-            self._offsets.append(offset)
-            for j, r in enumerate(idx):
-                self._where[r] = (g, j)
-            offset += n * len(idx)
-
-    def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
-        flat = []
-        for r, p in zip(rows, pos, strict=True):
-            g, j = self._where[r]
-            flat.append(self._offsets[g] + j * self.groups[g][0] + p)
-        return torch.tensor(flat, dtype=torch.long)
-
-    @staticmethod
-    def flat(states: list[torch.Tensor]) -> torch.Tensor:
-        """All groups' states as one (tokens × d) matrix, to gather columns from with :meth:`index`."""
-        return torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
 
 
 def take(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -79,26 +48,28 @@ class TowerPass:
 def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: PairSet, pres: PreserveStats,
                 metric_for: MetricFor, step: Callable[[str], None]) -> TowerPass:
     """One pass: anchors through the original tower, targets carried through the tower as it is edited."""
-    n_max = int(tower.tokenizer.model_max_length)
-    to_end = plan.token_policy == "to_end"
     nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
-    targets = Ragged(tower, pairs.target_ids + held.target_ids, n_max if to_end else None)
-    anchors = Ragged(tower, pairs.anchor_ids + held.anchor_ids, n_max if to_end else None)
+    t_rows, a_rows = pairs.target_ids + held.target_ids, pairs.anchor_ids + held.anchor_ids
+    t_refs = [(p[0], p[1]) for p in pairs.positions] + [(p[0] + nt, p[1]) for p in held.positions]
+    a_refs = [(p[2], p[3]) for p in pairs.positions] + [(p[2] + na, p[3]) for p in held.positions]
+    targets = PrefixBatch(tower, t_rows, pairs.target_shared + held.target_shared,
+                          needed_lengths(len(t_rows), t_refs, [len(r) for r in t_rows]))
+    anchors = PrefixBatch(tower, a_rows, pairs.anchor_shared + held.anchor_shared,
+                          needed_lengths(len(a_rows), a_refs, [len(r) for r in a_rows]))
     it = targets.index(*_split(pairs.positions, 0))
     ia = anchors.index(*_split(pairs.positions, 2))
     ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
     iah = anchors.index([r + na for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
-    flat = Ragged.flat
+    flat = PrefixBatch.flat
     layers = plan.layers[ti]
 
-    h_a = [tower.embed(ids) for ids in anchors.ids]
-    h_t = [tower.embed(ids) for ids in targets.ids]
+    h_a = anchors.embed(tower)
+    h_t = targets.embed(tower)
     betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
     out = TowerPass(x=torch.empty(0), y=torch.empty(0), xh=None, yh=None)
     for i in range(tower.n_context_layers):
-        h_a = [tower.layer(i, h)[0] for h in h_a]
-        outs = [tower.layer(i, h) for h in h_t]
-        h_out, xin = [o[0] for o in outs], [o[1] for o in outs]
+        h_a = anchors.layer(tower, i, h_a)[0]
+        h_out, xin = targets.layer(tower, i, h_t)
         if i not in betas:
             h_t = h_out
             continue
@@ -116,7 +87,7 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
         delta = applied.to(w.dtype).T
         h_t = [o + xi @ delta for o, xi in zip(h_out, xin, strict=True)]
         key = tower.fc2_name(i)
-        out.tensors[key], out.originals[key] = new.cpu(), w.cpu()
+        out.tensors[key], out.originals[key] = new, w  # moved to the host once, by the caller
         site: dict[str, Any] = {
             "site": key, "stage": "progressive", "tower": tower.component, "depth": i, "beta": round(beta, 6),
             "n_columns": x.shape[1], "rank": rank,

@@ -21,10 +21,12 @@ class Metric:
     chol: torch.Tensor  # lower-triangular, float64
 
     @classmethod
-    def build(cls, d_in: int, cov: torch.Tensor | None, preserve_weight: float, ridge: float) -> Metric:
-        """``cov`` is the mean preserve covariance C̄; α is taken relative to tr(C̄)/d so it is scale-free."""
+    def build(cls, d_in: int, cov: torch.Tensor | None, preserve_weight: float, ridge: float,
+              device: torch.device | str | None = None) -> Metric:
+        """``cov`` is the mean preserve covariance C̄; α is taken relative to tr(C̄)/d so it is scale-free.
+        Built on ``cov``'s device (or ``device`` without one): the solve stays where the model is."""
         if cov is None:
-            m = torch.eye(d_in, dtype=torch.float64)
+            m = torch.eye(d_in, dtype=torch.float64, device=device)
         else:
             cov = cov.to(torch.float64)
             scale = float(torch.trace(cov)) / d_in or 1.0

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import CLIPTokenizer
 
 from erasepro_core.bundled import MODEL_DIR
-from erasepro_core.io import publish_dir
+from erasepro_core.io import cache_dir, publish_dir
 
 N_VOCAB = 49408
 N_MERGES = 49152 - 256 - 2
@@ -39,13 +39,6 @@ def write_clip_tokenizer_files(directory: str | os.PathLike, source: Path | None
     (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     return directory
-
-
-def cache_dir() -> Path:
-    """Where derived files live: ``$ERASEPRO_CACHE_DIR``, else ``$XDG_CACHE_HOME/erasepro`` or ``~/.cache/erasepro``."""
-    if os.environ.get("ERASEPRO_CACHE_DIR"):
-        return Path(os.environ["ERASEPRO_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "erasepro"
 
 
 @lru_cache(maxsize=1)

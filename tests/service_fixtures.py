@@ -57,6 +57,60 @@ def wait_for(predicate: Callable[[], Any], what: str, deadline_s: float = DEADLI
         time.sleep(every)
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def proc_state(pid: int) -> str | None:
+    """The /proc state letter of ``pid`` (``Z`` = zombie), ``None`` if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    return proc_state(pid) not in (None, "Z")
+
+
+SERVE_KEY = "serve-test-key-0123456789"
+
+
+def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``erasepro serve`` (embedded Redis + supervised worker) on ``port``, data in ``tmp/data``, the tiny model
+    registered as ``tiny``; tenant ``acme`` has the key :data:`SERVE_KEY`. Output goes to ``tmp/serve.log``."""
+    from erasepro_core.pipeline import save_pipeline
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    if not (tmp / "tiny" / "model_index.json").is_file():
+        save_pipeline(tiny_sd_pipeline(seed=0), tmp / "tiny")
+        (tmp / "models.toml").write_text(f'[models.tiny]\npath = "{tmp / "tiny"}"\n', encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(ERASEPRO_DATA_DIR=str(tmp / "data"), ERASEPRO_BASE_MODELS=str(tmp / "models.toml"),
+               ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT))
+    env.update(extra_env or {})
+    log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen([sys.executable, "-m", "erasepro_core.cli", "serve", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    finally:
+        log.close()
+
+
 class Stack:
     """The running service and handles on its parts."""
 

@@ -117,6 +117,13 @@ BAD_ERASURES = [
     ({**SHORT_SPEC, "options": {"templates": []}}, "body.options.templates"),
     ({**SHORT_SPEC, "options": {"templates": ["no placeholder"]}}, "body.options.templates"),
     ({**SHORT_SPEC, "options": {"templates": ["{} and {}"]}}, "body.options.templates"),
+    ({**SHORT_SPEC, "options": {"templates": ["{} {x}"]}}, "body.options.templates.0"),  # issue 9's bar
+    ({**SHORT_SPEC, "options": {"templates": ["{}}"]}}, "body.options.templates.0"),
+    ({**SHORT_SPEC, "options": {"ridge": 5e-324}}, "body.options.ridge"),
+    ({**SHORT_SPEC, "options": {"ridge": "1e-2"}}, "body.options.ridge"),
+    ({**SHORT_SPEC, "edits": [{"target": "a\u0000b"}]}, "body.edits.0.target"),
+    ({**SHORT_SPEC, "edits": [{"target": "a\u200bb"}]}, "body.edits.0.target"),
+    ({**SHORT_SPEC, "options": {"layers": [999], "schedule": "front"}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"layers": [1, 1]}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"layers": list(range(129))}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"path": "/etc/passwd"}}, "body.options.path"),

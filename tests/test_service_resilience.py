@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 pytest.register_assert_rewrite("service_fixtures")
-from service_fixtures import LONG_SPEC, SHORT_SPEC, Stack, submit, wait_for, wait_status  # noqa: E402
+from service_fixtures import LEASE_TTL_S, LONG_SPEC, SHORT_SPEC, Stack, submit, wait_for, wait_status  # noqa: E402
 
 pytest_plugins = ["service_fixtures"]  # the running service (shared by every test_service_* module)
 
@@ -85,9 +85,11 @@ def test_worker_killed_mid_job(svc: Stack, acme: httpx.Client) -> None:
         _no_checkpoint(svc, acme, job_id)
         assert job_id not in [j["id"] for j in acme.get("/v1/erasures", params={"limit": 100}).json()["items"]
                               if j["status"] == "succeeded"]
-        # no worker is alive (this stack does not supervise its worker; `serve` does: test_service_faults)
-        ready = httpx.get(f"{svc.base_url}/readyz")
-        assert ready.status_code == 503 and ready.json() == {"ready": False, "redis": "ok", "workers": 0}
+        # no worker is alive (this stack does not supervise its worker; `serve` does: test_service_faults):
+        # /readyz says so once the last heartbeat is older than the lease TTL
+        ready = wait_for(lambda: (lambda r: r if r.status_code == 503 else None)(
+            httpx.get(f"{svc.base_url}/readyz")), "/readyz to report no worker", deadline_s=2 * LEASE_TTL_S)
+        assert ready.json() == {"ready": False, "redis": "ok", "workers": 0}
     finally:
         svc.restart_worker()
     assert httpx.get(f"{svc.base_url}/readyz").status_code == 200

@@ -6,6 +6,7 @@ validation are queued, never run. The number of examples is bounded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,16 +33,21 @@ schema = schemathesis.openapi.from_dict(create_app(Settings(data_dir=Path("/none
     path="/readyz")
 
 
+STATUSES: dict[int, int] = {}  # status code -> count, over the whole fuzz run (printed at the end, with -s)
+
+
 @pytest.fixture(scope="module")
-def fuzz_url(svc: Stack) -> str:
-    return svc.start_fuzz_api()
+def fuzz_url(svc: Stack) -> Iterator[str]:
+    yield svc.start_fuzz_api()
+    print(f"\nschemathesis: {sum(STATUSES.values())} requests, statuses {dict(sorted(STATUSES.items()))}")
 
 
 @schema.parametrize()
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_never_answers_5xx(case, fuzz_url: str) -> None:
-    case.call_and_validate(base_url=fuzz_url, headers={"Authorization": f"Bearer {KEYS['acme']}"},
-                           checks=[not_a_server_error])
+    response = case.call_and_validate(base_url=fuzz_url, headers={"Authorization": f"Bearer {KEYS['acme']}"},
+                                      checks=[not_a_server_error])
+    STATUSES[response.status_code] = STATUSES.get(response.status_code, 0) + 1
 
 
 def test_fuzzed_job_ids_stay_inside_the_tenant(svc: Stack, fuzz_url: str) -> None:

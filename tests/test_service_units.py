@@ -13,6 +13,7 @@ from app import store
 from app.auth import KeyStore, KeyStoreError, parse_env_keys
 from app.registry import Registry, RegistryError, parse_registry
 from app.service import decode_cursor, encode_cursor, erasure_view
+from erasepro_core.io import write_json_atomic
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -104,7 +105,7 @@ def test_manifest_cache_serves_only_complete_checkpoints(tmp_path: Path) -> None
     tmp.mkdir(parents=True)
     (tmp / store.DELTA_FILE).write_bytes(b"partial")
     assert store.list_checkpoint_dirs(tmp_path, "acme") == []
-    store.write_json_atomic(tmp / store.MANIFEST, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
+    write_json_atomic(tmp / store.MANIFEST, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
     tmp.rename(d)
     cache = store.ManifestCache()
     assert store.list_checkpoint_dirs(tmp_path, "acme") == [d]
@@ -149,3 +150,21 @@ def test_pipeline_cache_is_a_bounded_lru(tmp_path: Path) -> None:
     assert not cache.get(infos[0]).hit
     cache.evict(infos[0])
     assert cache.names() == []
+
+
+def test_redis_urls_are_redacted_for_logs() -> None:
+    from app.config import redact_url
+
+    assert redact_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redact_url("rediss://user:s3cret@host/1") == "rediss://user:***@host/1"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_tenant_limits_parse_and_reject_garbage() -> None:
+    from app.config import Settings
+
+    s = Settings.from_env({"ERASEPRO_MAX_ACTIVE_JOBS": "3", "ERASEPRO_TENANT_MAX_ACTIVE": "acme:10,b-2:1"})
+    assert (s.active_limit("acme"), s.active_limit("b-2"), s.active_limit("other")) == (10, 1, 3)
+    for bad in ("acme", "acme:0", ":4", "acme:x"):
+        with pytest.raises(ValueError):
+            Settings.from_env({"ERASEPRO_TENANT_MAX_ACTIVE": bad})

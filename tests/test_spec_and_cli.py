@@ -160,3 +160,14 @@ def test_only_errors_a_user_can_fix_exit_2():
     assert issubclass(FileNotFoundError, USER_ERRORS) and issubclass(PermissionError, USER_ERRORS)
     assert not issubclass(OSError, USER_ERRORS)  # a disk or network fault is a bug report, with its traceback
     assert not issubclass(ConnectionError, USER_ERRORS) and not issubclass(TimeoutError, USER_ERRORS)
+
+
+def test_cli_warmup_stores_statistics_once(tmp_path, model_dir):
+    import os
+
+    env = {**os.environ, "ERASEPRO_STATS_DIR": str(tmp_path / "stats")}
+    args = [sys.executable, "-m", "erasepro_core.cli", "warmup", "--model", str(model_dir), "--device", "cpu"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert first.returncode == 0 and "computed fc2" in first.stdout and "ctx" in first.stdout, first.stderr
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 0 and "nothing (already stored)" in second.stdout, second.stdout

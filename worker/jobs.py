@@ -31,6 +31,7 @@ from rq.timeouts import JobTimeoutException
 
 from app import store
 from app.registry import BaseModelInfo, ModelUnavailable
+from erasepro_core.io import fsync_dir, write_json_atomic
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -120,17 +121,6 @@ def _fsync(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _remove_tree(path: Path) -> None:
-    """Rename aside, then delete: a half-deleted checkpoint is never visible under its real name."""
-    if path.exists():
-        trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
-        try:
-            os.replace(path, trash)
-        except OSError:
-            trash = path
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 @contextmanager
 def _interruptible(state: WorkerState) -> Iterator[None]:
     with state.interruptible_section():
@@ -216,16 +206,16 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
                 "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
             }
-            store.write_json_atomic(tmp / store.MANIFEST, manifest)
-            store.fsync_dir(tmp)
+            write_json_atomic(tmp / store.MANIFEST, manifest)
+            fsync_dir(tmp)
             ctx.check_cancel()  # last chance before the checkpoint becomes visible
             os.rename(tmp, final)
-            store.fsync_dir(final.parent)
+            fsync_dir(final.parent)
             committed = True
             outcome = ctx.finish("succeeded", report=result.report, timings=timings,
                                  progress={"stage": "done", "fraction": 1.0})
             if outcome not in ("ok", "missing"):  # 'missing': Redis lost the record; the manifest stands
-                _remove_tree(final)
+                store.remove_tree(final)
                 if outcome == "cancel_requested":
                     ctx.finish("cancelled", error="cancelled while saving")
                     return {"status": "cancelled"}
@@ -234,7 +224,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                     "timings": timings}
         except BaseException:
             if committed:
-                _remove_tree(final)
+                store.remove_tree(final)
             raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -348,7 +338,7 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
                 os.replace(tar_tmp, directory / store.PIPELINE_TAR)
                 current.setdefault("files", {})[store.PIPELINE_TAR] = entry
                 current["exported_at"] = store.now()
-                store.write_json_atomic(directory / store.MANIFEST, current)
+                write_json_atomic(directory / store.MANIFEST, current)
         finally:
             tar_tmp.unlink(missing_ok=True)
         ctx.finish("succeeded", progress={"stage": "done", "fraction": 1.0})

@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings, redact_url
 from app.registry import ModelUnavailable
 from worker.runtime import Heartbeat, WorkerState, set_state
 
@@ -67,7 +67,8 @@ def parse_queues(text: str) -> list[str]:
 
 
 def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name: str | None = None,
-               burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO") -> int:
+               burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO",
+               warm: bool = False) -> int:
     """Serve ``queues`` until SIGTERM/SIGINT (a second signal interrupts the running job). Returns 0."""
     from worker.jobs import cleanup_stale
 
@@ -89,13 +90,15 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
             log.error("--preload: %s", exc)
             return 2
         state.cache.get(info)
+    if warm:
+        warm_models(state)
     conn = redis.Redis.from_url(settings.redis_url)
     rq_queues = [Queue(q, connection=conn, serializer=JSONSerializer, job_class=AllowlistedJob) for q in queues]
     worker = ErasureWorker(rq_queues, connection=conn, serializer=JSONSerializer, name=state.name,
                            job_class=AllowlistedJob)
     heartbeat = Heartbeat(state)
     heartbeat.start()
-    log.info("worker %s on %s, device %s, queues %s", state.name, settings.redis_url, state.cache.device,
+    log.info("worker %s on %s, device %s, queues %s", state.name, redact_url(settings.redis_url), state.cache.device,
              ",".join(queues))
     print(f"erasepro worker {state.name} ready (device {state.cache.device}, queues {','.join(queues)})",
           flush=True)
@@ -114,13 +117,25 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--name", help="worker name (default erasepro-<host>-<pid>)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--preload", action="append", default=[], help="load this base model before serving")
+    p.add_argument("--warm", action="store_true",
+                   help="compute (or load) the preserve statistics of every installed base model before serving")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.queues, name=args.name, burst=args.burst, preload=args.preload,
-                      log_level=args.log_level)
+                      log_level=args.log_level, warm=args.warm)
+
+
+def warm_models(state: WorkerState) -> None:
+    """Preserve statistics of the registered, installed base models, shared on disk with other workers."""
+    from erasepro_core.warmup import warm
+
+    for info in state.registry.models().values():
+        if info.available:
+            out = warm(state.cache.get(info).pipe, state.feature_cache())
+            log.info("warmed %s: %s", info.name, out["modes"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

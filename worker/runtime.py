@@ -148,9 +148,10 @@ class Heartbeat(threading.Thread):
     def beat(self) -> None:
         s = self.state
         ttl = s.settings.lease_ttl_s
-        sec, _ = s.r.time()
+        sec, usec = s.r.time()
+        now = sec + usec / 1e6  # Redis's clock, sub-second: /readyz compares against the same clock
         with s.r.pipeline(transaction=False) as p:
-            p.zadd(store.K_WORKERS, {s.name: sec})
+            p.zadd(store.K_WORKERS, {s.name: now})
             p.zremrangebyscore(store.K_WORKERS, "-inf", sec - 20 * ttl)
             job = s.current_job
             if job:

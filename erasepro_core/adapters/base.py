@@ -95,6 +95,41 @@ class TextTower:
         out = out[0] if isinstance(out, tuple) else out
         return out, captured[0]
 
+    def embed_at(self, ids: torch.Tensor, offsets: torch.Tensor | int = 0) -> torch.Tensor:
+        """Embeddings of tokens whose row r starts at position ``offsets[r]`` of its prompt."""
+        start = torch.as_tensor(offsets, device=ids.device).view(-1, 1)
+        pos = torch.arange(ids.shape[1], device=ids.device)[None] + start
+        return self._inner.embeddings(input_ids=ids, position_ids=pos.expand(ids.shape[0], -1))
+
+    def layer_cached(
+        self, i: int, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Layer ``i`` on tokens that follow cached prefixes: ``past = (keys, values, lengths)``, row r's prefix
+        being the first ``lengths[r]`` of its keys/values (b × heads × P × head_dim).
+
+        The same computation as the CLIP layer (pre-norm causal attention, then the MLP), written out so a prefix
+        common to many prompts is encoded once: token j of row r attends to its prefix and to its tokens ≤ j.
+        Returns (output, fc2 input, this call's own keys/values).
+        """
+        layer = self.layers[i]
+        attn = layer.self_attn
+        b, s, _ = h.shape
+        x = layer.layer_norm1(h)
+        split = lambda t: t.view(b, s, attn.num_heads, attn.head_dim).transpose(1, 2)  # noqa: E731
+        q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
+        own = (k, v)
+        mask = torch.ones(s, s, dtype=torch.bool, device=h.device).tril()[None, None]
+        if past is not None:
+            n_past = past[0].shape[2]
+            seen = torch.arange(n_past, device=h.device)[None] < past[2].to(h.device)[:, None]  # b × P
+            mask = torch.cat([seen[:, None, None, :].expand(b, 1, s, n_past), mask.expand(b, 1, s, s)], -1)
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
+        h = h + attn.out_proj(o.transpose(1, 2).reshape(b, s, -1))
+        mlp = layer.mlp
+        xin = mlp.activation_fn(mlp.fc1(layer.layer_norm2(h)))
+        return h + mlp.fc2(xin), xin, own
+
     def to_context(self, h: torch.Tensor) -> torch.Tensor:
         """Context from the state after ``n_context_layers`` layers."""
         return h if self.penultimate else self._inner.final_layer_norm(h)

@@ -31,7 +31,7 @@ def kv_edit(config: UCEConfig, inputs: EditInputs) -> KVEdit:
     import torch
 
     c, c_star, pres = inputs.x, inputs.y, inputs.preserve
-    k = config.lam * torch.eye(c.shape[0], dtype=torch.float64) + config.erase_scale * c @ c.T
+    k = config.lam * torch.eye(c.shape[0], dtype=torch.float64, device=c.device) + config.erase_scale * c @ c.T
     if pres is not None and pres.n:
         k += config.preserve_scale * pres.gram
     b = torch.linalg.solve(k, c).T  # cᵀ K⁻¹ (K symmetric)

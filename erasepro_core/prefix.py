@@ -1,0 +1,94 @@
+"""Prompts encoded as shared prefixes plus per-prompt suffixes, each token computed once.
+
+CLIP's text encoder is causal: a token's states depend only on the tokens before it. Every prompt made from
+one template starts with the same tokens (BOS and the template's text before ``{}``), so those are encoded once
+per template (all templates in one batch) and the concept tokens attend to their cached keys/values; nothing
+after the last position a job reads is encoded at all (under the ``last`` policy, not even EOS). Suffixes are
+batched by length across templates, so a layer is a handful of calls. Columns are gathered by (row, position)
+from one flat (tokens × d) matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from erasepro_core.adapters import TextTower
+
+
+class PrefixBatch:
+    """``rows`` (token ids) cut to ``needed[r]`` positions (padded if longer), split after ``shared[r]`` tokens."""
+
+    def __init__(self, tower: TextTower, rows: list[list[int]], shared: list[int], needed: list[int]) -> None:
+        pad = tower.tokenizer.pad_token_id
+        pad = int(tower.tokenizer.eos_token_id if pad is None else pad)
+        device = tower.device
+        prefixes: dict[tuple[int, ...], int] = {}
+        by_len: dict[int, list[int]] = {}
+        cut: list[list[int]] = []
+        self._split: list[tuple[int, int]] = []  # per row: (prefix index, prefix length)
+        for r, ids in enumerate(rows):
+            n = needed[r]
+            full = (ids + [pad] * max(n - len(ids), 0))[:n]
+            p = max(1, min(shared[r], n))
+            k = prefixes.setdefault(tuple(full[:p]), len(prefixes))
+            cut.append(full)
+            self._split.append((k, p))
+            if n > p:
+                by_len.setdefault(n - p, []).append(r)
+        # All prefixes in one block, padded at the end (causal: padding never changes the real tokens' states).
+        width = max(len(key) for key in prefixes)
+        self.prefix_ids = torch.tensor([list(key) + [pad] * (width - len(key)) for key in prefixes], device=device)
+        self.prefix_len = torch.tensor([len(key) for key in prefixes], device=device)
+        self.suffixes: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (ids, prefix index, offsets)
+        self._where: dict[int, tuple[int, int]] = {}
+        for _, members in sorted(by_len.items()):
+            for j, r in enumerate(members):
+                self._where[r] = (len(self.suffixes), j)
+            ks = [self._split[r][0] for r in members]
+            ps = [self._split[r][1] for r in members]
+            self.suffixes.append((torch.tensor([cut[r][p:] for r, p in zip(members, ps, strict=True)], device=device),
+                                  torch.tensor(ks, device=device), torch.tensor(ps, device=device)))
+        self._offsets, total = [], self.prefix_ids.numel()
+        for ids, _, _ in self.suffixes:
+            self._offsets.append(total)
+            total += ids.numel()
+        self.n_tokens = total
+
+    def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
+        flat = []
+        width = self.prefix_ids.shape[1]
+        for r, q in zip(rows, pos, strict=True):
+            k, p = self._split[r]
+            if q < p:
+                flat.append(k * width + q)
+            else:
+                g, j = self._where[r]
+                flat.append(self._offsets[g] + j * self.suffixes[g][0].shape[1] + q - p)
+        return torch.tensor(flat, dtype=torch.long)
+
+    def embed(self, tower: TextTower) -> list[torch.Tensor]:
+        return [tower.embed_at(self.prefix_ids)] + [tower.embed_at(ids, off) for ids, _, off in self.suffixes]
+
+    def layer(self, tower: TextTower, i: int, states: list[torch.Tensor]) -> tuple[list[torch.Tensor],
+                                                                                     list[torch.Tensor]]:
+        """Layer ``i``: the prefixes, then each suffix group attending to its rows' cached prefixes."""
+        out, xin, (k, v) = tower.layer_cached(i, states[0])
+        outs, xins = [out], [xin]
+        for (_, which, off), h in zip(self.suffixes, states[1:], strict=True):
+            o, x, _ = tower.layer_cached(i, h, (k[which], v[which], off))
+            outs.append(o)
+            xins.append(x)
+        return outs, xins
+
+    @staticmethod
+    def flat(states: list[torch.Tensor]) -> torch.Tensor:
+        """All blocks' states as one (tokens × d) matrix, to gather columns from with :meth:`index`."""
+        return torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
+
+
+def needed_lengths(n_rows: int, refs: list[tuple[int, int]], default: list[int]) -> list[int]:
+    """Per row, 1 + the last position any pair reads (rows no pair reads keep ``default``)."""
+    out = [0] * n_rows
+    for r, q in refs:
+        out[r] = max(out[r], q + 1)
+    return [o or d for o, d in zip(out, default, strict=True)]
