@@ -292,3 +292,12 @@ def test_extra_context_of_the_wrong_shape_is_refused(sd_pipe):
     x = torch.zeros(7, 2)
     with pytest.raises(ErasureError, match="extra_context"):
         erase(sd_pipe, ErasureSpec(**SPEC), extra_context=(x, x))
+
+
+def test_report_measures_a_bounded_sample_of_columns_and_every_extra_one():
+    from erasepro_core.kv import MAX_REPORT_COLUMNS, report_columns
+
+    assert report_columns(10, 2).tolist() == list(range(12))
+    cols = report_columns(5000, 3)
+    assert len(cols) == MAX_REPORT_COLUMNS + 3 and cols[0] == 0 and cols[MAX_REPORT_COLUMNS - 1] == 4999
+    assert cols[-3:].tolist() == [5000, 5001, 5002] and len(set(cols.tolist())) == len(cols)
