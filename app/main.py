@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import store
 from app.bounds import check_erasure, check_generation
 from app.config import Settings
+from app.console import router as console_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
@@ -266,6 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     _install_handlers(app)
     _routes(app, settings)
+    app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
     return app
 
 

@@ -127,11 +127,16 @@ class ErasureSpec(BaseModel):
 
     edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
-    default_preserve: bool = True
+    default_preserve: bool = Field(default=True, description="Also protect a generic preserve set (the base "
+                                   "model's own erasepro_preserve.txt, else the shipped one) besides yours.")
     templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-                                      max_length=MAX_TEMPLATES)
+                                      max_length=MAX_TEMPLATES, json_schema_extra={"default": list(DEFAULT_TEMPLATES)},
+                                      description="Phrasings the solve uses; each concept is inserted at '{}'.")
     heldout_templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
-                                              max_length=MAX_TEMPLATES)
+                                              max_length=MAX_TEMPLATES,
+                                              json_schema_extra={"default": list(DEFAULT_HELDOUT_TEMPLATES)},
+                                              description="Phrasings never used by the solve: the report "
+                                                          "measures the leak on them.")
     method: MethodSpec = Field(default_factory=EraseProConfig)
 
     @model_validator(mode="before")

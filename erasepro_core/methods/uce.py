@@ -18,9 +18,12 @@ class UCEConfig(MethodConfig):
     flat_prefix = "uce_"
 
     name: Literal["uce"] = "uce"
-    lam: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False, alias="lambda")
-    erase_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
-    preserve_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False)
+    lam: float = Field(default=0.5, gt=0, le=1e6, allow_inf_nan=False, alias="lambda",
+                       description="UCE baseline: its λ (the ridge of K = λI + …).")
+    erase_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
+                               description="UCE baseline: the erase scale s_e.")
+    preserve_scale: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
+                                  description="UCE baseline: the preserve scale s_p.")
 
 
 def kv_edit(config: UCEConfig, inputs: EditInputs) -> KVEdit:

@@ -1,0 +1,339 @@
+"""The web console in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against a real
+``erasepro serve`` (embedded Redis + one RQ worker + uvicorn) on loopback with the bundled shapes model.
+
+Nothing is mocked: the page signs in, submits circle -> square through the form, watches the job's progress
+bar reach 100 %, generates the before/after grid through the generate endpoints, downloads the delta (whose
+sha256 must equal the API's ETag) and the diffusers export, and a second tenant sees none of it. Each page is
+screenshotted at desktop (1280x800) and phone (390x844) widths into ``out/screenshots/`` (docs/console.md
+shows committed copies). The tests share one server and run in file order (the later ones use the erasure the
+earlier ones made).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.register_assert_rewrite("service_fixtures")
+from service_fixtures import KEYS, ROOT, wait_for  # noqa: E402
+
+from app.embedded import free_port, stop_process  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+SHOTS = ROOT / "out" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+UI_TIMEOUT_MS = 240_000  # a guard against hanging on a loaded 2-core machine, never a speed assertion
+
+
+def chromium_path() -> str:
+    """Debian's chromium (scripts/test.sh installs it); the browser tests must run, so its absence fails."""
+    path = os.environ.get("ERASEPRO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("chromium is not installed: run `apt-get install -y chromium` (scripts/test.sh does it as root)")
+    return path
+
+
+class Server:
+    """``erasepro serve`` in a temporary data dir, with two tenants' keys and the bundled model."""
+
+    def __init__(self) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="erasepro-console-"))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env.update(ERASEPRO_DATA_DIR=str(self.tmp / "data"), ERASEPRO_BUNDLED="1",
+                   ERASEPRO_API_KEYS=",".join(f"{t}:{k}" for t, k in KEYS.items()),
+                   ERASEPRO_GENERATE_WAIT_S="60", PYTHONPATH=str(ROOT))
+        env.pop("ERASEPRO_BASE_MODELS", None)
+        self.log = self.tmp / "serve.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "erasepro_core.cli", "serve", "--port", str(self.port)],
+                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def client(self, tenant: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {KEYS[tenant]}"}, timeout=120)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                stop_process(self.proc, grace_s=1, second_signal_s=5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    srv = Server()
+    try:
+        wait_for(lambda: srv.proc.poll() is not None or srv.ready(), "erasepro serve to be ready")
+        assert srv.proc.poll() is None, srv.log.read_text()[-3000:]
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def foreign_requests() -> list[str]:
+    """Every request any page made to another origin (the console must make none)."""
+    return []
+
+
+@pytest.fixture
+def page(browser, server: Server, foreign_requests: list[str]) -> Iterator[object]:
+    ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    pg = ctx.new_page()
+    pg.set_default_timeout(UI_TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("request", lambda req: None if req.url.startswith((server.base, "blob:", "data:"))
+          else foreign_requests.append(req.url))
+    try:
+        yield pg
+    finally:
+        ctx.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def shoot(page, name: str) -> None:
+    """Full-page screenshots at desktop and phone widths (out/screenshots/<name>-{desktop,phone}.png)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.wait_for_timeout(150)  # let the layout settle after the resize
+        page.screenshot(path=str(SHOTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def sign_in(page, server: Server, tenant: str = "acme") -> None:
+    page.goto(f"{server.base}/")
+    page.fill("#api-key", KEYS[tenant])
+    page.click("form button[type=submit]")
+    page.wait_for_selector("#erasures")
+
+
+# Long on the bundled model (1000 edits x 12 phrasings), so the page sees it queued, then running.
+PHRASES = ("", "now", "here", "there", "again", "today", "please", "big", "small", "drawn", "shown", "seen")
+LONG_SPEC = {"base_model": "bundled", "edits": [{"target": f"shape number {i}", "anchor": ""} for i in range(1000)],
+             "options": {"default_preserve": False, "templates": [f"{{}} {w}".strip() for w in PHRASES]}}
+STATE: dict[str, str] = {}  # the erasure the form made, for the tests after it
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_shell_is_self_contained(server: Server) -> None:
+    r = httpx.get(f"{server.base}/", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "http" not in csp
+    assert httpx.get(f"{server.base}/console/erasures/0123abcd", timeout=10).text == r.text  # deep link
+    js = httpx.get(f"{server.base}/console/static/js/main.js", timeout=10)
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    for bad in ("/console/static/..%2f..%2fmain.py", "/console/static/%2e%2e/router.py", "/console/static/nope.js"):
+        assert httpx.get(f"{server.base}{bad}", timeout=10).status_code == 404, bad
+    assert "/console" not in httpx.get(f"{server.base}/openapi.json", timeout=10).text  # not part of the API
+
+
+def test_wrong_key_is_refused(page, server: Server) -> None:
+    page.goto(f"{server.base}/console/erasures")
+    page.wait_for_selector("#api-key")
+    page.click("form button[type=submit]")
+    assert "Enter your API key" in page.inner_text("#key-error")
+    page.keyboard.type("not-a-key-0123456789")  # the field has focus; Enter submits (keyboard only)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#key-error:has-text('not accepted')")
+    assert page.get_attribute("#api-key", "aria-invalid") == "true"
+    assert page.evaluate("sessionStorage.getItem('erasepro.apiKey')") is None
+    assert page.is_hidden("#nav")
+    shoot(page, "signin")
+
+
+def test_bad_form_shows_errors_next_to_fields(page, server: Server) -> None:
+    sign_in(page, server)
+    page.click("a.btn:has-text('New erasure')")
+    page.wait_for_selector("#new-erasure")
+    # Help text and bounds come from /openapi.json (ErasureSpec's own descriptions and limits).
+    page.click("details.advanced summary")
+    ridge_help = page.inner_text("#f-options-ridge-help")
+    assert "keeps the update small" in ridge_help and "at most 1000000" in ridge_help
+    assert page.is_hidden("#f-options-uce_lambda")  # UCE's own settings show with UCE only
+    page.select_option("#f-method", "uce")
+    assert page.is_visible("#f-options-uce_lambda")
+    page.select_option("#f-method", "erasepro")
+    page.fill(".target", "circle")
+    page.fill(".anchor", "Circle")
+    page.fill("#f-options-ridge", "0")
+    page.click("text=Start erasure")
+    page.wait_for_selector(".error-summary:not([hidden])")
+    assert "anchor must differ" in page.inner_text(".edit-row .field[data-role=anchor] .field-error")
+    assert page.get_attribute(".edit-row .anchor", "aria-invalid") == "true"
+    assert "greater than" in page.inner_text("#f-options-ridge-err")
+    assert page.url.endswith("/console/erasures/new")  # nothing was submitted
+    shoot(page, "new-erasure-errors")
+
+
+def test_submit_progress_grid_and_downloads(page, server: Server, tmp_path: Path) -> None:
+    sign_in(page, server)
+    page.click("a.btn:has-text('New erasure')")
+    page.wait_for_selector("#new-erasure")
+    page.fill(".target", "circle")
+    page.fill(".anchor", "square")
+    page.fill("#f-preserve", "a red triangle\na green cross")
+    shoot(page, "new-erasure")
+    page.click("text=Start erasure")
+    page.wait_for_url(re.compile(r"/console/erasures/[0-9a-f]{32}$"))
+    job_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    STATE["job"] = job_id
+    page.wait_for_selector("#stage:has-text('100%')")
+    assert page.get_attribute(".progress-line [role=progressbar]", "aria-valuenow") == "100"
+    assert page.inner_text(".page-head .badge") .lower() == "succeeded"
+    assert "circle → square" in page.inner_text("h1")
+    # The report in words and charts (residual, held-out leak, preserve drift, update norm by depth).
+    page.wait_for_selector("#report:not([hidden])")
+    captions = page.locator("#report figcaption strong").all_inner_texts()
+    assert captions[:4] == ["Residual", "Held-out leak", "Preserve drift", "Update norm by depth"], captions
+    assert page.locator("#report svg.chart rect.barfill").count() >= 4
+
+    # Before/after grid: prefilled from the target and the preserve concepts; one seed, few steps.
+    prompts = page.input_value("#g-prompts").splitlines()
+    assert prompts[:3] == ["circle", "a red triangle", "a green cross"], prompts
+    page.fill("#g-prompts", "circle\na red triangle")
+    page.fill("#g-seeds", "0")
+    page.fill("#g-steps", "10")
+    page.click("text=Generate before/after")
+    page.wait_for_selector("#grid p:has-text('Done: 4 images')")
+    loaded = page.evaluate("""() => ['before', 'after'].map(col =>
+        [...document.querySelectorAll(`#grid [data-col=${col}]`)].map(c => {
+          const img = c.querySelector('img'); return img && img.complete ? img.naturalWidth : 0; }))""")
+    assert all(w > 0 for col in loaded for w in col) and [len(c) for c in loaded] == [2, 2], loaded
+    shoot(page, "erasure")
+
+    # Downloads: the delta's sha256 must be the API's ETag; the diffusers export is exported, then streamed.
+    with server.client("acme") as api:
+        got = api.get(f"/v1/erasures/{job_id}/checkpoint")
+        assert got.status_code == 200, got.text
+        etag = got.headers["etag"].strip('"')
+    with page.expect_download() as dl:
+        page.click("button[data-format=delta]")
+    saved = tmp_path / "delta.safetensors"
+    dl.value.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == etag
+    page.wait_for_selector(".dl-note[data-verified=true]")
+    with page.expect_download() as dl:
+        page.click("button[data-format=diffusers]")
+    tar = tmp_path / "pipeline.tar"
+    dl.value.save_as(tar)
+    assert tar.stat().st_size > 1_000_000 and dl.value.suggested_filename.endswith(".tar")
+    assert page.locator(".dl-note[data-verified=true]").count() == 2
+
+    # The list shows it with a full bar; the status filter hides it under "failed".
+    page.click("#nav a:has-text('Erasures')")
+    row = page.locator(f"#erasures tr[data-id='{job_id}']")
+    row.wait_for()
+    assert row.locator("[role=progressbar]").get_attribute("aria-valuenow") == "100"
+    assert "circle → square" in row.inner_text()
+    page.select_option("#status-filter", "failed")
+    assert page.locator(f"#erasures tr[data-id='{job_id}']").count() == 0
+    assert "/console/erasures?status=failed" in page.url
+
+
+def test_live_list_and_cancel(page, server: Server) -> None:
+    """A long job: its row turns from queued to running on its own (polling), then the page cancels it."""
+    # Cancelling lands at once in the solve, but this job also spends minutes in its preserve stage, where the
+    # worker only notices the request when the stage ends: the test accepts the request being shown.
+    with server.client("acme") as api:
+        r = api.post("/v1/erasures", json=LONG_SPEC, headers={"Idempotency-Key": "console-long"})
+        assert r.status_code == 202, r.text
+        long_id = r.json()["id"]
+    sign_in(page, server)
+    page.locator(f"#erasures tr[data-id='{long_id}']").wait_for()
+    page.wait_for_selector(f"#erasures tr[data-id='{long_id}'][data-status=running]")
+    shoot(page, "erasures")
+    # Cursor paging: one a page, then "Load more" follows next_cursor to the older job.
+    page.goto(f"{server.base}/console/erasures?limit=1")
+    page.wait_for_selector("#list-summary:has-text('1 shown of 1 loaded; more on the server')")
+    assert page.eval_on_selector_all("#erasures tr[data-id]", "rows => rows.map(r => r.dataset.id)") == [long_id]
+    page.click("button:has-text('Load more')")
+    page.wait_for_selector("#list-summary:has-text('2 shown of 2 loaded.')")
+    assert page.locator(f"#erasures tr[data-id='{STATE['job']}']").count() == 1
+    page.click(f"#erasures tr[data-id='{long_id}'] a.job-link")
+    page.click(".page-head button:has-text('Cancel')")
+    page.wait_for_selector("dialog.confirm[open]")
+    page.click("dialog.confirm button.danger")
+    # A queued job or one inside an interruptible step is cancelled at once; elsewhere the worker stops at its
+    # next check, so the page first shows the request ("Cancelling…"). Either is the page reflecting the API.
+    page.wait_for_selector(".page-head .badge[data-status=cancelled], .page-head button:has-text('Cancelling')")
+    with server.client("acme") as api:
+        view = api.get(f"/v1/erasures/{long_id}").json()
+    assert view["status"] == "cancelled" or view["cancel_requested"], view
+
+
+def test_other_tenant_sees_nothing(page, server: Server) -> None:
+    job_id = STATE.get("job")
+    assert job_id, "needs the erasure test_submit_progress_grid_and_downloads made"
+    with server.client("globex") as api:
+        r = api.post("/v1/erasures", json={"base_model": "bundled", "edits": [{"target": "triangle", "anchor": ""}]})
+        assert r.status_code == 202, r.text
+        own = r.json()["id"]
+    sign_in(page, server, "globex")
+    page.locator(f"#erasures tr[data-id='{own}']").wait_for()
+    ids = page.eval_on_selector_all("#erasures tr[data-id]", "rows => rows.map(r => r.dataset.id)")
+    assert own in ids and job_id not in ids
+    page.goto(f"{server.base}/console/erasures/{job_id}")
+    page.wait_for_selector("text=There is no such erasure for your team.")
+    assert page.locator("#report:not([hidden])").count() == 0
+
+
+def test_cancel_and_delete_with_confirmation(page, server: Server) -> None:
+    job_id = STATE.get("job")
+    assert job_id, "needs the erasure test_submit_progress_grid_and_downloads made"
+    sign_in(page, server)
+    page.goto(f"{server.base}/console/erasures/{job_id}")
+    page.wait_for_selector("#report:not([hidden])")
+    page.click(".page-head button:has-text('Delete')")
+    page.wait_for_selector("dialog.confirm[open]")
+    shoot(page, "delete-confirm")
+    page.click("dialog.confirm button:has-text('Keep it')")  # declining keeps it
+    with server.client("acme") as api:
+        assert api.get(f"/v1/erasures/{job_id}").status_code == 200
+        page.click(".page-head button:has-text('Delete')")
+        page.click("dialog.confirm button.danger")
+        page.wait_for_url("**/console/erasures")
+        page.wait_for_selector("#list-summary:has-text('loaded')")
+        wait_for(lambda: api.get(f"/v1/erasures/{job_id}").status_code == 404, "the delete to land", 30)
+    assert page.locator(f"#erasures tr[data-id='{job_id}']").count() == 0
+
+
+def test_no_request_left_the_origin(foreign_requests: list[str]) -> None:
+    assert foreign_requests == []
