@@ -6,6 +6,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/erasures                          the caller's jobs, newest first, paginated
     GET    /v1/erasures/{id}                     status, progress, report, error, links
     DELETE /v1/erasures/{id}                     cancel a queued/running job, or delete a finished one
+    GET    /v1/erasures/{id}/events              the job's event log (JSON pages, or SSE)
     GET    /v1/erasures/{id}/checkpoint          ?format=delta|diffusers (Content-Length, ETag, Range)
     POST   /v1/erasures/{id}/generate            images from the edited model (PNG, JSON, or 202 + job)
     POST   /v1/base-models/{name}/generate       the same from the unedited model
@@ -26,7 +27,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import redis.exceptions
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
@@ -35,6 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import store
 from app.bounds import check_erasure, check_generation
 from app.config import Settings
+from app.deps import JobId, Svc, Tenant, not_found
+from app.events_routes import router as events_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
@@ -59,7 +62,6 @@ from app.service import (
 
 log = logging.getLogger("erasepro.api")
 
-JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
 WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
                                       description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
@@ -205,27 +207,6 @@ class Door:
 
 
 # ------------------------------------------------------------------------------------------ dependencies
-def service(request: Request) -> Service:
-    return request.app.state.service
-
-
-async def tenant_of(request: Request) -> str:
-    """The caller's tenant, authenticated by :class:`Door` before the body was read (401 there otherwise)."""
-    tenant = request.scope.get("state", {}).get("tenant")
-    if tenant is None:  # a /v1 route always passes the Door; this guards a route mounted elsewhere
-        raise HTTPException(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return tenant
-
-
-Tenant = Annotated[str, Depends(tenant_of)]
-Svc = Annotated[Service, Depends(service)]
-
-
-def not_found(what: str = "erasure") -> HTTPException:
-    return HTTPException(404, f"{what} not found")
-
-
 def body_hash(model: Any) -> str:
     return hashlib.sha256(json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
@@ -266,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
     _install_handlers(app)
     _routes(app, settings)
+    app.include_router(events_router)
     return app
 
 

@@ -226,3 +226,17 @@ class ExportAccepted(BaseModel):
     export_job: str
     status: Status
     retry_after_s: int = 2
+
+
+class EventView(BaseModel):
+    """One entry of an erasure's event log (ids increase; use the last one as ``after`` / ``Last-Event-ID``)."""
+
+    id: str
+    type: str
+    created_at: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventList(BaseModel):
+    items: list[EventView]
+    next_cursor: str | None = None
