@@ -22,6 +22,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -41,6 +42,9 @@ from app.events_routes import router as events_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    METADATA_KEY_RE,
     BaseModelList,
     ErasureAccepted,
     ErasureList,
@@ -50,6 +54,7 @@ from app.schemas import (
     GeneratedImages,
     GenerateRequest,
     GenerationView,
+    Status,
 )
 from app.service import (
     IdempotencyConflict,
@@ -215,6 +220,22 @@ def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") 
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
 
 
+def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
+    """``metadata[k]=v`` query parameters -> ``{k: v}`` (422 on a malformed key or too many)."""
+    wanted: dict[str, str] = {}
+    for name, value in params:
+        if not name.startswith("metadata"):
+            continue
+        key = name[len("metadata["):-1] if name.startswith("metadata[") and name.endswith("]") else ""
+        if not re.match(METADATA_KEY_RE, key) or len(value) > MAX_METADATA_VALUE:
+            raise validation_error(("query", name), "filter by metadata as metadata[key]=value (key: 1-40 of "
+                                   "A-Z a-z 0-9 _ . -)")
+        wanted[key] = value
+    if len(wanted) > MAX_METADATA_KEYS:
+        raise validation_error(("query", "metadata"), f"at most {MAX_METADATA_KEYS} metadata filters")
+    return wanted
+
+
 def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
     """The registered, installed model (decided by :meth:`Registry.require`); 422 naming ``loc`` otherwise."""
     try:
@@ -320,7 +341,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             job_id, created = await svc.submit_erasure(
                 tenant=tenant, base_model=body.base_model, spec=spec.model_dump(mode="json"),
                 request=body.model_dump(mode="json", exclude_unset=True), timeout=timeout,
-                idempotency_key=idempotency_key, body_hash=body_hash(body))
+                idempotency_key=idempotency_key, body_hash=body_hash(body), metadata=body.metadata)
         except IdempotencyConflict:
             raise HTTPException(409, "this Idempotency-Key was already used with a different request body") from None
         view = await svc.erasure(tenant, job_id)
@@ -332,16 +353,25 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
 
     @app.get("/v1/erasures", tags=["erasures"], response_model=ErasureList)
     async def list_erasures(
-        tenant: Tenant, svc: Svc,
+        request: Request, tenant: Tenant, svc: Svc,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
     ) -> dict:
-        """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+        ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata has every pair."""
         try:
             after = decode_cursor(cursor) if cursor else None
         except ValueError as exc:
             raise validation_error(("query", "cursor"), str(exc)) from None
-        items, nxt = await svc.list_erasures(tenant, limit, after)
+        wanted = metadata_filter(request.query_params.multi_items())
+        match = None
+        if status or wanted:
+            def match(view: dict) -> bool:
+                meta = view.get("metadata") or {}
+                return (status is None or view["status"] == status) and all(
+                    meta.get(k) == v for k, v in wanted.items())
+        items, nxt = await svc.list_erasures(tenant, limit, after, match)
         return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
 
     @app.get("/v1/erasures/{job_id}", tags=["erasures"], response_model=ErasureView,

@@ -9,10 +9,19 @@ spec's own validation, whose errors are re-labelled with the request field they 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from app.registry import NAME_RE
 from erasepro_core.spec import (
@@ -33,6 +42,13 @@ MAX_IMAGES = 4
 MAX_PIXELS = 4 * 1024 * 1024  # width * height * num_images
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 255
+MAX_METADATA_KEYS = 16
+METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
+MAX_METADATA_VALUE = 256
+
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _TOP_LEVEL = ("edits", "preserve", "method")
@@ -78,6 +94,10 @@ class ErasureRequest(BaseModel):
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
+    metadata: Metadata = Field(default_factory=dict, description=(
+        f"Your own labels (at most {MAX_METADATA_KEYS}; keys of 1-40 letters, digits, '_', '.', '-'; values of "
+        f"at most {MAX_METADATA_VALUE} characters), returned with the job and filterable: "
+        "GET /v1/erasures?metadata[key]=value."))
 
     def to_spec(self) -> ErasureSpec:
         """The validated :class:`ErasureSpec`; raises ``RequestValidationError`` (422) naming the field."""
@@ -151,6 +171,7 @@ class ErasureView(BaseModel):
     error: str | None = None
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
     base_fingerprint: str | None = None
     artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
     links: dict[str, str] = Field(default_factory=dict)

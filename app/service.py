@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ class Service:
         existing = await run_in_threadpool(
             self.lifecycle.create, job, fields=fields, created=store.now(), idem_key=idempotency_key,
             body_hash=body_hash, idem_ttl_s=self.settings.idempotency_ttl_s, limit=limit,
-            data={"base_model": fields.get("base_model", "")})
+            data={"base_model": fields.get("base_model", ""), **({"metadata": fields["metadata"]}
+                                                                 if fields.get("metadata") else {})})
         job_id, key = job.id, store.k_job(job.id)
         if existing == "limit":
             raise TooManyJobs(limit)
@@ -147,7 +149,8 @@ class Service:
             raise
 
     async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
-                             idempotency_key: str | None, body_hash: str) -> tuple[str, bool]:
+                             idempotency_key: str | None, body_hash: str,
+                             metadata: dict[str, str] | None = None) -> tuple[str, bool]:
         if idempotency_key:
             replayed = await self._durable_replay(tenant, idempotency_key, body_hash)
             if replayed:
@@ -155,7 +158,7 @@ class Service:
         job_id, created = await self.create_job(
             kind="erasure", tenant=tenant, idempotency_key=idempotency_key, body_hash=body_hash,
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
-                    "request": request, "timeout_s": timeout})
+                    "request": request, "timeout_s": timeout, "metadata": metadata or {}})
         if created and idempotency_key:
             await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
@@ -163,7 +166,7 @@ class Service:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
             await self.enqueue(ERASE_QUEUE, ERASE_FUNC, job_id, {
                 "job_id": job_id, "tenant": tenant, "base_model": base_model, "spec": spec,
-                "created_at": float(created_at or store.now())}, timeout)
+                "created_at": float(created_at or store.now()), "metadata": metadata or {}}, timeout)
         return job_id, created
 
     async def submit_generation(self, *, tenant: str, base_model: str, erasure_id: str | None,
@@ -230,9 +233,11 @@ class Service:
             return None
         return erasure_view(rec, manifest)
 
-    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None
+    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None,
+                            match: Callable[[dict], bool] | None = None
                             ) -> tuple[list[dict], tuple[float, str] | None]:
-        """Newest first. Live records and on-disk checkpoints merged (so a flushed Redis loses nothing)."""
+        """Newest first, those ``match`` accepts. Live records and on-disk checkpoints merged (so a flushed Redis
+        loses nothing)."""
         scored: dict[str, float] = {jid: score for jid, score in
                                     await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
 
@@ -255,7 +260,7 @@ class Service:
             jid, _ = order[pos]
             pos += 1
             view = await self.erasure(tenant, jid)
-            if view is not None:
+            if view is not None and (match is None or match(view)):
                 items.append(view)
         next_cursor = None
         if pos < len(order) and items:
@@ -361,6 +366,7 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "error": rec.get("error") or None,
         "timings": m.get("timings") if manifest else _json(rec.get("timings")),
         "spec": spec,
+        "metadata": _json(rec.get("metadata")) or m.get("metadata") or {},
         "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
         "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
         "links": {"self": f"/v1/erasures/{job_id}"},

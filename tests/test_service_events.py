@@ -76,3 +76,28 @@ def test_reaper_records_a_killed_workers_job_unread(svc: Stack, acme: httpx.Clie
         if not svc.worker_alive():
             svc.restart_worker()
     assert wait_status(acme, job_id)["status"] == "failed"
+
+
+def test_metadata_returned_stored_and_filterable(svc: Stack, acme: httpx.Client) -> None:
+    tag = f"run-{svc.port}"
+    red = submit(acme, {**SHORT_SPEC, "metadata": {"team": "red", "run": tag}})
+    blue = submit(acme, {**SHORT_SPEC, "metadata": {"team": "blue", "run": tag}})
+    for job_id, team in ((red, "red"), (blue, "blue")):
+        view = wait_status(acme, job_id)
+        assert view["status"] == "succeeded" and view["metadata"] == {"team": team, "run": tag}, view
+    manifest = json.loads((svc.data_dir / "tenants" / "acme" / "erasures" / red / "manifest.json").read_text())
+    assert manifest["metadata"] == {"team": "red", "run": tag}
+    got = acme.get("/v1/erasures", params={"metadata[run]": tag, "metadata[team]": "red"}).json()
+    assert [v["id"] for v in got["items"]] == [red]
+    both = acme.get("/v1/erasures", params={"metadata[run]": tag, "status": "succeeded", "limit": 1}).json()
+    more = acme.get("/v1/erasures", params={"metadata[run]": tag, "status": "succeeded",
+                                            "cursor": both["next_cursor"]}).json()
+    assert [v["id"] for v in both["items"] + more["items"]] == [blue, red]
+    assert acme.get("/v1/erasures", params={"metadata[run]": tag, "status": "failed"}).json()["items"] == []
+    created = acme.get(f"/v1/erasures/{red}/events").json()["items"][0]
+    assert created["type"] == "erasure.created" and created["data"]["metadata"]["team"] == "red"
+    for bad in ({"bad key!": "x"}, {f"k{i}": "v" for i in range(17)}, {"k": "v" * 257}, {"k": 1}):
+        r = acme.post("/v1/erasures", json={**SHORT_SPEC, "metadata": bad})
+        assert r.status_code == 422 and "metadata" in r.text, (bad, r.text)
+    assert acme.get("/v1/erasures", params={"metadata[no good]": "x"}).status_code == 422
+    assert acme.get("/v1/erasures", params={"status": "weird"}).status_code == 422

@@ -157,7 +157,7 @@ def _run(ctx: JobContext, body: Any) -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------------------------- erasure
 def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, Any],
-                created_at: float | None = None) -> dict[str, Any] | None:
+                created_at: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Compute the erasure, write ``delta.safetensors`` + ``manifest.json`` atomically, record the outcome."""
     state = get_state()
     ctx = JobContext(state, job_id, tenant, "erasure", {
@@ -200,7 +200,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "format": store.MANIFEST_FORMAT, "id": job_id, "kind": "erasure", "tenant": tenant,
                 "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
                                "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
-                "spec": erasure_spec.model_dump(mode="json"), "report": result.report,
+                "spec": erasure_spec.model_dump(mode="json"), "report": result.report, "metadata": metadata or {},
                 "files": {store.DELTA_FILE: {"sha256": store.sha256_file(delta_path),
                                              "size": delta_path.stat().st_size}},
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
