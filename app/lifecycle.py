@@ -205,7 +205,8 @@ class Lifecycle:
     def _run(self, name: str, job: JobRef, what: str, data: dict[str, Any], keys: list[str],
              args: list[Any]) -> str:
         at = store.now()
-        typ = event_type(job.kind, what) if what else ""
+        # a generation of the base model has no erasure to log it on (and no log of its own: it would outlive it)
+        typ = event_type(job.kind, what) if what and (job.kind == "erasure" or job.erasure_id) else ""
         if typ and job.subject != job.id:
             data = {f"{job.kind}_id": job.id, **data}
         result, event_id = self._scripts[name](

@@ -71,6 +71,9 @@ def test_generation_and_export_are_logged_on_their_erasure(lc: Lifecycle) -> Non
     exp = _create(lc, "export", erasure.id)
     assert lc.start(exp, "w1", 30, {}) == "running"
     assert lc.finish(exp, "succeeded") == "ok"
+    plain = _create(lc, "generation")  # of the base model: nothing to log it on
+    assert lc.start(plain, "w1", 30, {}) == "running" and lc.finish(plain, "succeeded") == "ok"
+    assert not lc.r.exists(k_events(plain.id)) and lc.events("acme", plain.id) == []
     events = lc.events("acme", erasure.id)
     assert [e["type"] for e in events] == ["erasure.created", "generation.succeeded", "checkpoint.exported"]
     assert events[1]["data"]["generation_id"] == gen.id and events[2]["data"]["export_id"] == exp.id
