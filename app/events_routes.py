@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from app import store
 from app.deps import JobId, Svc, Tenant, not_found
 from app.lifecycle import TERMINAL_EVENTS, k_events
-from app.schemas import EventList
+from app.schemas import DeliveryList, EventList
 from app.service import Service
+from app.webhooks import k_deliveries
 
 router = APIRouter(tags=["erasures"])
 
@@ -86,3 +87,13 @@ async def _stream(svc: Service, tenant: str, job_id: str, after: str | None) -> 
             yield b": keep-alive\n\n"
             last_sent = time.monotonic()
 
+
+
+@router.get("/v1/erasures/{job_id}/deliveries", response_model=DeliveryList,
+            responses={404: {"description": "no such erasure for this tenant"}})
+async def erasure_deliveries(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+    """Every attempt to deliver this erasure's events to its webhook, oldest first (the last 500)."""
+    if await svc.erasure(tenant, job_id) is None:
+        raise not_found()
+    items = [json.loads(raw) for raw in await svc.r.lrange(k_deliveries(job_id), 0, -1)]
+    return {"items": [{**d, "at": store.iso(d.get("at"))} for d in items]}

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
-from app import store
-from app.config import REDIS_PREFIX
+from app import store, webhooks
+from app.config import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 
 log = logging.getLogger("erasepro.lifecycle")
 
@@ -200,6 +202,8 @@ class Lifecycle:
         self.r = r
         self.data_dir = Path(data_dir)
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
+        self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
+        self._rq_conn: redis.Redis | None = None
 
     # ------------------------------------------------------------------------------------- plumbing
     def _run(self, name: str, job: JobRef, what: str, data: dict[str, Any], keys: list[str],
@@ -212,8 +216,33 @@ class Lifecycle:
         result, event_id = self._scripts[name](
             keys=[store.k_job(job.id), k_events(job.subject), *keys], args=[repr(at), typ, _dumps(data), *args])
         if event_id:
-            self._persist(job, {"id": event_id, "type": typ, "created_at": at, "data": data})
+            event = {"id": event_id, "type": typ, "created_at": at, "data": data}
+            self._persist(job, event)
+            self._webhook(job.subject, event)
         return str(result)
+
+    def _webhook(self, subject: str, event: dict[str, Any]) -> None:
+        """Queue the event for the erasure's webhook (if it has one and its filter takes this type)."""
+        url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
+        if not url or (wanted and event["type"] not in json.loads(wanted)):
+            return
+        try:
+            first = self._scripts["WH_PUSH"](keys=[webhooks.k_pending(subject), webhooks.k_lock(subject)],
+                                             args=[_dumps(event), webhooks.LOCK_TTL_S])
+            if first:
+                Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
+                    DELIVER_FUNC, kwargs={"subject": subject}, timeout=1200, result_ttl=600, failure_ttl=86400)
+        except redis.RedisError as exc:  # the job's outcome never depends on its receiver
+            log.warning("could not queue the webhook of %s for %s: %s", subject, event["id"], exc)
+
+    def _rq(self) -> redis.Redis:
+        """RQ needs a client that does not decode responses: one on the same server."""
+        if self._rq_conn is None:
+            pool = self.r.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            self._rq_conn = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, **kwargs))
+        return self._rq_conn
 
     def _persist(self, job: JobRef, event: dict[str, Any]) -> None:
         """Append to the durable copy (one ``write`` of one line, O_APPEND: concurrent writers do not interleave)."""
@@ -326,8 +355,9 @@ class Lifecycle:
         return ordered[:limit]
 
     def forget(self, tenant: str, subject: str) -> None:
-        """Drop a deleted erasure's event log (stream and disk copy)."""
-        self.r.delete(k_events(subject))
+        """Drop a deleted erasure's event log (stream and disk copy) and its webhook queue and deliveries."""
+        self.r.delete(k_events(subject), webhooks.k_pending(subject), webhooks.k_attempts(subject),
+                      webhooks.k_deliveries(subject))
         try:
             events_path(self.data_dir, tenant, subject).unlink(missing_ok=True)
         except OSError as exc:

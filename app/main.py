@@ -31,6 +31,7 @@ import redis.exceptions
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,6 +65,7 @@ from app.service import (
     encode_cursor,
     generation_view,
 )
+from app.webhooks import check_target, new_secret
 
 log = logging.getLogger("erasepro.api")
 
@@ -337,11 +339,18 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                                    f"timeout_s must be at most {settings.max_erase_timeout_s} on this server")
         if idempotency_key is not None and (not idempotency_key.strip() or not idempotency_key.isprintable()):
             raise validation_error(("header", "idempotency-key"), "must be 1-255 printable characters")
+        hook: dict[str, Any] | None = None
+        if body.webhook is not None:
+            problem = await run_in_threadpool(check_target, body.webhook, settings.webhook_allow_private)
+            if problem:
+                raise validation_error(("body", "webhook"), problem)
+            hook = {"webhook": body.webhook, "webhook_events": body.webhook_events, "webhook_secret": new_secret()}
         try:
             job_id, created = await svc.submit_erasure(
                 tenant=tenant, base_model=body.base_model, spec=spec.model_dump(mode="json"),
                 request=body.model_dump(mode="json", exclude_unset=True), timeout=timeout,
-                idempotency_key=idempotency_key, body_hash=body_hash(body), metadata=body.metadata)
+                idempotency_key=idempotency_key, body_hash=body_hash(body), metadata=body.metadata,
+                webhook=hook)
         except IdempotencyConflict:
             raise HTTPException(409, "this Idempotency-Key was already used with a different request body") from None
         view = await svc.erasure(tenant, job_id)
@@ -349,7 +358,8 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         return {"id": job_id, "status": view["status"] if view else "queued", "links": view["links"] if view
-                else {"self": f"/v1/erasures/{job_id}"}}
+                else {"self": f"/v1/erasures/{job_id}"},
+                "webhook_secret": hook["webhook_secret"] if hook and created else None}
 
     @app.get("/v1/erasures", tags=["erasures"], response_model=ErasureList)
     async def list_erasures(

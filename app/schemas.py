@@ -46,6 +46,9 @@ MAX_METADATA_KEYS = 16
 METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
 MAX_METADATA_VALUE = 256
 
+EventType = Literal["erasure.created", "erasure.started", "erasure.progress", "erasure.succeeded", "erasure.failed",
+                    "erasure.cancelled", "generation.succeeded", "generation.failed", "generation.cancelled",
+                    "checkpoint.exported", "checkpoint.export_failed"]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
@@ -94,6 +97,11 @@ class ErasureRequest(BaseModel):
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
+    webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
+        "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
+        "answer, once. Loopback and private addresses are refused unless the server allows them."))
+    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=11,
+                                                   description="Only these event types (default: all).")
     metadata: Metadata = Field(default_factory=dict, description=(
         f"Your own labels (at most {MAX_METADATA_KEYS}; keys of 1-40 letters, digits, '_', '.', '-'; values of "
         f"at most {MAX_METADATA_VALUE} characters), returned with the job and filterable: "
@@ -172,6 +180,8 @@ class ErasureView(BaseModel):
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
     base_fingerprint: str | None = None
     artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
     links: dict[str, str] = Field(default_factory=dict)
@@ -186,6 +196,7 @@ class ErasureAccepted(BaseModel):
     id: str
     status: Status
     links: dict[str, str]
+    webhook_secret: str | None = Field(default=None, description="Shown once, when the job is created.")
 
 
 class GenerationView(BaseModel):
@@ -261,3 +272,18 @@ class EventView(BaseModel):
 class EventList(BaseModel):
     items: list[EventView]
     next_cursor: str | None = None
+
+
+class DeliveryView(BaseModel):
+    """One attempt to deliver an event to the erasure's webhook."""
+
+    event_id: str
+    type: str
+    attempt: int
+    at: str | None = None
+    outcome: Literal["delivered", "retrying", "failed", "dropped"]
+    detail: str = ""
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView]

@@ -150,7 +150,9 @@ class Service:
 
     async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
                              idempotency_key: str | None, body_hash: str,
-                             metadata: dict[str, str] | None = None) -> tuple[str, bool]:
+                             metadata: dict[str, str] | None = None,
+                             webhook: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """``webhook``: ``{"webhook", "webhook_events", "webhook_secret"}`` stored in the record (never shown)."""
         if idempotency_key:
             replayed = await self._durable_replay(tenant, idempotency_key, body_hash)
             if replayed:
@@ -158,7 +160,7 @@ class Service:
         job_id, created = await self.create_job(
             kind="erasure", tenant=tenant, idempotency_key=idempotency_key, body_hash=body_hash,
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
-                    "request": request, "timeout_s": timeout, "metadata": metadata or {}})
+                    "request": request, "timeout_s": timeout, "metadata": metadata or {}, **(webhook or {})})
         if created and idempotency_key:
             await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
@@ -367,6 +369,8 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "timings": m.get("timings") if manifest else _json(rec.get("timings")),
         "spec": spec,
         "metadata": _json(rec.get("metadata")) or m.get("metadata") or {},
+        "webhook": rec.get("webhook") or None,
+        "webhook_events": _json(rec.get("webhook_events")),
         "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
         "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
         "links": {"self": f"/v1/erasures/{job_id}"},
