@@ -13,8 +13,10 @@ GENERATE_QUEUE = "generate"
 ERASE_FUNC = "worker.jobs.run_erasure"
 GENERATE_FUNC = "worker.jobs.run_generation"
 EXPORT_FUNC = "worker.jobs.run_export"
+DELIVER_FUNC = "worker.webhooks.deliver"
+WEBHOOK_QUEUE = "webhooks"
 # The only functions a worker runs, whatever a Redis client queued (see worker.main.AllowlistedJob).
-JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC})
+JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC, DELIVER_FUNC})
 
 
 def redact_url(url: str | None) -> str:
@@ -101,6 +103,9 @@ class Settings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     hard_timeout_grace_s: int = 60
+    webhook_allow_private: bool = False
+    webhook_retry_s: int = 3600
+    webhook_backoff_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -129,6 +134,9 @@ class Settings:
             header_timeout_s=_float(env, "ERASEPRO_HEADER_TIMEOUT_S", 10.0, lo=0.1),
             body_timeout_s=_float(env, "ERASEPRO_BODY_TIMEOUT_S", 30.0, lo=0.1),
             hard_timeout_grace_s=_int(env, "ERASEPRO_HARD_TIMEOUT_GRACE_S", 60, lo=1),
+            webhook_allow_private=env.get("ERASEPRO_WEBHOOK_ALLOW_PRIVATE", "0") in ("1", "true", "yes"),
+            webhook_retry_s=min(_int(env, "ERASEPRO_WEBHOOK_RETRY_S", 3600, lo=1), 3600),
+            webhook_backoff_s=_float(env, "ERASEPRO_WEBHOOK_BACKOFF_S", 5.0, lo=0.1),
         )
 
     def active_limit(self, tenant: str) -> int:

@@ -197,6 +197,6 @@ class EmbeddedRedis:
         self.stop()
 
 
-def worker_argv(queues: str = "erase,generate", extra: Sequence[str] = ()) -> list[str]:
+def worker_argv(queues: str = "erase,generate,webhooks", extra: Sequence[str] = ()) -> list[str]:
     """The command line of one worker process (``python -m worker``)."""
     return [sys.executable, "-m", "worker", "--queues", queues, *extra]

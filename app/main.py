@@ -6,6 +6,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/erasures                          the caller's jobs, newest first, paginated
     GET    /v1/erasures/{id}                     status, progress, report, error, links
     DELETE /v1/erasures/{id}                     cancel a queued/running job, or delete a finished one
+    GET    /v1/erasures/{id}/events              the job's event log (JSON pages, or SSE)
     GET    /v1/erasures/{id}/checkpoint          ?format=delta|diffusers (Content-Length, ETag, Range)
     POST   /v1/erasures/{id}/generate            images from the edited model (PNG, JSON, or 202 + job)
     POST   /v1/base-models/{name}/generate       the same from the unedited model
@@ -21,14 +22,16 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import redis.exceptions
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,9 +39,14 @@ from app import store
 from app.bounds import check_erasure, check_generation
 from app.config import Settings
 from app.console import router as console_router
+from app.deps import JobId, Svc, Tenant, not_found
+from app.events_routes import router as events_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    METADATA_KEY_RE,
     BaseModelList,
     ErasureAccepted,
     ErasureList,
@@ -48,6 +56,7 @@ from app.schemas import (
     GeneratedImages,
     GenerateRequest,
     GenerationView,
+    Status,
 )
 from app.service import (
     IdempotencyConflict,
@@ -57,10 +66,10 @@ from app.service import (
     encode_cursor,
     generation_view,
 )
+from app.webhooks import check_target, new_secret
 
 log = logging.getLogger("erasepro.api")
 
-JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
 WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
                                       description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
@@ -206,33 +215,28 @@ class Door:
 
 
 # ------------------------------------------------------------------------------------------ dependencies
-def service(request: Request) -> Service:
-    return request.app.state.service
-
-
-async def tenant_of(request: Request) -> str:
-    """The caller's tenant, authenticated by :class:`Door` before the body was read (401 there otherwise)."""
-    tenant = request.scope.get("state", {}).get("tenant")
-    if tenant is None:  # a /v1 route always passes the Door; this guards a route mounted elsewhere
-        raise HTTPException(401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return tenant
-
-
-Tenant = Annotated[str, Depends(tenant_of)]
-Svc = Annotated[Service, Depends(service)]
-
-
-def not_found(what: str = "erasure") -> HTTPException:
-    return HTTPException(404, f"{what} not found")
-
-
 def body_hash(model: Any) -> str:
     return hashlib.sha256(json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
 def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
+    """``metadata[k]=v`` query parameters -> ``{k: v}`` (422 on a malformed key or too many)."""
+    wanted: dict[str, str] = {}
+    for name, value in params:
+        if not name.startswith("metadata"):
+            continue
+        key = name[len("metadata["):-1] if name.startswith("metadata[") and name.endswith("]") else ""
+        if not re.match(METADATA_KEY_RE, key) or len(value) > MAX_METADATA_VALUE:
+            raise validation_error(("query", name), "filter by metadata as metadata[key]=value (key: 1-40 of "
+                                   "A-Z a-z 0-9 _ . -)")
+        wanted[key] = value
+    if len(wanted) > MAX_METADATA_KEYS:
+        raise validation_error(("query", "metadata"), f"at most {MAX_METADATA_KEYS} metadata filters")
+    return wanted
 
 
 def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
@@ -268,6 +272,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_handlers(app)
     _routes(app, settings)
     app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
+    app.include_router(events_router)
     return app
 
 
@@ -336,11 +341,18 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                                    f"timeout_s must be at most {settings.max_erase_timeout_s} on this server")
         if idempotency_key is not None and (not idempotency_key.strip() or not idempotency_key.isprintable()):
             raise validation_error(("header", "idempotency-key"), "must be 1-255 printable characters")
+        hook: dict[str, Any] | None = None
+        if body.webhook is not None:
+            problem = await run_in_threadpool(check_target, body.webhook, settings.webhook_allow_private)
+            if problem:
+                raise validation_error(("body", "webhook"), problem)
+            hook = {"webhook": body.webhook, "webhook_events": body.webhook_events, "webhook_secret": new_secret()}
         try:
             job_id, created = await svc.submit_erasure(
                 tenant=tenant, base_model=body.base_model, spec=spec.model_dump(mode="json"),
                 request=body.model_dump(mode="json", exclude_unset=True), timeout=timeout,
-                idempotency_key=idempotency_key, body_hash=body_hash(body))
+                idempotency_key=idempotency_key, body_hash=body_hash(body), metadata=body.metadata,
+                webhook=hook)
         except IdempotencyConflict:
             raise HTTPException(409, "this Idempotency-Key was already used with a different request body") from None
         view = await svc.erasure(tenant, job_id)
@@ -348,20 +360,30 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         return {"id": job_id, "status": view["status"] if view else "queued", "links": view["links"] if view
-                else {"self": f"/v1/erasures/{job_id}"}}
+                else {"self": f"/v1/erasures/{job_id}"},
+                "webhook_secret": hook["webhook_secret"] if hook and created else None}
 
     @app.get("/v1/erasures", tags=["erasures"], response_model=ErasureList)
     async def list_erasures(
-        tenant: Tenant, svc: Svc,
+        request: Request, tenant: Tenant, svc: Svc,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
     ) -> dict:
-        """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+        ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata has every pair."""
         try:
             after = decode_cursor(cursor) if cursor else None
         except ValueError as exc:
             raise validation_error(("query", "cursor"), str(exc)) from None
-        items, nxt = await svc.list_erasures(tenant, limit, after)
+        wanted = metadata_filter(request.query_params.multi_items())
+        match = None
+        if status or wanted:
+            def match(view: dict) -> bool:
+                meta = view.get("metadata") or {}
+                return (status is None or view["status"] == status) and all(
+                    meta.get(k) == v for k, v in wanted.items())
+        items, nxt = await svc.list_erasures(tenant, limit, after, match)
         return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
 
     @app.get("/v1/erasures/{job_id}", tags=["erasures"], response_model=ErasureView,

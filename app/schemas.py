@@ -9,10 +9,19 @@ spec's own validation, whose errors are re-labelled with the request field they 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from app.registry import NAME_RE
 from erasepro_core.spec import (
@@ -33,6 +42,16 @@ MAX_IMAGES = 4
 MAX_PIXELS = 4 * 1024 * 1024  # width * height * num_images
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 255
+MAX_METADATA_KEYS = 16
+METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
+MAX_METADATA_VALUE = 256
+
+EventType = Literal["erasure.created", "erasure.started", "erasure.progress", "erasure.succeeded", "erasure.failed",
+                    "erasure.cancelled", "generation.succeeded", "generation.failed", "generation.cancelled",
+                    "checkpoint.exported", "checkpoint.export_failed"]
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
+MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _TOP_LEVEL = ("edits", "preserve", "method")
@@ -78,6 +97,15 @@ class ErasureRequest(BaseModel):
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
+    webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
+        "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
+        "answer, once. Loopback and private addresses are refused unless the server allows them."))
+    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=11,
+                                                   description="Only these event types (default: all).")
+    metadata: Metadata = Field(default_factory=dict, description=(
+        f"Your own labels (at most {MAX_METADATA_KEYS}; keys of 1-40 letters, digits, '_', '.', '-'; values of "
+        f"at most {MAX_METADATA_VALUE} characters), returned with the job and filterable: "
+        "GET /v1/erasures?metadata[key]=value."))
 
     def to_spec(self) -> ErasureSpec:
         """The validated :class:`ErasureSpec`; raises ``RequestValidationError`` (422) naming the field."""
@@ -152,6 +180,9 @@ class ErasureView(BaseModel):
     error: str | None = None
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    webhook: str | None = None
+    webhook_events: list[str] | None = None
     base_fingerprint: str | None = None
     artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
     links: dict[str, str] = Field(default_factory=dict)
@@ -166,6 +197,7 @@ class ErasureAccepted(BaseModel):
     id: str
     status: Status
     links: dict[str, str]
+    webhook_secret: str | None = Field(default=None, description="Shown once, when the job is created.")
 
 
 class GenerationView(BaseModel):
@@ -227,3 +259,32 @@ class ExportAccepted(BaseModel):
     export_job: str
     status: Status
     retry_after_s: int = 2
+
+
+class EventView(BaseModel):
+    """One entry of an erasure's event log (ids increase; use the last one as ``after`` / ``Last-Event-ID``)."""
+
+    id: str
+    type: str
+    created_at: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventList(BaseModel):
+    items: list[EventView]
+    next_cursor: str | None = None
+
+
+class DeliveryView(BaseModel):
+    """One attempt to deliver an event to the erasure's webhook."""
+
+    event_id: str
+    type: str
+    attempt: int
+    at: str | None = None
+    outcome: Literal["delivered", "retrying", "failed", "dropped"]
+    detail: str = ""
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView]

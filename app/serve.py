@@ -56,7 +56,11 @@ class WorkerSupervisor(threading.Thread):
         self._restart_at: list[float | None] = [None] * n
 
     def run(self) -> None:
+        next_reap = time.monotonic()
         while not self.stop_event.wait(self.poll_s):
+            if time.monotonic() >= next_reap:  # leases of workers we do not own (or that hung) expire too
+                next_reap = time.monotonic() + self.service.settings.heartbeat_interval_s
+                self.service.reap()
             for slot in range(len(self.service.workers)):
                 try:
                     self._check(slot)
@@ -190,26 +194,35 @@ class LocalService:
         expire; returns how many. Only in embedded mode, where this process owns the workers."""
         import redis as redis_lib
 
-        from app import store
+        from app.lifecycle import Lifecycle
 
         if not names or self.redis is None:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
-        finish = client.register_script(store.LUA_FINISH)
-        released = 0
         try:
-            for key in client.scan_iter(match=store.k_lease("*"), count=1000):
-                if client.get(key) in names:
-                    job_id = key.rsplit(":", 1)[1]
-                    finish(keys=[store.k_job(job_id), key, store.k_done(job_id)],
-                           args=["failed", repr(store.now()), "error", error])
-                    client.delete(key)
-                    released += 1
+            return Lifecycle(client, self.settings.data_dir).release(names, error)
         except redis_lib.RedisError as exc:
             log.warning("could not release the stopped workers' jobs: %s", exc)
+            return 0
         finally:
             client.close()
-        return released
+
+    def reap(self) -> int:
+        """Record the jobs whose worker died (lease expired); the supervisor calls this on its timer."""
+        import redis as redis_lib
+
+        from app.lifecycle import Lifecycle
+
+        if self.redis is None:
+            return 0
+        client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            return Lifecycle(client, self.settings.data_dir).reap()
+        except redis_lib.RedisError as exc:
+            log.warning("reaper: %s", exc)
+            return 0
+        finally:
+            client.close()
 
     def stop(self) -> None:
         """Stop in order: API, workers (a running job is given a few seconds), Redis. Idempotent."""

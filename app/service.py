@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,13 @@ from starlette.concurrency import run_in_threadpool
 from app import store
 from app.auth import KeyStore
 from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
+from app.lifecycle import JobRef, Lifecycle
 from app.registry import Registry
 from erasepro_core.io import write_json_atomic
 
 log = logging.getLogger("erasepro.api")
 
 BLOCK_SLICE_S = 2.0
-
-LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
-                  "no checkpoint was produced - submit the job again")
 
 
 class IdempotencyConflict(Exception):
@@ -57,8 +56,8 @@ class Service:
     keys: KeyStore
     r: aredis.Redis
     rq_conn: redis.Redis
+    lifecycle: Lifecycle
     manifests: store.ManifestCache = field(default_factory=store.ManifestCache)
-    _scripts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings) -> Service:
@@ -67,15 +66,16 @@ class Service:
                                "at your Redis server")
         r = aredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
         rq_conn = redis.Redis.from_url(settings.redis_url)
-        svc = cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
-                  keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn)
-        for name in ("CREATE", "CANCEL", "LEASE_LOST"):
-            svc._scripts[name] = r.register_script(getattr(store, f"LUA_{name}"))
-        return svc
+        # transitions run on a sync client in a thread (one implementation for API, workers and reaper)
+        sync = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
+                   keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn,
+                   lifecycle=Lifecycle(sync, settings.data_dir))
 
     async def close(self) -> None:
         await self.r.aclose()
         self.rq_conn.close()
+        self.lifecycle.r.close()
 
     # ----------------------------------------------------------------------------------------- health
     async def workers_alive(self) -> int:
@@ -90,20 +90,14 @@ class Service:
 
         Raises :class:`IdempotencyConflict` (same key, other body) and :class:`TooManyJobs` (``limited`` jobs
         count against the tenant's queued + running limit)."""
-        job_id = store.new_job_id()
-        created = store.now()
-        key = store.k_job(job_id)
-        index = store.k_index(tenant) if kind == "erasure" else key
-        idem = store.k_idem(tenant, idempotency_key) if idempotency_key else key
-        payload = store.flatten({"id": job_id, "kind": kind, "tenant": tenant, "status": "queued",
-                                 "created_at": repr(created), "cancel_requested": "0",
-                                 "idem": store.idem_hash(idempotency_key) if idempotency_key else None, **fields})
+        job = JobRef(store.new_job_id(), kind, tenant, str(fields.get("erasure_id") or ""))
         limit = self.settings.active_limit(tenant) if limited else 0
-        existing = await self._scripts["CREATE"](
-            keys=[key, index, idem, store.k_active(tenant)],
-            args=[job_id, body_hash, self.settings.idempotency_ttl_s, repr(created),
-                  "1" if idempotency_key else "0", limit, *payload],
-        )
+        existing = await run_in_threadpool(
+            self.lifecycle.create, job, fields=fields, created=store.now(), idem_key=idempotency_key,
+            body_hash=body_hash, idem_ttl_s=self.settings.idempotency_ttl_s, limit=limit,
+            data={"base_model": fields.get("base_model", ""), **({"metadata": fields["metadata"]}
+                                                                 if fields.get("metadata") else {})})
+        job_id, key = job.id, store.k_job(job.id)
         if existing == "limit":
             raise TooManyJobs(limit)
         if existing:
@@ -148,12 +142,17 @@ class Service:
         try:
             await run_in_threadpool(self._enqueue_sync, queue, func, job_id, kwargs, timeout)
         except Exception as exc:
-            await self.r.hset(store.k_job(job_id), mapping={
-                "status": "failed", "finished_at": repr(store.now()), "error": f"could not enqueue: {exc}"})
+            rec = await self.r.hgetall(store.k_job(job_id))
+            if rec:
+                await run_in_threadpool(self.lifecycle.finish, JobRef.of(rec), "failed", from_status="queued",
+                                        error=f"could not enqueue: {exc}")
             raise
 
     async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
-                             idempotency_key: str | None, body_hash: str) -> tuple[str, bool]:
+                             idempotency_key: str | None, body_hash: str,
+                             metadata: dict[str, str] | None = None,
+                             webhook: dict[str, Any] | None = None) -> tuple[str, bool]:
+        """``webhook``: ``{"webhook", "webhook_events", "webhook_secret"}`` stored in the record (never shown)."""
         if idempotency_key:
             replayed = await self._durable_replay(tenant, idempotency_key, body_hash)
             if replayed:
@@ -161,7 +160,7 @@ class Service:
         job_id, created = await self.create_job(
             kind="erasure", tenant=tenant, idempotency_key=idempotency_key, body_hash=body_hash,
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
-                    "request": request, "timeout_s": timeout})
+                    "request": request, "timeout_s": timeout, "metadata": metadata or {}, **(webhook or {})})
         if created and idempotency_key:
             await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
@@ -169,7 +168,7 @@ class Service:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
             await self.enqueue(ERASE_QUEUE, ERASE_FUNC, job_id, {
                 "job_id": job_id, "tenant": tenant, "base_model": base_model, "spec": spec,
-                "created_at": float(created_at or store.now())}, timeout)
+                "created_at": float(created_at or store.now()), "metadata": metadata or {}}, timeout)
         return job_id, created
 
     async def submit_generation(self, *, tenant: str, base_model: str, erasure_id: str | None,
@@ -218,18 +217,11 @@ class Service:
         return rec
 
     async def _check_lease(self, rec: dict[str, str], tenant: str) -> dict[str, str]:
-        job_id = rec["id"]
-        if await self.r.exists(store.k_lease(job_id)):
+        """A running job whose lease is gone (the reaper records it on its timer; a read does not wait for it)."""
+        if await self.r.exists(store.k_lease(rec["id"])):
             return rec
-        manifest = await self.manifest(tenant, job_id) if rec.get("kind") == "erasure" else None
-        if manifest is not None:  # the worker finished the files but died before recording it
-            outcome, extra = "succeeded", ["report", json.dumps(manifest.get("report"))]
-        else:
-            outcome, extra = "failed", ["error", LEASE_LOST_MSG]
-        await self._scripts["LEASE_LOST"](
-            keys=[store.k_job(job_id), store.k_lease(job_id), store.k_done(job_id)],
-            args=[outcome, repr(store.now()), *extra])
-        return await self.r.hgetall(store.k_job(job_id)) or rec
+        await run_in_threadpool(self.lifecycle.lease_lost, rec)
+        return await self.r.hgetall(store.k_job(rec["id"])) or rec
 
     async def erasure(self, tenant: str, job_id: str) -> dict | None:
         """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest on disk."""
@@ -243,9 +235,11 @@ class Service:
             return None
         return erasure_view(rec, manifest)
 
-    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None
+    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None,
+                            match: Callable[[dict], bool] | None = None
                             ) -> tuple[list[dict], tuple[float, str] | None]:
-        """Newest first. Live records and on-disk checkpoints merged (so a flushed Redis loses nothing)."""
+        """Newest first, those ``match`` accepts. Live records and on-disk checkpoints merged (so a flushed Redis
+        loses nothing)."""
         scored: dict[str, float] = {jid: score for jid, score in
                                     await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
 
@@ -268,7 +262,7 @@ class Service:
             jid, _ = order[pos]
             pos += 1
             view = await self.erasure(tenant, jid)
-            if view is not None:
+            if view is not None and (match is None or match(view)):
                 items.append(view)
         next_cursor = None
         if pos < len(order) and items:
@@ -278,8 +272,10 @@ class Service:
     # ----------------------------------------------------------------------------------------- cancel
     async def cancel(self, tenant: str, job_id: str) -> str:
         """``cancelled`` | ``cancelling`` | the terminal status seen | ``missing``."""
-        outcome = await self._scripts["CANCEL"](keys=[store.k_job(job_id), store.k_done(job_id)],
-                                                args=[repr(store.now())])
+        rec = await self.r.hgetall(store.k_job(job_id))
+        if not rec:
+            return "missing"
+        outcome = await run_in_threadpool(self.lifecycle.cancel, JobRef.of(rec))
         if outcome == "cancelled":
             await run_in_threadpool(self._rq_cancel, job_id)
         return outcome
@@ -297,6 +293,7 @@ class Service:
     async def delete(self, tenant: str, job_id: str) -> None:
         """Remove a finished erasure: its artifacts (renamed aside first, so never half-served) and record."""
         await run_in_threadpool(store.remove_tree, self.erasure_dir(tenant, job_id))
+        await run_in_threadpool(self.lifecycle.forget, tenant, job_id)
         idem = await self.r.hget(store.k_job(job_id), "idem")
         async with self.r.pipeline(transaction=True) as p:
             p.delete(store.k_job(job_id), store.k_export(job_id), store.k_lease(job_id))
@@ -371,6 +368,9 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "error": rec.get("error") or None,
         "timings": m.get("timings") if manifest else _json(rec.get("timings")),
         "spec": spec,
+        "metadata": _json(rec.get("metadata")) or m.get("metadata") or {},
+        "webhook": rec.get("webhook") or None,
+        "webhook_events": _json(rec.get("webhook_events")),
         "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
         "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
         "links": {"self": f"/v1/erasures/{job_id}"},

@@ -13,6 +13,8 @@ Redis keys (prefix ``erasepro:``)::
     gen:{id}:images               list of base64 PNGs of a finished generation (TTL)
     export:{erasure id}           the id of the job exporting that erasure as a diffusers tar
     workers                       zset: worker name -> last heartbeat (Redis server time)
+    running                       set: ids of running jobs (the reaper's list; see app/lifecycle.py)
+    events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}.jsonl)
 
 Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``: the same idempotency record,
 so a replay after a Redis flush finds a finished job instead of starting a duplicate;
@@ -107,102 +109,7 @@ def iso(ts: float | str | None) -> str | None:
     return datetime.fromtimestamp(float(ts), tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-# --------------------------------------------------------------------------------------------- Lua scripts
-# Create a record (and its index entry), unless the Idempotency-Key already names a job: then return
-# "{id}|{body hash}". KEYS: job, index, idem, active set. ARGV: id, body hash, idem ttl, now, use idem,
-# active limit (0: none), field/value pairs. Returns 'limit' when the tenant already has that many queued or
-# running jobs (ids of ended or vanished jobs are pruned from the set first).
-LUA_CREATE = """
-if ARGV[5] == '1' then
-  local seen = redis.call('GET', KEYS[3])
-  if seen then return seen end
-end
-local limit = tonumber(ARGV[6])
-if limit > 0 then
-  if redis.call('SCARD', KEYS[4]) >= limit then
-    for _, id in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-      local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
-      if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[4], id) end
-    end
-    if redis.call('SCARD', KEYS[4]) >= limit then return 'limit' end
-  end
-  redis.call('SADD', KEYS[4], ARGV[1])
-end
-if ARGV[5] == '1' then
-  redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[2], 'EX', tonumber(ARGV[3]))
-end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if KEYS[2] ~= KEYS[1] then redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[1]) end
-return false
-"""
-
-# Cancel: a queued job is cancelled at once, a running one is asked to stop (the worker checks the flag).
-LUA_CANCEL = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel_requested', '1',
-             'error', 'cancelled before it started')
-  redis.call('RPUSH', KEYS[2], 'cancelled')
-  redis.call('EXPIRE', KEYS[2], 600)
-  return 'cancelled'
-end
-if st == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
-  return 'cancelling'
-end
-return st
-"""
-
-# A running job whose lease expired: its worker died. ARGV: outcome, now, field/value pairs.
-LUA_LEASE_LOST = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local fields = {'status', ARGV[1], 'finished_at', ARGV[2]}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], 600)
-return 1
-"""
-
-# Worker: take a queued job. KEYS: job, lease. ARGV: now, worker, lease ttl, then initial field/value pairs
-# (used only when the record is missing, e.g. Redis was flushed between enqueue and start).
-LUA_START = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then
-  local fields = {}
-  for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[1], unpack(fields))
-  st = 'queued'
-end
-if st ~= 'queued' then return st end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[2])
-return 'running'
-"""
-
-# Worker: end a running job. KEYS: job, lease, done. ARGV: outcome, now, field/value pairs.
-# 'succeeded' is refused (returns the status seen) when cancellation was requested or the job is no longer
-# running (its lease was declared lost): the worker then removes what it wrote. 'missing': the record is gone
-# (Redis was flushed): nothing is recreated, the manifest on disk is the record.
-LUA_FINISH = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 'missing' end
-if st ~= 'running' then return st end
-if ARGV[1] == 'succeeded' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
-  return 'cancel_requested'
-end
-local fields = {'status', ARGV[1], 'finished_at', ARGV[2]}
-for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('EXPIRE', KEYS[3], 600)
-return 'ok'
-"""
+# The transitions (Lua scripts that change a job's status) live in app/lifecycle.py.
 
 
 def flatten(fields: dict[str, Any]) -> list[str]:

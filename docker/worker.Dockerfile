@@ -26,4 +26,4 @@ RUN python -c "import sys; assert sys.version_info >= (3, 11), sys.version" \
 USER erasepro
 # SIGTERM: finish the running job, then exit (a second SIGTERM interrupts it; the job is recorded as failed).
 STOPSIGNAL SIGTERM
-CMD ["erasepro", "worker", "--queues", "erase,generate"]
+CMD ["erasepro", "worker", "--queues", "erase,generate,webhooks"]

@@ -159,6 +159,8 @@ class Stack:
             "ERASEPRO_CACHE_SIZE": "2",
             "ERASEPRO_HEADER_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "ERASEPRO_BODY_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
+            "ERASEPRO_WEBHOOK_ALLOW_PRIVATE": "1",  # the test receivers listen on loopback
+            "ERASEPRO_WEBHOOK_BACKOFF_S": "0.5",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.r = redis.Redis.from_url(self.redis_server.url, decode_responses=True)
@@ -180,7 +182,7 @@ class Stack:
             return 0
 
     def start_worker(self) -> None:
-        self.worker = spawn([sys.executable, "-m", "worker", "--queues", "erase,generate"], env=self.env,
+        self.worker = spawn([sys.executable, "-m", "worker", "--queues", "erase,generate,webhooks"], env=self.env,
                             log_path=self.logs / "worker.log", cwd=str(ROOT))
         # Ready when its heartbeat is in the workers set (after torch and diffusers imported).
         wait_for(lambda: self.worker.poll() is not None or self.worker_alive(), "the worker to start")

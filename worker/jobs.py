@@ -30,6 +30,7 @@ from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from app import store
+from app.lifecycle import PROGRESS_EVENT_STEP, JobRef
 from app.registry import BaseModelInfo, ModelUnavailable
 from erasepro_core.io import fsync_dir, write_json_atomic
 from worker.runtime import JobCancelled, WorkerState, get_state
@@ -62,18 +63,16 @@ class JobContext:
     def __init__(self, state: WorkerState, job_id: str, tenant: str, kind: str, initial: dict[str, Any]) -> None:
         self.state, self.job_id, self.tenant, self.kind = state, job_id, tenant, kind
         self.initial = initial
+        self.ref = JobRef(job_id, kind, tenant, str(initial.get("erasure_id") or ""))
         self._last: tuple[str | None, float] = (None, -1.0)
+        self._last_event: tuple[str | None, float] = (None, -1.0)
         self.stage = "queued"
         self.rq_job = get_current_job()
 
     def start(self) -> bool:
         """Take the job (queued -> running, lease set); False when it was cancelled or already handled."""
         s = self.state
-        seen = s.scripts["START"](
-            keys=[store.k_job(self.job_id), store.k_lease(self.job_id)],
-            args=[repr(store.now()), s.name, s.settings.lease_ttl_s,
-                  *store.flatten({"id": self.job_id, "kind": self.kind, "tenant": self.tenant, "status": "queued",
-                                  "cancel_requested": "0", **self.initial})])
+        seen = s.lifecycle.start(self.ref, s.name, s.settings.lease_ttl_s, self.initial)
         if seen != "running":
             log.info("job %s is %s: skipped", self.job_id, seen)
             return False
@@ -88,7 +87,11 @@ class JobContext:
         if stage != last_stage or fraction - last_fraction >= 0.01 or fraction >= 1.0:
             self._last = (stage, fraction)
             value = {"stage": stage, "fraction": round(fraction, 4)}
-            self.state.r.hset(store.k_job(self.job_id), "progress", store.flatten({"p": value})[1])
+            ev_stage, ev_fraction = self._last_event
+            event = stage != ev_stage or fraction - ev_fraction >= PROGRESS_EVENT_STEP or fraction >= 1.0
+            if event:
+                self._last_event = (stage, fraction)
+            self.state.lifecycle.progress(self.ref, value, event=event)
             if self.rq_job is not None:
                 try:
                     self.rq_job.meta["progress"] = value
@@ -103,10 +106,7 @@ class JobContext:
 
     def finish(self, outcome: str, **fields: Any) -> str:
         """End the job; returns ``ok`` or why not (``cancel_requested`` or the status already recorded)."""
-        res = self.state.scripts["FINISH"](
-            keys=[store.k_job(self.job_id), store.k_lease(self.job_id), store.k_done(self.job_id)],
-            args=[outcome, repr(store.now()), *store.flatten(fields)])
-        return str(res)
+        return self.state.lifecycle.finish(self.ref, outcome, **fields)
 
 
 def _model(state: WorkerState, name: str) -> BaseModelInfo:
@@ -157,7 +157,7 @@ def _run(ctx: JobContext, body: Any) -> dict[str, Any] | None:
 
 # ----------------------------------------------------------------------------------------------- erasure
 def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, Any],
-                created_at: float | None = None) -> dict[str, Any] | None:
+                created_at: float | None = None, metadata: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Compute the erasure, write ``delta.safetensors`` + ``manifest.json`` atomically, record the outcome."""
     state = get_state()
     ctx = JobContext(state, job_id, tenant, "erasure", {
@@ -200,7 +200,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "format": store.MANIFEST_FORMAT, "id": job_id, "kind": "erasure", "tenant": tenant,
                 "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
                                "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
-                "spec": erasure_spec.model_dump(mode="json"), "report": result.report,
+                "spec": erasure_spec.model_dump(mode="json"), "report": result.report, "metadata": metadata or {},
                 "files": {store.DELTA_FILE: {"sha256": store.sha256_file(delta_path),
                                              "size": delta_path.stat().st_size}},
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,

@@ -18,7 +18,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, Settings, redact_url
+from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, WEBHOOK_QUEUE, Settings, redact_url
 from app.registry import ModelUnavailable
 from worker.runtime import Heartbeat, WorkerState, set_state
 
@@ -60,9 +60,10 @@ class ErasureWorker(SimpleWorker):
 
 def parse_queues(text: str) -> list[str]:
     queues = [q.strip() for q in text.split(",") if q.strip()]
-    unknown = set(queues) - {ERASE_QUEUE, GENERATE_QUEUE}
+    unknown = set(queues) - {ERASE_QUEUE, GENERATE_QUEUE, WEBHOOK_QUEUE}
     if not queues or unknown:
-        raise argparse.ArgumentTypeError(f"queues are {ERASE_QUEUE!r} and/or {GENERATE_QUEUE!r}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"queues are {ERASE_QUEUE!r}, {GENERATE_QUEUE!r} and/or {WEBHOOK_QUEUE!r}, "
+                                         f"got {text!r}")
     return queues
 
 
@@ -112,8 +113,8 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    p.add_argument("--queues", type=parse_queues, default=[ERASE_QUEUE, GENERATE_QUEUE],
-                   help="comma-separated: erase,generate (default both)")
+    p.add_argument("--queues", type=parse_queues, default=[ERASE_QUEUE, GENERATE_QUEUE, WEBHOOK_QUEUE],
+                   help="comma-separated: erase,generate,webhooks (default all)")
     p.add_argument("--name", help="worker name (default erasepro-<host>-<pid>)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--preload", action="append", default=[], help="load this base model before serving")

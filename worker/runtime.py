@@ -24,6 +24,7 @@ import redis
 
 from app import store
 from app.config import Settings
+from app.lifecycle import JobRef, Lifecycle
 from app.registry import Registry
 from worker.cache import DeltaCache, PipelineCache
 
@@ -49,7 +50,7 @@ class WorkerState:
     cache: PipelineCache
     deltas: DeltaCache
     name: str
-    scripts: dict[str, Any] = field(default_factory=dict)
+    lifecycle: Lifecycle
     features: Any = None  # erasepro_core.preserve.FeatureCache, created on first use
     current_job: str | None = None
     deadline: float | None = None  # monotonic time after which the heartbeat ends this process (hard timeout)
@@ -62,12 +63,10 @@ class WorkerState:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: the worker needs the same Redis as the API")
         r = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
-        state = cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
-                    r=r, cache=PipelineCache(settings.cache_size, settings.device), deltas=DeltaCache(),
-                    name=name or f"erasepro-{os.uname().nodename}-{os.getpid()}")
-        for script in ("START", "FINISH"):
-            state.scripts[script] = r.register_script(getattr(store, f"LUA_{script}"))
-        return state
+        return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
+                   r=r, lifecycle=Lifecycle(r, settings.data_dir),
+                   cache=PipelineCache(settings.cache_size, settings.device), deltas=DeltaCache(),
+                   name=name or f"erasepro-{os.uname().nodename}-{os.getpid()}")
 
     def feature_cache(self) -> Any:
         if self.features is None:
@@ -182,8 +181,9 @@ class Heartbeat(threading.Thread):
             return
         log.error("job %s ignored its timeout for %d s: recording it failed and exiting", job,
                   s.settings.hard_timeout_grace_s)
-        s.scripts["FINISH"](keys=[store.k_job(job), store.k_lease(job), store.k_done(job)],
-                            args=["failed", repr(store.now()), "error", HARD_TIMEOUT_MSG])
+        rec = s.r.hgetall(store.k_job(job))
+        if rec:
+            s.lifecycle.finish(JobRef.of(rec), "failed", error=HARD_TIMEOUT_MSG)
         s.r.zrem(store.K_WORKERS, s.name)
         os._exit(HARD_TIMEOUT_EXIT)
 
@@ -194,9 +194,13 @@ class Heartbeat(threading.Thread):
             try:
                 if elapsed >= interval:
                     self.beat()
+                    # every worker also reaps: a job whose worker died is recorded (and its event sent) on this
+                    # timer, whether or not anyone reads it
+                    self.state.lifecycle.reap()
                     elapsed = 0.0
                 self.poll_cancel()
                 self.enforce_deadline()
+                self.state.lifecycle.pump_webhooks()  # webhook retries whose backoff has passed
             except redis.RedisError as exc:
                 log.warning("heartbeat: %s", exc)
             step = min(CANCEL_POLL_S, interval)

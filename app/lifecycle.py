@@ -1,0 +1,381 @@
+"""Every job transition in one place: queued -> running -> succeeded | failed | cancelled, progress, export, generation.
+
+Each transition is one Lua script, so the record change and its event are one atomic step in Redis: the script
+checks the status it starts from, writes the record, and appends the event to the *subject's* stream
+(``events:{erasure id}``: an erasure's own transitions, plus those of the generations and exports made from it).
+The event is then appended to a durable copy on disk (``tenants/{t}/events/{subject}.jsonl``), so the event log
+survives an API restart and a Redis flush. The API, the workers, ``erasepro serve``'s shutdown and the reaper all
+call this module (sync client; the API calls it in a thread) - no other code writes a job's status.
+
+Event ids are Redis stream ids (``<ms>-<seq>``), increasing per subject: they are the pagination cursor and the
+SSE ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from app import store, webhooks
+from app.config import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+
+log = logging.getLogger("erasepro.lifecycle")
+
+K_RUNNING = f"{REDIS_PREFIX}running"
+MAX_EVENTS = 2000  # per subject stream (approximate trim); the disk copy keeps everything
+PROGRESS_EVENT_STEP = 0.1  # a progress event per stage change or 10 %; the record itself moves by 1 %
+TERMINAL_EVENTS = ("erasure.succeeded", "erasure.failed", "erasure.cancelled")
+
+LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
+                  "no checkpoint was produced - submit the job again")
+
+
+def k_events(subject: str) -> str:
+    return f"{REDIS_PREFIX}events:{subject}"
+
+
+def events_path(data_dir: Path, tenant: str, subject: str) -> Path:
+    if not store.JOB_ID_RE.match(subject):
+        raise ValueError(f"not a job id: {subject!r}")
+    return store.tenant_dir(data_dir, tenant) / "events" / f"{subject}.jsonl"
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """Who a transition is about: the job, its kind, its tenant, and the erasure whose log records it."""
+
+    id: str
+    kind: str
+    tenant: str
+    erasure_id: str = ""
+
+    @property
+    def subject(self) -> str:
+        return self.id if self.kind == "erasure" or not self.erasure_id else self.erasure_id
+
+    @classmethod
+    def of(cls, rec: dict[str, str]) -> JobRef:
+        return cls(rec["id"], rec.get("kind", "erasure"), rec.get("tenant", ""), rec.get("erasure_id") or "")
+
+
+def event_type(kind: str, what: str) -> str:
+    """``erasure.started`` etc.; an export's success is ``checkpoint.exported``; '' for transitions not logged."""
+    if kind == "erasure":
+        return f"erasure.{what}"
+    if kind == "generation" and what in store.TERMINAL:
+        return f"generation.{what}"
+    if kind == "export" and what in ("succeeded", "failed"):
+        return "checkpoint.exported" if what == "succeeded" else "checkpoint.export_failed"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------- scripts
+# Every script: KEYS[1] the job, KEYS[2] the subject's event stream; ARGV[1] now, ARGV[2] event type ('' for
+# none), ARGV[3] event data (JSON). Returns {result, event id or ''}.
+_EMIT = f"""
+local function emit()
+  if ARGV[2] == '' then return '' end
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', {MAX_EVENTS}, '*', 'type', ARGV[2], 'data', ARGV[3],
+                    'at', ARGV[1])
+end
+local function tail(from)
+  local out = {{}}
+  for i = from, #ARGV do out[#out + 1] = ARGV[i] end
+  return out
+end
+local function signal_done(key, outcome)
+  redis.call('RPUSH', key, outcome)
+  redis.call('EXPIRE', key, 600)
+end
+"""
+
+# Create a record (and its index entry) unless the Idempotency-Key already names a job ("{id}|{body hash}"), or
+# the tenant has its limit of queued/running jobs ('limit'; ids of ended jobs are pruned from the set first).
+# KEYS: job, events, index, idem, active. ARGV[4..]: id, body hash, idem ttl, use idem, limit, field/value pairs.
+_CREATE = """
+if ARGV[7] == '1' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return {seen, ''} end
+end
+local limit = tonumber(ARGV[8])
+if limit > 0 then
+  if redis.call('SCARD', KEYS[5]) >= limit then
+    for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+      local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
+      if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[5], id) end
+    end
+    if redis.call('SCARD', KEYS[5]) >= limit then return {'limit', ''} end
+  end
+  redis.call('SADD', KEYS[5], ARGV[4])
+end
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], ARGV[4] .. '|' .. ARGV[5], 'EX', tonumber(ARGV[6]))
+end
+redis.call('HSET', KEYS[1], unpack(tail(9)))
+if KEYS[3] ~= KEYS[1] then redis.call('ZADD', KEYS[3], tonumber(ARGV[1]), ARGV[4]) end
+return {'', emit()}
+"""
+
+# Worker takes a queued job. KEYS: job, events, lease, running. ARGV[4..]: worker, lease ttl, then the initial
+# field/value pairs (used only when the record is missing: Redis was flushed between enqueue and start).
+_START = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then
+  redis.call('HSET', KEYS[1], unpack(tail(6)))
+  st = 'queued'
+end
+if st ~= 'queued' then return {st, ''} end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', tonumber(ARGV[5]))
+redis.call('SADD', KEYS[4], redis.call('HGET', KEYS[1], 'id'))
+redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[1], 'worker', ARGV[4])
+return {'running', emit()}
+"""
+
+# Progress of a running job. ARGV[4]: the progress JSON.
+_PROGRESS = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return {'', ''} end
+redis.call('HSET', KEYS[1], 'progress', ARGV[4])
+return {'ok', emit()}
+"""
+
+# End a job. KEYS: job, events, lease, done, running. ARGV[4..]: outcome, statuses it may end from
+# (space-separated), 'lease' to require the lease to be gone (the reaper), then field/value pairs.
+# 'succeeded' is refused (returns 'cancel_requested') when cancellation was requested; a status not in the list
+# is returned as seen (e.g. the reaper already declared the job lost: the worker then removes what it wrote);
+# 'missing': Redis was flushed: nothing is recreated, the manifest on disk is the record.
+_FINISH = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if not string.find(' ' .. ARGV[5] .. ' ', ' ' .. st .. ' ', 1, true) then return {st, ''} end
+if ARGV[6] == 'lease' and redis.call('EXISTS', KEYS[3]) == 1 then return {'leased', ''} end
+if ARGV[4] == 'succeeded' and redis.call('HGET', KEYS[1], 'cancel_requested') == '1' then
+  return {'cancel_requested', ''}
+end
+local fields = {'status', ARGV[4], 'finished_at', ARGV[1]}
+for _, v in ipairs(tail(7)) do fields[#fields + 1] = v end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[5], redis.call('HGET', KEYS[1], 'id'))
+signal_done(KEYS[4], ARGV[4])
+return {'ok', emit()}
+"""
+
+# Cancel: a queued job is cancelled at once, a running one is asked to stop (the worker checks the flag).
+# KEYS: job, events, done.
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing', ''} end
+if st == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1], 'cancel_requested', '1',
+             'error', 'cancelled before it started')
+  signal_done(KEYS[3], 'cancelled')
+  return {'cancelled', emit()}
+end
+if st == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  return {'cancelling', ''}
+end
+return {st, ''}
+"""
+
+SCRIPTS = {name: _EMIT + body for name, body in
+           (("CREATE", _CREATE), ("START", _START), ("PROGRESS", _PROGRESS), ("FINISH", _FINISH),
+            ("CANCEL", _CANCEL))}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Lifecycle:
+    """The transitions, over a sync Redis client (``decode_responses=True``) and the data dir."""
+
+    def __init__(self, r: redis.Redis, data_dir: Path) -> None:
+        self.r = r
+        self.data_dir = Path(data_dir)
+        self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
+        self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
+        self._scripts["WH_DUE"] = r.register_script(webhooks.LUA_TAKE_DUE)
+        self._rq_conn: redis.Redis | None = None
+
+    # ------------------------------------------------------------------------------------- plumbing
+    def _run(self, name: str, job: JobRef, what: str, data: dict[str, Any], keys: list[str],
+             args: list[Any]) -> str:
+        at = store.now()
+        # a generation of the base model has no erasure to log it on (and no log of its own: it would outlive it)
+        typ = event_type(job.kind, what) if what and (job.kind == "erasure" or job.erasure_id) else ""
+        if typ and job.subject != job.id:
+            data = {f"{job.kind}_id": job.id, **data}
+        result, event_id = self._scripts[name](
+            keys=[store.k_job(job.id), k_events(job.subject), *keys], args=[repr(at), typ, _dumps(data), *args])
+        if event_id:
+            event = {"id": event_id, "type": typ, "created_at": at, "data": data}
+            self._persist(job, event)
+            self._webhook(job.subject, event)
+        return str(result)
+
+    def _webhook(self, subject: str, event: dict[str, Any]) -> None:
+        """Queue the event for the erasure's webhook (if it has one and its filter takes this type)."""
+        url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
+        if not url or (wanted and event["type"] not in json.loads(wanted)):
+            return
+        try:
+            first = self._scripts["WH_PUSH"](keys=[webhooks.k_pending(subject), webhooks.k_lock(subject)],
+                                             args=[_dumps(event), webhooks.LOCK_TTL_S])
+            if first:
+                self._enqueue_delivery(subject)
+        except redis.RedisError as exc:  # the job's outcome never depends on its receiver
+            log.warning("could not queue the webhook of %s for %s: %s", subject, event["id"], exc)
+
+    def _enqueue_delivery(self, subject: str) -> None:
+        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
+            DELIVER_FUNC, kwargs={"subject": subject}, timeout=1200, result_ttl=600, failure_ttl=86400)
+
+    def pump_webhooks(self, now: float | None = None, batch: int = 100) -> int:
+        """Enqueue the delivery jobs whose retry is due (every worker's heartbeat calls this); returns how many."""
+        due = self._scripts["WH_DUE"](keys=[webhooks.K_DUE], args=[repr(now or store.now()), batch])
+        for subject in due:
+            self._enqueue_delivery(subject)
+        return len(due)
+
+    def _rq(self) -> redis.Redis:
+        """RQ needs a client that does not decode responses: one on the same server."""
+        if self._rq_conn is None:
+            pool = self.r.connection_pool
+            kwargs = {**pool.connection_kwargs, "decode_responses": False}
+            self._rq_conn = redis.Redis(connection_pool=redis.ConnectionPool(
+                connection_class=pool.connection_class, **kwargs))
+        return self._rq_conn
+
+    def _persist(self, job: JobRef, event: dict[str, Any]) -> None:
+        """Append to the durable copy (one ``write`` of one line, O_APPEND: concurrent writers do not interleave)."""
+        try:
+            path = events_path(self.data_dir, job.tenant, job.subject)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, (_dumps(event) + "\n").encode())
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:  # Redis holds the event; the copy is best effort
+            log.warning("could not persist event %s of %s: %s", event["id"], job.subject, exc)
+
+    # ---------------------------------------------------------------------------------- transitions
+    def create(self, job: JobRef, *, fields: dict[str, Any], created: float, idem_key: str | None,
+               body_hash: str, idem_ttl_s: int, limit: int, data: dict[str, Any]) -> str:
+        """'' (created) | 'limit' | ``"{id}|{body hash}"`` of the job the Idempotency-Key already names."""
+        key = store.k_job(job.id)
+        index = store.k_index(job.tenant) if job.kind == "erasure" else key
+        idem = store.k_idem(job.tenant, idem_key) if idem_key else key
+        payload = store.flatten({"id": job.id, "kind": job.kind, "tenant": job.tenant, "status": "queued",
+                                 "created_at": repr(created), "cancel_requested": "0",
+                                 "idem": store.idem_hash(idem_key) if idem_key else None, **fields})
+        return self._run("CREATE", job, "created", data, [index, idem, store.k_active(job.tenant)],
+                         [job.id, body_hash, idem_ttl_s, "1" if idem_key else "0", limit, *payload])
+
+    def start(self, job: JobRef, worker: str, lease_ttl_s: int, initial: dict[str, Any]) -> str:
+        """'running' when taken, else the status seen (cancelled, already handled)."""
+        payload = store.flatten({"id": job.id, "kind": job.kind, "tenant": job.tenant, "status": "queued",
+                                 "cancel_requested": "0", **initial})
+        return self._run("START", job, "started", {"worker": worker}, [store.k_lease(job.id), K_RUNNING],
+                         [worker, lease_ttl_s, *payload])
+
+    def progress(self, job: JobRef, progress: dict[str, Any], *, event: bool) -> str:
+        return self._run("PROGRESS", job, "progress" if event else "", progress, [], [_dumps(progress)])
+
+    def finish(self, job: JobRef, outcome: str, *, error: str | None = None, from_status: str = "running",
+               require_lease_lost: bool = False, data: dict[str, Any] | None = None, **fields: Any) -> str:
+        """End the job: 'ok', or why not (see ``_FINISH``)."""
+        data = {**(data or {}), **({"error": error} if error else {})}
+        return self._run("FINISH", job, outcome, data,
+                         [store.k_lease(job.id), store.k_done(job.id), K_RUNNING],
+                         [outcome, from_status, "lease" if require_lease_lost else "",
+                          *store.flatten({"error": error, **fields})])
+
+    def cancel(self, job: JobRef) -> str:
+        """'cancelled' | 'cancelling' | the terminal status seen | 'missing'."""
+        return self._run("CANCEL", job, "cancelled", {"error": "cancelled before it started"},
+                         [store.k_done(job.id)], [])
+
+    # ---------------------------------------------------------------------------------------- reaper
+    def reap(self) -> int:
+        """Record the running jobs whose lease expired (their worker died): failed, or succeeded when the
+        checkpoint was complete on disk before the worker died. Returns how many."""
+        reaped = 0
+        for job_id in self.r.smembers(K_RUNNING):
+            if self.r.exists(store.k_lease(job_id)):
+                continue
+            rec = self.r.hgetall(store.k_job(job_id))
+            if rec.get("status") != "running":
+                self.r.srem(K_RUNNING, job_id)
+                continue
+            if self.lease_lost(rec) == "ok":
+                reaped += 1
+        return reaped
+
+    def lease_lost(self, rec: dict[str, str]) -> str:
+        job = JobRef.of(rec)
+        manifest = (store.read_manifest(store.erasure_dir(self.data_dir, job.tenant, job.id))
+                    if job.kind == "erasure" else None)
+        if manifest is not None:
+            return self.finish(job, "succeeded", require_lease_lost=True, report=manifest.get("report"))
+        return self.finish(job, "failed", error=LEASE_LOST_MSG, require_lease_lost=True)
+
+    def release(self, worker_names: list[str], error: str) -> int:
+        """Record failed the running jobs these (stopped) workers held, without waiting for their leases."""
+        released = 0
+        for job_id in self.r.smembers(K_RUNNING):
+            if self.r.get(store.k_lease(job_id)) not in worker_names:
+                continue
+            rec = self.r.hgetall(store.k_job(job_id))
+            if rec and self.finish(JobRef.of(rec), "failed", error=error) == "ok":
+                released += 1
+        return released
+
+    # ---------------------------------------------------------------------------------------- events
+    def events(self, tenant: str, subject: str, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The subject's events, oldest first, strictly after ``after``: the stream and the disk copy merged."""
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            with open(events_path(self.data_dir, tenant, subject), encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash mid-write
+                    if isinstance(ev, dict) and "id" in ev:
+                        found[ev["id"]] = ev
+        except FileNotFoundError:
+            pass
+        for eid, fields in self.r.xrange(k_events(subject), "-", "+"):
+            found.setdefault(eid, {"id": eid, "type": fields.get("type", ""),
+                                   "created_at": float(fields.get("at") or 0.0),
+                                   "data": json.loads(fields.get("data") or "{}")})
+        ordered = sorted(found.values(), key=lambda e: stream_id_key(e["id"]))
+        if after:
+            cut = stream_id_key(after)
+            ordered = [e for e in ordered if stream_id_key(e["id"]) > cut]
+        return ordered[:limit]
+
+    def forget(self, tenant: str, subject: str) -> None:
+        """Drop a deleted erasure's event log (stream and disk copy) and its webhook queue and deliveries."""
+        self.r.delete(k_events(subject), webhooks.k_pending(subject), webhooks.k_attempts(subject),
+                      webhooks.k_deliveries(subject))
+        try:
+            events_path(self.data_dir, tenant, subject).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove the event log of %s: %s", subject, exc)
+
+
+def stream_id_key(event_id: str) -> tuple[int, int]:
+    """``'<ms>-<seq>'`` -> ``(ms, seq)``; ValueError on anything else."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)

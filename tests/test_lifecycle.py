@@ -1,0 +1,129 @@
+"""The lifecycle module against a real redis-server: every transition writes its record and its event in one
+step, the durable copy of the log survives FLUSHALL, the reaper records dead-worker jobs, and a worker cannot
+succeed a job the reaper already declared lost."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from app import store
+from app.embedded import EmbeddedRedis
+from app.lifecycle import K_RUNNING, JobRef, Lifecycle, k_events
+
+
+@pytest.fixture(scope="module")
+def rserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lc(rserver: EmbeddedRedis, tmp_path: Path) -> Iterator[Lifecycle]:
+    client = redis.Redis.from_url(rserver.url, decode_responses=True)
+    client.flushall()
+    yield Lifecycle(client, tmp_path)
+    client.close()
+
+
+def _create(lc: Lifecycle, kind: str = "erasure", erasure_id: str = "") -> JobRef:
+    job = JobRef(store.new_job_id(), kind, "acme", erasure_id)
+    got = lc.create(job, fields={"base_model": "tiny", "erasure_id": erasure_id or None}, created=time.time(),
+                    idem_key=None, body_hash="", idem_ttl_s=60, limit=0, data={"base_model": "tiny"})
+    assert got == ""
+    return job
+
+
+def types(lc: Lifecycle, subject: str) -> list[str]:
+    return [e["type"] for e in lc.events("acme", subject)]
+
+
+def test_happy_path_records_and_logs_in_order(lc: Lifecycle) -> None:
+    job = _create(lc)
+    assert lc.start(job, "w1", 30, {}) == "running"
+    assert lc.r.sismember(K_RUNNING, job.id)
+    lc.progress(job, {"stage": "solve", "fraction": 0.5}, event=True)
+    lc.progress(job, {"stage": "solve", "fraction": 0.51}, event=False)  # the record moves, the log does not
+    assert lc.finish(job, "succeeded", report={"ok": 1}) == "ok"
+    rec = lc.r.hgetall(store.k_job(job.id))
+    assert rec["status"] == "succeeded" and '"fraction":0.51' in rec["progress"] and rec["report"] == '{"ok":1}'
+    assert not lc.r.sismember(K_RUNNING, job.id) and not lc.r.exists(store.k_lease(job.id))
+    assert types(lc, job.id) == ["erasure.created", "erasure.started", "erasure.progress", "erasure.succeeded"]
+    # a second finish is refused and logs nothing
+    assert lc.finish(job, "failed", error="late") == "succeeded"
+    assert len(types(lc, job.id)) == 4
+    # pagination: strictly after the cursor
+    first_two = lc.events("acme", job.id, limit=2)
+    rest = lc.events("acme", job.id, after=first_two[-1]["id"])
+    assert [e["type"] for e in first_two + rest] == types(lc, job.id)
+
+
+def test_generation_and_export_are_logged_on_their_erasure(lc: Lifecycle) -> None:
+    erasure = _create(lc)
+    gen = _create(lc, "generation", erasure.id)
+    assert lc.start(gen, "w1", 30, {}) == "running"
+    assert lc.finish(gen, "succeeded") == "ok"
+    exp = _create(lc, "export", erasure.id)
+    assert lc.start(exp, "w1", 30, {}) == "running"
+    assert lc.finish(exp, "succeeded") == "ok"
+    plain = _create(lc, "generation")  # of the base model: nothing to log it on
+    assert lc.start(plain, "w1", 30, {}) == "running" and lc.finish(plain, "succeeded") == "ok"
+    assert not lc.r.exists(k_events(plain.id)) and lc.events("acme", plain.id) == []
+    events = lc.events("acme", erasure.id)
+    assert [e["type"] for e in events] == ["erasure.created", "generation.succeeded", "checkpoint.exported"]
+    assert events[1]["data"]["generation_id"] == gen.id and events[2]["data"]["export_id"] == exp.id
+
+
+def test_log_survives_flushall(lc: Lifecycle) -> None:
+    job = _create(lc)
+    lc.start(job, "w1", 30, {})
+    before = lc.events("acme", job.id)
+    lc.r.flushall()
+    assert not lc.r.exists(k_events(job.id))
+    assert lc.events("acme", job.id) == before and len(before) == 2
+    # Redis lost the record: the worker's finish is refused ('missing') and nothing is recreated
+    assert lc.finish(job, "succeeded") == "missing"
+
+
+def test_cancel_queued_is_logged_once(lc: Lifecycle) -> None:
+    job = _create(lc)
+    assert lc.cancel(job) == "cancelled"
+    assert lc.cancel(job) == "cancelled"  # the status seen; no second event
+    assert types(lc, job.id) == ["erasure.created", "erasure.cancelled"]
+    assert lc.start(job, "w1", 30, {}) == "cancelled"
+
+
+def test_reaper_fails_dead_worker_jobs_and_blocks_late_success(lc: Lifecycle) -> None:
+    live, dead = _create(lc), _create(lc)
+    lc.start(live, "w1", 30, {})
+    lc.start(dead, "w2", 1, {})  # nobody refreshes this lease
+    assert lc.reap() == 0
+    time.sleep(1.2)
+    assert lc.reap() == 1
+    rec = lc.r.hgetall(store.k_job(dead.id))
+    assert rec["status"] == "failed" and "stopped responding" in rec["error"]
+    assert types(lc, dead.id)[-1] == "erasure.failed"
+    assert lc.r.hget(store.k_job(live.id), "status") == "running"
+    assert lc.finish(dead, "succeeded") == "failed"  # the dead worker's late success is refused
+    assert lc.reap() == 0 and not lc.r.sismember(K_RUNNING, dead.id)
+
+
+def test_release_fails_only_the_named_workers_jobs(lc: Lifecycle) -> None:
+    a, b = _create(lc), _create(lc)
+    lc.start(a, "w1", 30, {})
+    lc.start(b, "w2", 30, {})
+    assert lc.release(["w1"], "shut down") == 1
+    assert lc.r.hget(store.k_job(a.id), "status") == "failed"
+    assert lc.r.hget(store.k_job(b.id), "status") == "running"
+
+
+def test_enqueue_failure_fails_a_queued_job(lc: Lifecycle) -> None:
+    job = _create(lc)
+    assert lc.finish(job, "failed", from_status="queued", error="could not enqueue: boom") == "ok"
+    assert types(lc, job.id) == ["erasure.created", "erasure.failed"]
+    assert lc.events("acme", job.id)[-1]["data"] == {"error": "could not enqueue: boom"}
