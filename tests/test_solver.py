@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from reference_formulas import uce_weight, zero_residual_delta
 
@@ -38,6 +38,9 @@ def test_constraint_holds_exactly_when_x_has_full_column_rank(params):
     d_in, n, d_out, preserve, seed = params
     n = min(n, d_in)
     x, r, cov = _problem(seed, d_in, n, d_out, preserve=preserve)
+    # "Full column rank" numerically: a random square X is now and then nearly singular (cond 1e6+), where the
+    # solver rightly reports a lower rank and the least-squares residual instead of claiming zero.
+    assume(float(torch.linalg.cond(x)) < 1e4)
     metric = Metric.build(d_in, cov, preserve_weight=1.0, ridge=0.1)
     delta, rank = zero_residual_delta(r, x, metric)
     assert rank == n
