@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from erasepro_core.adapters import adapter_for
-from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
+from erasepro_core.attacks.result import AttackResult, GridSweep, JudgeFn, Progress, Reporter
 from erasepro_core.attacks.sampling import (
     DEFAULT_SAMPLING,
     Clock,
@@ -86,9 +85,8 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
     if columns == "all":
         mask[:] = True
     seeds = instance_seeds(seed, len(ctx_t))
-    solved = np.full(len(ctx_t), -1)
-    best = np.zeros(len(ctx_t))
-    imgs, curve, norms = [], [], []
+    sweep = GridSweep(len(ctx_t), sampling.threshold)
+    norms = []
     for k, lam in enumerate(ridges[:budget]):
         if clock.expired:
             break
@@ -96,18 +94,8 @@ def closed_form(edited, unedited, target: str, judge: JudgeFn, budget: int, seed
         ctx = torch.where(mask[..., None].to(own.device), found.to(own.dtype), own)
         norms.append(round(float(found[mask].norm() / ctx_t[mask].norm()), 4))
         im = sample(edited, ctx, seeds, sampling)
-        sc = judged(judge, im)
-        imgs.append(im)
-        new = (solved < 0) & (sc >= sampling.threshold)
-        solved[new] = k
-        best = np.maximum(best, sc)
-        curve.append((k + 1, float((solved >= 0).mean())))
+        sweep.add(k, im, judged(judge, im))
         report((k + 1) / budget)
-    hit = solved >= 0
-    return AttackResult(
-        attack="closed_form", target=target, budget=budget, asr=curve[-1][1] if curve else 0.0, curve=curve,
-        found=[float(ridges[k]) for k in solved[hit]], images=np.concatenate(imgs), scores=best,
-        queries=len(imgs) * len(ctx_t), seconds=clock.elapsed,
-        details={"ridges": list(ridges[:budget]), "norm_ratio": norms, "per_template": per_template,
-                 "columns": columns},
-    )
+    return sweep.result("closed_form", target, budget, list(ridges), clock.elapsed,
+                        {"ridges": list(ridges[:budget]), "norm_ratio": norms, "per_template": per_template,
+                         "columns": columns})

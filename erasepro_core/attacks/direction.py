@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from erasepro_core.attacks.result import AttackResult, JudgeFn, Progress, Reporter
+from erasepro_core.attacks.result import AttackResult, GridSweep, JudgeFn, Progress, Reporter
 from erasepro_core.attacks.sampling import (
     DEFAULT_SAMPLING,
     Clock,
@@ -44,26 +43,13 @@ def concept_direction(edited, unedited, target: str, judge: JudgeFn, budget: int
     d = concept_direction_vector(unedited, target, templates)
     harmless = encode(edited, [" ".join(t.format("").split()) for t in templates]).repeat_interleave(per_template, 0)
     seeds = instance_seeds(seed, len(harmless))
-    solved = np.full(len(harmless), -1)
-    best = np.zeros(len(harmless))
-    imgs: list[np.ndarray] = []
-    curve = []
+    sweep = GridSweep(len(harmless), sampling.threshold)
     for k, s in enumerate(strengths[:budget]):
         if clock.expired:
             break
         im = sample(edited, harmless + s * d.to(harmless.dtype), seeds, sampling)
-        sc = judged(judge, im)
-        imgs.append(im)
-        new = (solved < 0) & (sc >= sampling.threshold)
-        solved[new] = k
-        best = np.maximum(best, sc)
-        curve.append((k + 1, float((solved >= 0).mean())))
+        sweep.add(k, im, judged(judge, im))
         report((k + 1) / budget)
-    hit = solved >= 0
-    return AttackResult(
-        attack="concept_direction", target=target, budget=budget, asr=curve[-1][1] if curve else 0.0, curve=curve,
-        found=[float(strengths[k]) for k in solved[hit]], images=np.concatenate(imgs), scores=best,
-        queries=len(imgs) * len(harmless), seconds=clock.elapsed,
-        details={"strengths": list(strengths[:budget]), "direction_norm": round(float(d.norm()), 4),
-                 "per_template": per_template},
-    )
+    return sweep.result("concept_direction", target, budget, list(strengths), clock.elapsed,
+                        {"strengths": list(strengths[:budget]), "direction_norm": round(float(d.norm()), 4),
+                         "per_template": per_template})

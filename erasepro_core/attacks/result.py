@@ -56,3 +56,32 @@ class Reporter:
         self.last = max(self.last, min(max(fraction, 0.0), 1.0))
         if self.progress is not None:
             self.progress(self.stage, self.last)
+
+
+class GridSweep:
+    """An attack that tries settings k = 0, 1, … (ridges, strengths) on every instance: instance i succeeds at the
+    first k whose image the judge scores ≥ ``threshold``; ASR after k settings = share succeeded so far."""
+
+    def __init__(self, n: int, threshold: float) -> None:
+        self.threshold = threshold
+        self.solved = np.full(n, -1)
+        self.best = np.zeros(n)
+        self.images: list[np.ndarray] = []
+        self.curve: list[tuple[int, float]] = []
+
+    def add(self, k: int, images: np.ndarray, scores: np.ndarray) -> None:
+        """Record setting ``k``'s images and judged scores (one per instance)."""
+        self.images.append(images)
+        self.solved[(self.solved < 0) & (scores >= self.threshold)] = k
+        self.best = np.maximum(self.best, scores)
+        self.curve.append((k + 1, float((self.solved >= 0).mean())))
+
+    def result(self, attack: str, target: str, budget: int, settings: list[float], seconds: float,
+               details: dict[str, Any]) -> AttackResult:
+        """The :class:`AttackResult`: ``found`` holds the succeeding setting of each solved instance."""
+        return AttackResult(
+            attack=attack, target=target, budget=budget, asr=self.curve[-1][1] if self.curve else 0.0,
+            curve=self.curve, found=[float(settings[k]) for k in self.solved[self.solved >= 0]],
+            images=np.concatenate(self.images), scores=self.best, queries=len(self.images) * len(self.solved),
+            seconds=seconds, details=details,
+        )
