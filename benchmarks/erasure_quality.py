@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         s.prompts = [p for p in s.prompts if p.text not in excluded]
         if len(s.prompts) < before:
             print(f"note: dropped {before - len(s.prompts)} '{s.name}' prompt(s) that the solver or preserve set uses")
+    empty = [s.name for s in sets if not s.prompts]
+    if empty:
+        print(f"note: skipped prompt set(s) {empty}: every prompt coincides with a solver or preserve prompt")
+        sets = [s for s in sets if s.prompts]
+    if not sets:
+        raise SystemExit("no prompt set left to evaluate")
     print(f"model {args.model}; {n_layers} text-encoder layers; seeds {args.seeds}; {args.steps} DDIM steps, "
           f"guidance {args.guidance}; sets " + ", ".join(f"{s.name}({len(s.prompts)})" for s in sets), flush=True)
 

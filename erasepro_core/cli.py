@@ -60,7 +60,7 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
         raise CLIError("--anchor needs a --target")
     overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
                  "layers": args.layers, "token_policy": args.tokens, "preserve_tokens": args.preserve_tokens,
-                 "templates": args.template}
+                 "templates": args.template, "harden_rounds": args.harden}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_default_preserve:
         data["default_preserve"] = False
@@ -201,6 +201,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)),
                    help="which tokens of each preserve prompt are protected")
     e.add_argument("--template", action="append", help="prompt template containing {} (repeatable)")
+    e.add_argument("--harden", type=int, metavar="N",
+                   help="closed-form adversarial hardening rounds of the K/V edit (method erasepro; default 0)")
     e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
     e.add_argument("--report", help="also write the solver report as JSON here")
     e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")

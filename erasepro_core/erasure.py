@@ -18,7 +18,7 @@ from erasepro_core.adapters import Adapter, adapter_for
 from erasepro_core.delta import Delta, fingerprint
 from erasepro_core.features import PairSet, build_pairs, contains_concept
 from erasepro_core.kv import write_kv
-from erasepro_core.methods import EditInputs
+from erasepro_core.methods import EditInputs, KVEdit
 from erasepro_core.plan import ErasureError, Plan, make_plan
 from erasepro_core.preserve import (
     FeatureCache,
@@ -233,8 +233,23 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     if extra is not None:
         x, y = torch.cat([x, extra[0].to(x.device)], 1), torch.cat([y, extra[1].to(y.device)], 1)
         n_extra = extra[0].shape[1]
-    inputs = EditInputs(x, y, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, x.shape[0]))
-    edit = job.plan.kv_edit(job.plan.method, inputs)
+
+    def solve(xs: torch.Tensor, ys: torch.Tensor) -> KVEdit:
+        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]))
+        return job.plan.kv_edit(job.plan.method, inputs)
+
+    rounds = getattr(job.plan.method, "harden_rounds", 0)
+    hardening = None
+    if rounds:  # adversarial hardening: extra columns found by attacking the edit in context space
+        from erasepro_core.harden import harden, kv_gram, kv_weights, original_target_columns
+
+        c_t = original_target_columns(job.adapter, job.plan.spec, pairs, x, job.plan.n_progressive > 0)
+        hard = harden(solve, x, y, c_t, y[:, : pairs.n_columns], kv_gram(kv_weights(job.adapter), job.base_key),
+                      rounds)
+        x, y, edit, hardening = hard.x, hard.y, hard.edit, hard.rounds
+        n_extra = x.shape[1] - pairs.n_columns
+    else:
+        edit = solve(x, y)
     job.step("final")
     kv = write_kv(job.adapter, edit, x, y, xh, yh, pres.ctx, job.step, n_extra)
     _timed(job, "final_s", t)
@@ -244,6 +259,8 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     tensors = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.tensors.items()} | kv.tensors).items()}
     originals = {k: v.cpu() for k, v in ({k: v for p in passes for k, v in p.originals.items()} | kv.originals).items()}
     report = summary(job.plan, job.adapter, pairs, held, sites, job.warnings, n_extra)
+    if hardening is not None:
+        report["hardening"] = hardening
     report["timings"] = {k: round(v, 4) for k, v in job.timings.items()}
     delta = Delta(
         tensors=tensors,

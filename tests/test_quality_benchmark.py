@@ -22,11 +22,14 @@ pytestmark = pytest.mark.skipif(not (bundled_model_available() and bundled_judge
 
 def test_smoke_benchmark_numbers_are_in_range(tmp_path):
     csv = tmp_path / "extra.csv"
-    csv.write_text("prompt,shape,colour,set\na crimson disc,circle,red,mine\nthe green box,square,green,mine\n")
+    # set "dup" only holds a solver prompt: it is dropped, reported and skipped (it used to crash the run)
+    csv.write_text("prompt,shape,colour,set\na crimson disc,circle,red,mine\nthe green box,square,green,mine\n"
+                   "a photo of a circle,circle,red,dup\n")
     out = tmp_path / "q.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "erasure_quality.py"), "--smoke",
                           "--prompts", str(csv), "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "skipped prompt set(s) ['dup']" in res.stdout
     data = json.loads(out.read_text())
     case = data["cases"]["circle->square"]
     assert set(case) == {"unedited", "uce", "erasepro front, all layers"}

@@ -21,7 +21,8 @@ class EraseProConfig(MethodConfig):
     ``layers``: its text-encoder layers (None = method default; negative = from the last).
     ``token_policy``: which target tokens are constrained (``last`` | ``to_eos`` | ``to_end``).
     ``preserve_tokens``: ``last`` (each preserve prompt's last token before EOS) or ``all``.
-    ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R."""
+    ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R.
+    ``harden_rounds``: closed-form adversarial hardening rounds of the K/V edit (erasepro_core.harden)."""
 
     name: Literal["erasepro"] = "erasepro"
     schedule: Schedule = "none"
@@ -30,6 +31,7 @@ class EraseProConfig(MethodConfig):
     preserve_tokens: PreserveTokens = "last"
     preserve_weight: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
     ridge: float = Field(default=1e-2, ge=MIN_RIDGE, le=1e6, allow_inf_nan=False)
+    harden_rounds: int = Field(default=0, ge=0, le=8)
 
     @field_validator("layers")
     @classmethod
