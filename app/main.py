@@ -39,6 +39,7 @@ from app import store
 from app.bounds import check_erasure, check_generation
 from app.config import Settings
 from app.deps import JobId, Svc, Tenant, not_found
+from app.evaluations_routes import router as evaluations_router
 from app.events_routes import router as events_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
@@ -271,6 +272,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_handlers(app)
     _routes(app, settings)
     app.include_router(events_router)
+    app.include_router(evaluations_router)
     return app
 
 

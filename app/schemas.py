@@ -184,6 +184,8 @@ class ErasureView(BaseModel):
     webhook_events: list[str] | None = None
     base_fingerprint: str | None = None
     artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = Field(default_factory=list, description="finished robustness evaluations "
+                                              "(ASR per attack, efficacy per target and prompt set)")
     links: dict[str, str] = Field(default_factory=dict)
 
 
