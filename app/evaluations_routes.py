@@ -25,6 +25,7 @@ from app.registry import ModelUnavailable
 router = APIRouter(tags=["evaluations"])
 
 MAX_TIMEOUT_S = 6 * 3600
+MAX_LISTED = 100  # live (unfinished or failed) evaluations listed per erasure, newest
 
 
 class EvaluationRequest(BaseModel):
@@ -106,7 +107,7 @@ async def _evaluations(svc: Svc, tenant: str, job_id: str) -> list[dict[str, Any
     manifest = await svc.manifest(tenant, job_id) or {}
     done = {e["id"]: e for e in manifest.get("evaluations", []) if isinstance(e, dict) and e.get("id")}
     out = [evaluation_view(None, e) for e in done.values()]
-    for eid in dict.fromkeys(await svc.r.lrange(k_evaluations(job_id), 0, -1)):
+    for eid in dict.fromkeys(await svc.r.lrange(k_evaluations(job_id), -MAX_LISTED, -1)):
         if eid in done:
             continue
         rec = await svc.record(eid, tenant, "evaluation")

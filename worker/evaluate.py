@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from app import store
-from app.evaluations import MAX_KEPT, summary_of
+from app.evaluations import MAX_KEPT, judge_problem, summary_of
 from erasepro_core.io import write_json_atomic
 from worker.jobs import JobContext, JobFailed, _interruptible, _load_checkpoint, _manifest_lock, _model, _run
 from worker.runtime import get_state
@@ -36,8 +36,9 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
         ctx.progress("loading model", 0.0)
         manifest, directory = _load_checkpoint(state, tenant, erasure_id)
         info = _model(state, manifest["base_model"]["name"])
-        if info.source != "bundled":
-            raise JobFailed(f"base model {info.name!r} ships no judge: only the bundled shapes model can be evaluated")
+        problem = judge_problem(info.source, info.name, targets)  # the API checked; the registry may have changed
+        if problem:
+            raise JobFailed(problem)
         loaded = state.cache.get(info)
         delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
         # each attack call stops itself at its share of the time bound rather than be killed by RQ
