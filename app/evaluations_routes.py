@@ -74,7 +74,9 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
     if view["status"] != "succeeded":
         raise HTTPException(409, f"erasure {job_id} is {view['status']}: only a succeeded erasure can be evaluated")
     erased = [e["target"] for e in (view.get("spec") or {}).get("edits", [])]
-    targets = body.targets or erased[:MAX_TARGETS]
+    if body.targets is None and len(erased) > MAX_TARGETS:
+        raise _invalid(("body", "targets"), f"this erasure has {len(erased)} targets: name at most {MAX_TARGETS}")
+    targets = body.targets or erased
     stray = [t for t in targets if t not in erased]
     if stray:
         raise _invalid(("body", "targets"), f"{stray} are not targets of this erasure (it erased {erased})")
@@ -135,3 +137,19 @@ async def get_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc
     raise not_found("evaluation")
 
 
+
+
+@router.delete("/v1/erasures/{job_id}/evaluations/{eval_id}", status_code=202,
+               responses={404: {"description": "no such erasure or evaluation for this tenant"},
+                          409: {"description": "the evaluation has finished"}})
+async def cancel_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    """Cancel a queued or running evaluation (a running one stops at its next progress step)."""
+    await _erasure_or_404(svc, tenant, job_id)
+    rec = await svc.record(eval_id, tenant, "evaluation")
+    if rec is None or rec.get("erasure_id") != job_id:
+        raise not_found("evaluation")
+    if rec.get("status") in store.TERMINAL:
+        raise HTTPException(409, f"evaluation {eval_id} is {rec['status']}: only a queued or running one can be "
+                                 "cancelled (finished ones stay with the checkpoint)")
+    await svc.cancel(tenant, eval_id)
+    return evaluation_view(await svc.record(eval_id, tenant, "evaluation") or rec, None)
