@@ -205,6 +205,7 @@ class Lifecycle:
         self.data_dir = Path(data_dir)
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
         self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
+        self._scripts["WH_DUE"] = r.register_script(webhooks.LUA_TAKE_DUE)
         self._rq_conn: redis.Redis | None = None
 
     # ------------------------------------------------------------------------------------- plumbing
@@ -232,10 +233,20 @@ class Lifecycle:
             first = self._scripts["WH_PUSH"](keys=[webhooks.k_pending(subject), webhooks.k_lock(subject)],
                                              args=[_dumps(event), webhooks.LOCK_TTL_S])
             if first:
-                Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
-                    DELIVER_FUNC, kwargs={"subject": subject}, timeout=1200, result_ttl=600, failure_ttl=86400)
+                self._enqueue_delivery(subject)
         except redis.RedisError as exc:  # the job's outcome never depends on its receiver
             log.warning("could not queue the webhook of %s for %s: %s", subject, event["id"], exc)
+
+    def _enqueue_delivery(self, subject: str) -> None:
+        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
+            DELIVER_FUNC, kwargs={"subject": subject}, timeout=1200, result_ttl=600, failure_ttl=86400)
+
+    def pump_webhooks(self, now: float | None = None, batch: int = 100) -> int:
+        """Enqueue the delivery jobs whose retry is due (every worker's heartbeat calls this); returns how many."""
+        due = self._scripts["WH_DUE"](keys=[webhooks.K_DUE], args=[repr(now or store.now()), batch])
+        for subject in due:
+            self._enqueue_delivery(subject)
+        return len(due)
 
     def _rq(self) -> redis.Redis:
         """RQ needs a client that does not decode responses: one on the same server."""

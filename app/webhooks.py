@@ -5,7 +5,8 @@ Signature (https://www.standardwebhooks.com): ``webhook-signature: v1,<base64(HM
 on every retry, so receivers can drop duplicates) and ``webhook-timestamp`` the attempt's Unix time.
 
 Order: an erasure's deliveries wait in one Redis list and one delivery job at a time (holding a lock) sends them
-oldest first, so a receiver sees them in event order even across retries.
+oldest first, so a receiver sees them in event order even across retries. A retry is a due time in ``wh:due``;
+every worker's heartbeat thread enqueues the delivery jobs that are due (no separate scheduler process).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ MAX_DELIVERY_LOG = 500
 MAX_URL = 2048
 MAX_RETRY_S = 3600  # the longest ERASEPRO_WEBHOOK_RETRY_S
 LOCK_TTL_S = MAX_RETRY_S + 1200  # a delivery job's lock outlives its longest backoff; a dead job's expires
+
+
+K_DUE = f"{REDIS_PREFIX}wh:due"  # zset: erasure id -> when its delivery job is due again (a retry's backoff)
 
 
 def k_pending(subject: str) -> str:
@@ -104,4 +108,12 @@ redis.call('LPOP', KEYS[1])
 local n = redis.call('LLEN', KEYS[1])
 if n == 0 then redis.call('DEL', KEYS[2]) end
 return n
+"""
+
+# The erasures whose retry is due (removed from the set as they are taken, so one worker enqueues each).
+# KEYS: due. ARGV: now, how many at most.
+LUA_TAKE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then redis.call('ZREM', KEYS[1], unpack(ids)) end
+return ids
 """

@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import http.server
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -134,12 +136,17 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000, help="requests per load phase (upper bound)")
     ap.add_argument("--max-seconds", type=float, default=60.0, help="time bound per load phase")
     ap.add_argument("--steps", type=int, default=25, help="sampling steps of the end-to-end generation")
+    ap.add_argument("--webhook", action="store_true",
+                    help="every erasure posted names a webhook (a receiver on loopback): the submit path then also "
+                         "queues a delivery per event")
+    ap.add_argument("--skip-end-to-end", action="store_true")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="erasepro-bench-"))
     model, registry = prepare_model(tmp)
     env_extra = {"ERASEPRO_API_KEYS": f"bench:{KEY}", "ERASEPRO_DATA_DIR": str(tmp / "data"),
-                 "ERASEPRO_TENANT_MAX_ACTIVE": "bench:1000000"}  # the load test queues every job it posts
+                 "ERASEPRO_TENANT_MAX_ACTIVE": "bench:1000000",  # the load test queues every job it posts
+                 "ERASEPRO_WEBHOOK_ALLOW_PRIVATE": "1"}
     if registry:
         env_extra["ERASEPRO_BASE_MODELS"] = str(registry)
     os.environ.update(env_extra)
@@ -163,6 +170,11 @@ def main() -> int:
         print(f"ErasePro service latency: {args.clients} concurrent clients on loopback, model {model!r}, "
               f"{os.cpu_count()} CPUs")
         body = {"base_model": model, "edits": [{"target": "circle", "anchor": "square"}]}
+        if args.webhook:
+            receiver = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), http.server.BaseHTTPRequestHandler)
+            threading.Thread(target=receiver.serve_forever, daemon=True).start()
+            body["webhook"] = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+            print("webhooks on: every erasure names a loopback receiver")
 
         async def post(client: httpx.AsyncClient, i: int) -> httpx.Response:
             return await client.post("/v1/erasures", json=body)
@@ -177,6 +189,9 @@ def main() -> int:
         lat, wall, errors, _ = asyncio.run(load(base, args.clients, args.requests, args.max_seconds, get))
         print(summary("GET /v1/erasures/{id}", lat, wall, errors))
         stop_process(api, grace_s=5, second_signal_s=2)
+        api = None
+        if args.skip_end_to_end:
+            return 0
 
         # end to end on the real worker (database 0)
         api = spawn([sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--log-level", "warning",

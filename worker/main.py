@@ -104,8 +104,7 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
     print(f"erasepro worker {state.name} ready (device {state.cache.device}, queues {','.join(queues)})",
           flush=True)
     try:
-        # the scheduler runs webhook retries that are due (enqueue_in); one per Redis, the others stand by
-        worker.work(burst=burst, logging_level=log_level, with_scheduler=True)
+        worker.work(burst=burst, logging_level=log_level)
     finally:
         heartbeat.stop()
         conn.close()

@@ -200,6 +200,7 @@ class Heartbeat(threading.Thread):
                     elapsed = 0.0
                 self.poll_cancel()
                 self.enforce_deadline()
+                self.state.lifecycle.pump_webhooks()  # webhook retries whose backoff has passed
             except redis.RedisError as exc:
                 log.warning("heartbeat: %s", exc)
             step = min(CANCEL_POLL_S, interval)

@@ -1,6 +1,7 @@
-"""Webhook delivery (queue ``webhooks``): one job per erasure sends its pending events oldest first; a failure
-reschedules the same job with exponential backoff and jitter (RQ's scheduler), until the event is older than
-``ERASEPRO_WEBHOOK_RETRY_S``. Redirects are not followed; the target is checked again before every attempt."""
+"""Webhook delivery (queue ``webhooks``): one job per erasure sends its pending events oldest first. A failure
+reschedules that erasure's delivery with exponential backoff and jitter (a due time that every worker's heartbeat
+enqueues), until the event is older than ``ERASEPRO_WEBHOOK_RETRY_S``. Redirects are not followed; the target is
+checked again before every attempt."""
 
 from __future__ import annotations
 
@@ -8,20 +9,16 @@ import json
 import logging
 import random
 import time
-from datetime import timedelta
 from typing import Any
 
 import httpx
-from rq import Queue, get_current_job
-from rq.serializers import JSONSerializer
 
 from app import store
 from app.webhooks import (
-    DELIVER_FUNC,
+    K_DUE,
     LOCK_TTL_S,
     LUA_ADVANCE,
     MAX_DELIVERY_LOG,
-    WEBHOOK_QUEUE,
     check_target,
     k_attempts,
     k_deliveries,
@@ -98,12 +95,9 @@ def deliver(*, subject: str) -> dict[str, Any]:
 
 
 def _reschedule(subject: str, delay_s: float) -> None:
-    job = get_current_job()
-    state = get_state()
-    state.r.expire(k_lock(subject), LOCK_TTL_S)  # the lock outlives the wait
-    q = Queue(WEBHOOK_QUEUE, connection=job.connection, serializer=JSONSerializer)
-    if delay_s <= 0:
-        q.enqueue_call(DELIVER_FUNC, kwargs={"subject": subject}, timeout=int(TIMEOUT_S * MAX_PER_RUN + 60))
-    else:
-        q.enqueue_in(timedelta(seconds=delay_s), DELIVER_FUNC, kwargs={"subject": subject},
-                     job_timeout=int(TIMEOUT_S * MAX_PER_RUN + 60))
+    """Run again after ``delay_s`` (the heartbeat's pump enqueues it when due); the lock outlives the wait."""
+    r = get_state().r
+    with r.pipeline(transaction=True) as p:
+        p.expire(k_lock(subject), LOCK_TTL_S)
+        p.zadd(K_DUE, {subject: time.time() + delay_s})
+        p.execute()
