@@ -13,10 +13,11 @@ GENERATE_QUEUE = "generate"
 ERASE_FUNC = "worker.jobs.run_erasure"
 GENERATE_FUNC = "worker.jobs.run_generation"
 EXPORT_FUNC = "worker.jobs.run_export"
+EVALUATE_FUNC = "worker.evaluate.run_evaluation"  # on the erase queue, like exports
 DELIVER_FUNC = "worker.webhooks.deliver"
 WEBHOOK_QUEUE = "webhooks"
 # The only functions a worker runs, whatever a Redis client queued (see worker.main.AllowlistedJob).
-JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC, DELIVER_FUNC})
+JOB_FUNCTIONS = frozenset({ERASE_FUNC, GENERATE_FUNC, EXPORT_FUNC, DELIVER_FUNC, EVALUATE_FUNC})
 
 
 def redact_url(url: str | None) -> str:

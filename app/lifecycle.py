@@ -72,6 +72,8 @@ def event_type(kind: str, what: str) -> str:
         return f"erasure.{what}"
     if kind == "generation" and what in store.TERMINAL:
         return f"generation.{what}"
+    if kind == "evaluation" and what in ("created", *store.TERMINAL):
+        return f"evaluation.{what}"
     if kind == "export" and what in ("succeeded", "failed"):
         return "checkpoint.exported" if what == "succeeded" else "checkpoint.export_failed"
     return ""

@@ -40,6 +40,7 @@ from app.bounds import check_erasure, check_generation
 from app.config import Settings
 from app.console import router as console_router
 from app.deps import JobId, Svc, Tenant, not_found
+from app.evaluations_routes import router as evaluations_router
 from app.events_routes import router as events_router
 from app.registry import BaseModelInfo, ModelUnavailable, RegistryError
 from app.schemas import (
@@ -273,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _routes(app, settings)
     app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
     app.include_router(events_router)
+    app.include_router(evaluations_router)
     return app
 
 

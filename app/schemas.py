@@ -48,7 +48,8 @@ MAX_METADATA_VALUE = 256
 
 EventType = Literal["erasure.created", "erasure.started", "erasure.progress", "erasure.succeeded", "erasure.failed",
                     "erasure.cancelled", "generation.succeeded", "generation.failed", "generation.cancelled",
-                    "checkpoint.exported", "checkpoint.export_failed"]
+                    "checkpoint.exported", "checkpoint.export_failed", "evaluation.created", "evaluation.succeeded",
+                    "evaluation.failed", "evaluation.cancelled"]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
@@ -100,7 +101,7 @@ class ErasureRequest(BaseModel):
     webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
         "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
         "answer, once. Loopback and private addresses are refused unless the server allows them."))
-    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=11,
+    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=15,
                                                    description="Only these event types (default: all).")
     metadata: Metadata = Field(default_factory=dict, description=(
         f"Your own labels (at most {MAX_METADATA_KEYS}; keys of 1-40 letters, digits, '_', '.', '-'; values of "
@@ -185,6 +186,8 @@ class ErasureView(BaseModel):
     webhook_events: list[str] | None = None
     base_fingerprint: str | None = None
     artifacts: dict[str, ArtifactFile] = Field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = Field(default_factory=list, description="finished robustness evaluations "
+                                              "(ASR per attack, efficacy per target and prompt set)")
     links: dict[str, str] = Field(default_factory=dict)
 
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from app import store
 from app.auth import KeyStore
 from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
+from app.evaluations import evaluation_brief
 from app.lifecycle import JobRef, Lifecycle
 from app.registry import Registry
 from erasepro_core.io import write_json_atomic
@@ -373,7 +374,8 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "webhook_events": _json(rec.get("webhook_events")),
         "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
         "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
-        "links": {"self": f"/v1/erasures/{job_id}"},
+        "evaluations": [evaluation_brief(e) for e in m.get("evaluations") or [] if isinstance(e, dict)],
+        "links": {"self": f"/v1/erasures/{job_id}", "evaluations": f"/v1/erasures/{job_id}/evaluations"},
     }
     if status == "succeeded":
         view["links"].update({

@@ -41,6 +41,7 @@ from erasepro_core.delta import applied_delta  # noqa: E402
 from erasepro_core.erasure import erase  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 from erasepro_core.shapes import COLOURS, PROMPT_SETS, SHAPES, bundled_model_path, load_judge, prompt_set  # noqa: E402
+from erasepro_core.shapes.robustness import attack_templates  # noqa: E402
 
 CASES: dict[str, list[tuple[str, str]]] = {
     "circle->square": [("circle", "square")],
@@ -77,16 +78,6 @@ SMOKE_BUDGETS: dict[str, list[int]] = {
     "closed_form_all": [1],
 }
 CHANCE = {"shape": 1 / len(SHAPES), "colour": 1 / len(COLOURS), "style": 1 / 2}
-
-
-def attack_templates(target: str) -> list[str]:
-    """Harmless prompts with the attacked slot at ``{}``, one per value of the other attribute."""
-    kind = kind_of(target)
-    if kind == "shape":
-        return [f"a {c} {{}}" for c in COLOURS]
-    if kind == "colour":
-        return [f"a {{}} {s}" for s in SHAPES]
-    return [f"a {{}} {c} {s}" for c, s in zip(COLOURS, SHAPES * 2, strict=False)]
 
 
 def parse_budgets(items: list[str] | None, base: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -1,0 +1,91 @@
+"""Evaluations of a finished erasure (torch-free, no HTTP): bounds, where they are kept, and their JSON view.
+
+A finished evaluation lives in the erasure's ``manifest.json`` (``evaluations``, newest :data:`MAX_KEPT`), so it
+survives a Redis flush and goes when the erasure is deleted; a queued/running/failed one lives in its Redis
+record (kind ``evaluation``), listed per erasure under :func:`k_evaluations` until the records expire.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app import store
+from app.config import REDIS_PREFIX
+
+MAX_KEPT = 20  # evaluations kept in a manifest (oldest dropped): a bound on its size
+# Budget ranges per attack (units: vocabulary = probe prompts, word_search = queries per instance, soft_token =
+# Adam steps, concept_direction = strengths tried, closed_form = ridge values tried); each is also bounded in time.
+BUDGETS: dict[str, tuple[int, int]] = {
+    "vocabulary": (1, 2000),
+    "word_search": (1, 128),
+    "soft_token": (0, 200),
+    "concept_direction": (1, 8),
+    "closed_form": (1, 8),
+}
+MAX_TARGETS = 16  # as erasepro_core.attacks.evaluate.MAX_TARGETS (no torch here)
+JUDGED_SOURCES = ("bundled",)  # base models that ship a judge: only the bundled shapes model
+
+
+def k_evaluations(erasure_id: str) -> str:
+    """Redis list of the evaluation job ids of one erasure."""
+    return f"{REDIS_PREFIX}evaluations:{erasure_id}"
+
+
+def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
+    """Why these targets of a model from ``source`` cannot be judged, or None."""
+    if source not in JUDGED_SOURCES:
+        return (f"base model {name!r} ships no judge: evaluations need one, and only the bundled shapes model "
+                "has it (for other models run erasepro_core.attacks.evaluate_robustness with your classifier)")
+    from erasepro_core.shapes.world import ATTRIBUTES  # numpy + PIL only
+
+    known = {v for values in ATTRIBUTES.values() for v in values}
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        return f"the bundled judge does not know {unknown}: it sees {sorted(known)}"
+    return None
+
+
+def summary_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a record keeps: ASR per attack (mean over targets) and efficacy per target and prompt set."""
+    return {"asr": entry.get("asr") or {}, "efficacy": entry.get("efficacy") or {}}
+
+
+def _json(text: str | None) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """One JSON shape for an evaluation, from its Redis record and/or its manifest entry."""
+    rec, e = rec or {}, entry or {}
+    status = rec.get("status") or ("succeeded" if entry else "failed")
+    if entry:
+        status = "succeeded"
+    progress = _json(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if entry else {})
+    eid, erasure_id = rec.get("id") or e["id"], rec.get("erasure_id") or e.get("erasure_id", "")
+    return {
+        "id": eid, "erasure_id": erasure_id, "status": status,
+        "targets": e.get("targets") or _json(rec.get("targets")) or [],
+        "budgets": e.get("budgets") or _json(rec.get("budgets")) or {},
+        "seed": e.get("seed", int(rec.get("seed") or 0)),
+        "steps": e.get("steps", int(rec.get("steps") or 0) or None),
+        "created_at": store.iso(e.get("created_at") or rec.get("created_at")),
+        "started_at": store.iso(e.get("started_at") or rec.get("started_at")),
+        "finished_at": store.iso(e.get("finished_at") or rec.get("finished_at")),
+        "progress": {"stage": progress.get("stage"), "fraction": float(progress.get("fraction") or 0.0)},
+        "error": rec.get("error") or None,
+        "asr": e.get("asr") if entry else (_json(rec.get("result")) or {}).get("asr"),
+        "efficacy": e.get("efficacy") if entry else (_json(rec.get("result")) or {}).get("efficacy"),
+        "attacks": e.get("attacks"),
+        "seconds": e.get("seconds"),
+        "links": {"self": f"/v1/erasures/{erasure_id}/evaluations/{eid}", "erasure": f"/v1/erasures/{erasure_id}"},
+    }
+
+
+def evaluation_brief(entry: dict[str, Any]) -> dict[str, Any]:
+    """What the erasure view shows of a finished evaluation: its id, when, the budgets and the numbers."""
+    return {"id": entry.get("id"), "finished_at": store.iso(entry.get("finished_at")),
+            "budgets": entry.get("budgets") or {}, "seed": entry.get("seed"), **summary_of(entry)}

@@ -1,0 +1,155 @@
+"""``/v1/erasures/{id}/evaluations``: attack a finished erasure on a worker and read the numbers back.
+
+``POST`` starts an evaluation job (attacks and budgets in :data:`app.evaluations.BUDGETS`' ranges, a seed, the
+erasure's targets or some of them, a time bound) and answers 202 with its id; ``GET`` lists the erasure's
+evaluations (finished ones from its manifest, newest last, then queued/running/failed ones from Redis) or shows
+one. Tenant-scoped: another tenant's erasure is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from app import store
+from app.config import ERASE_QUEUE, EVALUATE_FUNC
+from app.deps import JobId, Svc, Tenant, not_found
+from app.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem, k_evaluations
+from app.registry import ModelUnavailable
+
+router = APIRouter(tags=["evaluations"])
+
+MAX_TIMEOUT_S = 6 * 3600
+MAX_LISTED = 100  # live (unfinished or failed) evaluations listed per erasure, newest
+
+
+class EvaluationRequest(BaseModel):
+    """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
+
+    model_config = ConfigDict(extra="forbid")
+    budgets: Annotated[dict[str, int], Field(min_length=1, max_length=len(BUDGETS),
+                                             description=f"attack -> budget; attacks and ranges: {BUDGETS}")]
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    targets: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+                       Field(min_length=1, max_length=MAX_TARGETS,
+                             description="some of the erasure's targets (default: all of them)")] = None
+    steps: Annotated[int, Field(ge=2, le=50, description="denoising steps per image the attacks draw")] = 25
+    timeout_s: Annotated[int, Field(ge=10, le=MAX_TIMEOUT_S, description="the job's time bound")] = 1800
+
+    @field_validator("budgets")
+    @classmethod
+    def _in_range(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, budget in v.items():
+            if name not in BUDGETS:
+                raise ValueError(f"unknown attack {name!r}; attacks are {sorted(BUDGETS)}")
+            lo, hi = BUDGETS[name]
+            if not lo <= budget <= hi:
+                raise ValueError(f"{name}: budget must be in {lo}..{hi}, got {budget}")
+        return v
+
+
+def _invalid(loc: tuple[str, ...], msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}])
+
+
+async def _erasure_or_404(svc: Svc, tenant: str, job_id: str) -> dict[str, Any]:
+    view = await svc.erasure(tenant, job_id)
+    if view is None:
+        raise not_found()
+    return view
+
+
+@router.post("/v1/erasures/{job_id}/evaluations", status_code=202,
+             responses={404: {"description": "no such erasure for this tenant"},
+                        409: {"description": "the erasure has not succeeded"},
+                        422: {"description": "bad attacks/budgets/targets, or the base model ships no judge"}})
+async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tenant, svc: Svc) -> JSONResponse:
+    """Start an evaluation of this erasure (ASR per attack at its budget, efficacy per prompt set)."""
+    view = await _erasure_or_404(svc, tenant, job_id)
+    if view["status"] != "succeeded":
+        raise HTTPException(409, f"erasure {job_id} is {view['status']}: only a succeeded erasure can be evaluated")
+    erased = [e["target"] for e in (view.get("spec") or {}).get("edits", [])]
+    if body.targets is None and len(erased) > MAX_TARGETS:
+        raise _invalid(("body", "targets"), f"this erasure has {len(erased)} targets: name at most {MAX_TARGETS}")
+    targets = body.targets or erased
+    stray = [t for t in targets if t not in erased]
+    if stray:
+        raise _invalid(("body", "targets"), f"{stray} are not targets of this erasure (it erased {erased})")
+    try:
+        info = svc.registry.require(view["base_model"])
+    except ModelUnavailable as exc:
+        raise HTTPException(409, f"the erasure's base model is not available here: {exc}") from None
+    problem = await run_in_threadpool(judge_problem, info.source, info.name, targets)
+    if problem:
+        raise _invalid(("body", "base_model"), problem)
+    timeout = min(body.timeout_s, svc.settings.max_erase_timeout_s)
+    eval_id, _ = await svc.create_job(kind="evaluation", tenant=tenant, fields={
+        "erasure_id": job_id, "base_model": info.name, "budgets": body.budgets, "seed": body.seed,
+        "targets": targets, "steps": body.steps, "timeout_s": timeout})
+    index = k_evaluations(job_id)
+    await svc.r.rpush(index, eval_id)
+    await svc.r.expire(index, svc.settings.result_ttl_s)
+    created_at = await svc.r.hget(store.k_job(eval_id), "created_at")
+    await svc.enqueue(ERASE_QUEUE, EVALUATE_FUNC, eval_id, {
+        "job_id": eval_id, "tenant": tenant, "erasure_id": job_id, "budgets": body.budgets, "seed": body.seed,
+        "targets": targets, "steps": body.steps, "timeout_s": timeout,
+        "created_at": float(created_at or store.now())},
+        timeout + svc.settings.hard_timeout_grace_s)
+    rec = await svc.record(eval_id, tenant, "evaluation")
+    return JSONResponse(status_code=202, content=evaluation_view(rec, None),
+                        headers={"Location": f"/v1/erasures/{job_id}/evaluations/{eval_id}"})
+
+
+async def _evaluations(svc: Svc, tenant: str, job_id: str) -> list[dict[str, Any]]:
+    manifest = await svc.manifest(tenant, job_id) or {}
+    done = {e["id"]: e for e in manifest.get("evaluations", []) if isinstance(e, dict) and e.get("id")}
+    out = [evaluation_view(None, e) for e in done.values()]
+    for eid in dict.fromkeys(await svc.r.lrange(k_evaluations(job_id), -MAX_LISTED, -1)):
+        if eid in done:
+            continue
+        rec = await svc.record(eid, tenant, "evaluation")
+        if rec is not None and rec.get("erasure_id") == job_id:
+            out.append(evaluation_view(rec, None))
+    return out
+
+
+@router.get("/v1/erasures/{job_id}/evaluations",
+            responses={404: {"description": "no such erasure for this tenant"}})
+async def list_evaluations(job_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    """Finished evaluations (kept in the checkpoint's manifest) first, then those still queued/running/failed."""
+    await _erasure_or_404(svc, tenant, job_id)
+    return {"items": await _evaluations(svc, tenant, job_id)}
+
+
+@router.get("/v1/erasures/{job_id}/evaluations/{eval_id}",
+            responses={404: {"description": "no such erasure or evaluation for this tenant"}})
+async def get_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    """One evaluation: status and progress while it runs; ASR, efficacy and the attacks' findings once done."""
+    await _erasure_or_404(svc, tenant, job_id)
+    for item in await _evaluations(svc, tenant, job_id):
+        if item["id"] == eval_id:
+            return item
+    raise not_found("evaluation")
+
+
+
+
+@router.delete("/v1/erasures/{job_id}/evaluations/{eval_id}", status_code=202,
+               responses={404: {"description": "no such erasure or evaluation for this tenant"},
+                          409: {"description": "the evaluation has finished"}})
+async def cancel_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
+    """Cancel a queued or running evaluation (a running one stops at its next progress step)."""
+    await _erasure_or_404(svc, tenant, job_id)
+    rec = await svc.record(eval_id, tenant, "evaluation")
+    if rec is None or rec.get("erasure_id") != job_id:
+        raise not_found("evaluation")
+    if rec.get("status") in store.TERMINAL:
+        raise HTTPException(409, f"evaluation {eval_id} is {rec['status']}: only a queued or running one can be "
+                                 "cancelled (finished ones stay with the checkpoint)")
+    await svc.cancel(tenant, eval_id)
+    return evaluation_view(await svc.record(eval_id, tenant, "evaluation") or rec, None)

@@ -1,0 +1,66 @@
+"""The evaluation job: attack a finished erasure and attach the numbers to its manifest (durably).
+
+``run_evaluation`` loads the erasure's base model and delta, runs the chosen attacks at the chosen budgets (and
+the efficacy per prompt set) with the shipped judge, and appends the result to ``evaluations`` in the erasure's
+``manifest.json`` under the manifest lock (the newest :data:`MAX_KEPT` are kept), then records the job's outcome
+through the lifecycle module (``evaluation.succeeded|failed|cancelled`` on the erasure's event log).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from app import store
+from app.evaluations import MAX_KEPT, judge_problem, summary_of
+from erasepro_core.io import write_json_atomic
+from worker.jobs import JobContext, JobFailed, _interruptible, _load_checkpoint, _manifest_lock, _model, _run
+from worker.runtime import get_state
+
+MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest: loading, efficacy, saving)
+
+
+def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[str, int], seed: int,
+                   targets: list[str], timeout_s: int, steps: int = 25,
+                   created_at: float | None = None) -> dict[str, Any] | None:
+    """Evaluate erasure ``erasure_id``: ASR per attack at ``budgets`` and efficacy per prompt set, per target."""
+    state = get_state()
+    ctx = JobContext(state, job_id, tenant, "evaluation", {"erasure_id": erasure_id})
+
+    def body() -> dict[str, Any]:
+        from erasepro_core.attacks import Sampling
+        from erasepro_core.shapes.robustness import evaluate_shapes_erasure
+
+        t_start = time.time()
+        ctx.progress("loading model", 0.0)
+        manifest, directory = _load_checkpoint(state, tenant, erasure_id)
+        info = _model(state, manifest["base_model"]["name"])
+        problem = judge_problem(info.source, info.name, targets)  # the API checked; the registry may have changed
+        if problem:
+            raise JobFailed(problem)
+        loaded = state.cache.get(info)
+        delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
+        # each attack call stops itself at its share of the time bound rather than be killed by RQ
+        per_call = max(1.0, MARGIN_S * timeout_s / max(1, len(targets) * len(budgets)))
+        with _interruptible(state):
+            result = evaluate_shapes_erasure(loaded.pipe, delta, targets, budgets, seed,
+                                             Sampling(steps=steps, max_seconds=per_call),
+                                             progress=lambda s, f: ctx.progress(s, 0.02 + 0.95 * f))
+        ctx.progress("saving", 0.98)
+        entry = {"id": job_id, "status": "succeeded", "erasure_id": erasure_id, "targets": targets,
+                 "budgets": budgets, "seed": seed, "steps": steps, "asr": result["asr"],
+                 "efficacy": result["efficacy"], "attacks": result["attacks"],
+                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
+                 "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
+        with _manifest_lock(directory):
+            current = store.read_manifest(directory)
+            if current is None:
+                raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
+            kept = [e for e in current.get("evaluations", []) if e.get("id") != job_id]
+            current["evaluations"] = [*kept, entry][-MAX_KEPT:]
+            write_json_atomic(directory / store.MANIFEST, current)
+        outcome = ctx.finish("succeeded", result=summary_of(entry), progress={"stage": "done", "fraction": 1.0})
+        return {"status": "succeeded" if outcome == "ok" else outcome, "asr": result["asr"]}
+
+    return _run(ctx, body)
