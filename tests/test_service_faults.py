@@ -279,9 +279,20 @@ def test_slow_header_client_is_dropped(served: Served) -> None:
     assert served.ready() == 200
 
 
+# serve gives a running job 10 s to finish on SIGTERM: since the encoder pass got faster, LONG_SPEC can finish
+# inside that grace on a quiet machine, so this test uses a job of ~15–25 s (UCE, 1000 edits × 64 phrasings).
+_WORDS = "big small red blue green old new dark bright soft hard warm cold tiny huge odd".split()
+SHUTDOWN_SPEC = {
+    "base_model": "tiny",
+    "edits": [{"target": f"concept number {i}", "anchor": ""} for i in range(1000)],
+    "method": "uce",
+    "options": {"default_preserve": False, "templates": [f"{a} {b} {{}}" for a in _WORDS for b in _WORDS[:4]]},
+}
+
+
 def test_sigterm_mid_job_then_restart(served: Served) -> None:
     with served.client() as c:
-        job_id = submit(c, LONG_SPEC)
+        job_id = submit(c, SHUTDOWN_SPEC)
         _running(c, f"/v1/erasures/{job_id}")
     children = descendants(served.proc.pid)
     assert served.stop() == 0, served.log()
@@ -290,7 +301,11 @@ def test_sigterm_mid_job_then_restart(served: Served) -> None:
     served.start()
     with served.client() as c:
         view = c.get(f"/v1/erasures/{job_id}").json()
-        assert view["status"] == "failed" and "shut down" in view["error"], view
+        if view["status"] == "succeeded":  # it finished inside the grace: then it must be whole and served
+            r = c.get(f"/v1/erasures/{job_id}/checkpoint", params={"format": "delta"})
+            assert r.status_code == 200 and r.headers.get("etag"), (r.status_code, r.text[:200])
+        else:
+            assert view["status"] == "failed" and "shut down" in view["error"], view
     served.check_nothing_lost()
     served.erase_ok(target="a sock")
 
