@@ -41,15 +41,19 @@ def kv_gram(sites: list[torch.Tensor], key: str | None = None) -> torch.Tensor:
     return g
 
 
+def ridge_solve(m: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
+    """(M + ridge·τI)⁻¹ rhs with τ = tr(M)/d: the ridge is relative to M's mean eigenvalue (scale-free)."""
+    d = m.shape[0]
+    tau = float(torch.trace(m)) / d
+    return torch.linalg.solve(m + ridge * tau * torch.eye(d, dtype=torch.float64), rhs)
+
+
 def closed_form_attack(q: torch.Tensor, gram: torch.Tensor, c_t: torch.Tensor, ridge: float
                        ) -> tuple[torch.Tensor, list[float]]:
     """The attack's context columns c' (d × n) against ``W = W_o Q`` and, per column, the share of the target's
     original K/V they reproduce (1 − relative K/V residual in the G metric)."""
-    d = q.shape[0]
     qg = q.T @ gram
-    m = qg @ q
-    tau = float(torch.trace(m)) / d
-    c = torch.linalg.solve(m + ridge * tau * torch.eye(d, dtype=torch.float64), qg @ c_t)
+    c = ridge_solve(qg @ q, qg @ c_t, ridge)
     r = q @ c - c_t
     num = (r * (gram @ r)).sum(0).clamp_min(0).sqrt()
     den = (c_t * (gram @ c_t)).sum(0).clamp_min(1e-300).sqrt()

@@ -24,6 +24,7 @@ from erasepro_core.attacks.sampling import (
     judged,
     sample,
 )
+from erasepro_core.harden import kv_gram, kv_weights, ridge_solve
 
 RIDGES: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01, 1e-3, 1e-4, 1e-6)
 
@@ -32,23 +33,16 @@ def kv_grams(edited, unedited) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ W_sᵀW_s, Σ W_sᵀW_o,s) over the cross-attention K/V sites, float64."""
     ea, ua = adapter_for(edited), adapter_for(unedited)
     d = ea.context_width
-    gram = torch.zeros(d, d, dtype=torch.float64)
     cross = torch.zeros(d, d, dtype=torch.float64)
     for s, o in zip(ea.kv_sites, ua.kv_sites, strict=True):
-        w = s.module.weight.detach().double().cpu()
-        wo = o.module.weight.detach().double().cpu()
-        gram += w.T @ w
-        cross += w.T @ wo
-    return gram, cross
+        cross += s.module.weight.detach().double().cpu().T @ o.module.weight.detach().double().cpu()
+    return kv_gram(kv_weights(ea)), cross
 
 
 def reproduce_kv(gram: torch.Tensor, cross: torch.Tensor, contexts: torch.Tensor, ridge: float) -> torch.Tensor:
     """Rows c' (…, d) solving the regularised K/V-matching problem for context rows c_t (…, d)."""
-    d = gram.shape[0]
-    tau = float(torch.trace(gram)) / d
-    m = gram + ridge * tau * torch.eye(d, dtype=torch.float64)
-    flat = contexts.reshape(-1, d).double().cpu()
-    sol = torch.linalg.solve(m, cross @ flat.T).T
+    flat = contexts.reshape(-1, gram.shape[0]).double().cpu()
+    sol = ridge_solve(gram, cross @ flat.T, ridge).T
     return sol.reshape(contexts.shape).to(contexts.dtype)
 
 
