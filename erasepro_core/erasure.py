@@ -242,7 +242,7 @@ class _SpaceResult:
     n_heldout: int
     n_extra: int
     timings: dict[str, float]
-    hardening: list[dict[str, Any]] | None = None  # per round, when the method hardens (primary space only)
+    hardening: list[dict[str, Any]] | None = None  # the per-round report, when the method hardens
 
 
 def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, passes: list,
@@ -300,9 +300,8 @@ def _assemble(pipe: Any, adapter: Adapter, plan: Plan, parts: list[_SpaceResult]
     report = summary(plan, adapter.family, {c: ls for p in parts for c, ls in p.layers.items()},
                      sum(p.n_constraints for p in parts), sum(p.n_heldout for p in parts),
                      [s for p in parts for s in p.sites], list(dict.fromkeys(warnings)), parts[0].n_extra)
-    hardening = [p.hardening for p in parts if p.hardening is not None]
-    if hardening:
-        report["hardening"] = hardening[0]
+    if parts[0].hardening is not None:  # the primary space's rounds (FLUX's pooled space is hardened alike)
+        report["hardening"] = parts[0].hardening
     report["timings"] = {k: round(v, 4) for k, v in timings.items()}
     delta = Delta(
         tensors=tensors,
