@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
-from app.registry import BaseModelInfo
+from erasepro_jobs.registry import BaseModelInfo
 
 
 def _error(loc: tuple[Any, ...], msg: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from app.config import Settings
+from erasepro_jobs.settings import Settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ dir, and says so (its images are noise: the demo then shows the plumbing, not th
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import io
 import os
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings, redact_url
+from erasepro_jobs.settings import Settings, redact_url
 
 DEFAULT_TARGETS = ["circle"]
 DEFAULT_ANCHORS = ["square"]
@@ -37,7 +36,7 @@ def _say(msg: str) -> None:
 
 def ensure_demo_model(settings: Settings) -> tuple[str, Settings, str | None]:
     """``(model name, settings, note)``: the bundled model, or a tiny pipeline written into the data dir."""
-    from app.registry import bundled_available
+    from erasepro_jobs.registry import bundled_available
 
     if bundled_available() and settings.include_bundled:
         return "bundled", settings, None
@@ -53,7 +52,7 @@ def ensure_demo_model(settings: Settings) -> tuple[str, Settings, str | None]:
     os.environ["ERASEPRO_BASE_MODELS"] = str(registry)  # the worker reads the same registry
     note = (f"the bundled model is not installed here: using a tiny random-weights pipeline ({model_dir}); "
             "its images are noise, so the demo shows the service, not the erasure")
-    return TINY_NAME, dataclasses.replace(settings, base_models_file=registry), note
+    return TINY_NAME, settings.replace(base_models_file=registry), note
 
 
 def _progress_line(view: dict[str, Any]) -> str:
@@ -112,7 +111,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     prompts = args.prompt or DEFAULT_PROMPTS
     key = secrets.token_urlsafe(24)
-    settings = dataclasses.replace(settings, api_keys_env=f"demo:{key}")
+    settings = settings.replace(api_keys_env=f"demo:{key}")
     _say(f"data dir {settings.data_dir}")
     model, settings, note = ensure_demo_model(settings)
     if note:

@@ -1,18 +1,27 @@
-"""Request dependencies shared by the routers: the service, the caller's tenant, common path parameters."""
+"""Request dependencies shared by the routers: settings, the service, the caller's tenant, path parameters,
+and the error helpers every router answers with."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 
 from app.service import Service
+from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
+from erasepro_jobs.settings import Settings
 
 JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
 
 
 def service(request: Request) -> Service:
     return request.app.state.service
+
+
+def settings(request: Request) -> Settings:
+    """The settings the application was built with (``create_app(settings)``, else the environment)."""
+    return request.app.state.settings
 
 
 async def tenant_of(request: Request) -> str:
@@ -26,7 +35,21 @@ async def tenant_of(request: Request) -> str:
 
 Tenant = Annotated[str, Depends(tenant_of)]
 Svc = Annotated[Service, Depends(service)]
+Cfg = Annotated[Settings, Depends(settings)]
 
 
 def not_found(what: str = "erasure") -> HTTPException:
     return HTTPException(404, f"{what} not found")
+
+
+def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 in FastAPI's own shape, for checks that need more than the request model (the registry, limits)."""
+    return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
+    """The registered, installed model (decided by :meth:`Registry.require`); 422 naming ``loc`` otherwise."""
+    try:
+        return svc.registry.require(name)
+    except ModelUnavailable as exc:
+        raise validation_error(loc, str(exc)) from None

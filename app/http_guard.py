@@ -16,7 +16,7 @@ import functools
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from app.config import Settings
+from erasepro_jobs.settings import Settings
 
 PROTOCOL = "app.http_guard:GuardedH11Protocol"
 

@@ -23,7 +23,6 @@ from pydantic import (
     field_validator,
 )
 
-from app.registry import NAME_RE
 from erasepro_core.spec import (
     FLAT_SETTINGS,
     MAX_EDITS,
@@ -35,6 +34,7 @@ from erasepro_core.spec import (
     flat_fields,
     wire_errors,
 )
+from erasepro_jobs.registry import NAME_RE
 
 MAX_STEPS = 150
 MAX_SIDE = 2048
@@ -229,7 +229,7 @@ class GeneratedImages(BaseModel):
 
 
 class ModelLimitsView(BaseModel):
-    """Generation bounds of one model (see ``app.registry.ModelLimits``)."""
+    """Generation bounds of one model (see ``erasepro_jobs.registry.ModelLimits``)."""
 
     resolution: int
     max_side: int

@@ -8,7 +8,6 @@ processes. A restart finds every finished checkpoint (the manifests on disk are 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -20,8 +19,8 @@ from types import FrameType
 
 import uvicorn
 
-from app.config import Settings, redact_url
 from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
+from erasepro_jobs.settings import Settings, redact_url
 
 log = logging.getLogger("erasepro.serve")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +118,7 @@ class LocalService:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         if not self.settings.redis_url:
             self.redis = EmbeddedRedis(self.settings.data_dir / "redis", persist=self.persist).start()
-            self.settings = dataclasses.replace(self.settings, redis_url=self.redis.url)
+            self.settings = self.settings.replace(redis_url=self.redis.url)
             for i in range(self.n_workers):
                 self.workers.append(self.spawn_worker(i))
             self.supervisor = WorkerSupervisor(self)
@@ -135,7 +134,7 @@ class LocalService:
         """A worker of ours is gone: drop its heartbeat and record its job failed; returns how many jobs."""
         import redis as redis_lib
 
-        from app import store
+        from erasepro_jobs import store
 
         if self.redis is None:
             return 0
@@ -153,7 +152,7 @@ class LocalService:
         """Block until a worker heartbeats (or ``timeout_s``); False if a worker died first."""
         import redis as redis_lib
 
-        from app import store
+        from erasepro_jobs import store
 
         if not self.workers:
             return True
@@ -194,7 +193,7 @@ class LocalService:
         expire; returns how many. Only in embedded mode, where this process owns the workers."""
         import redis as redis_lib
 
-        from app.lifecycle import Lifecycle
+        from erasepro_jobs.lifecycle import Lifecycle
 
         if not names or self.redis is None:
             return 0
@@ -211,7 +210,7 @@ class LocalService:
         """Record the jobs whose worker died (lease expired); the supervisor calls this on its timer."""
         import redis as redis_lib
 
-        from app.lifecycle import Lifecycle
+        from erasepro_jobs.lifecycle import Lifecycle
 
         if self.redis is None:
             return 0

@@ -22,13 +22,13 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
-from app import store
 from app.auth import KeyStore
-from app.config import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
-from app.evaluations import evaluation_brief
-from app.lifecycle import JobRef, Lifecycle
-from app.registry import Registry
 from erasepro_core.io import write_json_atomic
+from erasepro_jobs import store
+from erasepro_jobs.evaluations import evaluation_brief
+from erasepro_jobs.lifecycle import JobRef, Lifecycle
+from erasepro_jobs.registry import Registry
+from erasepro_jobs.settings import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
 
 log = logging.getLogger("erasepro.api")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import http.server
 import os
 import shutil
@@ -34,11 +33,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
 from app.embedded import free_port, spawn, stop_process  # noqa: E402
 from app.http_guard import PROTOCOL  # noqa: E402
-from app.registry import bundled_available  # noqa: E402
 from app.serve import LocalService  # noqa: E402
+from erasepro_jobs.registry import bundled_available  # noqa: E402
+from erasepro_jobs.settings import Settings  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -150,7 +149,7 @@ def main() -> int:
     if registry:
         env_extra["ERASEPRO_BASE_MODELS"] = str(registry)
     os.environ.update(env_extra)
-    settings = dataclasses.replace(Settings.from_env(), redis_url=None)
+    settings = Settings.from_env().replace(redis_url=None)
     service = LocalService(settings, workers=1, persist=False)
     api = None
     try:

@@ -11,6 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/erasepro
 COPY pyproject.toml README.md ./
 COPY erasepro_core ./erasepro_core
+COPY erasepro_jobs ./erasepro_jobs
 COPY app ./app
 COPY worker ./worker
 # The `api` extra (pyproject.toml) is exactly what the API process imports: no torch.

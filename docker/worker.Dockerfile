@@ -14,6 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /opt/erasepro
 COPY pyproject.toml README.md ./
 COPY erasepro_core ./erasepro_core
+COPY erasepro_jobs ./erasepro_jobs
 COPY app ./app
 COPY worker ./worker
 # The `worker` extra (pyproject.toml); the base image's torch satisfies its requirement and is kept.

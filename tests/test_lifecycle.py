@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from app import store
 from app.embedded import EmbeddedRedis
-from app.lifecycle import K_RUNNING, JobRef, Lifecycle, k_events
+from erasepro_jobs import store
+from erasepro_jobs.lifecycle import K_RUNNING, JobRef, Lifecycle, k_events
 
 
 @pytest.fixture(scope="module")

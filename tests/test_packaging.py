@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> distribution, where they differ (starlette ships with fastapi).
-DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml"}
+DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings"}
 HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "torchvision", "open_clip_torch"}
 
 
@@ -49,7 +49,7 @@ def _imports(package: str) -> set[str]:
                 mods |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 mods.add(node.module.split(".")[0])
-    local = {"app", "worker", "erasepro_core"}
+    local = {"app", "worker", "erasepro_core", "erasepro_jobs"}
     return {DIST_OF.get(m, m).lower() for m in mods if m not in sys.stdlib_module_names and m not in local}
 
 
@@ -58,10 +58,30 @@ def test_the_api_extra_pulls_no_torch():
 
 
 @pytest.mark.parametrize(("package", "extras"), [("app", ("api",)), ("worker", ("worker",)),
-                                                 ("erasepro_core", ("worker",))])
+                                                 ("erasepro_core", ("worker",)), ("erasepro_jobs", ("api",)),
+                                                 ("erasepro_jobs", ("worker",))])
 def test_every_import_is_declared(package, extras):
     missing = _imports(package) - _declared(*extras)
     assert not missing, f"{package} imports {sorted(missing)}, declared nowhere in {extras}"
+
+
+def _local_imports(package: str) -> set[str]:
+    mods = set()
+    for f in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                mods |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    return mods & {"app", "worker", "erasepro_core", "erasepro_jobs"}
+
+
+def test_the_layers_stand_on_each_other_one_way():
+    """``erasepro_jobs`` (the job domain) is shared by the API and the workers and knows neither; the worker
+    never imports the HTTP package; the library knows nothing of jobs or HTTP."""
+    assert _local_imports("erasepro_jobs") <= {"erasepro_jobs", "erasepro_core"}
+    assert "app" not in _local_imports("worker")
+    assert _local_imports("erasepro_core") == {"erasepro_core"}
 
 
 def test_dockerfiles_install_the_extras_not_lists_of_their_own():

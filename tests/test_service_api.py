@@ -23,7 +23,7 @@ def test_app_never_imports_torch() -> None:
     code = textwrap.dedent("""
         import sys
         from app.main import app as asgi
-        import app.cli, app.demo, app.serve, app.schemas, app.service, app.embedded, app.registry, app.auth
+        import app.cli, app.demo, app.serve, app.schemas, app.service, app.embedded, erasepro_jobs.registry, app.auth
         heavy = [m for m in ("torch", "diffusers", "transformers", "worker") if m in sys.modules]
         assert not heavy, heavy
         print("ok", len(asgi.routes))

@@ -30,8 +30,8 @@ from service_fixtures import (  # noqa: E402
 )
 
 from app.bounds import check_generation  # noqa: E402
-from app.registry import Registry  # noqa: E402
 from app.schemas import GenerateRequest  # noqa: E402
+from erasepro_jobs.registry import Registry  # noqa: E402
 
 pytest_plugins = ["service_fixtures"]  # the running service (shared by every test_service_* module)
 

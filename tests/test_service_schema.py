@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from schemathesis.checks import not_a_server_error
 
-from app.config import Settings
 from app.main import create_app
 from app.schemas import ErasureRequest, GenerateRequest
+from erasepro_jobs.settings import Settings
 
 pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import KEYS, SHORT_SPEC, Stack  # noqa: E402

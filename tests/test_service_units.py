@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import store
 from app.auth import KeyStore, KeyStoreError, parse_env_keys
-from app.registry import Registry, RegistryError, parse_registry
 from app.service import decode_cursor, encode_cursor, erasure_view
 from erasepro_core.io import write_json_atomic
+from erasepro_jobs import store
+from erasepro_jobs.registry import Registry, RegistryError, parse_registry
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -131,9 +131,9 @@ def test_view_from_manifest_only() -> None:
 
 # ------------------------------------------------------------------------------------------- model cache
 def test_pipeline_cache_is_a_bounded_lru(tmp_path: Path) -> None:
-    from app.registry import BaseModelInfo
     from erasepro_core.pipeline import save_pipeline
     from erasepro_core.tiny import tiny_sd_pipeline
+    from erasepro_jobs.registry import BaseModelInfo
     from worker.cache import PipelineCache
 
     infos = []
@@ -153,18 +153,43 @@ def test_pipeline_cache_is_a_bounded_lru(tmp_path: Path) -> None:
 
 
 def test_redis_urls_are_redacted_for_logs() -> None:
-    from app.config import redact_url
+    from erasepro_jobs.settings import redact_url
 
     assert redact_url("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
     assert redact_url("rediss://user:s3cret@host/1") == "rediss://user:***@host/1"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
 
 
-def test_tenant_limits_parse_and_reject_garbage() -> None:
-    from app.config import Settings
+def test_tenant_limits_parse_and_reject_garbage(monkeypatch: pytest.MonkeyPatch) -> None:
+    from erasepro_jobs.settings import Settings
 
-    s = Settings.from_env({"ERASEPRO_MAX_ACTIVE_JOBS": "3", "ERASEPRO_TENANT_MAX_ACTIVE": "acme:10,b-2:1"})
+    monkeypatch.setenv("ERASEPRO_MAX_ACTIVE_JOBS", "3")
+    monkeypatch.setenv("ERASEPRO_TENANT_MAX_ACTIVE", "acme:10,b-2:1")
+    s = Settings.from_env()
     assert (s.active_limit("acme"), s.active_limit("b-2"), s.active_limit("other")) == (10, 1, 3)
     for bad in ("acme", "acme:0", ":4", "acme:x"):
+        monkeypatch.setenv("ERASEPRO_TENANT_MAX_ACTIVE", bad)
         with pytest.raises(ValueError):
-            Settings.from_env({"ERASEPRO_TENANT_MAX_ACTIVE": bad})
+            Settings.from_env()
+
+
+def test_settings_come_from_the_environment_and_name_bad_values(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from erasepro_jobs.settings import Settings
+
+    monkeypatch.setenv("ERASEPRO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", "redis://:pw@10.0.0.5:6379/0")
+    monkeypatch.setenv("ERASEPRO_BUNDLED", "no")
+    monkeypatch.setenv("ERASEPRO_LEASE_TTL_S", "7")
+    monkeypatch.setenv("ERASEPRO_DEVICE", "")  # empty = unset
+    s = Settings.from_env()
+    assert (s.data_dir, s.redis_url, s.include_bundled, s.lease_ttl_s, s.device) == (
+        tmp_path, "redis://:pw@10.0.0.5:6379/0", False, 7, None)
+    assert s.replace(lease_ttl_s=9).lease_ttl_s == 9 and s.lease_ttl_s == 7  # frozen; replace copies
+    with pytest.raises(ValidationError):
+        s.replace(lease_ttl_s=1)  # validated like the environment
+    monkeypatch.setenv("ERASEPRO_LEASE_TTL_S", "soon")
+    with pytest.raises(ValidationError, match="lease_ttl_s"):
+        Settings.from_env()

@@ -19,7 +19,7 @@ pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import LONG_SPEC, SHORT_SPEC, Stack, wait_for, wait_status  # noqa: E402
 
 from app.embedded import free_port  # noqa: E402
-from app.webhooks import check_target  # noqa: E402
+from erasepro_jobs.webhooks import check_target  # noqa: E402
 
 pytest_plugins = ["service_fixtures"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.registry import BaseModelInfo
+from erasepro_jobs.registry import BaseModelInfo
 
 log = logging.getLogger("erasepro.worker")
 
@@ -132,7 +132,7 @@ class DeltaCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        from app.store import sha256_file
+        from erasepro_jobs.store import sha256_file
 
         found = sha256_file(path)
         if found != sha256:

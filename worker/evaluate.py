@@ -12,9 +12,9 @@ import socket
 import time
 from typing import Any
 
-from app import store
-from app.evaluations import MAX_KEPT, judge_problem, summary_of
 from erasepro_core.io import write_json_atomic
+from erasepro_jobs import store
+from erasepro_jobs.evaluations import MAX_KEPT, judge_problem, summary_of
 from worker.jobs import JobContext, JobFailed, _interruptible, _load_checkpoint, _manifest_lock, _model, _run
 from worker.runtime import get_state
 

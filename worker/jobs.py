@@ -29,10 +29,10 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from app import store
-from app.lifecycle import PROGRESS_EVENT_STEP, JobRef
-from app.registry import BaseModelInfo, ModelUnavailable
 from erasepro_core.io import fsync_dir, write_json_atomic
+from erasepro_jobs import store
+from erasepro_jobs.lifecycle import PROGRESS_EVENT_STEP, JobRef
+from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")

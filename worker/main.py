@@ -18,8 +18,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from app.config import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, WEBHOOK_QUEUE, Settings, redact_url
-from app.registry import ModelUnavailable
+from erasepro_jobs.registry import ModelUnavailable
+from erasepro_jobs.settings import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, WEBHOOK_QUEUE, Settings, redact_url
 from worker.runtime import Heartbeat, WorkerState, set_state
 
 log = logging.getLogger("erasepro.worker")
@@ -50,7 +50,7 @@ class AllowlistedJob(Job):
 
 class ErasureWorker(SimpleWorker):
     """RQ's in-process worker (no fork per job: the model cache survives), JSON-serialized jobs, and only the
-    functions in :data:`app.config.JOB_FUNCTIONS` (see :class:`AllowlistedJob`).
+    functions in :data:`erasepro_jobs.settings.JOB_FUNCTIONS` (see :class:`AllowlistedJob`).
 
     Timeouts still work: RQ arms ``SIGALRM`` around each job and raises ``JobTimeoutException`` in it.
     """

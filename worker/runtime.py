@@ -22,10 +22,10 @@ from typing import Any
 
 import redis
 
-from app import store
-from app.config import Settings
-from app.lifecycle import JobRef, Lifecycle
-from app.registry import Registry
+from erasepro_jobs import store
+from erasepro_jobs.lifecycle import JobRef, Lifecycle
+from erasepro_jobs.registry import Registry
+from erasepro_jobs.settings import Settings
 from worker.cache import DeltaCache, PipelineCache
 
 log = logging.getLogger("erasepro.worker")

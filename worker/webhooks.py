@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from app import store
-from app.webhooks import (
+from erasepro_jobs import store
+from erasepro_jobs.webhooks import (
     K_DUE,
     LOCK_TTL_S,
     LUA_ADVANCE,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REDIS_PREFIX = "erasepro:"
 ERASE_QUEUE = "erase"
@@ -78,67 +81,77 @@ def _tenant_limits(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Every knob of the service. Build with :meth:`from_env`; all durations are in seconds."""
+def _flag(value: object) -> bool:
+    """Environment flags: ``1/true/yes/on`` and ``0/false/no/off`` (any case); anything else is an error."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a flag (1/0, true/false, yes/no), got {value!r}")
 
-    data_dir: Path
-    redis_url: str | None = None
-    api_keys_env: str = ""
-    base_models_file: Path | None = None
-    generate_wait_s: float = 30.0
-    erase_timeout_s: int = 3600
-    max_erase_timeout_s: int = 6 * 3600
-    generate_timeout_s: int = 600
-    export_timeout_s: int = 3600
-    lease_ttl_s: int = 30
-    result_ttl_s: int = 3600
-    idempotency_ttl_s: int = 24 * 3600
-    max_body_bytes: int = 4 * 1024 * 1024
-    cache_size: int = 2
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Seconds = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, from ``ERASEPRO_<FIELD>`` (``REDIS_URL`` for the broker); durations in seconds.
+
+    Build with ``Settings()`` (or :meth:`from_env`); an unset or empty variable takes the default, a malformed
+    one is an error at start that names the variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ERASEPRO_", frozen=True, env_ignore_empty=True,
+                                      populate_by_name=True, extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("redis_url", "REDIS_URL"))
+    api_keys_env: str = Field("", validation_alias=AliasChoices("api_keys_env", "ERASEPRO_API_KEYS"))
+    base_models_file: Path | None = Field(None, validation_alias=AliasChoices("base_models_file",
+                                                                             "ERASEPRO_BASE_MODELS"))
+    generate_wait_s: float = Field(30.0, ge=0)
+    erase_timeout_s: Seconds = 3600
+    max_erase_timeout_s: Seconds = 6 * 3600
+    generate_timeout_s: Seconds = 600
+    export_timeout_s: Seconds = 3600
+    lease_ttl_s: int = Field(30, ge=2)
+    result_ttl_s: Seconds = 3600
+    idempotency_ttl_s: Seconds = 24 * 3600
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    cache_size: int = Field(2, ge=1)
     device: str | None = None
-    include_bundled: bool = True
-    max_erase_cost: int = 20_000_000
-    max_active_jobs: int = 8
-    tenant_max_active: tuple[tuple[str, int], ...] = ()
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    hard_timeout_grace_s: int = 60
-    webhook_allow_private: bool = False
-    webhook_retry_s: int = 3600
-    webhook_backoff_s: float = 5.0
+    include_bundled: Flag = Field(True, validation_alias=AliasChoices("include_bundled", "ERASEPRO_BUNDLED"))
+    max_erase_cost: int = Field(20_000_000, ge=1)
+    max_active_jobs: int = Field(8, ge=1)
+    tenant_max_active: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
+    header_timeout_s: float = Field(10.0, ge=0.1)
+    body_timeout_s: float = Field(30.0, ge=0.1)
+    hard_timeout_grace_s: Seconds = 60
+    webhook_allow_private: Flag = False
+    webhook_retry_s: int = Field(3600, ge=1, le=3600)  # the retry window is bounded (issue 10)
+    webhook_backoff_s: float = Field(5.0, ge=0.1)
+
+    @field_validator("tenant_max_active", mode="before")
+    @classmethod
+    def _parse_tenant_limits(cls, value: object) -> object:
+        return _tenant_limits(value) if isinstance(value, str) else value
+
+    @field_validator("data_dir", "base_models_file")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        models = env.get("ERASEPRO_BASE_MODELS")
-        return cls(
-            data_dir=default_data_dir(env),
-            redis_url=env.get("REDIS_URL") or None,
-            api_keys_env=env.get("ERASEPRO_API_KEYS", ""),
-            base_models_file=Path(models).expanduser() if models else None,
-            generate_wait_s=_float(env, "ERASEPRO_GENERATE_WAIT_S", 30.0),
-            erase_timeout_s=_int(env, "ERASEPRO_ERASE_TIMEOUT_S", 3600, lo=1),
-            max_erase_timeout_s=_int(env, "ERASEPRO_MAX_ERASE_TIMEOUT_S", 6 * 3600, lo=1),
-            generate_timeout_s=_int(env, "ERASEPRO_GENERATE_TIMEOUT_S", 600, lo=1),
-            export_timeout_s=_int(env, "ERASEPRO_EXPORT_TIMEOUT_S", 3600, lo=1),
-            lease_ttl_s=_int(env, "ERASEPRO_LEASE_TTL_S", 30, lo=2),
-            result_ttl_s=_int(env, "ERASEPRO_RESULT_TTL_S", 3600, lo=1),
-            idempotency_ttl_s=_int(env, "ERASEPRO_IDEMPOTENCY_TTL_S", 24 * 3600, lo=1),
-            max_body_bytes=_int(env, "ERASEPRO_MAX_BODY_BYTES", 4 * 1024 * 1024, lo=1024),
-            cache_size=_int(env, "ERASEPRO_CACHE_SIZE", 2, lo=1),
-            device=env.get("ERASEPRO_DEVICE") or None,
-            include_bundled=env.get("ERASEPRO_BUNDLED", "1") not in ("0", "false", "no"),
-            max_erase_cost=_int(env, "ERASEPRO_MAX_ERASE_COST", 20_000_000, lo=1),
-            max_active_jobs=_int(env, "ERASEPRO_MAX_ACTIVE_JOBS", 8, lo=1),
-            tenant_max_active=_tenant_limits(env.get("ERASEPRO_TENANT_MAX_ACTIVE", "")),
-            header_timeout_s=_float(env, "ERASEPRO_HEADER_TIMEOUT_S", 10.0, lo=0.1),
-            body_timeout_s=_float(env, "ERASEPRO_BODY_TIMEOUT_S", 30.0, lo=0.1),
-            hard_timeout_grace_s=_int(env, "ERASEPRO_HARD_TIMEOUT_GRACE_S", 60, lo=1),
-            webhook_allow_private=env.get("ERASEPRO_WEBHOOK_ALLOW_PRIVATE", "0") in ("1", "true", "yes"),
-            webhook_retry_s=min(_int(env, "ERASEPRO_WEBHOOK_RETRY_S", 3600, lo=1), 3600),
-            webhook_backoff_s=_float(env, "ERASEPRO_WEBHOOK_BACKOFF_S", 5.0, lo=0.1),
-        )
+    def from_env(cls) -> Settings:
+        """The settings of this process's environment (``Settings()``, named for readers of call sites)."""
+        return cls()
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated (settings are frozen)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     def active_limit(self, tenant: str) -> int:
         """How many queued + running jobs ``tenant`` may have (``ERASEPRO_TENANT_MAX_ACTIVE`` overrides)."""

@@ -24,8 +24,8 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from app import store, webhooks
-from app.config import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+from erasepro_jobs import store, webhooks
+from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 
 log = logging.getLogger("erasepro.lifecycle")
 

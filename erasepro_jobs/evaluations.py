@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app import store
-from app.config import REDIS_PREFIX
+from erasepro_jobs import store
+from erasepro_jobs.settings import REDIS_PREFIX
 
 MAX_KEPT = 20  # evaluations kept in a manifest (oldest dropped): a bound on its size
 # Budget ranges per attack (units: vocabulary = probe prompts, word_search = queries per instance, soft_token =

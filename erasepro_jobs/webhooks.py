@@ -21,7 +21,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.config import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 
 __all__ = ["DELIVER_FUNC", "WEBHOOK_QUEUE"]
 SECRET_PREFIX = "whsec_"

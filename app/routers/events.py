@@ -17,12 +17,12 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from app import store
 from app.deps import JobId, Svc, Tenant, not_found
-from app.lifecycle import TERMINAL_EVENTS, k_events
 from app.schemas import DeliveryList, EventList
 from app.service import Service
-from app.webhooks import k_deliveries
+from erasepro_jobs import store
+from erasepro_jobs.lifecycle import TERMINAL_EVENTS, k_events
+from erasepro_jobs.webhooks import k_deliveries
 
 router = APIRouter(tags=["erasures"])
 

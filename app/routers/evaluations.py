@@ -1,6 +1,6 @@
 """``/v1/erasures/{id}/evaluations``: attack a finished erasure on a worker and read the numbers back.
 
-``POST`` starts an evaluation job (attacks and budgets in :data:`app.evaluations.BUDGETS`' ranges, a seed, the
+``POST`` starts an evaluation job (attacks and budgets in :data:`erasepro_jobs.evaluations.BUDGETS`' ranges, a seed, the
 erasure's targets or some of them, a time bound) and answers 202 with its id; ``GET`` lists the erasure's
 evaluations (finished ones from its manifest, newest last, then queued/running/failed ones from Redis) or shows
 one. Tenant-scoped: another tenant's erasure is a 404.
@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from app import store
-from app.config import ERASE_QUEUE, EVALUATE_FUNC
 from app.deps import JobId, Svc, Tenant, not_found
-from app.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem, k_evaluations
-from app.registry import ModelUnavailable
+from erasepro_jobs import store
+from erasepro_jobs.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem, k_evaluations
+from erasepro_jobs.registry import ModelUnavailable
+from erasepro_jobs.settings import ERASE_QUEUE, EVALUATE_FUNC
 
 router = APIRouter(tags=["evaluations"])
 

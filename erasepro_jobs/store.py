@@ -13,7 +13,7 @@ Redis keys (prefix ``erasepro:``)::
     gen:{id}:images               list of base64 PNGs of a finished generation (TTL)
     export:{erasure id}           the id of the job exporting that erasure as a diffusers tar
     workers                       zset: worker name -> last heartbeat (Redis server time)
-    running                       set: ids of running jobs (the reaper's list; see app/lifecycle.py)
+    running                       set: ids of running jobs (the reaper's list; see erasepro_jobs/lifecycle.py)
     events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}.jsonl)
 
 Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``: the same idempotency record,
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.config import REDIS_PREFIX
+from erasepro_jobs.settings import REDIS_PREFIX
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MANIFEST = "manifest.json"
@@ -109,7 +109,7 @@ def iso(ts: float | str | None) -> str | None:
     return datetime.fromtimestamp(float(ts), tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-# The transitions (Lua scripts that change a job's status) live in app/lifecycle.py.
+# The transitions (Lua scripts that change a job's status) live in erasepro_jobs/lifecycle.py.
 
 
 def flatten(fields: dict[str, Any]) -> list[str]:

@@ -1,0 +1,110 @@
+"""The ``Door`` middleware: authentication and body limits, checked before any handler (and before the body is
+read, so an unauthenticated client cannot make the server buffer or parse anything)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.service import Service
+
+
+def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
+    payload = json.dumps({"detail": detail}).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {"type": "http.response.start", "status": status, "headers": hdrs}, payload
+
+
+class Door:
+    """Everything checked before a handler runs, in this order, with JSON errors:
+
+    1. ``/v1``: the API key (401) — before the body is read, so no key + bad JSON is 401, not 422;
+    2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415), size (413, chunked included), and the whole body
+       within ``body_timeout_s`` (408: a slow-body client does not hold a connection for ever).
+
+    The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+            tenant = self._authenticate(scope, headers.get(b"authorization", b""))
+            if tenant is None:
+                await self._reply(send, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
+                                  {"WWW-Authenticate": "Bearer"})
+                return
+            scope.setdefault("state", {})["tenant"] = tenant
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+            await self._reply(send, 415, f"Content-Type must be application/json, got {ctype or 'nothing'!r}")
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+            return
+        body = await self._read_body(receive, send)
+        if body is None:
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _authenticate(self, scope: Scope, header: bytes) -> str | None:
+        scheme, _, key = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        svc: Service = scope["app"].state.service
+        return svc.keys.authenticate(key.strip())
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or ``None`` after answering 413/408 (or when the client went away)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                await self._reply(send, 408, f"the request body did not arrive within {self.body_timeout_s:g} s",
+                                  {"Connection": "close"})
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        start, payload = _json_response(status, detail, headers)
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,10 @@
+"""The API's routes, one router per resource (the table is in :mod:`app.main`'s docstring)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.routers import base_models, erasures, evaluations, events, generations, health
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, base_models.router, erasures.router, events.router,
+                                  evaluations.router, generations.router)

@@ -1,0 +1,236 @@
+"""``/v1/erasures``: submit, list, read, cancel/delete an erasure, and download its checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+from app.bounds import check_erasure
+from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model, validation_error
+from app.schemas import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE,
+    METADATA_KEY_RE,
+    ErasureAccepted,
+    ErasureList,
+    ErasureRequest,
+    ErasureView,
+    ExportAccepted,
+    Status,
+)
+from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
+from erasepro_jobs import store
+from erasepro_jobs.webhooks import check_target, new_secret
+
+router = APIRouter(tags=["erasures"])
+
+
+# ------------------------------------------------------------------------------------------ conditionals
+def _etags(header: str) -> list[str]:
+    return [t.strip() for t in header.split(",") if t.strip()]
+
+
+def _opaque(tag: str) -> str:
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def conditional_response(request: Request, etag: str, size: int) -> Response | None:
+    """RFC 9110 §13 for one strong ``etag``: If-Match (strong comparison; ``*``) → 412, then If-None-Match
+    (weak comparison; ``*``) → 304 for GET/HEAD; then a Range the file cannot satisfy → JSON 416/400."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        tags = _etags(if_match)
+        if "*" not in tags and etag not in tags:  # strong: a W/ tag never matches
+            return JSONResponse(status_code=412, headers={"ETag": etag},
+                                content={"detail": f"If-Match does not match the current ETag {etag}"})
+    if_none = request.headers.get("if-none-match")
+    if if_none is not None:
+        tags = _etags(if_none)
+        if "*" in tags or etag in [_opaque(t) for t in tags]:
+            if request.method in ("GET", "HEAD"):
+                return Response(status_code=304, headers={"ETag": etag})
+            return JSONResponse(status_code=412, content={"detail": "If-None-Match matched the current ETag"})
+    http_range = request.headers.get("range")
+    if http_range is not None and request.method == "GET":
+        try:
+            FileResponse._parse_range_header(http_range, size)
+        except MalformedRangeHeader as exc:
+            return JSONResponse(status_code=400, content={"detail": f"Range {http_range!r}: {exc.content}"})
+        except RangeNotSatisfiable:
+            return JSONResponse(status_code=416, headers={"Content-Range": f"bytes */{size}"},
+                                content={"detail": f"Range {http_range!r} is outside the {size}-byte file"})
+    return None
+
+
+def body_hash(model: Any) -> str:
+    return hashlib.sha256(json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
+    """``metadata[k]=v`` query parameters -> ``{k: v}`` (422 on a malformed key or too many)."""
+    wanted: dict[str, str] = {}
+    for name, value in params:
+        if not name.startswith("metadata"):
+            continue
+        key = name[len("metadata["):-1] if name.startswith("metadata[") and name.endswith("]") else ""
+        if not re.match(METADATA_KEY_RE, key) or len(value) > MAX_METADATA_VALUE:
+            raise validation_error(("query", name), "filter by metadata as metadata[key]=value (key: 1-40 of "
+                                   "A-Z a-z 0-9 _ . -)")
+        wanted[key] = value
+    if len(wanted) > MAX_METADATA_KEYS:
+        raise validation_error(("query", "metadata"), f"at most {MAX_METADATA_KEYS} metadata filters")
+    return wanted
+
+
+@router.post("/v1/erasures", tags=["erasures"], status_code=202, response_model=ErasureAccepted,
+                        responses={409: {"description": "Idempotency-Key reused with a different body"},
+                     415: {"description": "not JSON"}, 413: {"description": "body too large"}})
+async def submit_erasure(
+    body: ErasureRequest, tenant: Tenant, svc: Svc, settings: Cfg, response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+) -> dict:
+    """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
+    spec = body.to_spec()
+    check_erasure(spec, require_model(svc, body.base_model, ("body", "base_model")), settings.max_erase_cost)
+    timeout = body.timeout_s or settings.erase_timeout_s
+    if timeout > settings.max_erase_timeout_s:
+        raise validation_error(("body", "timeout_s"),
+                               f"timeout_s must be at most {settings.max_erase_timeout_s} on this server")
+    if idempotency_key is not None and (not idempotency_key.strip() or not idempotency_key.isprintable()):
+        raise validation_error(("header", "idempotency-key"), "must be 1-255 printable characters")
+    hook: dict[str, Any] | None = None
+    if body.webhook is not None:
+        problem = await run_in_threadpool(check_target, body.webhook, settings.webhook_allow_private)
+        if problem:
+            raise validation_error(("body", "webhook"), problem)
+        hook = {"webhook": body.webhook, "webhook_events": body.webhook_events, "webhook_secret": new_secret()}
+    try:
+        job_id, created = await svc.submit_erasure(
+            tenant=tenant, base_model=body.base_model, spec=spec.model_dump(mode="json"),
+            request=body.model_dump(mode="json", exclude_unset=True), timeout=timeout,
+            idempotency_key=idempotency_key, body_hash=body_hash(body), metadata=body.metadata,
+            webhook=hook)
+    except IdempotencyConflict:
+        raise HTTPException(409, "this Idempotency-Key was already used with a different request body") from None
+    view = await svc.erasure(tenant, job_id)
+    response.headers["Location"] = f"/v1/erasures/{job_id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return {"id": job_id, "status": view["status"] if view else "queued", "links": view["links"] if view
+            else {"self": f"/v1/erasures/{job_id}"},
+            "webhook_secret": hook["webhook_secret"] if hook and created else None}
+
+@router.get("/v1/erasures", tags=["erasures"], response_model=ErasureList)
+async def list_erasures(
+    request: Request, tenant: Tenant, svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
+) -> dict:
+    """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
+    ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata has every pair."""
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise validation_error(("query", "cursor"), str(exc)) from None
+    wanted = metadata_filter(request.query_params.multi_items())
+    match = None
+    if status or wanted:
+        def match(view: dict) -> bool:
+            meta = view.get("metadata") or {}
+            return (status is None or view["status"] == status) and all(
+                meta.get(k) == v for k, v in wanted.items())
+    items, nxt = await svc.list_erasures(tenant, limit, after, match)
+    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+
+@router.get("/v1/erasures/{job_id}", tags=["erasures"], response_model=ErasureView,
+         responses={404: {"description": "no such erasure for this tenant"}})
+async def get_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+    view = await svc.erasure(tenant, job_id)
+    if view is None:
+        raise not_found()
+    return view
+
+@router.delete("/v1/erasures/{job_id}", tags=["erasures"], status_code=202,
+            responses={202: {"model": ErasureView, "description": "cancelled or cancellation requested"},
+                       204: {"description": "finished job deleted with its artifacts"},
+                       404: {"description": "no such erasure for this tenant"}})
+async def delete_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
+    """Cancel a queued/running job (202), or delete a finished one and its checkpoint (204)."""
+    view = await svc.erasure(tenant, job_id)
+    if view is None:
+        raise not_found()
+    if view["status"] in store.ACTIVE:
+        await svc.cancel(tenant, job_id)
+        return JSONResponse(status_code=202, content=await svc.erasure(tenant, job_id) or view)
+    await svc.delete(tenant, job_id)
+    return Response(status_code=204)
+
+@router.head("/v1/erasures/{job_id}/checkpoint", include_in_schema=False, response_model=None)
+@router.get("/v1/erasures/{job_id}/checkpoint", tags=["erasures"], response_model=None,
+         responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
+                          "description": "the checkpoint (Range supported)"},
+                    202: {"model": ExportAccepted, "description": "diffusers export in progress"},
+                    304: {"description": "If-None-Match matched"},
+                    412: {"description": "If-Match did not match"},
+                    416: {"description": "Range not satisfiable"},
+                    404: {"description": "no such erasure for this tenant"},
+                    409: {"description": "the erasure has not succeeded"}})
+async def checkpoint(
+    job_id: JobId, tenant: Tenant, svc: Svc, request: Request,
+    format: Literal["delta", "diffusers"] = "delta",
+) -> Response:
+    """The safetensors delta (small), or a tar of the full edited diffusers pipeline (exported on demand)."""
+    view = await svc.erasure(tenant, job_id)
+    if view is None:
+        raise not_found()
+    if view["status"] != "succeeded":
+        raise HTTPException(409, f"erasure {job_id} is {view['status']}; only succeeded jobs have checkpoints")
+    manifest = await svc.manifest(tenant, job_id)
+    if manifest is None:
+        raise not_found("checkpoint")
+    name = store.DELTA_FILE if format == "delta" else store.PIPELINE_TAR
+    entry = (manifest.get("files") or {}).get(name)
+    if entry is None:
+        if format == "delta":
+            raise not_found("checkpoint")
+        return await _export(svc, tenant, job_id, view)
+    path = svc.erasure_dir(tenant, job_id) / name
+    etag = f'"{entry["sha256"]}"'
+    early = conditional_response(request, etag, int(entry["size"]))
+    if early is not None:
+        return early
+    media = "application/octet-stream" if format == "delta" else "application/x-tar"
+    filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
+    return FileResponse(path, media_type=media, filename=filename,
+                        headers={"ETag": etag, "X-Content-SHA256": entry["sha256"],
+                                 "Cache-Control": "private, max-age=31536000, immutable"})
+
+async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
+    require_model(svc, view["base_model"], ("path", "job_id"))
+    export_id = await svc.request_export(tenant, job_id, view["base_model"])
+    rec = await svc.record(export_id, tenant, "export")
+    if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export
+        await svc.r.delete(store.k_export(job_id))
+        export_id = await svc.request_export(tenant, job_id, view["base_model"])
+        rec = await svc.record(export_id, tenant, "export")
+    status = rec.get("status", "queued") if rec else "queued"
+    if status in ("failed", "cancelled"):
+        await svc.r.delete(store.k_export(job_id))
+        raise HTTPException(409, f"the diffusers export failed: {rec.get('error') if rec else ''}; "
+                                 "request it again to retry")
+    if status == "succeeded":  # finished between our two reads: the manifest has it now
+        manifest = await svc.manifest(tenant, job_id)
+        if manifest and store.PIPELINE_TAR in (manifest.get("files") or {}):
+            return Response(status_code=307, headers={
+                "Location": f"/v1/erasures/{job_id}/checkpoint?format=diffusers"})
+    return JSONResponse(status_code=202, headers={"Retry-After": "2"}, content={
+        "erasure_id": job_id, "export_job": export_id, "status": status, "retry_after_s": 2})

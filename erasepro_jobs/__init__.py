@@ -1,0 +1,11 @@
+"""ErasePro's job domain, shared by the API (``app``) and the workers (``worker``); never imports torch.
+
+One room per concern:
+
+* :mod:`erasepro_jobs.settings` — every knob of the service (pydantic-settings, read from ``ERASEPRO_*``).
+* :mod:`erasepro_jobs.store` — the Redis key layout of job records.
+* :mod:`erasepro_jobs.lifecycle` — the only place a job changes status (Lua transitions, event log, deliveries).
+* :mod:`erasepro_jobs.registry` — which base models exist and whether they are installed.
+* :mod:`erasepro_jobs.webhooks` — Standard Webhooks signing, target checks and delivery records.
+* :mod:`erasepro_jobs.evaluations` — robustness-evaluation records.
+"""
