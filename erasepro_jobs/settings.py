@@ -44,32 +44,6 @@ def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base).expanduser() / "erasepro"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, lo: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
 def _tenant_limits(text: str) -> tuple[tuple[str, int], ...]:
     """``"acme:20,globex:2"`` -> ``(("acme", 20), ("globex", 2))``."""
     out = []

@@ -41,7 +41,8 @@ def _declared(*extras: str) -> set[str]:
     return deps
 
 
-def _imports(package: str) -> set[str]:
+def _top_level_imports(package: str) -> set[str]:
+    """The top-level module of every absolute import in ``package``'s source."""
     mods = set()
     for f in (ROOT / package).rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
@@ -49,8 +50,16 @@ def _imports(package: str) -> set[str]:
                 mods |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 mods.add(node.module.split(".")[0])
-    local = {"app", "worker", "erasepro_core", "erasepro_jobs"}
-    return {DIST_OF.get(m, m).lower() for m in mods if m not in sys.stdlib_module_names and m not in local}
+    return mods
+
+
+LOCAL = {"app", "worker", "erasepro_core", "erasepro_jobs"}
+
+
+def _imports(package: str) -> set[str]:
+    """The distributions ``package`` imports (third-party only)."""
+    return {DIST_OF.get(m, m).lower() for m in _top_level_imports(package)
+            if m not in sys.stdlib_module_names and m not in LOCAL}
 
 
 def test_the_api_extra_pulls_no_torch():
@@ -66,14 +75,7 @@ def test_every_import_is_declared(package, extras):
 
 
 def _local_imports(package: str) -> set[str]:
-    mods = set()
-    for f in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                mods |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                mods.add(node.module.split(".")[0])
-    return mods & {"app", "worker", "erasepro_core", "erasepro_jobs"}
+    return _top_level_imports(package) & LOCAL
 
 
 def test_the_layers_stand_on_each_other_one_way():
