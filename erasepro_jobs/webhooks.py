@@ -27,6 +27,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -139,9 +140,11 @@ def check_target(url: str, allow_private: bool) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def post_pinned(target: Target, body: bytes, headers: dict[str, str], timeout_s: float) -> httpx.Response:
+def post_pinned(target: Target, body: bytes, headers: dict[str, str], timeout_s: float,
+                verify: ssl.SSLContext | bool = True) -> httpx.Response:
     """POST to ``target.ip`` (no second lookup), with the URL's host in ``Host`` and in TLS (SNI and the
-    certificate's name); redirects are not followed and proxies from the environment are ignored."""
+    certificate's name); redirects are not followed and proxies from the environment are ignored. ``verify``:
+    httpx's (the system's trust store by default)."""
     parts = urlsplit(target.url)
     ip = ipaddress.ip_address(target.ip)
     host = f"[{ip}]" if ip.version == 6 else str(ip)
@@ -149,7 +152,7 @@ def post_pinned(target: Target, body: bytes, headers: dict[str, str], timeout_s:
     pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     host_header = parts.netloc.rpartition("@")[2]
     extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=verify) as client:
         request = client.build_request("POST", pinned, content=body, headers={**headers, "host": host_header},
                                        extensions=extensions)
         return client.send(request)
