@@ -24,7 +24,8 @@ class Door:
 
     1. ``/v1``: the API key (401) — before the body is read, so no key + bad JSON is 401, not 422;
     2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415; an empty body may have none), size (413, chunked
-       included), and the whole body within ``body_timeout_s`` (408: a slow-body client does not hold a connection for ever).
+       included), and the whole body within ``body_timeout_s`` (408: a slow-body client does not hold a
+       connection for ever).
 
     The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
     """
