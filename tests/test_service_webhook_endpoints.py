@@ -11,7 +11,9 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,13 @@ BASE = "/v1/webhook-endpoints"
 
 
 @pytest.fixture(autouse=True)
-def no_endpoints_left(svc: Stack, acme: httpx.Client, globex: httpx.Client) -> Iterator[None]:
-    """Endpoints are tenant-wide: one left behind would receive every later test's events."""
+def no_endpoints_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Endpoints are tenant-wide: one left behind would receive every later test's events (the unit tests at the
+    end do not start the stack)."""
     yield
-    for client in (acme, globex):
+    if "svc" not in request.fixturenames:
+        return
+    for client in (request.getfixturevalue("acme"), request.getfixturevalue("globex")):
         for ep in client.get(BASE, params={"limit": 100}).json()["items"]:
             client.delete(f"{BASE}/{ep['id']}")
 
@@ -297,3 +302,31 @@ def test_tls_keeps_the_hostname_for_sni_and_certificates(tmp_path: Path) -> None
                                  timeout_s=5, verify=client_ctx)
     finally:
         rec.close()
+
+
+def test_redirects_are_not_followed() -> None:
+    """A receiver answering 307 elsewhere is a failed attempt (``HTTP 307``), and the elsewhere gets nothing."""
+    elsewhere = Receiver()
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(307)
+            self.send_header("location", elsewhere.url)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = webhooks.resolve_target(f"http://127.0.0.1:{server.server_address[1]}/hook", allow_private=True)
+        assert isinstance(target, webhooks.Target)
+        resp = webhooks.post_pinned(target, b"{}", {"content-type": "application/json"}, timeout_s=5)
+        assert resp.status_code == 307 and elsewhere.seen == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        elsewhere.close()
