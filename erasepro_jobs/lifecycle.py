@@ -241,7 +241,7 @@ class Lifecycle:
                     args=[_dumps(event), webhooks.LOCK_TTL_S, target])
                 if first:
                     self._enqueue_delivery(subject, target)
-        except (redis.RedisError, ValueError) as exc:  # the job's outcome never depends on its receivers
+        except (redis.RedisError, ValueError, KeyError) as exc:  # the job's outcome never depends on receivers
             log.warning("could not queue the webhooks of %s for %s: %s", subject, event["id"], exc)
 
     def _enqueue_delivery(self, subject: str, target: str) -> None:

@@ -71,11 +71,12 @@ def deliveries(client: httpx.Client, job_id: str) -> list[dict]:
     return client.get(f"/v1/erasures/{job_id}/deliveries").json()["items"]
 
 
-def test_secret_shown_once_and_events_arrive_signed(svc: Stack, acme: httpx.Client,
+def test_secret_shown_once_and_events_arrive_signed(svc: Stack, acme: httpx.Client, globex: httpx.Client,
                                                     receivers: list[Receiver]) -> None:
     wanted = ["erasure.created", "erasure.started", "erasure.succeeded"]
-    hook, other, own = (make_receiver(receivers) for _ in range(3))
+    hook, other, own, globex_hook = (make_receiver(receivers) for _ in range(4))
     ep = create(acme, hook.url, events=wanted, description="moderation pipeline")
+    create(globex, globex_hook.url)  # another tenant's endpoint: none of acme's events
     assert ep["secret"].startswith("whsec_") and ep["id"].startswith("we_") and ep["enabled"] is True
     only_failed = create(acme, other.url, events=["erasure.failed"])
     for body in (acme.get(f"{BASE}/{ep['id']}").text, acme.get(BASE).text):
@@ -97,7 +98,7 @@ def test_secret_shown_once_and_events_arrive_signed(svc: Stack, acme: httpx.Clie
     assert all(verify(ep["secret"], h, b) for _, h, b in seen)
     assert not any(verify(job_secret, h, b) for _, h, b in seen)  # each target signs with its own secret
     assert all(verify(job_secret, h, b) for _, h, b in own.seen)
-    assert other.seen == []  # its filter takes only erasure.failed
+    assert other.seen == [] and globex_hook.seen == []  # its filter takes only erasure.failed; not globex's job
     log = wait_for(lambda: (lambda d: d if len(d) == 4 else None)(deliveries(acme, job_id)), "four attempts")
     assert sorted((d["target"], d["type"], d["outcome"]) for d in log) == sorted(
         [(ep["id"], t, "delivered") for t in wanted] + [("webhook", "erasure.succeeded", "delivered")])
