@@ -228,32 +228,36 @@ class Lifecycle:
 
     def _webhook(self, job: JobRef, event: dict[str, Any]) -> None:
         """Queue the event for each target that takes it: the erasure's own webhook (if its filter allows) and
-        every enabled endpoint of the tenant whose filter allows. Each (erasure, target) is its own ordered queue."""
+        every enabled endpoint of the tenant whose filter allows. Each (erasure, target) is its own ordered queue;
+        one Lua call queues it on all of them and one pipeline enqueues the delivery jobs that were not running."""
         subject = job.subject
         try:
             url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
             targets = [webhooks.JOB_TARGET] if url and (not wanted or event["type"] in json.loads(wanted)) else []
             targets += [ep.id for ep in self.endpoints.for_event(job.tenant, event["type"])] if job.tenant else []
-            for target in targets:
-                chan = webhooks.channel(subject, target)
-                first = self._scripts["WH_PUSH"](
-                    keys=[webhooks.k_pending(chan), webhooks.k_lock(chan), webhooks.k_targets(subject)],
-                    args=[_dumps(event), webhooks.LOCK_TTL_S, target])
-                if first:
-                    self._enqueue_delivery(subject, target)
+            if not targets:
+                return
+            chans = [webhooks.channel(subject, t) for t in targets]
+            started = self._scripts["WH_PUSH"](
+                keys=[webhooks.k_targets(subject), *(k for c in chans for k in (webhooks.k_pending(c),
+                                                                               webhooks.k_lock(c)))],
+                args=[_dumps(event), webhooks.LOCK_TTL_S, *targets])
+            self._enqueue_deliveries([(subject, t) for t in started])
         except (redis.RedisError, ValueError, KeyError) as exc:  # the job's outcome never depends on receivers
             log.warning("could not queue the webhooks of %s for %s: %s", subject, event["id"], exc)
 
-    def _enqueue_delivery(self, subject: str, target: str) -> None:
-        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
-            DELIVER_FUNC, kwargs={"subject": subject, "target": target}, timeout=1200, result_ttl=600,
-            failure_ttl=86400)
+    def _enqueue_deliveries(self, channels: list[tuple[str, str]]) -> None:
+        """One delivery job per (subject, target), all in one round trip."""
+        if not channels:
+            return
+        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_many([
+            Queue.prepare_data(DELIVER_FUNC, kwargs={"subject": subject, "target": target}, timeout=1200,
+                               result_ttl=600, failure_ttl=86400) for subject, target in channels])
 
     def pump_webhooks(self, now: float | None = None, batch: int = 100) -> int:
         """Enqueue the delivery jobs whose retry is due (every worker's heartbeat calls this); returns how many."""
         due = self._scripts["WH_DUE"](keys=[webhooks.K_DUE], args=[repr(now or store.now()), batch])
-        for chan in due:
-            self._enqueue_delivery(*webhooks.split_channel(chan))
+        self._enqueue_deliveries([webhooks.split_channel(chan) for chan in due])
         return len(due)
 
     def _rq(self) -> redis.Redis:

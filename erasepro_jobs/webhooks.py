@@ -165,13 +165,18 @@ def payload(event: dict[str, Any], erasure_id: str) -> bytes:
                       separators=(",", ":")).encode()
 
 
-# Queue an event on a channel; returns 1 when no delivery job holds the lock (the caller enqueues one).
-# KEYS: pending, lock, the erasure's targets set. ARGV: event JSON, lock ttl, target.
+# Queue an event on each target's channel (one call for all of an event's targets); returns the targets whose
+# lock it took (no delivery job was running for them: the caller enqueues one each).
+# KEYS: the erasure's targets set, then pending and lock of each channel. ARGV: event JSON, lock ttl, targets.
 LUA_PUSH = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[3])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then return 1 end
-return 0
+local started = {}
+for i = 3, #ARGV do
+  local pending, lock = KEYS[2 * (i - 2)], KEYS[2 * (i - 2) + 1]
+  redis.call('RPUSH', pending, ARGV[1])
+  redis.call('SADD', KEYS[1], ARGV[i])
+  if redis.call('SET', lock, '1', 'NX', 'EX', tonumber(ARGV[2])) then started[#started + 1] = ARGV[i] end
+end
+return started
 """
 
 # The head was handled: drop it; release the lock when nothing is left (atomic with LUA_PUSH, so an event
