@@ -99,6 +99,10 @@ def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: byt
     return " ".join(sign(s, msg_id, timestamp, body) for s in secrets_)
 
 
+class Unresolved(str):
+    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door refuses it)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked delivery target: the URL as given and the address it resolved to (what to connect to)."""
@@ -122,9 +126,9 @@ def resolve_target(url: str, allow_private: bool) -> Target | str:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
-        return f"host does not resolve ({exc})"
+        return Unresolved(f"host does not resolve ({exc})")
     if not infos:
-        return "host does not resolve"
+        return Unresolved("host does not resolve")
     ips = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
     if not allow_private:
         for ip in ips:

@@ -164,6 +164,20 @@ def test_queued_deliveries_are_dropped(svc: Stack, acme: httpx.Client, how: str)
     assert wait_status(acme, job_id)["status"] == "succeeded"  # the receiver never mattered
 
 
+def test_a_name_that_stopped_resolving_is_retried(svc: Stack, acme: httpx.Client,
+                                                  receivers: list[Receiver]) -> None:
+    """The endpoint's name stops resolving after it passed the door (written straight into its record, as a DNS
+    change would): the worker records failed attempts and retries them, it does not drop the event."""
+    ep = create(acme, make_receiver(receivers).url, events=["erasure.created"])
+    svc.r.hset(f"erasepro:whep:{ep['id']}", "url", "http://no-such-host.invalid/hook")
+    job_id = submit(acme, SHORT_SPEC)
+    tries = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(deliveries(acme, job_id)), "two attempts")
+    assert [(d["target"], d["outcome"], d["attempt"]) for d in tries[:2]] == [
+        (ep["id"], "retrying", 1), (ep["id"], "retrying", 2)]
+    assert "does not resolve" in tries[0]["detail"]
+    wait_status(acme, job_id)
+
+
 def test_another_tenants_endpoint_is_404(svc: Stack, acme: httpx.Client, globex: httpx.Client,
                                          receivers: list[Receiver]) -> None:
     ep = create(acme, make_receiver(receivers).url)
@@ -331,3 +345,13 @@ def test_redirects_are_not_followed() -> None:
         server.shutdown()
         server.server_close()
         elsewhere.close()
+
+
+def test_an_unresolvable_host_is_retried_not_dropped() -> None:
+    """A name that does not resolve is refused at the door, and at delivery it is a failed attempt (retried with
+    backoff: DNS may be down for a moment), not a refusal for good."""
+    found = webhooks.resolve_target("https://no-such-host.invalid/hook", allow_private=False)
+    assert isinstance(found, webhooks.Unresolved)
+    assert webhooks.check_target("https://no-such-host.invalid/hook", allow_private=True)  # the door: 422
+    refused = webhooks.resolve_target("http://127.0.0.1/hook", allow_private=False)
+    assert isinstance(refused, str) and not isinstance(refused, webhooks.Unresolved)

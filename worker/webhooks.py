@@ -25,6 +25,7 @@ from erasepro_jobs.webhooks import (
     LUA_ADVANCE,
     MAX_DELIVERY_LOG,
     Target,
+    Unresolved,
     channel,
     k_attempts,
     k_deliveries,
@@ -67,7 +68,7 @@ def _attempt(target: Target, secrets: list[str], event: dict[str, Any], subject:
 def _destination(r: Any, settings: Settings, subject: str, target: str,
                  event_type: str) -> tuple[Target, list[str]] | str:
     """Where and with which secrets to send now, or why the event is dropped (read again before every attempt,
-    so an endpoint changed, disabled or deleted meanwhile is honoured)."""
+    so an endpoint changed, disabled or deleted meanwhile is honoured); :class:`Unresolved`: retry later."""
     url, secret, tenant = r.hmget(store.k_job(subject), "webhook", "webhook_secret", "tenant")
     if not tenant:
         return "the erasure's record is gone"
@@ -103,12 +104,12 @@ def deliver(*, subject: str, target: str = JOB_TARGET) -> dict[str, Any]:
         event = json.loads(raw)
         dest = _destination(r, settings, subject, target, event["type"])
         base = {"event_id": event["id"], "type": event["type"], "target": target}
-        if isinstance(dest, str):
+        if isinstance(dest, str) and not isinstance(dest, Unresolved):  # refused for good: drop it
             _note(r, subject, {**base, "attempt": 0, "at": time.time(), "outcome": "dropped", "detail": dest})
             advance(keys=[k_pending(chan), k_lock(chan)])
             continue
         attempt = int(r.hincrby(k_attempts(chan), event["id"], 1))
-        ok, detail = _attempt(*dest, event, subject)
+        ok, detail = (False, str(dest)) if isinstance(dest, Unresolved) else _attempt(*dest, event, subject)
         gave_up = not ok and time.time() - float(event["created_at"]) > settings.webhook_retry_s
         outcome = "delivered" if ok else ("failed" if gave_up else "retrying")
         _note(r, subject, {**base, "attempt": attempt, "at": time.time(), "outcome": outcome, "detail": detail})
