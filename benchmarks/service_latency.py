@@ -9,6 +9,7 @@
    model load, solve, save and generate, as the worker records them.
 
     .venv/bin/python benchmarks/service_latency.py [--clients 50] [--requests 1000] [--max-seconds 60]
+        [--webhook] [--endpoints N] [--skip-end-to-end]
 
 Bounded: at most ``--requests`` requests per phase and ``--max-seconds`` per phase.
 """
