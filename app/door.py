@@ -23,8 +23,9 @@ class Door:
     """Everything checked before a handler runs, in this order, with JSON errors:
 
     1. ``/v1``: the API key (401) — before the body is read, so no key + bad JSON is 401, not 422;
-    2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415), size (413, chunked included), and the whole body
-       within ``body_timeout_s`` (408: a slow-body client does not hold a connection for ever).
+    2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415; an empty body may have none), size (413, chunked
+       included), and the whole body within ``body_timeout_s`` (408: a slow-body client does not hold a
+       connection for ever).
 
     The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
     """
@@ -50,7 +51,10 @@ class Door:
             await self.app(scope, receive, send)
             return
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        # a POST without a body (Content-Length: 0, no type) is an action, e.g. rotate-secret: nothing to type
+        bodiless = not ctype and headers.get(b"content-length") == b"0"
+        if (ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json"))
+                and not bodiless):
             await self._reply(send, 415, f"Content-Type must be application/json, got {ctype or 'nothing'!r}")
             return
         declared = headers.get(b"content-length")

@@ -34,6 +34,7 @@ from erasepro_core.spec import (
     flat_fields,
     wire_errors,
 )
+from erasepro_jobs.endpoints import DEFAULT_ROTATION_GRACE_S, MAX_DESCRIPTION, MAX_ROTATION_GRACE_S
 from erasepro_jobs.registry import NAME_RE
 
 MAX_STEPS = 150
@@ -279,10 +280,11 @@ class EventList(BaseModel):
 
 
 class DeliveryView(BaseModel):
-    """One attempt to deliver an event to the erasure's webhook."""
+    """One attempt to deliver an event to the erasure's webhook or to one of its tenant's endpoints."""
 
     event_id: str
     type: str
+    target: str = Field(default="webhook", description="'webhook' (the erasure's own) or the endpoint's id")
     attempt: int
     at: str | None = None
     outcome: Literal["delivered", "retrying", "failed", "dropped"]
@@ -291,3 +293,75 @@ class DeliveryView(BaseModel):
 
 class DeliveryList(BaseModel):
     items: list[DeliveryView]
+
+
+# ------------------------------------------------------------------------------------- webhook endpoints
+WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, description=(
+    "An http(s) URL; loopback and private addresses are refused unless the server allows them."))]
+EventFilter = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__), description=(
+    "Only these event types (omitted or null: all)."))]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+
+
+class WebhookEndpointCreate(BaseModel):
+    """``POST /v1/webhook-endpoints``: a URL that receives the events of all the tenant's erasures."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://hooks.example.com/erasepro", "events": ["erasure.succeeded", "erasure.failed"],
+         "description": "moderation pipeline"}]})
+
+    url: WebhookUrl
+    events: EventFilter | None = None
+    description: Description = ""
+    enabled: bool = True
+
+
+class WebhookEndpointUpdate(BaseModel):
+    """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl | None = None
+    events: EventFilter | None = None
+    description: Description | None = None
+    enabled: bool | None = None
+
+    @field_validator("url", "description", "enabled")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("may be omitted, not null")
+        return v
+
+
+class RotateSecretRequest(BaseModel):
+    """``POST /v1/webhook-endpoints/{id}/rotate-secret``: how long the current secret keeps verifying."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grace_s: int = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
+        "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "
+        "revokes it at once."))
+
+
+class WebhookEndpointView(BaseModel):
+    """A tenant endpoint (its secret is shown only when it is created or rotated)."""
+
+    id: str
+    url: str
+    events: list[str] | None = None
+    description: str = ""
+    enabled: bool
+    created_at: str | None = None
+    updated_at: str | None = None
+    previous_secret_expires_at: str | None = Field(default=None, description=(
+        "While the secret before the last rotation still signs deliveries: until when."))
+
+
+class WebhookEndpointWithSecret(WebhookEndpointView):
+    secret: str = Field(description="whsec_…: verify deliveries with it. Shown only in this answer.")
+
+
+class WebhookEndpointList(BaseModel):
+    items: list[WebhookEndpointView]
+    next_cursor: str | None = None

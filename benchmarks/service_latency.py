@@ -9,6 +9,7 @@
    model load, solve, save and generate, as the worker records them.
 
     .venv/bin/python benchmarks/service_latency.py [--clients 50] [--requests 1000] [--max-seconds 60]
+        [--webhook] [--endpoints N] [--skip-end-to-end]
 
 Bounded: at most ``--requests`` requests per phase and ``--max-seconds`` per phase.
 """
@@ -138,6 +139,9 @@ def main() -> int:
     ap.add_argument("--webhook", action="store_true",
                     help="every erasure posted names a webhook (a receiver on loopback): the submit path then also "
                          "queues a delivery per event")
+    ap.add_argument("--endpoints", type=int, default=0,
+                    help="register this many tenant webhook endpoints (a receiver on loopback) first: each event "
+                         "of every erasure is then also queued for each of them")
     ap.add_argument("--skip-end-to-end", action="store_true")
     args = ap.parse_args()
 
@@ -169,11 +173,18 @@ def main() -> int:
         print(f"ErasePro service latency: {args.clients} concurrent clients on loopback, model {model!r}, "
               f"{os.cpu_count()} CPUs")
         body = {"base_model": model, "edits": [{"target": "circle", "anchor": "square"}]}
-        if args.webhook:
+        if args.webhook or args.endpoints:
             receiver = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), http.server.BaseHTTPRequestHandler)
             threading.Thread(target=receiver.serve_forever, daemon=True).start()
-            body["webhook"] = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+            hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        if args.webhook:
+            body["webhook"] = hook
             print("webhooks on: every erasure names a loopback receiver")
+        for i in range(args.endpoints):
+            made = httpx.post(f"{base}/v1/webhook-endpoints", headers=AUTH, json={"url": f"{hook}/{i}"})
+            made.raise_for_status()
+        if args.endpoints:
+            print(f"{args.endpoints} tenant webhook endpoints registered (every event queued for each)")
 
         async def post(client: httpx.AsyncClient, i: int) -> httpx.Response:
             return await client.post("/v1/erasures", json=body)

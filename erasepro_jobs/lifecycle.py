@@ -25,6 +25,7 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from erasepro_jobs import store, webhooks
+from erasepro_jobs.endpoints import Endpoints
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 
 log = logging.getLogger("erasepro.lifecycle")
@@ -206,6 +207,7 @@ class Lifecycle:
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
         self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
         self._scripts["WH_DUE"] = r.register_script(webhooks.LUA_TAKE_DUE)
+        self.endpoints = Endpoints(r)
         self._rq_conn: redis.Redis | None = None
 
     # ------------------------------------------------------------------------------------- plumbing
@@ -221,31 +223,41 @@ class Lifecycle:
         if event_id:
             event = {"id": event_id, "type": typ, "created_at": at, "data": data}
             self._persist(job, event)
-            self._webhook(job.subject, event)
+            self._webhook(job, event)
         return str(result)
 
-    def _webhook(self, subject: str, event: dict[str, Any]) -> None:
-        """Queue the event for the erasure's webhook (if it has one and its filter takes this type)."""
-        url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
-        if not url or (wanted and event["type"] not in json.loads(wanted)):
-            return
+    def _webhook(self, job: JobRef, event: dict[str, Any]) -> None:
+        """Queue the event for each target that takes it: the erasure's own webhook (if its filter allows) and
+        every enabled endpoint of the tenant whose filter allows. Each (erasure, target) is its own ordered queue;
+        one Lua call queues it on all of them and one pipeline enqueues the delivery jobs that were not running."""
+        subject = job.subject
         try:
-            first = self._scripts["WH_PUSH"](keys=[webhooks.k_pending(subject), webhooks.k_lock(subject)],
-                                             args=[_dumps(event), webhooks.LOCK_TTL_S])
-            if first:
-                self._enqueue_delivery(subject)
-        except redis.RedisError as exc:  # the job's outcome never depends on its receiver
-            log.warning("could not queue the webhook of %s for %s: %s", subject, event["id"], exc)
+            url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
+            targets = [webhooks.JOB_TARGET] if url and (not wanted or event["type"] in json.loads(wanted)) else []
+            targets += [ep.id for ep in self.endpoints.for_event(job.tenant, event["type"])] if job.tenant else []
+            if not targets:
+                return
+            chans = [webhooks.channel(subject, t) for t in targets]
+            started = self._scripts["WH_PUSH"](
+                keys=[webhooks.k_targets(subject), *(k for c in chans for k in (webhooks.k_pending(c),
+                                                                               webhooks.k_lock(c)))],
+                args=[_dumps(event), webhooks.LOCK_TTL_S, *targets])
+            self._enqueue_deliveries([(subject, t) for t in started])
+        except (redis.RedisError, ValueError, KeyError) as exc:  # the job's outcome never depends on receivers
+            log.warning("could not queue the webhooks of %s for %s: %s", subject, event["id"], exc)
 
-    def _enqueue_delivery(self, subject: str) -> None:
-        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_call(
-            DELIVER_FUNC, kwargs={"subject": subject}, timeout=1200, result_ttl=600, failure_ttl=86400)
+    def _enqueue_deliveries(self, channels: list[tuple[str, str]]) -> None:
+        """One delivery job per (subject, target), all in one round trip."""
+        if not channels:
+            return
+        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_many([
+            Queue.prepare_data(DELIVER_FUNC, kwargs={"subject": subject, "target": target}, timeout=1200,
+                               result_ttl=600, failure_ttl=86400) for subject, target in channels])
 
     def pump_webhooks(self, now: float | None = None, batch: int = 100) -> int:
         """Enqueue the delivery jobs whose retry is due (every worker's heartbeat calls this); returns how many."""
         due = self._scripts["WH_DUE"](keys=[webhooks.K_DUE], args=[repr(now or store.now()), batch])
-        for subject in due:
-            self._enqueue_delivery(subject)
+        self._enqueue_deliveries([webhooks.split_channel(chan) for chan in due])
         return len(due)
 
     def _rq(self) -> redis.Redis:
@@ -368,9 +380,12 @@ class Lifecycle:
         return ordered[:limit]
 
     def forget(self, tenant: str, subject: str) -> None:
-        """Drop a deleted erasure's event log (stream and disk copy) and its webhook queue and deliveries."""
-        self.r.delete(k_events(subject), webhooks.k_pending(subject), webhooks.k_attempts(subject),
-                      webhooks.k_deliveries(subject))
+        """Drop a deleted erasure's event log (stream and disk copy) and its webhook queues (every target's) and
+        deliveries; a delivery job still holding a lock finds its queue empty and ends."""
+        chans = [webhooks.channel(subject, t) for t in self.r.smembers(webhooks.k_targets(subject))]
+        chans.append(subject)
+        self.r.delete(k_events(subject), webhooks.k_deliveries(subject), webhooks.k_targets(subject),
+                      *(k for c in chans for k in (webhooks.k_pending(c), webhooks.k_attempts(c))))
         try:
             events_path(self.data_dir, tenant, subject).unlink(missing_ok=True)
         except OSError as exc:

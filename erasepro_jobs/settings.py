@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     webhook_allow_private: Flag = False
     webhook_retry_s: int = Field(3600, ge=1, le=3600)  # the retry window is bounded (issue 10)
     webhook_backoff_s: float = Field(5.0, ge=0.1)
+    webhook_max_endpoints: int = Field(16, ge=1, le=1000)  # tenant endpoints (/v1/webhook-endpoints) per tenant
 
     @field_validator("tenant_max_active", mode="before")
     @classmethod

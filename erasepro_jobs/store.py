@@ -15,6 +15,9 @@ Redis keys (prefix ``erasepro:``)::
     workers                       zset: worker name -> last heartbeat (Redis server time)
     running                       set: ids of running jobs (the reaper's list; see erasepro_jobs/lifecycle.py)
     events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}.jsonl)
+    wh:{erasure id}[:{endpoint}]:… webhook delivery queues, one per (erasure, target) (erasepro_jobs/webhooks.py)
+    whep:{endpoint id}            hash: a tenant webhook endpoint (erasepro_jobs/endpoints.py)
+    tenant:{tenant}:webhook_endpoints  zset: the tenant's endpoint ids
 
 Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``: the same idempotency record,
 so a replay after a Redis flush finds a finished job instead of starting a duplicate;

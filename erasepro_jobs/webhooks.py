@@ -1,12 +1,21 @@
-"""Webhooks, the torch-free half: Standard Webhooks signing, the target check, and the per-erasure delivery queue.
+"""Webhooks, the torch-free half: Standard Webhooks signing, the target check (and the pinned address a delivery
+connects to), and the per-(erasure, target) delivery queues.
 
 Signature (https://www.standardwebhooks.com): ``webhook-signature: v1,<base64(HMAC-SHA256(key, "{id}.{timestamp}.
 {body}"))>`` where ``key`` is the base64 part of the ``whsec_…`` secret; ``webhook-id`` is the event id (the same
 on every retry, so receivers can drop duplicates) and ``webhook-timestamp`` the attempt's Unix time.
 
-Order: an erasure's deliveries wait in one Redis list and one delivery job at a time (holding a lock) sends them
-oldest first, so a receiver sees them in event order even across retries. A retry is a due time in ``wh:due``;
-every worker's heartbeat thread enqueues the delivery jobs that are due (no separate scheduler process).
+Targets: the erasure's own ``webhook`` (target ``"webhook"``) and each of its tenant's endpoints (target: the
+endpoint id, see :mod:`erasepro_jobs.endpoints`). Each (erasure, target) pair is a *channel* with its own queue.
+
+Order: a channel's deliveries wait in one Redis list and one delivery job at a time (holding the channel's lock)
+sends them oldest first, so a receiver sees them in event order even across retries. A retry is a due time in
+``wh:due``; every worker's heartbeat thread enqueues the delivery jobs that are due (no separate scheduler
+process).
+
+DNS rebinding: the delivery resolves the host itself, refuses non-public addresses (unless allowed), and connects
+to the address it checked (the URL's host stays in ``Host`` and in TLS's SNI and certificate check), so a name
+that answers a public address to the check and a private one to the connection cannot steer a delivery inside.
 """
 
 from __future__ import annotations
@@ -18,8 +27,12 @@ import ipaddress
 import json
 import secrets
 import socket
+import ssl
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 
@@ -31,22 +44,42 @@ MAX_RETRY_S = 3600  # the longest ERASEPRO_WEBHOOK_RETRY_S
 LOCK_TTL_S = MAX_RETRY_S + 1200  # a delivery job's lock outlives its longest backoff; a dead job's expires
 
 
-K_DUE = f"{REDIS_PREFIX}wh:due"  # zset: erasure id -> when its delivery job is due again (a retry's backoff)
+JOB_TARGET = "webhook"  # the erasure's own webhook; any other target is an endpoint id
+
+K_DUE = f"{REDIS_PREFIX}wh:due"  # zset: channel -> when its delivery job is due again (a retry's backoff)
 
 
-def k_pending(subject: str) -> str:
-    return f"{REDIS_PREFIX}wh:{subject}:pending"
+def channel(subject: str, target: str = JOB_TARGET) -> str:
+    """The queue name of one (erasure, target) pair: the erasure id for its own webhook, ``{id}:{endpoint}``
+    for an endpoint (so the job webhook's keys are what they were before endpoints existed)."""
+    return subject if target == JOB_TARGET else f"{subject}:{target}"
 
 
-def k_lock(subject: str) -> str:
-    return f"{REDIS_PREFIX}wh:{subject}:lock"
+def split_channel(name: str) -> tuple[str, str]:
+    """:func:`channel`'s inverse: ``(subject, target)``."""
+    subject, _, target = name.partition(":")
+    return subject, target or JOB_TARGET
 
 
-def k_attempts(subject: str) -> str:
-    return f"{REDIS_PREFIX}wh:{subject}:attempts"
+def k_pending(chan: str) -> str:
+    return f"{REDIS_PREFIX}wh:{chan}:pending"
+
+
+def k_lock(chan: str) -> str:
+    return f"{REDIS_PREFIX}wh:{chan}:lock"
+
+
+def k_attempts(chan: str) -> str:
+    return f"{REDIS_PREFIX}wh:{chan}:attempts"
+
+
+def k_targets(subject: str) -> str:
+    """set: the targets that ever had a queue for this erasure (so deleting the erasure finds them all)."""
+    return f"{REDIS_PREFIX}wh:{subject}:targets"
 
 
 def k_deliveries(subject: str) -> str:
+    """list: every attempt for the erasure, all targets together (``GET /v1/erasures/{id}/deliveries``)."""
     return f"{REDIS_PREFIX}wh:{subject}:deliveries"
 
 
@@ -61,9 +94,27 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def check_target(url: str, allow_private: bool) -> str | None:
-    """Why ``url`` may not receive webhooks (``None``: it may). Loopback, private, link-local, reserved and
-    multicast addresses are refused unless ``allow_private``; every address the host resolves to is checked."""
+def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """``webhook-signature``: one ``v1,…`` per secret, space-separated (a rotated endpoint's grace period)."""
+    return " ".join(sign(s, msg_id, timestamp, body) for s in secrets_)
+
+
+class Unresolved(str):
+    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door refuses it)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked delivery target: the URL as given and the address it resolved to (what to connect to)."""
+
+    url: str
+    ip: str
+
+
+def resolve_target(url: str, allow_private: bool) -> Target | str:
+    """The :class:`Target` of ``url``, or why it may not receive webhooks. Loopback, private, link-local,
+    reserved and multicast addresses are refused unless ``allow_private``; every address the host resolves to is
+    checked, and the first is the one to connect to."""
     if len(url) > MAX_URL:
         return f"at most {MAX_URL} characters"
     parts = urlsplit(url)
@@ -75,15 +126,40 @@ def check_target(url: str, allow_private: bool) -> str | None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
-        return f"host does not resolve ({exc})"
-    if allow_private:
-        return None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified):
-            return f"{parts.hostname} resolves to a non-public address ({ip}); not allowed on this server"
-    return None
+        return Unresolved(f"host does not resolve ({exc})")
+    if not infos:
+        return Unresolved("host does not resolve")
+    ips = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
+    if not allow_private:
+        for ip in ips:
+            if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                    or ip.is_unspecified):
+                return f"{parts.hostname} resolves to a non-public address ({ip}); not allowed on this server"
+    return Target(url, str(ips[0]))
+
+
+def check_target(url: str, allow_private: bool) -> str | None:
+    """Why ``url`` may not receive webhooks (``None``: it may); see :func:`resolve_target`."""
+    found = resolve_target(url, allow_private)
+    return found if isinstance(found, str) else None
+
+
+def post_pinned(target: Target, body: bytes, headers: dict[str, str], timeout_s: float,
+                verify: ssl.SSLContext | bool = True) -> httpx.Response:
+    """POST to ``target.ip`` (no second lookup), with the URL's host in ``Host`` and in TLS (SNI and the
+    certificate's name); redirects are not followed and proxies from the environment are ignored. ``verify``:
+    httpx's (the system's trust store by default)."""
+    parts = urlsplit(target.url)
+    ip = ipaddress.ip_address(target.ip)
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False, verify=verify) as client:
+        request = client.build_request("POST", pinned, content=body, headers={**headers, "host": host_header},
+                                       extensions=extensions)
+        return client.send(request)
 
 
 def payload(event: dict[str, Any], erasure_id: str) -> bytes:
@@ -93,12 +169,18 @@ def payload(event: dict[str, Any], erasure_id: str) -> bytes:
                       separators=(",", ":")).encode()
 
 
-# Queue an event for the subject; returns 1 when no delivery job holds the lock (the caller enqueues one).
-# KEYS: pending, lock. ARGV: event JSON, lock ttl.
+# Queue an event on each target's channel (one call for all of an event's targets); returns the targets whose
+# lock it took (no delivery job was running for them: the caller enqueues one each).
+# KEYS: the erasure's targets set, then pending and lock of each channel. ARGV: event JSON, lock ttl, targets.
 LUA_PUSH = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then return 1 end
-return 0
+local started = {}
+for i = 3, #ARGV do
+  local pending, lock = KEYS[2 * (i - 2)], KEYS[2 * (i - 2) + 1]
+  redis.call('RPUSH', pending, ARGV[1])
+  redis.call('SADD', KEYS[1], ARGV[i])
+  if redis.call('SET', lock, '1', 'NX', 'EX', tonumber(ARGV[2])) then started[#started + 1] = ARGV[i] end
+end
+return started
 """
 
 # The head was handled: drop it; release the lock when nothing is left (atomic with LUA_PUSH, so an event
@@ -110,7 +192,7 @@ if n == 0 then redis.call('DEL', KEYS[2]) end
 return n
 """
 
-# The erasures whose retry is due (removed from the set as they are taken, so one worker enqueues each).
+# The channels whose retry is due (removed from the set as they are taken, so one worker enqueues each).
 # KEYS: due. ARGV: now, how many at most.
 LUA_TAKE_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))

@@ -1,7 +1,9 @@
-"""Webhook delivery (queue ``webhooks``): one job per erasure sends its pending events oldest first. A failure
-reschedules that erasure's delivery with exponential backoff and jitter (a due time that every worker's heartbeat
-enqueues), until the event is older than ``ERASEPRO_WEBHOOK_RETRY_S``. Redirects are not followed; the target is
-checked again before every attempt."""
+"""Webhook delivery (queue ``webhooks``): one job per (erasure, target) channel sends its pending events oldest
+first; the target is the erasure's own webhook or one of its tenant's endpoints. A failure reschedules that
+channel's delivery with exponential backoff and jitter (a due time that every worker's heartbeat enqueues), until
+the event is older than ``ERASEPRO_WEBHOOK_RETRY_S``. Redirects are not followed; before every attempt the target
+is read again (an endpoint deleted, disabled or no longer taking the event type drops it), its host resolved and
+checked again, and the connection goes to the address that was checked."""
 
 from __future__ import annotations
 
@@ -14,18 +16,25 @@ from typing import Any
 import httpx
 
 from erasepro_jobs import store
+from erasepro_jobs.endpoints import Endpoints
+from erasepro_jobs.settings import Settings
 from erasepro_jobs.webhooks import (
+    JOB_TARGET,
     K_DUE,
     LOCK_TTL_S,
     LUA_ADVANCE,
     MAX_DELIVERY_LOG,
-    check_target,
+    Target,
+    Unresolved,
+    channel,
     k_attempts,
     k_deliveries,
     k_lock,
     k_pending,
     payload,
-    sign,
+    post_pinned,
+    resolve_target,
+    signature_header,
 )
 from worker.runtime import get_state
 
@@ -43,61 +52,83 @@ def _note(r: Any, subject: str, entry: dict[str, Any]) -> None:
         p.execute()
 
 
-def _attempt(url: str, secret: str, event: dict[str, Any], subject: str) -> tuple[bool, str]:
+def _attempt(target: Target, secrets: list[str], event: dict[str, Any], subject: str) -> tuple[bool, str]:
     body = payload(event, subject)
     ts = int(time.time())
     headers = {"content-type": "application/json", "webhook-id": event["id"], "webhook-timestamp": str(ts),
-               "webhook-signature": sign(secret, event["id"], ts, body), "user-agent": "erasepro-webhooks/1"}
+               "webhook-signature": signature_header(secrets, event["id"], ts, body),
+               "user-agent": "erasepro-webhooks/1"}
     try:
-        with httpx.Client(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
-            resp = client.post(url, content=body, headers=headers)
+        resp = post_pinned(target, body, headers, TIMEOUT_S)
     except httpx.HTTPError as exc:
         return False, f"{type(exc).__name__}: {exc}"[:300]
     return 200 <= resp.status_code < 300, f"HTTP {resp.status_code}"
 
 
-def deliver(*, subject: str) -> dict[str, Any]:
-    """Send ``subject``'s pending events in order (see the module docstring)."""
+def _destination(r: Any, settings: Settings, subject: str, target: str,
+                 event_type: str) -> tuple[Target, list[str]] | str:
+    """Where and with which secrets to send now, or why the event is dropped (read again before every attempt,
+    so an endpoint changed, disabled or deleted meanwhile is honoured); :class:`Unresolved`: retry later."""
+    url, secret, tenant = r.hmget(store.k_job(subject), "webhook", "webhook_secret", "tenant")
+    if not tenant:
+        return "the erasure's record is gone"
+    if target == JOB_TARGET:
+        if not url or not secret:
+            return "the erasure's record is gone"
+        secrets = [secret]
+    else:
+        ep = Endpoints(r).get(tenant, target)
+        if ep is None:
+            return "the endpoint was deleted"
+        if not ep.enabled:
+            return "the endpoint is disabled"
+        if not ep.takes(event_type):
+            return "the endpoint no longer subscribes to this event type"
+        url, secrets = ep.url, ep.signing_secrets(time.time())
+    found = resolve_target(url, settings.webhook_allow_private)
+    return found if isinstance(found, str) else (found, secrets)
+
+
+def deliver(*, subject: str, target: str = JOB_TARGET) -> dict[str, Any]:
+    """Send the pending events of channel (``subject``, ``target``) in order (see the module docstring)."""
     state = get_state()
     r, settings = state.r, state.settings
     advance = r.register_script(LUA_ADVANCE)
+    chan = channel(subject, target)
     sent = 0
     for _ in range(MAX_PER_RUN):
-        raw = r.lindex(k_pending(subject), 0)
+        raw = r.lindex(k_pending(chan), 0)
         if raw is None:
-            r.delete(k_lock(subject))
+            r.delete(k_lock(chan))
             return {"sent": sent}
         event = json.loads(raw)
-        url, secret = r.hmget(store.k_job(subject), "webhook", "webhook_secret")
-        problem = None if url and secret else "the erasure's record is gone"
-        problem = problem or check_target(url, settings.webhook_allow_private)
-        if problem:
-            _note(r, subject, {"event_id": event["id"], "type": event["type"], "attempt": 0, "at": time.time(),
-                               "outcome": "dropped", "detail": problem})
-            advance(keys=[k_pending(subject), k_lock(subject)])
+        dest = _destination(r, settings, subject, target, event["type"])
+        base = {"event_id": event["id"], "type": event["type"], "target": target}
+        if isinstance(dest, str) and not isinstance(dest, Unresolved):  # refused for good: drop it
+            _note(r, subject, {**base, "attempt": 0, "at": time.time(), "outcome": "dropped", "detail": dest})
+            advance(keys=[k_pending(chan), k_lock(chan)])
             continue
-        attempt = int(r.hincrby(k_attempts(subject), event["id"], 1))
-        ok, detail = _attempt(url, secret, event, subject)
+        attempt = int(r.hincrby(k_attempts(chan), event["id"], 1))
+        ok, detail = (False, str(dest)) if isinstance(dest, Unresolved) else _attempt(*dest, event, subject)
         gave_up = not ok and time.time() - float(event["created_at"]) > settings.webhook_retry_s
         outcome = "delivered" if ok else ("failed" if gave_up else "retrying")
-        _note(r, subject, {"event_id": event["id"], "type": event["type"], "attempt": attempt, "at": time.time(),
-                           "outcome": outcome, "detail": detail})
+        _note(r, subject, {**base, "attempt": attempt, "at": time.time(), "outcome": outcome, "detail": detail})
         if ok or gave_up:
-            r.hdel(k_attempts(subject), event["id"])
-            advance(keys=[k_pending(subject), k_lock(subject)])
+            r.hdel(k_attempts(chan), event["id"])
+            advance(keys=[k_pending(chan), k_lock(chan)])
             sent += ok
             continue
         delay = min(settings.webhook_backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S) * random.uniform(0.5, 1.0)
-        _reschedule(subject, delay)
+        _reschedule(chan, delay)
         return {"sent": sent, "retry_in_s": round(delay, 3)}
-    _reschedule(subject, 0.0)
+    _reschedule(chan, 0.0)
     return {"sent": sent}
 
 
-def _reschedule(subject: str, delay_s: float) -> None:
+def _reschedule(chan: str, delay_s: float) -> None:
     """Run again after ``delay_s`` (the heartbeat's pump enqueues it when due); the lock outlives the wait."""
     r = get_state().r
     with r.pipeline(transaction=True) as p:
-        p.expire(k_lock(subject), LOCK_TTL_S)
-        p.zadd(K_DUE, {subject: time.time() + delay_s})
+        p.expire(k_lock(chan), LOCK_TTL_S)
+        p.zadd(K_DUE, {chan: time.time() + delay_s})
         p.execute()

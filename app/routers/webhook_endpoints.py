@@ -1,0 +1,138 @@
+"""``/v1/webhook-endpoints``: a tenant's standing webhook targets (Stripe's webhook endpoints, Svix's endpoints).
+
+Each endpoint receives the events of every erasure of its tenant that its filter takes, signed with its own secret
+(shown once: in the answer that creates it and in the answer of each rotation). Another tenant's endpoint is 404.
+The records live in Redis (:mod:`erasepro_jobs.endpoints`); the workers read them at each delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import Cfg, Svc, Tenant, not_found, validation_error
+from app.schemas import (
+    RotateSecretRequest,
+    WebhookEndpointCreate,
+    WebhookEndpointList,
+    WebhookEndpointUpdate,
+    WebhookEndpointView,
+    WebhookEndpointWithSecret,
+)
+from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
+from erasepro_jobs.settings import Settings
+from erasepro_jobs.webhooks import check_target
+
+router = APIRouter(tags=["webhook endpoints"])
+
+EndpointId = Annotated[str, Path(max_length=64, description="An endpoint id (we_ and 32 hex characters).")]
+NOT_FOUND = {404: {"description": "no such endpoint for this tenant"}}
+
+
+def encode_cursor(ep: Endpoint) -> str:
+    """The page cursor after ``ep``: its creation time and id (the list's sort key), base64url."""
+    return base64.urlsafe_b64encode(f"{ep.created_at!r}:{ep.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[float, str]:
+    """Inverse of :func:`encode_cursor`; ValueError on anything else."""
+    try:
+        ts, _, eid = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition(":")
+        value = float(ts)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor returned by this API") from None
+    if not ENDPOINT_ID_RE.match(eid) or value != value:
+        raise ValueError("not a cursor returned by this API")
+    return value, eid
+
+
+def _with_secret(ep: Endpoint) -> dict[str, Any]:
+    return {**ep.view(), "secret": ep.secret}
+
+
+async def _check_url(url: str, settings: Settings) -> None:
+    """The same door as a job's ``webhook``: 422 naming ``body.url`` for a refused target."""
+    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private)
+    if problem:
+        raise validation_error(("body", "url"), problem)
+
+
+@router.post("/v1/webhook-endpoints", status_code=201, response_model=WebhookEndpointWithSecret,
+             responses={409: {"description": "the tenant has the server's limit of endpoints"}})
+async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc, settings: Cfg,
+                          response: Response) -> dict:
+    """Register an endpoint; the answer carries its ``secret``, which is never shown again."""
+    await _check_url(body.url, settings)
+    try:
+        ep = await run_in_threadpool(svc.lifecycle.endpoints.create, tenant, url=body.url, events=body.events,
+                                     description=body.description, enabled=body.enabled,
+                                     limit=settings.webhook_max_endpoints)
+    except EndpointLimit as exc:
+        raise HTTPException(409, str(exc)) from None
+    response.headers["Location"] = f"/v1/webhook-endpoints/{ep.id}"
+    return _with_secret(ep)
+
+
+@router.get("/v1/webhook-endpoints", response_model=WebhookEndpointList)
+async def list_endpoints(tenant: Tenant, svc: Svc,
+                         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                         cursor: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+    """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    try:
+        after = decode_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        raise validation_error(("query", "cursor"), str(exc)) from None
+    eps = sorted(await run_in_threadpool(svc.lifecycle.endpoints.all, tenant),
+                 key=lambda e: (e.created_at, e.id), reverse=True)
+    if after is not None:
+        eps = [e for e in eps if (e.created_at, e.id) < after]
+    page = eps[:limit]
+    nxt = encode_cursor(page[-1]) if len(eps) > limit else None
+    return {"items": [e.view() for e in page], "next_cursor": nxt}
+
+
+@router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=WebhookEndpointView, responses=NOT_FOUND)
+async def get_endpoint(endpoint_id: EndpointId, tenant: Tenant, svc: Svc) -> dict:
+    ep = await run_in_threadpool(svc.lifecycle.endpoints.get, tenant, endpoint_id)
+    if ep is None:
+        raise not_found("endpoint")
+    return ep.view()
+
+
+@router.patch("/v1/webhook-endpoints/{endpoint_id}", response_model=WebhookEndpointView, responses=NOT_FOUND)
+async def update_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate, tenant: Tenant, svc: Svc,
+                          settings: Cfg) -> dict:
+    """Change the fields sent. Disabling an endpoint (or narrowing its filter) also drops what is still queued
+    for it when its turn comes."""
+    changes = body.model_dump(include=body.model_fields_set)
+    if "url" in changes:
+        await _check_url(changes["url"], settings)
+    ep = await run_in_threadpool(svc.lifecycle.endpoints.update, tenant, endpoint_id, changes)
+    if ep is None:
+        raise not_found("endpoint")
+    return ep.view()
+
+
+@router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204, responses=NOT_FOUND)
+async def delete_endpoint(endpoint_id: EndpointId, tenant: Tenant, svc: Svc) -> Response:
+    """Remove the endpoint; deliveries still queued for it are dropped (recorded as ``dropped``)."""
+    if not await run_in_threadpool(svc.lifecycle.endpoints.delete, tenant, endpoint_id):
+        raise not_found("endpoint")
+    return Response(status_code=204)
+
+
+@router.post("/v1/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=WebhookEndpointWithSecret,
+             responses=NOT_FOUND)
+async def rotate_secret(endpoint_id: EndpointId, tenant: Tenant, svc: Svc,
+                        body: RotateSecretRequest | None = None) -> dict:
+    """A new secret, shown once. The previous one keeps signing (beside the new one) for ``grace_s`` seconds
+    (default a day; 0 ends it now)."""
+    grace = (body or RotateSecretRequest()).grace_s
+    ep = await run_in_threadpool(svc.lifecycle.endpoints.rotate, tenant, endpoint_id, grace)
+    if ep is None:
+        raise not_found("endpoint")
+    return _with_secret(ep)
