@@ -194,12 +194,13 @@ class LocalService:
         import redis as redis_lib
 
         from erasepro_jobs.lifecycle import Lifecycle
+        from erasepro_jobs.storage import open_storage
 
         if not names or self.redis is None:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
         try:
-            return Lifecycle(client, self.settings.data_dir).release(names, error)
+            return Lifecycle(client, self.settings.data_dir, open_storage(self.settings)).release(names, error)
         except redis_lib.RedisError as exc:
             log.warning("could not release the stopped workers' jobs: %s", exc)
             return 0
@@ -211,12 +212,13 @@ class LocalService:
         import redis as redis_lib
 
         from erasepro_jobs.lifecycle import Lifecycle
+        from erasepro_jobs.storage import open_storage
 
         if self.redis is None:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
         try:
-            return Lifecycle(client, self.settings.data_dir).reap()
+            return Lifecycle(client, self.settings.data_dir, open_storage(self.settings)).reap()
         except redis_lib.RedisError as exc:
             log.warning("reaper: %s", exc)
             return 0
