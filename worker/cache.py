@@ -149,7 +149,7 @@ class DeltaCache:
         return delta
 
     def _local_file(self, storage: Storage, key: str, sha256: str) -> Path:
-        from erasepro_jobs.store import sha256_file
+        from erasepro_jobs.storage.base import sha256_file
 
         name = key.rsplit("/", 1)[-1]
         local = storage.local_path(key)

@@ -30,6 +30,7 @@ from erasepro_jobs import store
 from erasepro_jobs.lifecycle import PROGRESS_EVENT_STEP, JobRef
 from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from erasepro_jobs.storage import FileStorage
+from erasepro_jobs.storage.base import sha256_file
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -189,7 +190,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
             with storage.scratch(store.checkpoint_prefix(tenant, job_id), job_id) as tmp:
                 delta_path = tmp / store.DELTA_FILE
                 result.delta.save(delta_path)
-                entry = {"sha256": store.sha256_file(delta_path), "size": delta_path.stat().st_size}
+                entry = {"sha256": sha256_file(delta_path), "size": delta_path.stat().st_size}
                 storage.put_file(store.checkpoint_key(tenant, job_id, store.DELTA_FILE), delta_path, move=True,
                                  sha256=entry["sha256"])
             timings["save_s"] = round(time.perf_counter() - t0, 4)
@@ -337,7 +338,7 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
             tar_path = tmpdir / store.PIPELINE_TAR
             with tarfile.open(tar_path, "w") as tar:
                 tar.add(tmpdir / "pipeline", arcname=f"erasepro-{erasure_id}")
-            entry = {"sha256": store.sha256_file(tar_path), "size": tar_path.stat().st_size}
+            entry = {"sha256": sha256_file(tar_path), "size": tar_path.stat().st_size}
             # put before the lock (an upload may take minutes; no manifest names it yet, so nobody serves it)
             storage.put_file(tar_key, tar_path, move=True, sha256=entry["sha256"])
         with _manifest_lock(state, erasure_id):

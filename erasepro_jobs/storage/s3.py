@@ -42,7 +42,7 @@ class S3Storage(Storage):
     """One bucket and key prefix; ``scratch_root`` is a local folder for files built before upload."""
 
     def __init__(self, bucket: str, prefix: str, scratch_root: Path, *, endpoint_url: str | None = None,
-                 client: Any = None) -> None:
+                 client: Any = None, multipart_threshold: int = MULTIPART_THRESHOLD) -> None:
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -57,8 +57,8 @@ class S3Storage(Storage):
             client = session.client("s3", endpoint_url=endpoint_url, config=config,
                                     region_name=session.region_name or "us-east-1")
         self.client = client
-        self._transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
-                                        multipart_chunksize=MULTIPART_THRESHOLD, max_concurrency=4)
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=multipart_threshold, max_concurrency=4)
 
     def _k(self, key: str) -> str:
         check_key(key)
