@@ -26,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from erasepro_jobs import store, webhooks
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
-from erasepro_jobs.storage import FileStorage, Storage
+from erasepro_jobs.storage import FileStorage, Storage, StorageError
 
 log = logging.getLogger("erasepro.lifecycle")
 
@@ -322,7 +322,12 @@ class Lifecycle:
             if rec.get("status") != "running":
                 self.r.srem(K_RUNNING, job_id)
                 continue
-            if self.lease_lost(rec) == "ok":
+            try:
+                lost = self.lease_lost(rec)
+            except StorageError as exc:  # cannot tell whether its checkpoint is complete: ask at the next tick
+                log.warning("reaper: job %s: %s", job_id, exc)
+                continue
+            if lost == "ok":
                 reaped += 1
         return reaped
 
