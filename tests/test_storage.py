@@ -204,3 +204,41 @@ def test_open_storage_follows_the_url(tmp_path: Path) -> None:
             Settings(data_dir=tmp_path, storage_url=bad)
     with pytest.raises(ValueError, match="endpoint"):
         Settings(data_dir=tmp_path, s3_endpoint_url="127.0.0.1:9000")
+
+
+# ------------------------------------------------------------------------------- crash leftovers (worker)
+@pytest.fixture(scope="module")
+def redis_client(tmp_path_factory: pytest.TempPathFactory):
+    import redis
+
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    yield client
+    client.close()
+    server.stop()
+
+
+def test_worker_start_sweeps_what_crashed_jobs_left(storage: Storage, redis_client) -> None:
+    """A crash between the delta's put and the manifest's leaves a manifest-less checkpoint; a crash while
+    building leaves a scratch folder. The next worker removes both for jobs without a lease, nothing else."""
+    from types import SimpleNamespace
+
+    from erasepro_jobs import store
+    from worker.jobs import cleanup_stale
+
+    orphan, live, done = (store.new_job_id() for _ in range(3))
+    for jid in (orphan, live, done):
+        storage.put_bytes(store.checkpoint_key("acme", jid, store.DELTA_FILE), b"delta")
+    store.write_manifest(storage, "acme", done, {"id": done, "tenant": "acme", "files": {}})
+    redis_client.set(store.k_lease(live), "worker-x", ex=60)  # still being written by a live worker
+    with storage.scratch(store.checkpoint_prefix("acme", orphan), orphan) as left:
+        kept = left.with_name(left.name + "-kept")
+        left.rename(kept)  # as if the process had died inside the block
+    assert kept.is_dir()
+    removed = cleanup_stale(SimpleNamespace(storage=storage, r=redis_client))
+    assert removed == 2 and not kept.exists()
+    assert not storage.list(store.checkpoint_prefix("acme", orphan))
+    assert storage.exists(store.checkpoint_key("acme", live, store.DELTA_FILE))
+    assert store.read_manifest(storage, "acme", done)["id"] == done
