@@ -29,7 +29,7 @@ from erasepro_jobs.evaluations import evaluation_brief
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
-from erasepro_jobs.storage import Storage, open_storage
+from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
 
 log = logging.getLogger("erasepro.api")
 
@@ -200,9 +200,10 @@ class Service:
         return job_id
 
     # -------------------------------------------------------------------------------------------- read
-    async def manifest(self, tenant: str, job_id: str) -> dict | None:
-        """The erasure's checkpoint manifest from the artifact store (``None``: no complete checkpoint)."""
-        m = await run_in_threadpool(self.manifests.read, self.storage, tenant, job_id)
+    async def manifest(self, tenant: str, job_id: str, info: ObjectInfo | None = None) -> dict | None:
+        """The erasure's checkpoint manifest from the artifact store (``None``: no complete checkpoint); ``info``
+        (the manifest object's, from a listing) saves asking the store for it again."""
+        m = await run_in_threadpool(self.manifests.read, self.storage, tenant, job_id, info)
         if m is not None and m.get("tenant") != tenant:
             return None
         return m
@@ -225,14 +226,14 @@ class Service:
         await run_in_threadpool(self.lifecycle.lease_lost, rec)
         return await self.r.hgetall(store.k_job(rec["id"])) or rec
 
-    async def erasure(self, tenant: str, job_id: str) -> dict | None:
-        """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest on disk."""
+    async def erasure(self, tenant: str, job_id: str, manifest_info: ObjectInfo | None = None) -> dict | None:
+        """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest in the artifact store."""
         if not store.JOB_ID_RE.match(job_id):
             return None
         rec = await self.record(job_id, tenant, "erasure")
         manifest = None
         if rec is None or rec.get("status") == "succeeded":
-            manifest = await self.manifest(tenant, job_id)
+            manifest = await self.manifest(tenant, job_id, manifest_info)
         if rec is None and manifest is None:
             return None
         return erasure_view(rec, manifest)
@@ -245,9 +246,11 @@ class Service:
         scored: dict[str, float] = {jid: score for jid, score in
                                     await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
 
+        infos = await run_in_threadpool(store.list_checkpoints, self.storage, tenant)
+
         def disk() -> dict[str, float]:
             out = {}
-            for jid, info in store.list_checkpoints(self.storage, tenant).items():
+            for jid, info in infos.items():
                 m = self.manifests.read(self.storage, tenant, jid, info)
                 if m is not None and m.get("tenant") == tenant:
                     out[jid] = float(m.get("created_at") or 0.0)
@@ -263,7 +266,7 @@ class Service:
         while len(items) < limit and pos < len(order):
             jid, _ = order[pos]
             pos += 1
-            view = await self.erasure(tenant, jid)
+            view = await self.erasure(tenant, jid, infos.get(jid))  # the listing's version: no second look-up
             if view is not None and (match is None or match(view)):
                 items.append(view)
         next_cursor = None

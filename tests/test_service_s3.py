@@ -159,3 +159,17 @@ def test_an_unreachable_store_is_a_503_not_a_500(s3stack: S3Stack) -> None:
             s3stack.s3.start()
         # same ports, same data dir: the store comes back with the checkpoint, the API recovers by itself
         assert acme.get(f"/v1/erasures/{job_id}/checkpoint").status_code == 200
+
+
+def test_a_redis_flush_loses_no_checkpoint_in_s3(s3stack: S3Stack) -> None:
+    with s3stack.client() as acme:
+        job_id = submit(acme, {**SHORT_SPEC, "metadata": {"where": "s3"}})
+        view = wait_status(acme, job_id)
+        assert view["status"] == "succeeded"
+        sha = view["artifacts"]["delta.safetensors"]["sha256"]
+        s3stack.r.flushall()
+        listed = {j["id"]: j for j in acme.get("/v1/erasures", params={"limit": 100}).json()["items"]}
+        assert listed[job_id]["status"] == "succeeded" and listed[job_id]["metadata"] == {"where": "s3"}
+        assert acme.get(f"/v1/erasures/{job_id}").json()["report"] == view["report"]
+        r = acme.get(f"/v1/erasures/{job_id}/checkpoint")
+        assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == sha

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import os
 import shutil
 import socket
 import tarfile
@@ -112,11 +111,6 @@ def _model(state: WorkerState, name: str) -> BaseModelInfo:
         return state.registry.require(name)
     except ModelUnavailable as exc:
         raise JobFailed(f"{exc} (this worker's registry: ERASEPRO_BASE_MODELS)") from None
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 @contextmanager
