@@ -217,6 +217,8 @@ async def checkpoint(
                "Cache-Control": "private, max-age=31536000, immutable"}
     path = svc.storage.local_path(key)
     if path is not None:  # the file system: zero-copy (sendfile), Range handled by Starlette
+        if not await run_in_threadpool(path.is_file):  # deleted between the manifest read and now
+            raise not_found("checkpoint")
         return FileResponse(path, media_type=media, filename=filename, headers=headers)
     return await stream_object(request, svc.storage, key, size, media, filename, headers)
 
