@@ -79,8 +79,10 @@ class S3Server:
         while True:
             if self.proc.poll() is not None:
                 pytest.fail(f"weed mini exited: {self.log_tail()}")
-            try:
-                client.head_bucket(Bucket=self.bucket)
+            try:  # ready when an object goes in and comes out (the bucket answers before the volume is up)
+                client.put_object(Bucket=self.bucket, Key="ready-probe", Body=b"ok")
+                assert client.get_object(Bucket=self.bucket, Key="ready-probe")["Body"].read() == b"ok"
+                client.delete_object(Bucket=self.bucket, Key="ready-probe")
                 return self
             except Exception:
                 if time.monotonic() > end:

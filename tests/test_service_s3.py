@@ -158,7 +158,9 @@ def test_an_unreachable_store_is_a_503_not_a_500(s3stack: S3Stack) -> None:
         finally:
             s3stack.s3.start()
         # same ports, same data dir: the store comes back with the checkpoint, the API recovers by itself
-        assert acme.get(f"/v1/erasures/{job_id}/checkpoint").status_code == 200
+        back = wait_for(lambda: (lambda r: r if r.status_code != 503 else None)(
+            acme.get(f"/v1/erasures/{job_id}/checkpoint")), "the API to reach the store again", deadline_s=60)
+        assert back.status_code == 200
 
 
 def test_a_redis_flush_loses_no_checkpoint_in_s3(s3stack: S3Stack) -> None:

@@ -15,14 +15,16 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-from erasepro_core.io import atomic_write, fsync_dir, write_bytes_atomic
+from erasepro_core.io import fsync_dir, temporary_sibling
 from erasepro_jobs.storage.base import (
     CHUNK,
     ObjectInfo,
@@ -58,29 +60,41 @@ class FileStorage(Storage):
         dest.parent.mkdir(parents=True, exist_ok=True)
         sha = sha256 or sha256_file(path)
         if move:
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
             try:
-                os.replace(path, dest)
+                return self._commit(key, Path(path), dest, sha)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # another file system: copy instead
                     raise
-                move = False
-            else:
-                fsync_dir(dest.parent)
-        if not move:
-            atomic_write(dest, lambda tmp: shutil.copyfile(path, tmp))
-        return self._remember(key, dest, sha)
+        tmp = temporary_sibling(dest)
+        try:
+            shutil.copyfile(path, tmp)
+            return self._commit(key, tmp, dest, sha)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         dest = self._path(key)
-        write_bytes_atomic(dest, data)
-        return self._remember(key, dest, hashlib.sha256(data).hexdigest())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temporary_sibling(dest)
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+            return self._commit(key, tmp, dest, hashlib.sha256(data).hexdigest())
+        finally:
+            tmp.unlink(missing_ok=True)
 
-    def _remember(self, key: str, dest: Path, sha: str) -> ObjectInfo:
-        st = dest.stat()
+    def _commit(self, key: str, tmp: Path, dest: Path, sha: str) -> ObjectInfo:
+        """fsync ``tmp``, note its sha256 by its own inode (a rename keeps it; another put racing on the same key
+        has another), rename it over ``dest``, fsync the folder."""
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+            st = os.fstat(f.fileno())
         with self._lock:
+            if len(self._sums) > 10000:
+                self._sums.clear()
             self._sums[(st.st_ino, st.st_mtime_ns, st.st_size, str(dest))] = sha
+        os.replace(tmp, dest)
+        fsync_dir(dest.parent)
         return self._info(key, dest, st, sha)
 
     # ---------------------------------------------------------------------------------------- reads
@@ -90,19 +104,38 @@ class FileStorage(Storage):
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
-        if not path.is_file():
+        if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(key)
         return path, st
 
+    def _open(self, key: str) -> tuple[BinaryIO, os.stat_result]:
+        """The file opened, and the stat *of that open file*: a put may rename a new file over the path at any
+        moment, so the size must come from the same inode the bytes are read from."""
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - handed to the caller
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            f.close()
+            raise ObjectNotFound(key)
+        return f, st
+
     def stat(self, key: str, *, checksum: bool = True) -> ObjectInfo:
-        path, st = self._stat(key)
-        sha = None
-        if checksum:
+        if not checksum:
+            path, st = self._stat(key)
+            return self._info(key, path, st, None)
+        f, st = self._open(key)
+        with f:
+            path = self._path(key)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size, str(path))
             with self._lock:
                 sha = self._sums.get(stamp)
             if sha is None:
-                sha = sha256_file(path)
+                h = hashlib.sha256()
+                while block := f.read(CHUNK):
+                    h.update(block)
+                sha = h.hexdigest()
                 with self._lock:
                     if len(self._sums) > 10000:
                         self._sums.clear()
@@ -110,12 +143,12 @@ class FileStorage(Storage):
         return self._info(key, path, st, sha)
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        path, st = self._stat(key)
-        a, b = resolve_range(start, end, st.st_size)
+        f, st = self._open(key)  # opened now: a later put or delete does not change what this stream returns
         try:
-            f = open(path, "rb")  # opened now: a delete after this call does not cut the stream short
-        except FileNotFoundError:
-            raise ObjectNotFound(key) from None
+            a, b = resolve_range(start, end, st.st_size)
+        except BaseException:
+            f.close()
+            raise
         return _stream(f, a, b)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -180,7 +213,7 @@ class FileStorage(Storage):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _stream(f, a: int, b: int) -> Iterator[bytes]:
+def _stream(f: BinaryIO, a: int, b: int) -> Iterator[bytes]:
     try:
         f.seek(a)
         left = b - a
