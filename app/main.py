@@ -37,6 +37,7 @@ from app.routers import ROUTERS
 from app.service import Service, TooManyJobs
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
+from erasepro_jobs.storage import ObjectNotFound, StorageError
 
 log = logging.getLogger("erasepro.api")
 
@@ -85,6 +86,14 @@ def _install_handlers(app: FastAPI) -> None:
     async def _redis_down(request: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
         log.warning("redis error on %s: %s", request.url.path, exc)
         return JSONResponse(status_code=503, content={"detail": "the job store (Redis) is unavailable"},
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(StorageError)
+    async def _storage_down(request: Request, exc: StorageError) -> JSONResponse:
+        if isinstance(exc, ObjectNotFound):  # the manifest names a file the store lost
+            return JSONResponse(status_code=404, content={"detail": "checkpoint file not found"})
+        log.warning("artifact storage: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": "the artifact storage is unavailable"},
                             headers={"Retry-After": "5"})
 
     @app.exception_handler(TooManyJobs)

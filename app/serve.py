@@ -8,6 +8,7 @@ processes. A restart finds every finished checkpoint (the manifests on disk are 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import uvicorn
 
 from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
 from erasepro_jobs.settings import Settings, redact_url
+from erasepro_jobs.storage import Storage, open_storage
 
 log = logging.getLogger("erasepro.serve")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +190,11 @@ class LocalService:
                 raise RuntimeError(f"the API did not start on {host}:{port}")
             time.sleep(0.05)
 
+    @functools.cached_property
+    def storage(self) -> Storage:
+        """The artifact store (the reaper asks it whether a lost job's checkpoint is complete); opened once."""
+        return open_storage(self.settings)
+
     def release_leases(self, names: list[str], error: str = SHUTDOWN_MSG) -> int:
         """Record as failed the jobs our (now stopped) workers still held, instead of waiting for the leases to
         expire; returns how many. Only in embedded mode, where this process owns the workers."""
@@ -199,7 +206,7 @@ class LocalService:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
         try:
-            return Lifecycle(client, self.settings.data_dir).release(names, error)
+            return Lifecycle(client, self.settings.data_dir, self.storage).release(names, error)
         except redis_lib.RedisError as exc:
             log.warning("could not release the stopped workers' jobs: %s", exc)
             return 0
@@ -216,7 +223,7 @@ class LocalService:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
         try:
-            return Lifecycle(client, self.settings.data_dir).reap()
+            return Lifecycle(client, self.settings.data_dir, self.storage).reap()
         except redis_lib.RedisError as exc:
             log.warning("reaper: %s", exc)
             return 0

@@ -29,6 +29,7 @@ from erasepro_jobs.evaluations import evaluation_brief
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
+from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
 
 log = logging.getLogger("erasepro.api")
 
@@ -58,6 +59,7 @@ class Service:
     r: aredis.Redis
     rq_conn: redis.Redis
     lifecycle: Lifecycle
+    storage: Storage
     manifests: store.ManifestCache = field(default_factory=store.ManifestCache)
 
     @classmethod
@@ -69,9 +71,10 @@ class Service:
         rq_conn = redis.Redis.from_url(settings.redis_url)
         # transitions run on a sync client in a thread (one implementation for API, workers and reaper)
         sync = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        storage = open_storage(settings)
         return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
                    keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn,
-                   lifecycle=Lifecycle(sync, settings.data_dir))
+                   lifecycle=Lifecycle(sync, settings.data_dir, storage), storage=storage)
 
     async def close(self) -> None:
         await self.r.aclose()
@@ -197,11 +200,10 @@ class Service:
         return job_id
 
     # -------------------------------------------------------------------------------------------- read
-    def erasure_dir(self, tenant: str, job_id: str) -> Path:
-        return store.erasure_dir(self.settings.data_dir, tenant, job_id)
-
-    async def manifest(self, tenant: str, job_id: str) -> dict | None:
-        m = await run_in_threadpool(self.manifests.read, self.erasure_dir(tenant, job_id))
+    async def manifest(self, tenant: str, job_id: str, info: ObjectInfo | None = None) -> dict | None:
+        """The erasure's checkpoint manifest from the artifact store (``None``: no complete checkpoint); ``info``
+        (the manifest object's, from a listing) saves asking the store for it again."""
+        m = await run_in_threadpool(self.manifests.read, self.storage, tenant, job_id, info)
         if m is not None and m.get("tenant") != tenant:
             return None
         return m
@@ -224,14 +226,14 @@ class Service:
         await run_in_threadpool(self.lifecycle.lease_lost, rec)
         return await self.r.hgetall(store.k_job(rec["id"])) or rec
 
-    async def erasure(self, tenant: str, job_id: str) -> dict | None:
-        """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest on disk."""
+    async def erasure(self, tenant: str, job_id: str, manifest_info: ObjectInfo | None = None) -> dict | None:
+        """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest in the artifact store."""
         if not store.JOB_ID_RE.match(job_id):
             return None
         rec = await self.record(job_id, tenant, "erasure")
         manifest = None
         if rec is None or rec.get("status") == "succeeded":
-            manifest = await self.manifest(tenant, job_id)
+            manifest = await self.manifest(tenant, job_id, manifest_info)
         if rec is None and manifest is None:
             return None
         return erasure_view(rec, manifest)
@@ -244,12 +246,14 @@ class Service:
         scored: dict[str, float] = {jid: score for jid, score in
                                     await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
 
+        infos = await run_in_threadpool(store.list_checkpoints, self.storage, tenant)
+
         def disk() -> dict[str, float]:
             out = {}
-            for d in store.list_checkpoint_dirs(self.settings.data_dir, tenant):
-                m = self.manifests.read(d)
+            for jid, info in infos.items():
+                m = self.manifests.read(self.storage, tenant, jid, info)
                 if m is not None and m.get("tenant") == tenant:
-                    out[d.name] = float(m.get("created_at") or 0.0)
+                    out[jid] = float(m.get("created_at") or 0.0)
             return out
 
         for jid, ts in (await run_in_threadpool(disk)).items():
@@ -262,7 +266,7 @@ class Service:
         while len(items) < limit and pos < len(order):
             jid, _ = order[pos]
             pos += 1
-            view = await self.erasure(tenant, jid)
+            view = await self.erasure(tenant, jid, infos.get(jid))  # the listing's version: no second look-up
             if view is not None and (match is None or match(view)):
                 items.append(view)
         next_cursor = None
@@ -292,8 +296,11 @@ class Service:
             log.info("rq cancel of %s: %s", job_id, exc)
 
     async def delete(self, tenant: str, job_id: str) -> None:
-        """Remove a finished erasure: its artifacts (renamed aside first, so never half-served) and record."""
-        await run_in_threadpool(store.remove_tree, self.erasure_dir(tenant, job_id))
+        """Remove a finished erasure: its artifacts (manifest first, so never half-served) and record. Under the
+        checkpoint's lock, so an export or evaluation finishing meanwhile cannot write its manifest back."""
+        async with self.r.lock(store.k_checkpoint_lock(job_id), timeout=store.CHECKPOINT_LOCK_TTL_S,
+                               blocking_timeout=store.CHECKPOINT_LOCK_TTL_S):
+            await run_in_threadpool(store.delete_checkpoint, self.storage, tenant, job_id)
         await run_in_threadpool(self.lifecycle.forget, tenant, job_id)
         idem = await self.r.hget(store.k_job(job_id), "idem")
         async with self.r.pipeline(transaction=True) as p:

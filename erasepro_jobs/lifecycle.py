@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 from erasepro_jobs import store, webhooks
 from erasepro_jobs.endpoints import Endpoints
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+from erasepro_jobs.storage import FileStorage, Storage, StorageError
 
 log = logging.getLogger("erasepro.lifecycle")
 
@@ -201,9 +202,11 @@ def _dumps(value: Any) -> str:
 class Lifecycle:
     """The transitions, over a sync Redis client (``decode_responses=True``) and the data dir."""
 
-    def __init__(self, r: redis.Redis, data_dir: Path) -> None:
+    def __init__(self, r: redis.Redis, data_dir: Path, storage: Storage | None = None) -> None:
         self.r = r
         self.data_dir = Path(data_dir)
+        # the artifact store, where a lost job's checkpoint may already be complete (see lease_lost)
+        self.storage = storage if storage is not None else FileStorage(self.data_dir)
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
         self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
         self._scripts["WH_DUE"] = r.register_script(webhooks.LUA_TAKE_DUE)
@@ -331,14 +334,18 @@ class Lifecycle:
             if rec.get("status") != "running":
                 self.r.srem(K_RUNNING, job_id)
                 continue
-            if self.lease_lost(rec) == "ok":
+            try:
+                lost = self.lease_lost(rec)
+            except StorageError as exc:  # cannot tell whether its checkpoint is complete: ask at the next tick
+                log.warning("reaper: job %s: %s", job_id, exc)
+                continue
+            if lost == "ok":
                 reaped += 1
         return reaped
 
     def lease_lost(self, rec: dict[str, str]) -> str:
         job = JobRef.of(rec)
-        manifest = (store.read_manifest(store.erasure_dir(self.data_dir, job.tenant, job.id))
-                    if job.kind == "erasure" else None)
+        manifest = (store.read_manifest(self.storage, job.tenant, job.id) if job.kind == "erasure" else None)
         if manifest is not None:
             return self.finish(job, "succeeded", require_lease_lost=True, report=manifest.get("report"))
         return self.finish(job, "failed", error=LEASE_LOST_MSG, require_lease_lost=True)

@@ -108,11 +108,30 @@ class Settings(BaseSettings):
     webhook_retry_s: int = Field(3600, ge=1, le=3600)  # the retry window is bounded (issue 10)
     webhook_backoff_s: float = Field(5.0, ge=0.1)
     webhook_max_endpoints: int = Field(16, ge=1, le=1000)  # tenant endpoints (/v1/webhook-endpoints) per tenant
+    storage_url: str | None = None  # file:///path or s3://bucket/prefix; unset: files under data_dir
+    s3_endpoint_url: str | None = Field(None, validation_alias=AliasChoices(
+        "s3_endpoint_url", "ERASEPRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"))
 
     @field_validator("tenant_max_active", mode="before")
     @classmethod
     def _parse_tenant_limits(cls, value: object) -> object:
         return _tenant_limits(value) if isinstance(value, str) else value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value:
+            from erasepro_jobs.storage import parse_storage_url
+
+            parse_storage_url(value)  # a malformed URL stops the process at start
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"an S3 endpoint is an http(s):// URL, got {value!r}")
+        return value
 
     @field_validator("data_dir", "base_models_file")
     @classmethod

@@ -19,21 +19,20 @@ Redis keys (prefix ``erasepro:``)::
     whep:{endpoint id}            hash: a tenant webhook endpoint (erasepro_jobs/endpoints.py)
     tenant:{tenant}:webhook_endpoints  zset: the tenant's endpoint ids
 
-Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``: the same idempotency record,
-so a replay after a Redis flush finds a finished job instead of starting a duplicate;
-``$ERASEPRO_DATA_DIR/tenants/{tenant}/erasures/{id}/``): ``delta.safetensors``, optionally
-``pipeline.tar``, and ``manifest.json`` (spec, report, base fingerprint, sha256 of every file, timestamps,
-tenant). A directory is created under a temporary name and renamed into place complete, so a directory with a
-manifest is always a whole checkpoint; the API serves nothing else.
+Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``): the same idempotency record,
+so a replay after a Redis flush finds a finished job instead of starting a duplicate.
+
+The artifact store (:mod:`erasepro_jobs.storage`: the data dir by default, or S3), keys
+``tenants/{tenant}/erasures/{id}/``: ``delta.safetensors``, optionally ``pipeline.tar``, and ``manifest.json``
+(spec, report, base fingerprint, sha256 of every file, timestamps, tenant), written last: a checkpoint with a
+manifest is always complete; the API serves nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import threading
 import time
 import uuid
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from erasepro_jobs.settings import REDIS_PREFIX
+from erasepro_jobs.storage import ObjectInfo, ObjectNotFound, Storage
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MANIFEST = "manifest.json"
@@ -140,73 +140,88 @@ def erasure_dir(data_dir: Path, tenant: str, job_id: str) -> Path:
     return erasures_dir(data_dir, tenant) / job_id
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+# ------------------------------------------------------------------------------------- checkpoints
+# A checkpoint is the objects under ``tenants/{tenant}/erasures/{id}/`` in the artifact store
+# (erasepro_jobs.storage). ``manifest.json`` is written last and removed first: a checkpoint whose manifest
+# exists is complete, and nothing without one is ever served.
+def checkpoint_prefix(tenant: str, job_id: str) -> str:
+    if not JOB_ID_RE.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    return f"tenants/{tenant}/erasures/{job_id}"
 
 
-def remove_tree(path: Path) -> None:
-    """Rename aside, then delete: a half-deleted checkpoint is never visible under its real name."""
-    if not path.exists():
-        return
-    trash = path.with_name(f".trash-{path.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.replace(path, trash)
-    except OSError:
-        trash = path
-    shutil.rmtree(trash, ignore_errors=True)
+def checkpoint_key(tenant: str, job_id: str, name: str) -> str:
+    return f"{checkpoint_prefix(tenant, job_id)}/{name}"
+
+
+def k_checkpoint_lock(job_id: str) -> str:
+    """The Redis lock around a checkpoint's manifest read-modify-write (export, evaluation) and its deletion."""
+    return f"{REDIS_PREFIX}lock:checkpoint:{job_id}"
+
+
+CHECKPOINT_LOCK_TTL_S = 120  # a lock holder that dies releases it after this; the critical sections take ms
 
 
 class ManifestCache:
-    """Parsed manifests keyed by path, re-read when the file changes (listing reads many of them)."""
+    """Parsed manifests keyed by storage key, re-read when the object's version changes (listing reads many)."""
 
     def __init__(self, max_entries: int = 10000) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[Path, tuple[tuple[int, int], dict]] = {}
+        self._entries: dict[str, tuple[str, dict]] = {}
         self._max = max_entries
 
-    def read(self, directory: Path) -> dict | None:
-        """The manifest of a complete checkpoint directory, or ``None`` (missing, partial or unreadable)."""
-        path = directory / MANIFEST
-        try:
-            st = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        stamp = (st.st_mtime_ns, st.st_size)
+    def read(self, storage: Storage, tenant: str, job_id: str, info: ObjectInfo | None = None) -> dict | None:
+        """The manifest of a complete checkpoint, or ``None`` (missing or unreadable); ``info`` (from a listing)
+        saves the stat. Raises :class:`~erasepro_jobs.storage.StorageError` when the store is unreachable."""
+        key = checkpoint_key(tenant, job_id, MANIFEST)
+        if info is None:
+            try:
+                info = storage.stat(key, checksum=False)
+            except ObjectNotFound:
+                return None
         with self._lock:
-            hit = self._entries.get(path)
-            if hit and hit[0] == stamp:
+            hit = self._entries.get(key)
+            if hit and hit[0] == info.version:
                 return hit[1]
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads(storage.get_bytes(key))
+        except ObjectNotFound:
             return None
-        if not isinstance(data, dict) or data.get("id") != directory.name:
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("id") != job_id:
             return None
         with self._lock:
             if len(self._entries) >= self._max:
                 self._entries.clear()
-            self._entries[path] = (stamp, data)
+            self._entries[key] = (info.version, data)
         return data
 
 
-def read_manifest(directory: Path) -> dict | None:
+def read_manifest(storage: Storage, tenant: str, job_id: str) -> dict | None:
     """Uncached :meth:`ManifestCache.read`."""
-    return ManifestCache(1).read(directory)
+    return ManifestCache(1).read(storage, tenant, job_id)
 
 
-def list_checkpoint_dirs(data_dir: Path, tenant: str) -> list[Path]:
-    """The tenant's checkpoint directories that hold a manifest (temporary/trash names are skipped)."""
-    root = erasures_dir(data_dir, tenant)
-    try:
-        entries = list(os.scandir(root))
-    except FileNotFoundError:
-        return []
-    return [Path(e.path) for e in entries
-            if e.is_dir() and JOB_ID_RE.match(e.name) and os.path.exists(os.path.join(e.path, MANIFEST))]
+def write_manifest(storage: Storage, tenant: str, job_id: str, manifest: dict) -> None:
+    storage.put_bytes(checkpoint_key(tenant, job_id, MANIFEST),
+                      json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
+
+
+def list_checkpoints(storage: Storage, tenant: str) -> dict[str, ObjectInfo]:
+    """The tenant's checkpoints that hold a manifest: erasure id -> the manifest object's info."""
+    out: dict[str, ObjectInfo] = {}
+    for info in storage.list(f"tenants/{tenant}/erasures"):
+        parts = info.key.split("/")
+        if len(parts) == 5 and parts[4] == MANIFEST and JOB_ID_RE.match(parts[3]):
+            out[parts[3]] = info
+    return out
+
+
+def delete_checkpoint(storage: Storage, tenant: str, job_id: str) -> None:
+    """Manifest first (the checkpoint stops being served at once), then every other object under it."""
+    storage.delete(checkpoint_key(tenant, job_id, MANIFEST))
+    storage.delete_prefix(checkpoint_prefix(tenant, job_id))
 
 
 def now() -> float:

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from app.auth import KeyStore, KeyStoreError, parse_env_keys
 from app.service import decode_cursor, encode_cursor, erasure_view
-from erasepro_core.io import write_json_atomic
 from erasepro_jobs import store
 from erasepro_jobs.registry import Registry, RegistryError, parse_registry
+from erasepro_jobs.storage import FileStorage
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -99,21 +99,22 @@ def test_garbage_cursors_are_value_errors(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------ disk records
 def test_manifest_cache_serves_only_complete_checkpoints(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path)
     jid = store.new_job_id()
-    d = store.erasure_dir(tmp_path, "acme", jid)
-    tmp = d.parent / f".tmp-{jid}-abcd1234"
-    tmp.mkdir(parents=True)
-    (tmp / store.DELTA_FILE).write_bytes(b"partial")
-    assert store.list_checkpoint_dirs(tmp_path, "acme") == []
-    write_json_atomic(tmp / store.MANIFEST, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
-    tmp.rename(d)
+    d = tmp_path / "tenants" / "acme" / "erasures" / jid
+    storage.put_bytes(store.checkpoint_key("acme", jid, store.DELTA_FILE), b"delta")
+    assert store.list_checkpoints(storage, "acme") == {}  # no manifest yet: not a checkpoint
     cache = store.ManifestCache()
-    assert store.list_checkpoint_dirs(tmp_path, "acme") == [d]
-    assert cache.read(d)["id"] == jid
+    assert cache.read(storage, "acme", jid) is None
+    store.write_manifest(storage, "acme", jid, {"id": jid, "tenant": "acme", "created_at": 1.0, "files": {}})
+    assert list(store.list_checkpoints(storage, "acme")) == [jid]
+    assert cache.read(storage, "acme", jid)["id"] == jid
     (d / store.MANIFEST).write_text(json.dumps({"id": "someone-else"}))
-    assert cache.read(d) is None  # a manifest must name its own directory
+    assert cache.read(storage, "acme", jid) is None  # a manifest must name its own checkpoint
+    store.delete_checkpoint(storage, "acme", jid)
+    assert not d.exists() and store.list_checkpoints(storage, "acme") == {}
     with pytest.raises(ValueError):
-        store.erasure_dir(tmp_path, "acme", "../../etc")
+        store.checkpoint_prefix("acme", "../../etc")
 
 
 def test_view_from_manifest_only() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from erasepro_jobs.registry import BaseModelInfo
+from erasepro_jobs.storage import Storage
 
 log = logging.getLogger("erasepro.worker")
 
@@ -117,29 +119,61 @@ class PipelineCache:
 
 
 class DeltaCache:
-    """Loaded deltas by (path, sha256), checked against the manifest's sha256 when first read."""
+    """Loaded deltas by (storage key, sha256), checked against the manifest's sha256 when first read.
 
-    def __init__(self, capacity: int = 8) -> None:
+    On the file system the delta is read in place; from an object store it is downloaded once into
+    ``files_dir`` (named by its sha256, verified before it is kept), so any worker can use any worker's delta.
+    """
+
+    def __init__(self, capacity: int = 8, files_dir: Path | None = None, max_files: int = 64) -> None:
         self.capacity = capacity
+        self.files_dir = files_dir
+        self.max_files = max_files
         self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: Path, sha256: str) -> Any:
+    def get(self, storage: Storage, key: str, sha256: str) -> Any:
         from erasepro_core.delta import Delta
 
-        key = (str(path), sha256)
+        item = (key, sha256)
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        from erasepro_jobs.store import sha256_file
-
-        found = sha256_file(path)
-        if found != sha256:
-            raise ValueError(f"{path.name} does not match its manifest (sha256 {found[:12]}... != {sha256[:12]}...)")
+            if item in self._items:
+                self._items.move_to_end(item)
+                return self._items[item]
+        path = self._local_file(storage, key, sha256)
         delta = Delta.load(path)
         with self._lock:
-            self._items[key] = delta
+            self._items[item] = delta
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return delta
+
+    def _local_file(self, storage: Storage, key: str, sha256: str) -> Path:
+        from erasepro_jobs.storage.base import sha256_file
+
+        name = key.rsplit("/", 1)[-1]
+        local = storage.local_path(key)
+        if local is not None:
+            if not local.is_file():
+                raise FileNotFoundError(f"{key} is missing from {storage.description}")
+            found = sha256_file(local)
+        else:
+            if self.files_dir is None:
+                raise RuntimeError("DeltaCache needs a files_dir to download deltas into")
+            local = self.files_dir / f"{sha256}.safetensors"
+            if local.is_file() and sha256_file(local) == sha256:
+                os.utime(local)  # most recently used
+                return local
+            found = storage.download(key, local)
+            self._trim()
+        if found != sha256:
+            if storage.local_path(key) is None:
+                local.unlink(missing_ok=True)
+            raise ValueError(f"{name} does not match its manifest (sha256 {found[:12]}... != {sha256[:12]}...)")
+        return local
+
+    def _trim(self) -> None:
+        """Keep the newest ``max_files`` downloaded deltas (they are a cache: the store has them all)."""
+        files = sorted(self.files_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[self.max_files:]:
+            old.unlink(missing_ok=True)

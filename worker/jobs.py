@@ -3,24 +3,20 @@
 Every function takes JSON-able keyword arguments only (the queues use RQ's JSON serializer: no pickle), keeps
 its Redis record current (status, progress, timings, error) and mirrors progress into the RQ job's meta.
 
-Artifacts are written under a temporary directory name and renamed into place only when complete, with
-``manifest.json`` as the last file written into it; the record says ``succeeded`` only after the rename. A
-crash at any point leaves either nothing the API serves, or a complete checkpoint.
+Artifacts go through the artifact store (:mod:`erasepro_jobs.storage`: files or S3): each file is built in a
+scratch folder and put atomically, ``manifest.json`` last; the record says ``succeeded`` only after the
+manifest is stored. A crash at any point leaves either nothing the API serves, or a complete checkpoint.
 """
 
 from __future__ import annotations
 
 import base64
-import fcntl
 import io
 import logging
-import os
 import shutil
 import socket
 import tarfile
-import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +25,11 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from erasepro_core.io import fsync_dir, write_json_atomic
 from erasepro_jobs import store
 from erasepro_jobs.lifecycle import PROGRESS_EVENT_STEP, JobRef
 from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
+from erasepro_jobs.storage import FileStorage
+from erasepro_jobs.storage.base import sha256_file
 from worker.runtime import JobCancelled, WorkerState, get_state
 
 log = logging.getLogger("erasepro.worker")
@@ -116,11 +113,6 @@ def _model(state: WorkerState, name: str) -> BaseModelInfo:
         raise JobFailed(f"{exc} (this worker's registry: ERASEPRO_BASE_MODELS)") from None
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 @contextmanager
 def _interruptible(state: WorkerState) -> Iterator[None]:
     with state.interruptible_section():
@@ -185,15 +177,16 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
         timings["solve_s"] = round(time.perf_counter() - t0, 4)
         ctx.progress("saving", 0.95)
         t0 = time.perf_counter()
-        final = store.erasure_dir(state.settings.data_dir, tenant, job_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{job_id}-{uuid.uuid4().hex[:8]}"
+        storage = state.storage
         committed = False
         try:
-            tmp.mkdir()
-            delta_path = tmp / store.DELTA_FILE
-            result.delta.save(delta_path)
-            _fsync(delta_path)
+            # built in a private scratch folder, then put: the delta first, the manifest last (the commit)
+            with storage.scratch(store.checkpoint_prefix(tenant, job_id), job_id) as tmp:
+                delta_path = tmp / store.DELTA_FILE
+                result.delta.save(delta_path)
+                entry = {"sha256": sha256_file(delta_path), "size": delta_path.stat().st_size}
+                storage.put_file(store.checkpoint_key(tenant, job_id, store.DELTA_FILE), delta_path, move=True,
+                                 sha256=entry["sha256"])
             timings["save_s"] = round(time.perf_counter() - t0, 4)
             finished = store.now()
             manifest = {
@@ -201,45 +194,45 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
                                "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
                 "spec": erasure_spec.model_dump(mode="json"), "report": result.report, "metadata": metadata or {},
-                "files": {store.DELTA_FILE: {"sha256": store.sha256_file(delta_path),
-                                             "size": delta_path.stat().st_size}},
+                "files": {store.DELTA_FILE: entry},
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
                 "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
             }
-            write_json_atomic(tmp / store.MANIFEST, manifest)
-            fsync_dir(tmp)
             ctx.check_cancel()  # last chance before the checkpoint becomes visible
-            os.rename(tmp, final)
-            fsync_dir(final.parent)
-            committed = True
+            committed = True  # from here on a failure may have left the manifest: remove it with the rest
+            store.write_manifest(storage, tenant, job_id, manifest)
             outcome = ctx.finish("succeeded", report=result.report, timings=timings,
                                  progress={"stage": "done", "fraction": 1.0})
             if outcome not in ("ok", "missing"):  # 'missing': Redis lost the record; the manifest stands
-                store.remove_tree(final)
+                store.delete_checkpoint(storage, tenant, job_id)
                 if outcome == "cancel_requested":
                     ctx.finish("cancelled", error="cancelled while saving")
                     return {"status": "cancelled"}
                 return {"status": outcome}
-            return {"status": "succeeded", "sha256": manifest["files"][store.DELTA_FILE]["sha256"],
-                    "timings": timings}
+            return {"status": "succeeded", "sha256": entry["sha256"], "timings": timings}
         except BaseException:
-            if committed:
-                store.remove_tree(final)
+            try:  # the delta (and, past the commit, the manifest) may be in the store: nothing partial stays
+                store.delete_checkpoint(storage, tenant, job_id)
+            except Exception as exc:  # the store is down: cleanup_stale removes it later (no manifest, no lease)
+                log.warning("could not remove the partial checkpoint %s: %s (committed=%s)", job_id, exc, committed)
             raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     return _run(ctx, body)
 
 
 # -------------------------------------------------------------------------------------------- generation
-def _load_checkpoint(state: WorkerState, tenant: str, erasure_id: str) -> tuple[dict, Path]:
-    directory = store.erasure_dir(state.settings.data_dir, tenant, erasure_id)
-    manifest = store.read_manifest(directory)
+def _load_checkpoint(state: WorkerState, tenant: str, erasure_id: str) -> dict:
+    manifest = store.read_manifest(state.storage, tenant, erasure_id)
     if manifest is None or manifest.get("tenant") != tenant:
         raise JobFailed(f"the checkpoint of erasure {erasure_id} is gone: it was deleted, or this worker does not "
-                        "share the API's data dir")
-    return manifest, directory
+                        f"share the API's artifact storage ({state.storage.description})")
+    return manifest
+
+
+def _delta(state: WorkerState, tenant: str, erasure_id: str, manifest: dict) -> Any:
+    """The erasure's delta, loaded (and, from an object store, downloaded) once per worker, sha256-checked."""
+    return state.deltas.get(state.storage, store.checkpoint_key(tenant, erasure_id, store.DELTA_FILE),
+                            manifest["files"][store.DELTA_FILE]["sha256"])
 
 
 def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str | None,
@@ -261,8 +254,7 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
                                          "num_images") if k in params}
         t1 = time.perf_counter()
         if erasure_id:
-            manifest, directory = _load_checkpoint(state, tenant, erasure_id)
-            delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
+            delta = _delta(state, tenant, erasure_id, _load_checkpoint(state, tenant, erasure_id))
             try:
                 with _interruptible(state), applied_delta(loaded.pipe, delta):
                     images = generate(loaded.pipe, params["prompt"], **kwargs)
@@ -294,10 +286,20 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
 
 # ------------------------------------------------------------------------------------------------ export
 @contextmanager
-def _manifest_lock(directory: Path) -> Iterator[None]:
-    with open(directory / ".manifest.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+def _manifest_lock(state: WorkerState, erasure_id: str) -> Iterator[None]:
+    """Around a read-modify-write of a checkpoint's manifest (the API's delete takes it too). A Redis lock: every
+    worker and API process shares Redis, whatever the artifact store, and it expires if its holder dies."""
+    lock = state.r.lock(store.k_checkpoint_lock(erasure_id), timeout=store.CHECKPOINT_LOCK_TTL_S,
+                        blocking_timeout=store.CHECKPOINT_LOCK_TTL_S)
+    if not lock.acquire():
+        raise JobFailed(f"checkpoint {erasure_id} stayed locked for {store.CHECKPOINT_LOCK_TTL_S} s; try again")
+    try:
         yield
+    finally:
+        try:
+            lock.release()
+        except Exception as exc:  # it expired (the section overran its TTL): the write is done either way
+            log.warning("checkpoint lock of %s: %s", erasure_id, exc)
 
 
 def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] | None:
@@ -309,38 +311,38 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
         from erasepro_core.delta import applied_delta
         from erasepro_core.pipeline import save_pipeline
 
-        manifest, directory = _load_checkpoint(state, tenant, erasure_id)
+        manifest = _load_checkpoint(state, tenant, erasure_id)
         if store.PIPELINE_TAR in manifest.get("files", {}):
             ctx.finish("succeeded")
             return {"status": "succeeded"}
         info = _model(state, manifest["base_model"]["name"])
         loaded = state.cache.get(info)
-        delta = state.deltas.get(directory / store.DELTA_FILE, manifest["files"][store.DELTA_FILE]["sha256"])
+        delta = _delta(state, tenant, erasure_id, manifest)
         ctx.progress("exporting", 0.1)
-        tar_tmp = directory / f".{store.PIPELINE_TAR}.{job_id}.tmp"  # named by job: see cleanup_stale
-        try:
-            with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".tmp-{job_id}-export-") as tmpdir:
-                try:
-                    with _interruptible(state), applied_delta(loaded.pipe, delta):
-                        save_pipeline(loaded.pipe, Path(tmpdir) / "pipeline")
-                except BaseException:
-                    state.cache.evict(info)
-                    raise
-                ctx.progress("archiving", 0.7)
-                with tarfile.open(tar_tmp, "w") as tar:
-                    tar.add(Path(tmpdir) / "pipeline", arcname=f"erasepro-{erasure_id}")
-            _fsync(tar_tmp)
-            entry = {"sha256": store.sha256_file(tar_tmp), "size": tar_tmp.stat().st_size}
-            with _manifest_lock(directory):
-                current = store.read_manifest(directory)
-                if current is None:
-                    raise JobFailed(f"checkpoint {erasure_id} was deleted during the export")
-                os.replace(tar_tmp, directory / store.PIPELINE_TAR)
-                current.setdefault("files", {})[store.PIPELINE_TAR] = entry
-                current["exported_at"] = store.now()
-                write_json_atomic(directory / store.MANIFEST, current)
-        finally:
-            tar_tmp.unlink(missing_ok=True)
+        storage = state.storage
+        tar_key = store.checkpoint_key(tenant, erasure_id, store.PIPELINE_TAR)
+        with storage.scratch(store.checkpoint_prefix(tenant, erasure_id), f"{job_id}-export") as tmpdir:
+            try:
+                with _interruptible(state), applied_delta(loaded.pipe, delta):
+                    save_pipeline(loaded.pipe, tmpdir / "pipeline")
+            except BaseException:
+                state.cache.evict(info)
+                raise
+            ctx.progress("archiving", 0.7)
+            tar_path = tmpdir / store.PIPELINE_TAR
+            with tarfile.open(tar_path, "w") as tar:
+                tar.add(tmpdir / "pipeline", arcname=f"erasepro-{erasure_id}")
+            entry = {"sha256": sha256_file(tar_path), "size": tar_path.stat().st_size}
+            # put before the lock (an upload may take minutes; no manifest names it yet, so nobody serves it)
+            storage.put_file(tar_key, tar_path, move=True, sha256=entry["sha256"])
+        with _manifest_lock(state, erasure_id):
+            current = store.read_manifest(storage, tenant, erasure_id)
+            if current is None:  # deleted meanwhile (the delete may have run before our put): leave nothing
+                storage.delete(tar_key)
+                raise JobFailed(f"checkpoint {erasure_id} was deleted during the export")
+            current.setdefault("files", {})[store.PIPELINE_TAR] = entry
+            current["exported_at"] = store.now()
+            store.write_manifest(storage, tenant, erasure_id, current)
         ctx.finish("succeeded", progress={"stage": "done", "fraction": 1.0})
         return {"status": "succeeded", **entry}
 
@@ -348,28 +350,37 @@ def run_export(*, job_id: str, tenant: str, erasure_id: str) -> dict[str, Any] |
 
 
 def cleanup_stale(state: WorkerState) -> int:
-    """Remove temporary/trash directories left by crashed workers (those whose job holds no lease)."""
+    """Remove what crashed workers left: scratch folders (``.tmp-{job}-…``) and checkpoints without a
+    manifest, of jobs that hold no lease; and ``.trash-`` folders of interrupted deletes."""
     removed = 0
-    root = state.settings.tenants_dir
-    if not root.is_dir():
-        return 0
-    for erasures in root.glob("*/erasures"):
-        for entry in erasures.iterdir():
-            name = entry.name
-            if store.JOB_ID_RE.match(name) and entry.is_dir():
-                for tmp in entry.glob(f".{store.PIPELINE_TAR}.*.tmp"):  # an export's half-written tar
-                    job = tmp.name.split(".")[-2]
-                    if not state.r.exists(store.k_lease(job)):
-                        tmp.unlink(missing_ok=True)
-                        removed += 1
-                continue
-            if name.startswith(".trash-"):
-                shutil.rmtree(entry, ignore_errors=True)
+    storage = state.storage
+
+    def orphan(name: str) -> bool:
+        job = next((p for p in name.split("-") if store.JOB_ID_RE.match(p)), None)
+        return job is None or not state.r.exists(store.k_lease(job))
+
+    roots: list[Path] = []
+    if isinstance(storage, FileStorage):
+        roots = list((storage.root / "tenants").glob("*/erasures"))
+    elif getattr(storage, "scratch_root", None) is not None:
+        roots = [storage.scratch_root]
+    for root in roots:
+        try:
+            entries = list(root.iterdir())
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".trash-") or (entry.name.startswith(".tmp-") and orphan(entry.name)):
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
                 removed += 1
-            elif name.startswith(".tmp-"):
-                parts = name.split("-")
-                job = next((p for p in parts if store.JOB_ID_RE.match(p)), None)
-                if job is None or not state.r.exists(store.k_lease(job)):
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed += 1
+    # a crash between the delta's put and the manifest's leaves objects no manifest names
+    seen: dict[tuple[str, str], bool] = {}
+    for obj in storage.list("tenants"):
+        parts = obj.key.split("/")
+        if len(parts) == 5 and parts[2] == "erasures" and store.JOB_ID_RE.match(parts[3]):
+            seen[(parts[1], parts[3])] = seen.get((parts[1], parts[3]), False) or parts[4] == store.MANIFEST
+    for (tenant, job_id), complete in seen.items():
+        if not complete and not state.r.exists(store.k_lease(job_id)):
+            storage.delete_prefix(store.checkpoint_prefix(tenant, job_id))
+            removed += 1
     return removed

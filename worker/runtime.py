@@ -26,6 +26,7 @@ from erasepro_jobs import store
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import Settings
+from erasepro_jobs.storage import Storage, open_storage
 from worker.cache import DeltaCache, PipelineCache
 
 log = logging.getLogger("erasepro.worker")
@@ -51,6 +52,7 @@ class WorkerState:
     deltas: DeltaCache
     name: str
     lifecycle: Lifecycle
+    storage: Storage
     features: Any = None  # erasepro_core.preserve.FeatureCache, created on first use
     current_job: str | None = None
     deadline: float | None = None  # monotonic time after which the heartbeat ends this process (hard timeout)
@@ -63,9 +65,11 @@ class WorkerState:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set: the worker needs the same Redis as the API")
         r = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+        storage = open_storage(settings)
         return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
-                   r=r, lifecycle=Lifecycle(r, settings.data_dir),
-                   cache=PipelineCache(settings.cache_size, settings.device), deltas=DeltaCache(),
+                   r=r, lifecycle=Lifecycle(r, settings.data_dir, storage), storage=storage,
+                   cache=PipelineCache(settings.cache_size, settings.device),
+                   deltas=DeltaCache(files_dir=settings.data_dir / "cache" / "deltas"),
                    name=name or f"erasepro-{os.uname().nodename}-{os.getpid()}")
 
     def feature_cache(self) -> Any:

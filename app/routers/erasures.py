@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
@@ -28,6 +29,7 @@ from app.schemas import (
 )
 from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
 from erasepro_jobs import store
+from erasepro_jobs.storage import Storage
 from erasepro_jobs.webhooks import check_target, new_secret
 
 router = APIRouter(tags=["erasures"])
@@ -203,16 +205,59 @@ async def checkpoint(
         if format == "delta":
             raise not_found("checkpoint")
         return await _export(svc, tenant, job_id, view)
-    path = svc.erasure_dir(tenant, job_id) / name
+    key = store.checkpoint_key(tenant, job_id, name)
     etag = f'"{entry["sha256"]}"'
-    early = conditional_response(request, etag, int(entry["size"]))
+    size = int(entry["size"])
+    early = conditional_response(request, etag, size)
     if early is not None:
         return early
     media = "application/octet-stream" if format == "delta" else "application/x-tar"
     filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
-    return FileResponse(path, media_type=media, filename=filename,
-                        headers={"ETag": etag, "X-Content-SHA256": entry["sha256"],
-                                 "Cache-Control": "private, max-age=31536000, immutable"})
+    headers = {"ETag": etag, "X-Content-SHA256": entry["sha256"],
+               "Cache-Control": "private, max-age=31536000, immutable"}
+    path = svc.storage.local_path(key)
+    if path is not None:  # the file system: zero-copy (sendfile), Range handled by Starlette
+        if not await run_in_threadpool(path.is_file):  # deleted between the manifest read and now
+            raise not_found("checkpoint")
+        return FileResponse(path, media_type=media, filename=filename, headers=headers)
+    return await stream_object(request, svc.storage, key, size, media, filename, headers)
+
+
+async def stream_object(request: Request, storage: Storage, key: str, size: int, media: str, filename: str,
+                        headers: dict[str, str]) -> Response:
+    """Serve an object from a remote store the way FileResponse serves a file: 200, or 206 for one Range
+    (``Content-Range``) or several (``multipart/byteranges``), streamed 1 MiB at a time (bounded memory).
+    ``conditional_response`` has already answered 304/412/416/400."""
+    headers = {**headers, "Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{filename}"'}
+    http_range = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    ranges: list[tuple[int, int]] = []
+    if http_range is not None and (if_range is None or if_range == headers["ETag"]):
+        ranges = FileResponse._parse_range_header(http_range, size)
+    head = request.method == "HEAD"
+    if len(ranges) == 1:
+        (a, b), = ranges
+        body = iter(()) if head else await run_in_threadpool(storage.read, key, a, b)
+        return StreamingResponse(body, status_code=206, media_type=media, headers={
+            **headers, "Content-Range": f"bytes {a}-{b - 1}/{size}", "Content-Length": str(b - a)})
+    if ranges:
+        boundary = secrets.token_hex(13)
+        parts = [(a, b, f"--{boundary}\r\nContent-Type: {media}\r\nContent-Range: bytes {a}-{b - 1}/{size}"
+                        "\r\n\r\n".encode("latin-1")) for a, b in ranges]
+        tail = f"--{boundary}--".encode("latin-1")
+        length = sum(len(h) + (b - a) + 2 for a, b, h in parts) + len(tail)
+
+        def multipart():
+            for a, b, h in parts:
+                yield h
+                yield from storage.read(key, a, b)
+                yield b"\r\n"
+            yield tail
+
+        return StreamingResponse(iter(()) if head else multipart(), status_code=206, headers={
+            **headers, "Content-Type": f"multipart/byteranges; boundary={boundary}", "Content-Length": str(length)})
+    body = iter(()) if head else await run_in_threadpool(storage.read, key)
+    return StreamingResponse(body, media_type=media, headers={**headers, "Content-Length": str(size)})
 
 async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
     require_model(svc, view["base_model"], ("path", "job_id"))
