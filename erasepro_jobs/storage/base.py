@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +166,17 @@ class Storage(ABC):
         except ObjectNotFound:
             return False
         return True
+
+
+@contextmanager
+def temp_dir(parent: Path, tag: str) -> Iterator[Path]:
+    """A fresh private folder ``parent/.tmp-<tag>-*``, removed with everything in it on exit."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{tag}-", dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_range(start: int, end: int | None, size: int) -> tuple[int, int]:

@@ -16,7 +16,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from erasepro_jobs.storage.base import (
     check_prefix,
     resolve_range,
     sha256_file,
+    temp_dir,
 )
 
 
@@ -204,13 +204,8 @@ class FileStorage(Storage):
     def scratch(self, near: str, tag: str) -> Iterator[Path]:
         # beside the folder the keys will land in: same file system, so put_file(move=True) is a rename, and a
         # full disk fails here, before anything is visible
-        parent = (self.root / check_key(near)).parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{tag}-", dir=parent))
-        try:
+        with temp_dir((self.root / check_key(near)).parent, tag) as tmp:
             yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stream(f: BinaryIO, a: int, b: int) -> Iterator[bytes]:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ from erasepro_jobs.storage.base import (
     check_key,
     check_prefix,
     sha256_file,
+    temp_dir,
 )
 
 MULTIPART_THRESHOLD = 64 << 20  # larger files go up as multipart uploads (parts of this size, 4 in flight)
@@ -175,12 +174,8 @@ class S3Storage(Storage):
     @contextmanager
     def scratch(self, near: str, tag: str) -> Iterator[Path]:
         check_key(near)
-        self.scratch_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{tag}-", dir=self.scratch_root))
-        try:
+        with temp_dir(self.scratch_root, tag) as tmp:
             yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stream(body: Any, key: str, where: str) -> Iterator[bytes]:
