@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,14 +410,14 @@ def encode_cursor(cursor: tuple[float, str]) -> str:
     return base64.urlsafe_b64encode(f"{cursor[0]!r}:{cursor[1]}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor`; ValueError on anything else."""
+def decode_cursor(text: str, id_re: re.Pattern[str] = store.JOB_ID_RE) -> tuple[float, str]:
+    """Inverse of :func:`encode_cursor` for ids matching ``id_re`` (job ids by default); ValueError otherwise."""
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         ts, _, job_id = raw.partition(":")
         value = float(ts)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValueError("not a cursor returned by this API") from None
-    if not store.JOB_ID_RE.match(job_id) or value != value:
+    if not id_re.match(job_id) or value != value:
         raise ValueError("not a cursor returned by this API")
     return value, job_id

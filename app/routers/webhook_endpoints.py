@@ -7,8 +7,6 @@ The records live in Redis (:mod:`erasepro_jobs.endpoints`); the workers read the
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
@@ -23,6 +21,7 @@ from app.schemas import (
     WebhookEndpointView,
     WebhookEndpointWithSecret,
 )
+from app.service import decode_cursor, encode_cursor
 from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.webhooks import check_target
@@ -31,23 +30,6 @@ router = APIRouter(tags=["webhook endpoints"])
 
 EndpointId = Annotated[str, Path(max_length=64, description="An endpoint id (we_ and 32 hex characters).")]
 NOT_FOUND = {404: {"description": "no such endpoint for this tenant"}}
-
-
-def encode_cursor(ep: Endpoint) -> str:
-    """The page cursor after ``ep``: its creation time and id (the list's sort key), base64url."""
-    return base64.urlsafe_b64encode(f"{ep.created_at!r}:{ep.id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor`; ValueError on anything else."""
-    try:
-        ts, _, eid = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode().partition(":")
-        value = float(ts)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor returned by this API") from None
-    if not ENDPOINT_ID_RE.match(eid) or value != value:
-        raise ValueError("not a cursor returned by this API")
-    return value, eid
 
 
 def _with_secret(ep: Endpoint) -> dict[str, Any]:
@@ -83,7 +65,7 @@ async def list_endpoints(tenant: Tenant, svc: Svc,
                          cursor: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     try:
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor, ENDPOINT_ID_RE) if cursor else None
     except ValueError as exc:
         raise validation_error(("query", "cursor"), str(exc)) from None
     eps = sorted(await run_in_threadpool(svc.lifecycle.endpoints.all, tenant),
@@ -91,7 +73,7 @@ async def list_endpoints(tenant: Tenant, svc: Svc,
     if after is not None:
         eps = [e for e in eps if (e.created_at, e.id) < after]
     page = eps[:limit]
-    nxt = encode_cursor(page[-1]) if len(eps) > limit else None
+    nxt = encode_cursor((page[-1].created_at, page[-1].id)) if len(eps) > limit else None
     return {"items": [e.view() for e in page], "next_cursor": nxt}
 
 
