@@ -10,6 +10,9 @@ from one flat (tokens × d) matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from erasepro_core.adapters import TextTower
@@ -17,6 +20,21 @@ from erasepro_core.adapters import TextTower
 # A layer call costs about as much as this many more tokens (CLIP ViT-L/14 on CPU, measured: ~2 ms per call,
 # ~0.13 ms per token), so shorter suffixes are padded into a longer group while that adds at most these many.
 MERGE_PAD_TOKENS = 16
+
+
+@dataclass
+class PrefixStates:
+    """A prefix block run through a tower's context layers, unedited: its keys/values at every layer and its
+    final states — all that the suffixes (and columns read at prefix positions) need from it."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    out: torch.Tensor
+
+
+# (key, build) -> the prefix states for that key: ``build()`` on a miss. The key is the exact input (prefix
+# token ids as padded, layer count); the caller adds the model's identity. A hit is therefore what encoding the
+# block again would give, bit for bit (same input, same shapes): deltas stay the same whatever ran before.
+PrefixCache = Callable[[tuple, Callable[[], PrefixStates]], PrefixStates]
 
 
 class PrefixBatch:
@@ -105,6 +123,30 @@ class PrefixBatch:
         """All blocks' states as one (tokens × d) matrix, to gather columns from with :meth:`index`."""
         return torch.cat([s.reshape(-1, s.shape[-1]) for s in states])
 
+    def _encode_prefixes(self, tower: TextTower, n_layers: int) -> PrefixStates:
+        h = tower.embed_at(self.prefix_ids)
+        kv = []
+        for i in range(n_layers):
+            h, _, own = tower.layer_cached(i, h)
+            kv.append(own)
+        return PrefixStates(kv, h)
+
+    def encode(self, tower: TextTower, cache: PrefixCache | None = None) -> list[torch.Tensor]:
+        """Every block's states after the tower's context layers, the tower unedited (the same computation as
+        :meth:`embed` then :meth:`layer` per layer). The prefix block comes from ``cache`` when it has it: the
+        templates' prefixes are the same in most jobs."""
+        n = tower.n_context_layers
+        key = (tuple(tuple(r) for r in self.prefix_ids.tolist()), n)
+        pre = cache(key, lambda: self._encode_prefixes(tower, n)) if cache is not None else \
+            self._encode_prefixes(tower, n)
+        outs = [pre.out]
+        for ids, which, off in self.suffixes:
+            h = tower.embed_at(ids, off)
+            for i, (k, v) in enumerate(pre.kv):
+                h, _, _ = tower.layer_cached(i, h, (k[which], v[which], off))
+            outs.append(h)
+        return outs
+
 
 def needed_lengths(n_rows: int, refs: list[tuple[int, int]], default: list[int]) -> list[int]:
     """Per row, 1 + the last position any pair reads (rows no pair reads keep ``default``)."""
@@ -137,6 +179,13 @@ class PaddedBatch:
                                                                                      list[torch.Tensor]]:
         outs = [tower.layer(i, h) for h in states]
         return [o for o, _ in outs], [x for _, x in outs]
+
+    def encode(self, tower: TextTower, cache: PrefixCache | None = None) -> list[torch.Tensor]:
+        """Every block's states after the tower's context layers (no prefixes to share: ``cache`` is unused)."""
+        states = self.embed(tower)
+        for i in range(tower.n_context_layers):
+            states = self.layer(tower, i, states)[0]
+        return states
 
     flat = staticmethod(PrefixBatch.flat)
 

@@ -16,7 +16,7 @@ import torch
 from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
 from erasepro_core.plan import Plan, schedule_fractions
-from erasepro_core.prefix import PrefixBatch, batch_for
+from erasepro_core.prefix import PrefixBatch, PrefixCache, batch_for
 from erasepro_core.preserve import PreserveStats
 from erasepro_core.solver import Metric, constraint_map, relative
 
@@ -46,8 +46,10 @@ class TowerPass:
 
 
 def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: PairSet, pres: PreserveStats,
-                metric_for: MetricFor, step: Callable[[str], None]) -> TowerPass:
-    """One pass: anchors through the original tower, targets carried through the tower as it is edited."""
+                metric_for: MetricFor, step: Callable[[str], None], prefix_cache: PrefixCache | None = None
+                ) -> TowerPass:
+    """One pass: anchors through the original tower, targets carried through the tower as it is edited.
+    ``prefix_cache`` serves the templates' prefix states when the tower is not edited (see :mod:`.prefix`)."""
     nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
     t_rows, a_rows = pairs.target_ids + held.target_ids, pairs.anchor_ids + held.anchor_ids
     t_refs = [(p[0], p[1]) for p in pairs.positions] + [(p[0] + nt, p[1]) for p in held.positions]
@@ -70,13 +72,15 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
     iah = anchors.index([r + na + ao for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
     flat = PrefixBatch.flat
 
-    h_t = targets.embed(tower)
-    h_a = h_t if anchors is targets else anchors.embed(tower)
-    betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
     out = TowerPass(x=torch.empty(0), y=torch.empty(0), xh=None, yh=None)
-    for i in range(tower.n_context_layers):
+    betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
+    if layers:
+        h_t, h_a = targets.embed(tower), anchors.embed(tower)
+    else:  # one unedited batch: encoded in one go, the templates' prefixes from the cache when it has them
+        h_t = h_a = targets.encode(tower, prefix_cache)
+    for i in range(tower.n_context_layers if layers else 0):
         h_out, xin = targets.layer(tower, i, h_t)
-        h_a = h_out if anchors is targets else anchors.layer(tower, i, h_a)[0]
+        h_a = anchors.layer(tower, i, h_a)[0]
         if i not in betas:
             h_t = h_out
             continue
