@@ -4,8 +4,10 @@ CLIP's text encoder is causal: a token's states depend only on the tokens before
 one template starts with the same tokens (BOS and the template's text before ``{}``), so those are encoded once
 per template (all templates in one batch) and the concept tokens attend to their cached keys/values; nothing
 after the last position a job reads is encoded at all (under the ``last`` policy, not even EOS). Suffixes are
-batched by length across templates, so a layer is a handful of calls. Columns are gathered by (row, position)
-from one flat (tokens × d) matrix.
+batched by length across templates (short groups padded at their end into longer ones while that is cheaper
+than another call), so a layer is a handful of calls. Columns are gathered by (row, position) from one flat
+(tokens × d) matrix. On an unedited tower (:meth:`PrefixBatch.encode`) the prefix block's states can come from
+a cache: the templates, hence their prefixes, are the same in most jobs.
 """
 
 from __future__ import annotations
