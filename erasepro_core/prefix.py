@@ -22,6 +22,7 @@ from erasepro_core.adapters import TextTower
 # A layer call costs about as much as this many more tokens (CLIP ViT-L/14 on CPU, measured: ~2 ms per call,
 # ~0.13 ms per token), so shorter suffixes are padded into a longer group while that adds at most these many.
 MERGE_PAD_TOKENS = 16
+MAX_GROUP_ROWS = 128  # suffix rows per layer call at most
 
 
 @dataclass
@@ -92,7 +93,10 @@ class PrefixBatch:
                     out[-1] = (length, rows + members)
                     continue
             out.append((length, list(members)))
-        return out
+        # Bounded calls: a group's transients (its rows' copy of the prefix keys/values, the MLP's input) grow with
+        # its rows, while past ~100 tokens a call's own overhead is negligible.
+        n = MAX_GROUP_ROWS
+        return [(length, rows[s : s + n]) for length, rows in out for s in range(0, len(rows), n)]
 
     def index(self, rows: list[int], pos: list[int]) -> torch.Tensor:
         flat = []
