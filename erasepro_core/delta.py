@@ -42,9 +42,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     return atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes, without a copy when it is already a contiguous CPU tensor (hashlib reads the buffer)."""
     t = t.detach().cpu().contiguous()
-    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
 def fingerprint(tensors: dict[str, torch.Tensor]) -> str:

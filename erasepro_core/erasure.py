@@ -21,6 +21,7 @@ from erasepro_core.features import PairSet, build_pairs, contains_concept
 from erasepro_core.kv import write_kv
 from erasepro_core.methods import EditInputs, KVEdit
 from erasepro_core.plan import ErasureError, Plan, make_plan
+from erasepro_core.prefix import PrefixCache
 from erasepro_core.preserve import (
     FeatureCache,
     PreserveStats,
@@ -77,6 +78,13 @@ class _Job:
     @property
     def device(self) -> torch.device:
         return self.adapter.towers[0].device
+
+    def prefix_cache(self, ti: int) -> PrefixCache:
+        """Tower ``ti``'s template-prefix states, kept in the feature cache under the base model's identity (as the
+        preserve statistics are) and the tower's device/dtype."""
+        tower = self.adapter.towers[ti]
+        ident = (self.base_key, ti, str(tower.device), str(tower.dtype))
+        return lambda key, build: self.cache.prefix_states((*ident, *key), build)
 
     def metric(self, site: tuple, stats: SiteStats | None, d_in: int) -> Metric:
         """M = αI + λ C̄ for one site, cached per base model when the preserve set is the generic one."""
@@ -224,7 +232,7 @@ def _combine_stats(job: _Job, generic: list[str], dropped: list[str], user: list
 def _progressive_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats) -> list:
     """One carried pass per tower (it also yields the context columns the final stage constrains)."""
     t = time.perf_counter()
-    passes = [carry_tower(ti, tower, job.plan, pairs, held, pres, job.metric, job.step)
+    passes = [carry_tower(ti, tower, job.plan, pairs, held, pres, job.metric, job.step, job.prefix_cache(ti))
               for ti, tower in enumerate(job.adapter.towers)]
     _timed(job, "progressive_s", t)
     return passes

@@ -112,10 +112,17 @@ def build_pairs(
     n_max = int(tok.model_max_length)
     out = PairSet()
     anchor_rows: dict[tuple[int, ...], int] = {}
+    seen: dict[tuple[str, str], Tokenized] = {}  # anchors (and repeated targets) recur across edits
+
+    def tokenized(template: str, concept: str) -> Tokenized:
+        if (template, concept) not in seen:
+            seen[(template, concept)] = tokenize_concept(tok, template, concept)
+        return seen[(template, concept)]
+
     for k, (target, anchor) in enumerate(edits):
         for template in templates:
-            t = tokenize_concept(tok, template, target)
-            a = tokenize_concept(tok, template, anchor)
+            t = tokenized(template, target)
+            a = tokenized(template, anchor)
             key = tuple(a.ids)
             if key not in anchor_rows:
                 anchor_rows[key] = len(out.anchor_ids)

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from erasepro_core.adapters import Adapter
 from erasepro_core.encode import prompt_features
+from erasepro_core.prefix import PrefixStates
 from erasepro_core.solver import Metric
 from erasepro_core.stats import PreserveStats, SiteStats, stats_of
 from erasepro_core.stats_store import Site, StatsStore, device_parts
 
 PRESERVE_FILE = "erasepro_preserve.txt"  # a base-model folder may ship its own preserve set
+PREFIX_STATES_KEPT = 8  # template-prefix blocks kept (per cache, all models together)
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -48,7 +50,8 @@ def model_key(adapter: Adapter) -> str:
 
 
 class FeatureCache:
-    """Per base model: generic preserve statistics and Cholesky factors of M, bounded LRU."""
+    """Per base model: generic preserve statistics, Cholesky factors of M and the templates' prefix states,
+    bounded LRU."""
 
     def __init__(self, max_models: int = 4, store: StatsStore | None | str = "default") -> None:
         """``store``: where statistics persist across processes (``"default"``: :meth:`StatsStore.default`;
@@ -57,6 +60,7 @@ class FeatureCache:
         self.store = StatsStore.default() if store == "default" else store
         self._stats: OrderedDict[str, PreserveStats] = OrderedDict()
         self._metrics: OrderedDict[tuple, Metric] = OrderedDict()
+        self._prefixes: OrderedDict[tuple, PrefixStates] = OrderedDict()
         self.computed: list[Site] = []  # sites this cache computed (not loaded) on its last fill: for the logs
 
     def generic_stats(
@@ -93,6 +97,17 @@ class FeatureCache:
                 new = _compute(adapter, prompts, todo, last_only, stats)
                 self.store.save(key, parts, new)
                 self.computed = list(new)
+
+    def prefix_states(self, key: tuple, build: Callable[[], PrefixStates]) -> PrefixStates:
+        """A prefix block's encoder states under ``key`` (the model's identity + the block's exact input), built on
+        a miss; at most :data:`PREFIX_STATES_KEPT` blocks are kept (the default templates' block: ~3 MB for CLIP-L,
+        ~14 MB for SDXL's bigG tower)."""
+        if key not in self._prefixes:
+            self._prefixes[key] = build()
+            while len(self._prefixes) > PREFIX_STATES_KEPT:
+                self._prefixes.popitem(last=False)
+        self._prefixes.move_to_end(key)
+        return self._prefixes[key]
 
     def metric(self, key: tuple, build: Callable[[], Metric]) -> Metric:
         if key not in self._metrics:

@@ -16,7 +16,7 @@ import torch
 from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
 from erasepro_core.plan import Plan, schedule_fractions
-from erasepro_core.prefix import PrefixBatch, batch_for
+from erasepro_core.prefix import PrefixBatch, PrefixCache, batch_for
 from erasepro_core.preserve import PreserveStats
 from erasepro_core.solver import Metric, constraint_map, relative
 
@@ -46,28 +46,41 @@ class TowerPass:
 
 
 def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: PairSet, pres: PreserveStats,
-                metric_for: MetricFor, step: Callable[[str], None]) -> TowerPass:
-    """One pass: anchors through the original tower, targets carried through the tower as it is edited."""
+                metric_for: MetricFor, step: Callable[[str], None], prefix_cache: PrefixCache | None = None
+                ) -> TowerPass:
+    """One pass: anchors through the original tower, targets carried through the tower as it is edited.
+    ``prefix_cache`` serves the templates' prefix states when the tower is not edited (see :mod:`.prefix`)."""
     nt, na = len(pairs.target_ids), len(pairs.anchor_ids)
     t_rows, a_rows = pairs.target_ids + held.target_ids, pairs.anchor_ids + held.anchor_ids
     t_refs = [(p[0], p[1]) for p in pairs.positions] + [(p[0] + nt, p[1]) for p in held.positions]
     a_refs = [(p[2], p[3]) for p in pairs.positions] + [(p[2] + na, p[3]) for p in held.positions]
-    targets = batch_for(tower, t_rows, pairs.target_shared + held.target_shared, t_refs)
-    anchors = batch_for(tower, a_rows, pairs.anchor_shared + held.anchor_shared, a_refs)
-    it = targets.index(*_split(pairs.positions, 0))
-    ia = anchors.index(*_split(pairs.positions, 2))
-    ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
-    iah = anchors.index([r + na for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
-    flat = PrefixBatch.flat
+    t_shared, a_shared = pairs.target_shared + held.target_shared, pairs.anchor_shared + held.anchor_shared
     layers = plan.layers[ti]
+    # Anchor rows follow the target rows (offset ``ao``) when both share one batch.
+    ao = 0 if layers else len(t_rows)
+    if layers:  # targets are carried through edited layers, anchors through the original ones: two batches
+        targets = batch_for(tower, t_rows, t_shared, t_refs)
+        anchors = batch_for(tower, a_rows, a_shared, a_refs)
+    else:
+        # Nothing is edited on this tower: targets and anchors see the same weights, so one batch encodes both
+        # (the templates' shared prefixes once for both, and fewer, fuller calls per layer).
+        targets = anchors = batch_for(tower, t_rows + a_rows, t_shared + a_shared,
+                                      t_refs + [(r + ao, q) for r, q in a_refs])
+    it = targets.index(*_split(pairs.positions, 0))
+    ia = anchors.index([r + ao for r in _split(pairs.positions, 2)[0]], _split(pairs.positions, 2)[1])
+    ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
+    iah = anchors.index([r + na + ao for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
+    flat = PrefixBatch.flat
 
-    h_a = anchors.embed(tower)
-    h_t = targets.embed(tower)
-    betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
     out = TowerPass(x=torch.empty(0), y=torch.empty(0), xh=None, yh=None)
-    for i in range(tower.n_context_layers):
-        h_a = anchors.layer(tower, i, h_a)[0]
+    betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
+    if layers:
+        h_t, h_a = targets.embed(tower), anchors.embed(tower)
+    else:  # one unedited batch: encoded in one go, the templates' prefixes from the cache when it has them
+        h_t = h_a = targets.encode(tower, prefix_cache)
+    for i in range(tower.n_context_layers if layers else 0):
         h_out, xin = targets.layer(tower, i, h_t)
+        h_a = anchors.layer(tower, i, h_a)[0]
         if i not in betas:
             h_t = h_out
             continue
@@ -103,7 +116,7 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
         out.sites.append(site)
         step("progressive")
     ctx_t = flat([tower.to_context(h) for h in h_t])
-    ctx_a = flat([tower.to_context(h) for h in h_a])
+    ctx_a = ctx_t if anchors is targets else flat([tower.to_context(h) for h in h_a])
     out.x, out.y = take(ctx_t, it), take(ctx_a, ia)
     if len(ith):
         out.xh, out.yh = take(ctx_t, ith), take(ctx_a, iah)

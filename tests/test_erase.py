@@ -301,3 +301,69 @@ def test_report_measures_a_bounded_sample_of_columns_and_every_extra_one():
     cols = report_columns(5000, 3)
     assert len(cols) == MAX_REPORT_COLUMNS + 3 and cols[0] == 0 and cols[MAX_REPORT_COLUMNS - 1] == 4999
     assert cols[-3:].tolist() == [5000, 5001, 5002] and len(set(cols.tolist())) == len(cols)
+
+
+@pytest.mark.parametrize("n_edits", [1, 8])  # 3 columns: W_o A B as two thin products; 40 ≥ 64/2: P formed
+def test_kv_report_fields_are_what_the_written_weights_give(sd_pipe, n_edits):
+    from erasepro_core.encode import prompt_features
+    from erasepro_core.stats import stats_of
+
+    words = "cat dog horse bird fish car bus train".split()[:n_edits]
+    templates = ["{}", "a photo of {}", "an image of {}"] + (["a picture of {}", "a rendering of {}"] if n_edits > 1
+                                                             else [])
+    spec = ErasureSpec(edits=[{"target": w, "anchor": "thing"} for w in words], templates=templates,
+                       default_preserve=False, preserve=["tree", "river", "lamp"])
+    result = erase(sd_pipe, spec)
+    adapter = adapter_for(sd_pipe)
+    prompts = [t.format(p) for p in spec.preserve for t in spec.templates]
+    sample = stats_of(prompt_features(adapter, prompts, {}, last_only=True)[1]).sample.double()
+    sites = {s["site"]: s for s in result.report["sites"]}
+    for kv in adapter.kv_sites:
+        w_o = kv.module.weight.detach().double()
+        change = result.delta.tensors[kv.key].double() - w_o
+        site = sites[kv.key]
+        assert site["update_norm"] == pytest.approx(float(change.norm() / w_o.norm()), rel=1e-4)
+        drift = float((change @ sample).norm() / (w_o @ sample).norm())
+        assert site["preserve_drift"] == pytest.approx(drift, rel=1e-3)
+
+
+def test_short_suffixes_padded_into_one_group_keep_the_pipelines_features(sd_pipe, monkeypatch):
+    import erasepro_core.prefix as prefix
+    from erasepro_core.features import prompt_ids
+
+    tower = adapter_for(sd_pipe).towers[0]
+    prompts = ["a photo of van gogh", "a photo of art", "a photo of a small red house", "snoopy"]
+    rows = [prompt_ids(tower.tokenizer, p) for p in prompts]
+    shared = [4, 4, 4, 1]  # BOS + "a photo of"; BOS
+    refs = [(r, q) for r, ids in enumerate(rows) for q in range(len(ids))]
+    want = torch.cat([_context(sd_pipe, [p])[0, : len(ids)] for p, ids in zip(prompts, rows, strict=True)])
+    groups = {}
+    for budget in (0, 64):
+        monkeypatch.setattr(prefix, "MERGE_PAD_TOKENS", budget)
+        batch = prefix.batch_for(tower, rows, shared, refs)
+        groups[budget] = len(batch.suffixes)
+        with torch.no_grad():
+            flat = prefix.PrefixBatch.flat([tower.to_context(h) for h in batch.encode(tower)])
+        got = flat[batch.index([r for r, _ in refs], [q for _, q in refs])]
+        assert torch.allclose(got, want, atol=1e-5), budget
+    assert groups[0] > 1 and groups[64] == 1
+
+
+def test_cached_template_prefixes_give_the_same_bytes_and_follow_the_model(sd_pipe):
+    from erasepro_core.preserve import FeatureCache
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    spec = ErasureSpec(**SPEC)
+    other = ErasureSpec(**{**SPEC, "edits": [{"target": "snoopy", "anchor": "a dog"}]})
+    fresh = erase(sd_pipe, spec, cache=FeatureCache(store=None)).delta
+    cache = FeatureCache(store=None)
+    erase(sd_pipe, other, cache=cache)  # fills the cache with the same templates' prefixes
+    assert len(cache._prefixes) == 1
+    warm = erase(sd_pipe, spec, cache=cache).delta
+    assert all(torch.equal(fresh.tensors[k], warm.tensors[k]) for k in fresh.tensors)
+    assert len(cache._prefixes) == 1  # served from the cache, not built again
+    second = tiny_sd_pipeline(seed=1)  # another base: its own prefixes, never the first one's
+    alone = erase(second, spec, cache=FeatureCache(store=None)).delta
+    shared = erase(second, spec, cache=cache).delta
+    assert len(cache._prefixes) == 2
+    assert all(torch.equal(alone.tensors[k], shared.tensors[k]) for k in alone.tensors)
