@@ -289,25 +289,26 @@ class Service:
         examined = offset = 0
         last: tuple[float, str] | None = None
         while examined < budget and len(items) < limit:
-            rows = await self.r.zrevrangebyscore(key, top, "-inf", start=offset, num=min(LIST_CHUNK, budget - examined),
-                                                 withscores=True)
+            # never more rows than could still match: the views of one chunk are built concurrently (on S3 each
+            # succeeded job's manifest costs a HEAD), and none is built past ``limit``
+            rows = await self.r.zrevrangebyscore(key, top, "-inf", start=offset, withscores=True,
+                                                 num=min(LIST_CHUNK, budget - examined, limit - len(items)))
             if not rows:
                 return items, None  # walked to the end
+            offset += len(rows)
+            # ties with the cursor's score that the last page already covered come first: skip them
+            rows = [(jid, score) for jid, score in rows if cursor is None or (score, jid) < cursor]
+            if not rows:
+                continue
             async with self.r.pipeline(transaction=False) as p:
                 for jid, _ in rows:
                     p.hgetall(store.k_job(jid))
                 recs = await p.execute()
-            for (jid, score), rec in zip(rows, recs, strict=True):
-                offset += 1
-                if cursor is not None and (score, jid) >= cursor:
-                    continue  # ties with the cursor's score that the last page already covered
-                examined += 1
-                last = (score, jid)
-                view = await self._listed_view(tenant, jid, rec, status, metadata or {})
-                if view is not None:
-                    items.append(view)
-                if len(items) >= limit or examined >= budget:
-                    break
+            views = await asyncio.gather(*(self._listed_view(tenant, jid, rec, status, metadata or {})
+                                           for (jid, _), rec in zip(rows, recs, strict=True)))
+            items += [v for v in views if v is not None]
+            examined += len(rows)
+            last = (rows[-1][1], rows[-1][0])
         # stopped early: is there anything after the last entry examined? (no cursor to an empty end page)
         more = await self.r.zrevrangebyscore(key, top, "-inf", start=offset, num=1)
         return items, (last if more and last is not None else None)
