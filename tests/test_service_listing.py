@@ -132,3 +132,20 @@ def test_a_lost_index_is_rebuilt_from_the_artifact_store(svc: Stack, bulk: httpx
     jobs.records.add(late)
     first = bulk.get("/v1/erasures", params={"limit": "1"}).json()
     assert [j["id"] for j in first["items"]] == [late] and first["next_cursor"]
+
+
+def test_jobs_created_at_the_same_instant_are_each_listed_once(svc: Stack, bulk: httpx.Client, jobs: Jobs) -> None:
+    """Ties on the index score (the cursor's score) are ordered by id, and the cursor skips exactly those seen."""
+    storage = FileStorage(svc.data_dir)
+    same = time.time() + 3600  # newer than every other job of the tenant
+    tied = sorted((store.new_job_id() for _ in range(3)), reverse=True)
+    for jid in tied:
+        store.write_manifest(storage, TENANT, jid, {"id": jid, "tenant": TENANT, "created_at": same, "files": {}})
+        jobs.checkpoints.add(jid)
+    svc.r.delete(store.k_indexed(TENANT))  # the next listing merges them in from the store
+    seen, cursor = [], None
+    for _ in range(4):
+        page = bulk.get("/v1/erasures", params={"limit": "1", **({"cursor": cursor} if cursor else {})}).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+    assert seen[:3] == tied and seen[3] not in tied and cursor
