@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from app.console import router as console_router
 from app.door import Door
 from app.routers import ROUTERS
-from app.service import Service, TooManyJobs
+from app.service import IndexRebuilding, Service, TooManyJobs
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import ObjectNotFound, StorageError
@@ -95,6 +95,10 @@ def _install_handlers(app: FastAPI) -> None:
         log.warning("artifact storage: %s", exc)
         return JSONResponse(status_code=503, content={"detail": "the artifact storage is unavailable"},
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(IndexRebuilding)
+    async def _reindexing(request: Request, exc: IndexRebuilding) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
     @app.exception_handler(TooManyJobs)
     async def _too_many(request: Request, exc: TooManyJobs) -> JSONResponse:

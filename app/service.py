@@ -12,7 +12,7 @@ import binascii
 import json
 import logging
 import re
-from collections.abc import Callable
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,40 @@ from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
 log = logging.getLogger("erasepro.api")
 
 BLOCK_SLICE_S = 2.0
+
+
+LIST_SCAN_BUDGET = 500  # index entries one list request examines at most (a filtered page may come back short)
+LIST_CHUNK = 100  # index entries read from Redis at a time
+REINDEX_LOCK_TTL_S = 600  # a rebuilding process that dies frees the lock after this
+REINDEX_WAIT_S = 20.0  # how long a listing waits for another process's rebuild before answering 503
+
+# Compare-and-delete: release a lock only if it is still ours.
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Merge a rebuilt index. KEYS: lock, scratch, index, marker; ARGV: lock token, now. Does nothing when the lock is
+# no longer ours: Redis was flushed during the rebuild (so what the rebuild saw may predate it), or it expired.
+# Entries already in the index (jobs created meanwhile) keep theirs; MAX: both carry the same creation time.
+_MERGE_INDEX = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('ZUNIONSTORE', KEYS[3], 2, KEYS[3], KEYS[2], 'AGGREGATE', 'MAX')
+  redis.call('DEL', KEYS[2])
+end
+redis.call('SET', KEYS[4], ARGV[2])
+return 1
+"""
+
+
+class IndexRebuilding(Exception):
+    """Another API process is rebuilding the tenant's listing index (after Redis lost it); retry shortly."""
+
+    def __init__(self, waited_s: float) -> None:
+        self.waited_s = waited_s
+        super().__init__(f"the erasure list is being rebuilt from the artifact store (waited {waited_s:g} s); "
+                         "retry shortly")
 
 
 class IdempotencyConflict(Exception):
@@ -239,17 +273,112 @@ class Service:
             return None
         return erasure_view(rec, manifest)
 
-    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None,
-                            match: Callable[[dict], bool] | None = None
-                            ) -> tuple[list[dict], tuple[float, str] | None]:
-        """Newest first, those ``match`` accepts. Live records and on-disk checkpoints merged (so a flushed Redis
-        loses nothing)."""
-        scored: dict[str, float] = {jid: score for jid, score in
-                                    await self.r.zrevrange(store.k_index(tenant), 0, -1, withscores=True)}
+    async def list_erasures(self, tenant: str, limit: int, cursor: tuple[float, str] | None, *,
+                            status: str | None = None, metadata: dict[str, str] | None = None,
+                            budget: int = LIST_SCAN_BUDGET) -> tuple[list[dict], tuple[float, str] | None]:
+        """Newest first, those in ``status`` whose metadata has every pair of ``metadata``; returns the page and
+        the cursor of the next one (``None``: the end).
 
+        Walks the Redis index from ``cursor`` and examines at most ``budget`` entries: with a selective filter
+        the page may come back short, or empty, with a cursor that continues the walk. The index covers the
+        artifact store as well (see :meth:`ensure_index`), so a flushed Redis loses no finished checkpoint."""
+        await self.ensure_index(tenant)
+        key = store.k_index(tenant)
+        top: float | str = "+inf" if cursor is None else cursor[0]
+        items: list[dict] = []
+        examined = offset = 0
+        last: tuple[float, str] | None = None
+        while examined < budget and len(items) < limit:
+            # never more rows than could still match: the views of one chunk are built concurrently (on S3 each
+            # succeeded job's manifest costs a HEAD), and none is built past ``limit``
+            rows = await self.r.zrevrangebyscore(key, top, "-inf", start=offset, withscores=True,
+                                                 num=min(LIST_CHUNK, budget - examined, limit - len(items)))
+            if not rows:
+                return items, None  # walked to the end
+            offset += len(rows)
+            # ties with the cursor's score that the last page already covered come first: skip them
+            rows = [(jid, score) for jid, score in rows if cursor is None or (score, jid) < cursor]
+            if not rows:
+                continue
+            async with self.r.pipeline(transaction=False) as p:
+                for jid, _ in rows:
+                    p.hgetall(store.k_job(jid))
+                recs = await p.execute()
+            views = await asyncio.gather(*(self._listed_view(tenant, jid, rec, status, metadata or {})
+                                           for (jid, _), rec in zip(rows, recs, strict=True)))
+            items += [v for v in views if v is not None]
+            examined += len(rows)
+            last = (rows[-1][1], rows[-1][0])
+        # stopped early: is there anything after the last entry examined? (no cursor to an empty end page)
+        more = await self.r.zrevrangebyscore(key, top, "-inf", start=offset, num=1)
+        return items, (last if more and last is not None else None)
+
+    async def _listed_view(self, tenant: str, job_id: str, rec: dict[str, str], status: str | None,
+                           metadata: dict[str, str]) -> dict | None:
+        """The view of one index entry if it passes the filter; the record rules out most non-matches before
+        the manifest is read (the expensive part on S3)."""
+        if not rec or rec.get("tenant") != tenant or rec.get("kind") != "erasure":
+            rec = {}
+        if rec.get("status") == "running":
+            rec = await self._check_lease(rec, tenant)
+        if rec:
+            seen = rec.get("status")
+            # a record's status is the view's, except that "succeeded" without a manifest shows as "failed"
+            if status and seen and seen != status and not (seen == "succeeded" and status == "failed"):
+                return None
+            meta = _json(rec.get("metadata"))
+            if meta and any(meta.get(k) != v for k, v in metadata.items()):
+                return None
+        manifest = None
+        if not rec or rec.get("status") == "succeeded":
+            manifest = await self.manifest(tenant, job_id)
+        if not rec and manifest is None:
+            return None  # deleted, or lost with a flushed Redis before it finished
+        view = erasure_view(rec or None, manifest)
+        meta = view.get("metadata") or {}
+        if (status and view["status"] != status) or any(meta.get(k) != v for k, v in metadata.items()):
+            return None
+        return view
+
+    async def ensure_index(self, tenant: str) -> None:
+        """Make the tenant's listing index cover every checkpoint in the artifact store.
+
+        Redis is the index; the artifact store is the durable record. A flush (or a Redis restarted empty)
+        removes the index and its marker together; the first listing after that rebuilds the index from one
+        listing of the store - once, under a lock, into a scratch key that one script merges into the index
+        only if the lock is still ours (a flush during the rebuild removes the lock, and the rebuild starts
+        over). Every other listing costs one EXISTS. Raises :class:`IndexRebuilding` when another process's
+        rebuild takes longer than ``REINDEX_WAIT_S``."""
+        if await self.r.exists(store.k_indexed(tenant)):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REINDEX_WAIT_S
+        lock = store.k_reindex_lock(tenant)
+        while True:
+            token = secrets.token_hex(16)
+            if await self.r.set(lock, token, nx=True, ex=REINDEX_LOCK_TTL_S):
+                try:
+                    if await self._rebuild_index(tenant, token):
+                        return
+                finally:
+                    await self.r.eval(_RELEASE_LOCK, 1, lock, token)
+                if loop.time() > deadline:
+                    raise IndexRebuilding(REINDEX_WAIT_S)
+                continue  # Redis lost our lock (flushed mid-rebuild): again, with the new state
+            while await self.r.exists(lock):
+                if await self.r.exists(store.k_indexed(tenant)):
+                    return
+                if loop.time() > deadline:
+                    raise IndexRebuilding(REINDEX_WAIT_S)
+                await asyncio.sleep(0.1)
+            if await self.r.exists(store.k_indexed(tenant)):
+                return
+
+    async def _rebuild_index(self, tenant: str, token: str) -> bool:
+        """One rebuild (see :meth:`ensure_index`); False when the lock was lost before the merge."""
         infos = await run_in_threadpool(store.list_checkpoints, self.storage, tenant)
 
-        def disk() -> dict[str, float]:
+        def scores() -> dict[str, float]:
             out = {}
             for jid, info in infos.items():
                 m = self.manifests.read(self.storage, tenant, jid, info)
@@ -257,23 +386,17 @@ class Service:
                     out[jid] = float(m.get("created_at") or 0.0)
             return out
 
-        for jid, ts in (await run_in_threadpool(disk)).items():
-            scored.setdefault(jid, ts)
-        order = sorted(scored.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
-        if cursor is not None:
-            order = [(j, t) for j, t in order if (t, j) < cursor]
-        items: list[dict] = []
-        pos = 0
-        while len(items) < limit and pos < len(order):
-            jid, _ = order[pos]
-            pos += 1
-            view = await self.erasure(tenant, jid, infos.get(jid))  # the listing's version: no second look-up
-            if view is not None and (match is None or match(view)):
-                items.append(view)
-        next_cursor = None
-        if pos < len(order) and items:
-            next_cursor = (order[pos - 1][1], order[pos - 1][0])
-        return items, next_cursor
+        found = await run_in_threadpool(scores)
+        scratch = store.k_reindex_scratch(tenant)
+        await self.r.delete(scratch)
+        pairs = list(found.items())
+        for i in range(0, len(pairs), 1000):
+            await self.r.zadd(scratch, dict(pairs[i:i + 1000]))
+        merged = await self.r.eval(_MERGE_INDEX, 4, store.k_reindex_lock(tenant), scratch, store.k_index(tenant),
+                                   store.k_indexed(tenant), token, repr(store.now()))
+        log.info("listing index of %s rebuilt from the artifact store: %d checkpoints%s", tenant, len(found),
+                 "" if merged else " (Redis lost the lock meanwhile: again)")
+        return bool(merged)
 
     # ----------------------------------------------------------------------------------------- cancel
     async def cancel(self, tenant: str, job_id: str) -> str:

@@ -6,6 +6,10 @@ Redis keys (prefix ``erasepro:``)::
 
     job:{id}                      hash: id, kind, tenant, status, timestamps, progress, report, error, ...
     tenant:{tenant}:erasures      zset: erasure ids scored by creation time (the listing index)
+    tenant:{tenant}:erasures:indexed  marker: the index holds every checkpoint in the artifact store (see
+                                  below); a flush removes it with the index, and the next listing rebuilds once
+    tenant:{tenant}:erasures:reindex  lock (with a TTL) held while one API process rebuilds the index
+    tenant:{tenant}:erasures:rebuild  zset: the rebuild's scratch copy, merged into the index when it is done
     lease:{id}                    string with a TTL, refreshed by the worker running the job
     idem:{tenant}:{sha256(key)}   "{job id}|{sha256(body)}", with a TTL (Idempotency-Key); removed with its job
     tenant:{tenant}:active        set: the tenant's queued/running job ids (pruned when counted)
@@ -63,6 +67,19 @@ def k_job(job_id: str) -> str:
 
 def k_index(tenant: str) -> str:
     return f"{REDIS_PREFIX}tenant:{tenant}:erasures"
+
+
+def k_indexed(tenant: str) -> str:
+    """The marker that the tenant's index was rebuilt from the artifact store since Redis last lost it."""
+    return f"{REDIS_PREFIX}tenant:{tenant}:erasures:indexed"
+
+
+def k_reindex_lock(tenant: str) -> str:
+    return f"{REDIS_PREFIX}tenant:{tenant}:erasures:reindex"
+
+
+def k_reindex_scratch(tenant: str) -> str:
+    return f"{REDIS_PREFIX}tenant:{tenant}:erasures:rebuild"
 
 
 def k_lease(job_id: str) -> str:

@@ -28,7 +28,8 @@ from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
 from app.http_guard import PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef"}
+KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef",
+        "bulk": "test-key-bulk-0123456789abcdef"}  # bulk: many jobs (test_service_listing.py)
 LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
 SLOW_CLIENT_TIMEOUT_S = 2  # header and body deadlines of the test API (slow-client tests wait this long)

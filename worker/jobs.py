@@ -203,7 +203,11 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
             store.write_manifest(storage, tenant, job_id, manifest)
             outcome = ctx.finish("succeeded", report=result.report, timings=timings,
                                  progress={"stage": "done", "fraction": 1.0})
-            if outcome not in ("ok", "missing"):  # 'missing': Redis lost the record; the manifest stands
+            if outcome == "missing":  # Redis lost the record (flushed mid-run): the manifest stands, and the
+                # listing index must name it even if the API already rebuilt the index from storage before
+                # this manifest existed (the rebuild merges, so this entry survives one in progress)
+                state.r.zadd(store.k_index(tenant), {job_id: manifest["created_at"]}, nx=True)
+            if outcome not in ("ok", "missing"):
                 store.delete_checkpoint(storage, tenant, job_id)
                 if outcome == "cancel_requested":
                     ctx.finish("cancelled", error="cancelled while saving")

@@ -137,20 +137,19 @@ async def list_erasures(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
 ) -> dict:
-    """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page.
-    ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata has every pair."""
+    """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page
+    (``null``: the end). ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata
+    has every pair.
+
+    Each request examines at most 500 of the caller's erasures (``LIST_SCAN_BUDGET``): with a filter that few
+    jobs match, a page may hold fewer than ``limit`` items, or none, and still carry a ``next_cursor`` - keep
+    following it until it is ``null``."""
     try:
         after = decode_cursor(cursor) if cursor else None
     except ValueError as exc:
         raise validation_error(("query", "cursor"), str(exc)) from None
     wanted = metadata_filter(request.query_params.multi_items())
-    match = None
-    if status or wanted:
-        def match(view: dict) -> bool:
-            meta = view.get("metadata") or {}
-            return (status is None or view["status"] == status) and all(
-                meta.get(k) == v for k, v in wanted.items())
-    items, nxt = await svc.list_erasures(tenant, limit, after, match)
+    items, nxt = await svc.list_erasures(tenant, limit, after, status=status, metadata=wanted)
     return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
 
 @router.get("/v1/erasures/{job_id}", tags=["erasures"], response_model=ErasureView,

@@ -89,14 +89,21 @@ export function renderList(view, {query}) {
     more.disabled = true;
     error.textContent = "";
     try {
-      const params = new URLSearchParams({limit: String(pageSize)});
-      if (cursor) params.set("cursor", cursor);
-      if (serverFilter && status) params.set("status", status);
-      const page = await api(`/v1/erasures?${params}`);
-      items = items.concat(page.items);
-      cursor = page.next_cursor;
+      // A filtered page may come back short, even empty, with a cursor (the server examines a bounded number
+      // of jobs per request): follow it a few times to fill the page before asking the user to load more.
+      let got = 0;
+      for (let hop = 0; hop < 10; hop++) {
+        const params = new URLSearchParams({limit: String(pageSize - got)});
+        if (cursor) params.set("cursor", cursor);
+        if (serverFilter && status) params.set("status", status);
+        const page = await api(`/v1/erasures?${params}`);
+        items = items.concat(page.items);
+        cursor = page.next_cursor;
+        got += page.items.length;
+        page.items.forEach(watch);
+        if (!cursor || got >= pageSize) break;
+      }
       draw();
-      page.items.forEach(watch);
     } catch (err) {
       error.textContent = err.message;
       summary.textContent = "";
