@@ -337,5 +337,83 @@ def test_cancel_and_delete_with_confirmation(page, server: Server) -> None:
     assert page.locator(f"#erasures tr[data-id='{job_id}']").count() == 0
 
 
+# A public address given as an IP literal (no DNS lookup on this offline machine); the server behind it is never
+# reached: the endpoint's filter takes only events no job of this module emits after it is created.
+PUBLIC_HOOK = "http://8.8.8.8:9/erasepro-console-test"
+ENDPOINTS = "/v1/webhook-endpoints"
+
+
+def test_webhook_endpoints_page(page, server: Server) -> None:
+    """Webhooks page: a refused URL shows the API's 422 sentence; creating shows the secret once (gone after a
+    reload, never in the URL, storage or console); disable, rotate and delete land in the API."""
+    logged: list[str] = []
+    page.on("console", lambda msg: logged.append(msg.text))
+    sign_in(page, server)
+    page.click("#nav a:has-text('Webhooks')")
+    page.wait_for_url("**/console/webhooks")
+    # The event checkboxes come from the API's own vocabulary (/openapi.json).
+    page.wait_for_selector("#wh-events input[value='erasure.succeeded']")
+    offered = page.eval_on_selector_all("#wh-events input", "els => els.map(e => e.value)")
+    assert "evaluation.cancelled" in offered and len(offered) == 15, offered
+
+    # Loopback is refused by this server (webhook_allow_private is off): the page shows the API's message.
+    page.fill("#wh-url", "http://127.0.0.1:9/hook")
+    page.click("#new-endpoint button[type=submit]")
+    page.wait_for_selector("#wh-error:not(:empty)")
+    with server.client("acme") as api:
+        refused = api.post(ENDPOINTS, json={"url": "http://127.0.0.1:9/hook"})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["msg"] in page.inner_text("#wh-error")
+        assert api.get(ENDPOINTS).json()["items"] == []  # nothing was made
+    assert page.get_attribute("#wh-url", "aria-invalid") == "true"
+
+    page.fill("#wh-url", PUBLIC_HOOK)
+    page.check("#wh-events input[value='evaluation.failed']")
+    page.check("#wh-events input[value='generation.failed']")
+    page.fill("#wh-description", "console test")
+    page.click("#new-endpoint button[type=submit]")
+    page.wait_for_selector("#secret-box:not([hidden]) #new-secret")
+    secret = page.inner_text("#new-secret").strip()
+    assert secret.startswith("whsec_") and "will not see it again" in page.inner_text("#secret-box")
+    assert page.inner_text("#wh-error") == ""
+    with server.client("acme") as api:
+        (ep,) = api.get(ENDPOINTS).json()["items"]
+    assert ep["url"] == PUBLIC_HOOK and ep["enabled"] is True and ep["description"] == "console test"
+    assert sorted(ep["events"]) == ["evaluation.failed", "generation.failed"] and "secret" not in ep
+    row = page.locator(f"#endpoints tr[data-id='{ep['id']}']")
+    assert PUBLIC_HOOK in row.inner_text() and "generation.failed" in row.inner_text()
+    shoot(page, "webhooks")
+    stored = page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}]) + location.href")
+    assert secret not in stored
+
+    # Shown once: a reload (or any navigation) loses it; the list still shows the endpoint.
+    page.reload()
+    row.wait_for()
+    assert page.locator("#new-secret").count() == 0 and secret not in page.content()
+
+    page.click(f"#endpoints tr[data-id='{ep['id']}'] button[data-action=toggle]")
+    page.wait_for_selector(f"#endpoints tr[data-id='{ep['id']}'][data-enabled=false]")
+    with server.client("acme") as api:
+        assert api.get(f"{ENDPOINTS}/{ep['id']}").json()["enabled"] is False
+
+    # Rotation with a grace of an hour: a new secret, once; the old one still verifies until the stated time.
+    page.click(f"#endpoints tr[data-id='{ep['id']}'] button[data-action=rotate]")
+    page.select_option("dialog.confirm #grace", "3600")
+    page.click("dialog.confirm button.danger")
+    page.wait_for_selector("#secret-box:not([hidden]) #new-secret")
+    rotated = page.inner_text("#new-secret").strip()
+    assert rotated.startswith("whsec_") and rotated != secret
+    with server.client("acme") as api:
+        assert api.get(f"{ENDPOINTS}/{ep['id']}").json()["previous_secret_expires_at"]
+
+    page.click(f"#endpoints tr[data-id='{ep['id']}'] button[data-action=delete]")
+    page.wait_for_selector("dialog.confirm[open]")
+    page.click("dialog.confirm button.danger")
+    page.wait_for_selector(f"#endpoints tr[data-id='{ep['id']}']", state="detached")
+    with server.client("acme") as api:
+        assert api.get(f"{ENDPOINTS}/{ep['id']}").status_code == 404
+    assert not [t for t in logged if secret in t or rotated in t]
+
+
 def test_no_request_left_the_origin(foreign_requests: list[str]) -> None:
     assert foreign_requests == []

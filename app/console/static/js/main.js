@@ -6,6 +6,7 @@ import {renderErasure} from "./views/erasure.js";
 import {renderList} from "./views/list.js";
 import {renderNew} from "./views/new.js";
 import {renderSignin} from "./views/signin.js";
+import {renderWebhooks} from "./views/webhooks.js";
 
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
@@ -13,6 +14,7 @@ let cleanup = null;
 
 const ROUTES = [
   [/^\/console\/erasures\/new\/?$/, renderNew, "New erasure"],
+  [/^\/console\/webhooks\/?$/, renderWebhooks, "Webhooks"],
   [/^\/console\/erasures\/([0-9a-f]{8,64})\/?$/, renderErasure, "Erasure"],
   [/^\/(console\/?(erasures\/?)?)?$/, renderList, "Erasures"],
 ];

@@ -15,12 +15,13 @@ export function renderErasure(view, {params, navigate}) {
   const head = h("div", {class: "page-head"});
   const overview = h("section", {class: "card", id: "overview", "aria-labelledby": "ov-title"});
   const report = h("section", {class: "card", id: "report", "aria-labelledby": "rep-title", hidden: true});
+  const deliveries = h("section", {class: "card", id: "deliveries", "aria-labelledby": "del-title", hidden: true});
   const gridSlot = h("div", {});
   const bar = progressBar("Erasure progress");
   let grid = null;
   let lastStatus = null;
   view.append(h("p", {}, h("a", {href: "/console/erasures", "data-link": true}, "← All erasures")), head, overview,
-              report, gridSlot);
+              report, deliveries, gridSlot);
 
   const stop = watchErasure(id, (v) => {
     drawHead(head, v, bar, navigate);
@@ -28,6 +29,7 @@ export function renderErasure(view, {params, navigate}) {
     if (v.status !== lastStatus) {
       if (lastStatus) announce(`Erasure ${v.status}.`);
       lastStatus = v.status;
+      loadDeliveries(deliveries, id);
       if (v.report) drawReport(report, v.report);
       if (v.status === "succeeded" && !grid) { grid = beforeAfter(v); gridSlot.append(grid); }
     }
@@ -37,6 +39,32 @@ export function renderErasure(view, {params, navigate}) {
                              err.status === 404 ? "There is no such erasure for your team." : err.message));
   }});
   return () => { stop(); grid?.stop(); };
+}
+
+/** The webhook deliveries of this erasure (its own webhook and the tenant's endpoints), one row per event and
+ * target with its latest attempt; hidden while there are none. Read again at each status change or on demand. */
+async function loadDeliveries(sec, id) {
+  let items;
+  try {
+    items = (await api(`/v1/erasures/${id}/deliveries`)).items || [];
+  } catch {
+    return;  // the overview already shows why the erasure could not be read
+  }
+  const latest = new Map();  // target + event id -> its latest attempt (the API lists them oldest first)
+  for (const d of items) latest.set(`${d.target}\u0000${d.event_id}`, d);
+  if (!latest.size) { sec.hidden = true; return; }
+  const rows = [...latest.values()].reverse();
+  clear(sec).append(
+    h("div", {class: "page-head"}, h("h2", {id: "del-title"}, "Webhook deliveries"),
+      h("button", {type: "button", class: "btn small", onclick: () => loadDeliveries(sec, id)}, "Refresh")),
+    h("table", {class: "small deliveries"},
+      h("thead", {}, h("tr", {}, ["Target", "Event", "Attempts", "Outcome", "Detail", "Last attempt"]
+        .map((t) => h("th", {scope: "col"}, t)))),
+      h("tbody", {}, rows.map((d) => h("tr", {dataset: {target: d.target, outcome: d.outcome}},
+        h("td", {}, d.target === "webhook" ? "this erasure's webhook" : h("code", {}, d.target)),
+        h("td", {}, d.type), h("td", {}, String(d.attempt)), h("td", {}, d.outcome), h("td", {}, d.detail || "—"),
+        h("td", {}, fmtTime(d.at)))))));
+  sec.hidden = false;
 }
 
 function drawHead(head, v, bar, navigate) {
