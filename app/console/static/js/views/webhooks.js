@@ -49,7 +49,7 @@ export function renderWebhooks(view) {
     more);
 
   eventTypes().then((types) => {
-    clear(eventsBox).append(types.map((t) => h("label", {class: "check"},
+    clear(eventsBox).append(...types.map((t) => h("label", {class: "check"},
       h("input", {type: "checkbox", name: "events", value: t}), ` ${t}`)));
   }).catch((err) => { clear(eventsBox).append(h("span", {class: "field-error"}, err.message)); });
 
