@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.service import Service
 from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from erasepro_jobs.settings import Settings
+from erasepro_jobs.webhooks import check_target
 
 JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
 
@@ -45,6 +47,14 @@ def not_found(what: str = "erasure") -> HTTPException:
 def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
     """A 422 in FastAPI's own shape, for checks that need more than the request model (the registry, limits)."""
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+async def require_webhook_target(url: str, settings: Settings, loc: tuple[str, ...]) -> None:
+    """The door for every webhook URL (a job's ``webhook``, an endpoint's ``url``): 422 naming ``loc`` when
+    :func:`check_target` refuses it (it resolves the host, so it runs in a thread)."""
+    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private)
+    if problem:
+        raise validation_error(loc, problem)
 
 
 def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,12 +34,10 @@ def redact_url(url: str | None) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$ERASEPRO_DATA_DIR``, else ``$XDG_DATA_HOME/erasepro``, else ``~/.local/share/erasepro``."""
-    env = os.environ if environ is None else environ
-    if env.get("ERASEPRO_DATA_DIR"):
-        return Path(env["ERASEPRO_DATA_DIR"]).expanduser()
-    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/erasepro``, else ``~/.local/share/erasepro``: the data dir when ``ERASEPRO_DATA_DIR`` is
+    unset (Settings reads that variable itself)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base).expanduser() / "erasepro"
 
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.bounds import check_erasure
-from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model, validation_error
+from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model, require_webhook_target, validation_error
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
     MAX_METADATA_KEYS,
@@ -30,7 +30,7 @@ from app.schemas import (
 from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
 from erasepro_jobs import store
 from erasepro_jobs.storage import Storage
-from erasepro_jobs.webhooks import check_target, new_secret
+from erasepro_jobs.webhooks import new_secret
 
 router = APIRouter(tags=["erasures"])
 
@@ -110,9 +110,7 @@ async def submit_erasure(
         raise validation_error(("header", "idempotency-key"), "must be 1-255 printable characters")
     hook: dict[str, Any] | None = None
     if body.webhook is not None:
-        problem = await run_in_threadpool(check_target, body.webhook, settings.webhook_allow_private)
-        if problem:
-            raise validation_error(("body", "webhook"), problem)
+        await require_webhook_target(body.webhook, settings, ("body", "webhook"))
         hook = {"webhook": body.webhook, "webhook_events": body.webhook_events, "webhook_secret": new_secret()}
     try:
         job_id, created = await svc.submit_erasure(

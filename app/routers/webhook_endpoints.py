@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import Cfg, Svc, Tenant, not_found, validation_error
+from app.deps import Cfg, Svc, Tenant, not_found, require_webhook_target, validation_error
 from app.schemas import (
     RotateSecretRequest,
     WebhookEndpointCreate,
@@ -23,8 +23,6 @@ from app.schemas import (
 )
 from app.service import decode_cursor, encode_cursor
 from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
-from erasepro_jobs.settings import Settings
-from erasepro_jobs.webhooks import check_target
 
 router = APIRouter(tags=["webhook endpoints"])
 
@@ -36,19 +34,12 @@ def _with_secret(ep: Endpoint) -> dict[str, Any]:
     return {**ep.view(), "secret": ep.secret}
 
 
-async def _check_url(url: str, settings: Settings) -> None:
-    """The same door as a job's ``webhook``: 422 naming ``body.url`` for a refused target."""
-    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private)
-    if problem:
-        raise validation_error(("body", "url"), problem)
-
-
 @router.post("/v1/webhook-endpoints", status_code=201, response_model=WebhookEndpointWithSecret,
              responses={409: {"description": "the tenant has the server's limit of endpoints"}})
 async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc, settings: Cfg,
                           response: Response) -> dict:
     """Register an endpoint; the answer carries its ``secret``, which is never shown again."""
-    await _check_url(body.url, settings)
+    await require_webhook_target(body.url, settings, ("body", "url"))
     try:
         ep = await run_in_threadpool(svc.lifecycle.endpoints.create, tenant, url=body.url, events=body.events,
                                      description=body.description, enabled=body.enabled,
@@ -92,7 +83,7 @@ async def update_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate, 
     for it when its turn comes."""
     changes = body.model_dump(include=body.model_fields_set)
     if "url" in changes:
-        await _check_url(changes["url"], settings)
+        await require_webhook_target(changes["url"], settings, ("body", "url"))
     ep = await run_in_threadpool(svc.lifecycle.endpoints.update, tenant, endpoint_id, changes)
     if ep is None:
         raise not_found("endpoint")
