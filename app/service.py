@@ -247,7 +247,10 @@ class Service:
         """The caller's record of that kind, reconciled with the lease; ``None`` if absent or not theirs."""
         if not store.JOB_ID_RE.match(job_id):
             return None
-        rec = await self.r.hgetall(store.k_job(job_id))
+        return await self._reconciled(await self.r.hgetall(store.k_job(job_id)), tenant, kind)
+
+    async def _reconciled(self, rec: dict[str, str], tenant: str, kind: str) -> dict[str, str] | None:
+        """``rec`` (as read from Redis) if it is the caller's and of that kind, its lease checked when running."""
         if not rec or rec.get("tenant") != tenant or rec.get("kind") != kind:
             return None
         if rec.get("status") == "running":
@@ -261,14 +264,17 @@ class Service:
         await run_in_threadpool(self.lifecycle.lease_lost, rec)
         return await self.r.hgetall(store.k_job(rec["id"])) or rec
 
-    async def erasure(self, tenant: str, job_id: str, manifest_info: ObjectInfo | None = None) -> dict | None:
+    async def erasure(self, tenant: str, job_id: str) -> dict | None:
         """The erasure view (see :func:`erasure_view`), from Redis and/or the manifest in the artifact store."""
         if not store.JOB_ID_RE.match(job_id):
             return None
-        rec = await self.record(job_id, tenant, "erasure")
+        return await self._erasure_view(tenant, job_id, await self.record(job_id, tenant, "erasure"))
+
+    async def _erasure_view(self, tenant: str, job_id: str, rec: dict[str, str] | None) -> dict | None:
+        """The view from the caller's reconciled record (or ``None``) and, when needed, the manifest."""
         manifest = None
         if rec is None or rec.get("status") == "succeeded":
-            manifest = await self.manifest(tenant, job_id, manifest_info)
+            manifest = await self.manifest(tenant, job_id)
         if rec is None and manifest is None:
             return None
         return erasure_view(rec, manifest)
@@ -317,10 +323,7 @@ class Service:
                            metadata: dict[str, str]) -> dict | None:
         """The view of one index entry if it passes the filter; the record rules out most non-matches before
         the manifest is read (the expensive part on S3)."""
-        if not rec or rec.get("tenant") != tenant or rec.get("kind") != "erasure":
-            rec = {}
-        if rec.get("status") == "running":
-            rec = await self._check_lease(rec, tenant)
+        rec = await self._reconciled(rec, tenant, "erasure")
         if rec:
             seen = rec.get("status")
             # a record's status is the view's, except that "succeeded" without a manifest shows as "failed"
@@ -329,12 +332,9 @@ class Service:
             meta = _json(rec.get("metadata"))
             if meta and any(meta.get(k) != v for k, v in metadata.items()):
                 return None
-        manifest = None
-        if not rec or rec.get("status") == "succeeded":
-            manifest = await self.manifest(tenant, job_id)
-        if not rec and manifest is None:
+        view = await self._erasure_view(tenant, job_id, rec)
+        if view is None:
             return None  # deleted, or lost with a flushed Redis before it finished
-        view = erasure_view(rec or None, manifest)
         meta = view.get("metadata") or {}
         if (status and view["status"] != status) or any(meta.get(k) != v for k, v in metadata.items()):
             return None
