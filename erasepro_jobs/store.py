@@ -147,16 +147,6 @@ def tenant_dir(data_dir: Path, tenant: str) -> Path:
     return data_dir / "tenants" / tenant
 
 
-def erasures_dir(data_dir: Path, tenant: str) -> Path:
-    return tenant_dir(data_dir, tenant) / "erasures"
-
-
-def erasure_dir(data_dir: Path, tenant: str, job_id: str) -> Path:
-    if not JOB_ID_RE.match(job_id):
-        raise ValueError(f"not a job id: {job_id!r}")
-    return erasures_dir(data_dir, tenant) / job_id
-
-
 # ------------------------------------------------------------------------------------- checkpoints
 # A checkpoint is the objects under ``tenants/{tenant}/erasures/{id}/`` in the artifact store
 # (erasepro_jobs.storage). ``manifest.json`` is written last and removed first: a checkpoint whose manifest

@@ -16,7 +16,6 @@ hidden (``.``-prefixed) parts — hidden names are the file-system implementatio
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import tempfile
@@ -189,8 +188,3 @@ def resolve_range(start: int, end: int | None, size: int) -> tuple[int, int]:
     return start, max(start, stop)
 
 
-def same_device(a: Path, b: Path) -> bool:
-    try:
-        return os.stat(a).st_dev == os.stat(b).st_dev
-    except OSError:
-        return False
