@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLED = "bundled"
+CANVAS = "canvas"
 MODEL_DIR = Path(__file__).parent / "shapes" / "model"
 JUDGE_DIR = Path(__file__).parent / "shapes" / "judge"
+CANVAS_MODEL_DIR = Path(__file__).parent / "canvas" / "model"
+CANVAS_JUDGE_DIR = Path(__file__).parent / "canvas" / "judge"
 
 
 def bundled_model_path() -> Path:
@@ -23,3 +26,17 @@ def bundled_model_available() -> bool:
 def bundled_judge_available() -> bool:
     """Whether the shipped judge weights are present."""
     return (JUDGE_DIR / "judge.safetensors").is_file()
+
+
+def canvas_model_path() -> Path:
+    """Directory of the shipped float16 canvas-world ``StableDiffusionPipeline``."""
+    return CANVAS_MODEL_DIR
+
+
+def canvas_model_available() -> bool:
+    """Whether the canvas model's weights are present in this checkout."""
+    return (CANVAS_MODEL_DIR / "model_index.json").is_file() and (CANVAS_MODEL_DIR / "unet").is_dir()
+
+
+#: Names ``load_pipeline`` resolves to shipped model folders.
+SHIPPED_MODELS: dict[str, Path] = {BUNDLED: MODEL_DIR, CANVAS: CANVAS_MODEL_DIR}

@@ -20,7 +20,8 @@ from erasepro_core.spec import ErasureSpec, wire_errors
 # Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
 # loads FastAPI and `erasepro serve` never loads torch in the API process.
 _PLUGINS = {"serve": "app.cli", "keys": "app.cli", "demo": "app.demo", "worker": "worker.cli",
-            "shapes": "erasepro_core.shapes.cli"}
+            "shapes": "erasepro_core.shapes.cli", "canvas": "erasepro_core.canvas.cli",
+            "bench": "erasepro_core.canvas.cli"}
 
 
 class CLIError(Exception):
@@ -280,4 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy's: plugins raise erasepro_core.cli.CLIError.
+    from erasepro_core.cli import main as _main
+
+    sys.exit(_main())

@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from erasepro_core.bundled import BUNDLED, bundled_model_path
+from erasepro_core.bundled import SHIPPED_MODELS
 from erasepro_core.devices import pick_device, resolve_dtype
 
 
@@ -35,14 +35,15 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> DiffusionPipeline:
-    """Load a pipeline from ``"bundled"`` (the shipped shapes model), a local diffusers folder or a hub id.
+    """Load a pipeline from ``"bundled"`` (the shipped shapes model), ``"canvas"`` (the shipped canvas-world
+    model), a local diffusers folder or a hub id.
 
     Only safetensors weights are accepted. Hub ids download only where the network and
     ``HF_HUB_OFFLINE`` allow; local folders never touch the network.
     """
     ref = str(ref)
-    if ref == BUNDLED:
-        ref = str(bundled_model_path())
+    if ref in SHIPPED_MODELS:
+        ref = str(SHIPPED_MODELS[ref])
     local = Path(ref).expanduser()
     kwargs: dict = {"use_safetensors": True}
     if (torch_dtype := resolve_dtype(dtype)) is not None:

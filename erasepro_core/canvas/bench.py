@@ -1,0 +1,196 @@
+"""Mass-erasure benchmark on the canvas world: erase N styles (or characters) at once and judge the result.
+
+For N concepts drawn deterministically from the seed, the spec maps each concept's name onto the empty anchor
+("") through the kind's solver templates, preserving the other concepts of that kind by name (as UCE's
+mass-erasure protocol does) plus the base model's generic preserve set. Prompts are scenes of 1-2 objects
+naming one concept each, in the canonical phrasing; none equals a solver prompt. Measured on the same prompts
+and seeds before and after the edit:
+
+* ``erased_rate``        -- erased-concept prompts on which the judge still sees the erased style/character;
+* ``preserved_accuracy`` -- other-concept prompts drawn with their own style/character;
+* ``object_accuracy``    -- prompts whose plain objects are all present in the right colour;
+* ``preserved_change``   -- mean absolute pixel change (0-1) on the other-concept prompts;
+* ``columns`` / ``width`` -- constrained columns (concepts x templates x tokens) against the context width.
+
+Each rate comes with its count and a 95 % Wilson interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from erasepro_core.canvas.captions import (
+    CHARACTER_SOLVER_TEMPLATES,
+    STYLE_SOLVER_TEMPLATES,
+    Prompt,
+    plain_caption,
+)
+from erasepro_core.canvas.world import ARTISTS, CHARACTERS, OBJECTS, Scene, sample_scene
+
+Kind = Literal["style", "character"]
+KINDS: tuple[str, ...] = ("style", "character")
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def concepts_of(kind: str) -> tuple[str, ...]:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    return ARTISTS if kind == "style" else CHARACTERS
+
+
+def choose_concepts(kind: str, n: int, seed: int) -> list[str]:
+    """``n`` concepts of ``kind`` drawn deterministically from ``seed``."""
+    pool = concepts_of(kind)
+    if not 1 <= n < len(pool):
+        raise ValueError(f"--concepts must be between 1 and {len(pool) - 1} for kind {kind!r} (there are "
+                         f"{len(pool)}; at least one must remain to measure preservation)")
+    rng = np.random.default_rng([seed, 7, KINDS.index(kind)])
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+
+
+def concept_prompts(kind: str, names: list[str], n_images: int, seed: int, salt: int) -> list[Prompt]:
+    """``n_images`` canonical prompts cycling over ``names`` (1-2 objects with a style, character + 1 object)."""
+    rng = np.random.default_rng([seed, 11, salt])
+    out = []
+    for i in range(n_images):
+        name = names[i % len(names)]
+        # a character comes with one more object, so no prompt is a bare name (a solver prompt)
+        n_obj = 1 + int(rng.integers(2)) if kind == "style" else 2
+        scene = (sample_scene(rng, n_objects=n_obj, artist=name, character=False) if kind == "style"
+                 else sample_scene(rng, n_objects=n_obj, artist=False, character=name))
+        out.append(Prompt(plain_caption(scene), scene, "plain"))
+    return out
+
+
+def solver_templates(kind: str) -> list[str]:
+    return list(STYLE_SOLVER_TEMPLATES if kind == "style" else CHARACTER_SOLVER_TEMPLATES)
+
+
+def build_spec(kind: str, erased: list[str], options: dict[str, Any] | None = None, *,
+               preserve_others: bool = True):
+    """The erasure spec of a mass-erasure run; ``options`` are flat spec fields (``method``, its settings...)."""
+    from erasepro_core.spec import ErasureSpec
+
+    others = [c for c in concepts_of(kind) if c not in erased]
+    data: dict[str, Any] = {"edits": [{"target": c, "anchor": ""} for c in erased],
+                            "templates": solver_templates(kind),
+                            "preserve": others if preserve_others else []}
+    data.update(options or {})
+    return ErasureSpec.model_validate(data)
+
+
+def objects_right(pred_row: np.ndarray, scene: Scene) -> bool:
+    """Every plain (non-character) object of ``scene`` present in its colour."""
+    from erasepro_core.canvas.world import COLOURS
+
+    return all(int(pred_row[OBJECTS.index(o.kind)]) == COLOURS.index(o.colour) + 1
+               for o in scene.objects if o.character is None)
+
+
+@dataclass
+class Judged:
+    concept_seen: np.ndarray  # judge sees the prompt's own concept
+    objects_ok: np.ndarray
+    images: np.ndarray
+
+
+def judge_prompts(pipe, judge, kind: str, prompts: list[Prompt], seed: int, steps: int, guidance: float,
+                  batch: int = 64) -> Judged:
+    from erasepro_core.canvas.judge import style_ids
+    from erasepro_core.canvas.train import sample_grid
+    from erasepro_core.canvas.world import ARTIST_STYLE, STYLE_IDS
+
+    imgs = [sample_grid(pipe, [p.text for p in prompts[i : i + batch]], seed=seed + i, steps=steps, guidance=guidance)
+            for i in range(0, len(prompts), batch)]
+    images = np.concatenate(imgs) if imgs else np.zeros((0, 32, 32, 3), np.uint8)
+    labels = judge.predict_labels(images)
+    k = len(OBJECTS)
+    if kind == "style":
+        want = np.array([STYLE_IDS[ARTIST_STYLE[p.scene.artist]] for p in prompts])
+        seen = style_ids(labels) == want
+    else:
+        want = np.array([CHARACTERS.index(p.scene.character) + 1 for p in prompts])
+        seen = labels[:, k + 3] == want
+    ok = np.array([objects_right(labels[i], p.scene) for i, p in enumerate(prompts)])
+    return Judged(seen, ok, images)
+
+
+def _rate(x: np.ndarray) -> dict[str, Any]:
+    k, n = int(x.sum()), int(len(x))
+    lo, hi = wilson(k, n)
+    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
+
+
+def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, seed: int = 0,
+             options: dict[str, Any] | None = None, n_erased_images: int = 48, n_preserved_images: int = 48,
+             steps: int = 20, guidance: float = 5.0, preserve_others: bool = True, pipe=None, judge=None,
+             log=None) -> dict[str, Any]:
+    """Erase ``concepts`` concepts of ``kind`` and judge erased and preserved prompts before and after."""
+    import torch
+
+    from erasepro_core.canvas.judge import load_judge
+    from erasepro_core.delta import applied_delta
+    from erasepro_core.erasure import erase
+    from erasepro_core.pipeline import load_pipeline
+
+    t0 = time.time()
+    erased = choose_concepts(kind, concepts, seed)
+    others = [c for c in concepts_of(kind) if c not in erased]
+    spec = build_spec(kind, erased, options, preserve_others=preserve_others)
+    pipe = pipe if pipe is not None else load_pipeline(model, device="cpu", dtype="float32")
+    judge = judge if judge is not None else load_judge()
+    e_prompts = concept_prompts(kind, erased, n_erased_images, seed, 1)
+    p_prompts = concept_prompts(kind, others, n_preserved_images, seed, 2)
+    before_e = judge_prompts(pipe, judge, kind, e_prompts, seed, steps, guidance)
+    before_p = judge_prompts(pipe, judge, kind, p_prompts, seed + 100_000, steps, guidance)
+    t_erase = time.time()
+    result = erase(pipe, spec)
+    t_erase = time.time() - t_erase
+    with applied_delta(pipe, result.delta), torch.no_grad():
+        after_e = judge_prompts(pipe, judge, kind, e_prompts, seed, steps, guidance)
+        after_p = judge_prompts(pipe, judge, kind, p_prompts, seed + 100_000, steps, guidance)
+    width = int(pipe.text_encoder.config.hidden_size)
+    columns = int(result.report.get("n_constraints") or 0)
+    change = np.abs(after_p.images.astype(np.float32) - before_p.images.astype(np.float32)).mean() / 255.0
+    s = result.report["summary"]
+    out = {
+        "model": model, "kind": kind, "concepts": concepts, "seed": seed, "erased": erased,
+        "method": spec.model_dump(exclude={"edits", "preserve", "templates", "heldout_templates"}),
+        "erased_rate": float(after_e.concept_seen.mean()),
+        "preserved_accuracy": float(after_p.concept_seen.mean()),
+        "object_accuracy": float(np.concatenate([after_e.objects_ok, after_p.objects_ok]).mean()),
+        "unedited_erased_rate": float(before_e.concept_seen.mean()),
+        "unedited_preserved_accuracy": float(before_p.concept_seen.mean()),
+        "unedited_object_accuracy": float(np.concatenate([before_e.objects_ok, before_p.objects_ok]).mean()),
+        "preserved_change": float(change),
+        "n_images": int(len(e_prompts) + len(p_prompts)),
+        "detail": {"erased": _rate(after_e.concept_seen), "preserved": _rate(after_p.concept_seen),
+                   "objects": _rate(np.concatenate([after_e.objects_ok, after_p.objects_ok])),
+                   "unedited_erased": _rate(before_e.concept_seen),
+                   "unedited_preserved": _rate(before_p.concept_seen)},
+        "columns": columns, "width": width, "columns_per_width": columns / width,
+        "solver": {"kv_residual": s.get("kv_residual"), "kv_preserve_drift": s.get("kv_preserve_drift"),
+                   "kv_update_norm": s.get("kv_update_norm"), "seconds": t_erase},
+        "sampling": {"steps": steps, "guidance": guidance}, "seconds": time.time() - t0,
+    }
+    if log:
+        log(f"{kind} N={concepts} erased {out['erased_rate']:.3f} preserved {out['preserved_accuracy']:.3f} "
+            f"objects {out['object_accuracy']:.3f} (unedited {out['unedited_erased_rate']:.3f} / "
+            f"{out['unedited_preserved_accuracy']:.3f}); columns/width {columns}/{width}")
+    return out
+

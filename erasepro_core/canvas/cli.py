@@ -1,0 +1,176 @@
+"""``erasepro canvas ...`` (train, evaluate, render, train the judge) and ``erasepro bench mass ...``.
+
+Importing this module is cheap (no torch); ``add_parser`` registers both commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, get_args
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Flat spec fields from ``--method``, the named method flags and ``--set key=value``."""
+    out: dict[str, Any] = {"method": args.method}
+    named = {"schedule": args.schedule, "layers": args.layers, "token_policy": args.tokens,
+             "preserve_tokens": args.preserve_tokens, "harden_rounds": args.harden}
+    out.update({k: v for k, v in named.items() if v is not None})
+    for item in args.set or []:
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = _parse_value(v)
+    if args.no_default_preserve:
+        out["default_preserve"] = False
+    return out
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``canvas`` (train, train-judge, eval, render, export) and ``bench`` (mass)."""
+    from erasepro_core.canvas.config import CanvasTrainConfig
+    from erasepro_core.methods import METHODS
+    from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
+
+    parser = subparsers.add_parser("canvas", help="the canvas world: train/evaluate its text-to-image model")
+    sub = parser.add_subparsers(dest="canvas_command", required=True)
+    train = sub.add_parser("train", help="train the model from a seed (resumable)")
+    train.add_argument("--out", required=True, help="working directory (checkpoints, logs, out/pipeline)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    train.add_argument("--stop-at", type=int, default=None, help="stop at this UNet step (resume later)")
+    for f in fields(CanvasTrainConfig):
+        kind = int if isinstance(f.default, tuple) else type(f.default)
+        train.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, dest=f"cfg_{f.name}",
+                           nargs="+" if isinstance(f.default, tuple) else None)
+    ev = sub.add_parser("eval", help="judge accuracy of a pipeline per prompt set and scene kind")
+    ev.add_argument("pipeline", nargs="?", default="canvas", help="pipeline folder (default: the canvas model)")
+    ev.add_argument("--n", type=int, default=64, help="prompts per (set, scene kind)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--steps", type=int, default=20)
+    ev.add_argument("--guidance", type=float, default=5.0)
+    ev.add_argument("--json", default=None)
+    tj = sub.add_parser("train-judge", help="train the judge CNN on fresh renders")
+    tj.add_argument("--out", required=True)
+    tj.add_argument("--seed", type=int, default=0)
+    tj.add_argument("--steps", type=int, default=2500)
+    tj.add_argument("--images", type=int, default=40_000)
+    rd = sub.add_parser("render", help="write a PNG grid of random scenes")
+    rd.add_argument("--out", required=True)
+    rd.add_argument("--n", type=int, default=64)
+    rd.add_argument("--seed", type=int, default=0)
+    ex = sub.add_parser("export", help="write the float16 pipeline from the latest EMA checkpoint of a run")
+    ex.add_argument("--out", required=True, help="the training directory")
+    ex.add_argument("--dest", required=True)
+    parser.set_defaults(func=run_canvas)
+
+    bench = subparsers.add_parser("bench", help="benchmarks that print numbers (mass erasure on canvas)")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    m = bsub.add_parser("mass", help="erase N styles or characters at once; judge erased and preserved prompts")
+    m.add_argument("--model", default="canvas", help="'canvas' or a canvas pipeline folder")
+    m.add_argument("--method", choices=sorted(METHODS), default="erasepro")
+    m.add_argument("--schedule", choices=list(get_args(Schedule)))
+    m.add_argument("--layers", type=lambda s: [int(v) for v in s.split(",") if v.strip()])
+    m.add_argument("--tokens", choices=list(get_args(TokenPolicy)))
+    m.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)))
+    m.add_argument("--harden", type=int)
+    m.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any flat spec setting of the method, e.g. --set uce_lambda=0.5 (repeatable)")
+    m.add_argument("--no-default-preserve", action="store_true")
+    m.add_argument("--no-preserve-others", action="store_true",
+                   help="do not name the other concepts of the kind as preserve concepts")
+    m.add_argument("--kind", choices=["style", "character"], default="style")
+    m.add_argument("--concepts", type=int, required=True, help="how many concepts to erase at once")
+    m.add_argument("--seed", type=int, default=0, help="draws the concepts, the prompts and the sampling noise")
+    m.add_argument("--images", type=int, default=48, help="images for erased and again for preserved prompts")
+    m.add_argument("--steps", type=int, default=20)
+    m.add_argument("--guidance", type=float, default=5.0)
+    m.add_argument("--json", default=None, help="write the result here")
+    bench.set_defaults(func=run_bench)
+
+
+def run_canvas(args: argparse.Namespace) -> int:
+    cmd = args.canvas_command
+    if cmd == "train":
+        from erasepro_core.canvas.config import CanvasTrainConfig
+        from erasepro_core.canvas.train import run_training
+
+        kw = {f.name: getattr(args, f"cfg_{f.name}") for f in fields(CanvasTrainConfig)}
+        kw["unet_channels"] = tuple(kw["unet_channels"])
+        print(run_training(CanvasTrainConfig(**kw), args.out, resume=args.resume, stop_at=args.stop_at))
+        return 0
+    if cmd == "train-judge":
+        from erasepro_core.canvas.judge import train_judge
+
+        train_judge(args.out, seed=args.seed, steps=args.steps, n_images=args.images)
+        return 0
+    if cmd == "render":
+        import numpy as np
+
+        from erasepro_core.canvas.world import grid, sample_scene
+
+        rng = np.random.default_rng(args.seed)
+        grid([sample_scene(rng) for _ in range(args.n)], seed=args.seed).save(args.out)
+        print(f"wrote {args.out}")
+        return 0
+    if cmd == "export":
+        from erasepro_core.canvas.config import CanvasTrainConfig
+        from erasepro_core.canvas.train import export_pipeline
+
+        conf = json.loads((Path(args.out) / "config.json").read_text())
+        conf["unet_channels"] = tuple(conf["unet_channels"])
+        print(export_pipeline(CanvasTrainConfig(**conf), Path(args.out), Path(args.dest)))
+        return 0
+    if cmd == "eval":
+        from erasepro_core.canvas.evaluate import evaluate_pipeline, table
+        from erasepro_core.pipeline import load_pipeline, quiet_libraries
+
+        quiet_libraries()
+        pipe = load_pipeline(args.pipeline, device="cpu", dtype="float32")
+        rows = evaluate_pipeline(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+        print(table(rows))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        return 0
+    raise AssertionError(cmd)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from erasepro_core.canvas.bench import choose_concepts, run_mass
+    from erasepro_core.cli import CLIError, _validation_message
+    from erasepro_core.pipeline import quiet_libraries
+
+    try:
+        options = _method_options(args)
+        choose_concepts(args.kind, args.concepts, args.seed)
+        from erasepro_core.canvas.bench import build_spec
+
+        build_spec(args.kind, choose_concepts(args.kind, args.concepts, args.seed), options)
+    except ValidationError as exc:
+        raise CLIError(_validation_message(exc)) from exc
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise CLIError(str(exc)) from exc
+    quiet_libraries()
+    out = run_mass(args.model, kind=args.kind, concepts=args.concepts, seed=args.seed, options=options,
+                   n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
+                   guidance=args.guidance, preserve_others=not args.no_preserve_others,
+                   log=lambda m: print(m, file=sys.stderr))
+    text = json.dumps(out, indent=2) + "\n"
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text)
+    keys = ("erased_rate", "preserved_accuracy", "object_accuracy", "unedited_erased_rate",
+            "unedited_preserved_accuracy", "n_images", "columns_per_width")
+    print(json.dumps({k: out[k] for k in keys}))
+    return 0
