@@ -9,7 +9,8 @@ A LoRA is  W = W_o + (alpha / r) · up · down;  we always write alpha = r (scal
 Kohya names follow the loaders' published key maps: SD-1.x/2.x UNets by their diffusers module path
 (``lora_unet_down_blocks_0_attentions_0_…``, as kohya's sd-scripts trains them), SDXL UNets by the original
 (sgm) block layout (``lora_unet_input_blocks_4_1_…``, as sd-scripts writes SDXL LoRAs and as diffusers maps them
-back), FLUX by the original (BFL) names (``lora_unet_txt_in``, ``lora_unet_vector_in_in_layer``), CLIP towers as
+back), FLUX by its diffusers module path (``lora_transformer_context_embedder``, the OneTrainer spelling ComfyUI
+maps; diffusers ≤ 0.42 silently drops the BFL spelling ``lora_unet_txt_in`` of these two layers), CLIP towers as
 ``lora_te_`` (SD) or ``lora_te1_``/``lora_te2_`` (SDXL, FLUX). T5 has no LoRA key in any of these loaders.
 """
 
@@ -22,8 +23,8 @@ CHECKPOINT_FORMATS = ("delta", "diffusers", "lora", "kohya")
 LORA_FORMATS = ("lora", "kohya")
 LEGACY_TEXT_PREFIX = "text_model."  # the CLIP module prefix every published checkpoint (and loader) uses
 
-# FLUX (diffusers name -> BFL name): only the two linear layers ErasePro edits.
-_FLUX_BFL = {"context_embedder": "txt_in", "time_text_embed.text_embedder.linear_1": "vector_in.in_layer"}
+# FLUX: the two linear layers ErasePro edits (the kohya converters of diffusers and ComfyUI know both).
+_FLUX_KOHYA = ("context_embedder", "time_text_embed.text_embedder.linear_1")
 _SGM_DOWN = re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$")
 _SGM_UP = re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$")
 _SGM_MID = re.compile(r"^mid_block\.attentions\.0\.(.+)$")
@@ -89,8 +90,7 @@ def kohya_name(family: str, key: str, layers_per_block: int | None = None) -> st
             return None if sgm is None else f"lora_unet_{flat(sgm)}"
         return f"lora_unet_{flat(module)}"
     if component == "transformer":
-        bfl = _FLUX_BFL.get(module) if family == "flux" else None
-        return None if bfl is None else f"lora_unet_{flat(bfl)}"
+        return f"lora_transformer_{flat(module)}" if family == "flux" and module in _FLUX_KOHYA else None
     if _is_clip(family, component):
         prefix = "lora_te" if family == "sd" else ("lora_te1" if component == "text_encoder" else "lora_te2")
         return f"{prefix}_{flat(_text_module(module))}"
