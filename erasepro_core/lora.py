@@ -133,7 +133,7 @@ def lora_state_dict(pipe: Any, delta_or_path: Delta | str | os.PathLike, fmt: st
     return tensors, factors
 
 
-def export(pipe: Any, delta_or_path: Delta | str | os.PathLike, out: str | os.PathLike, fmt: str = "lora",
+def export_checkpoint(pipe: Any, delta_or_path: Delta | str | os.PathLike, out: str | os.PathLike, fmt: str = "lora",
            *, evaluation: dict[str, Any] | None = None) -> Path:
     """Write ``delta`` as a checkpoint folder ``out`` in ``fmt`` (``lora``, ``kohya`` or ``diffusers``), with a
     model card (README.md). ``lora``: ``pipe.load_lora_weights(out)`` loads it; ``kohya``: drop the

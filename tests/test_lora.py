@@ -12,7 +12,7 @@ import torch
 from erasepro_core import erase
 from erasepro_core.delta import apply_delta
 from erasepro_core.formats import FormatError, check_format, kohya_name, peft_name
-from erasepro_core.lora import KOHYA_WEIGHTS, PEFT_WEIGHTS, export, factorise_site, lora_state_dict
+from erasepro_core.lora import KOHYA_WEIGHTS, PEFT_WEIGHTS, export_checkpoint, factorise_site, lora_state_dict
 from erasepro_core.spec import ErasureSpec
 
 pytest.importorskip("peft")  # diffusers' load_lora_weights needs it (erasepro[dev] installs it)
@@ -78,10 +78,10 @@ def test_exported_lora_equals_apply_delta_or_is_refused(request, tmp_path, famil
     delta = erase(pipe, _spec(schedule)).delta
     if family == "flux" and schedule == "front":  # the progressive stage edits T5, which no LoRA loader addresses
         with pytest.raises(FormatError, match=r"text_encoder_2\.encoder\.block\.\d+\.layer\.1\.DenseReluDense\.wo"):
-            export(pipe, delta, tmp_path / "out", fmt)
+            export_checkpoint(pipe, delta, tmp_path / "out", fmt)
         assert not (tmp_path / "out").exists()
         return
-    out = export(pipe, delta, tmp_path / "out", fmt)
+    out = export_checkpoint(pipe, delta, tmp_path / "out", fmt)
     assert (out / (PEFT_WEIGHTS if fmt == "lora" else KOHYA_WEIGHTS)).is_file() and (out / "README.md").is_file()
     ref = copy.deepcopy(pipe)
     apply_delta(ref, delta)
@@ -174,8 +174,58 @@ def test_peft_names_and_refusals():
 
 def test_model_card_names_base_edits_and_ranks(sd_pipe, tmp_path):
     delta = erase(sd_pipe, _spec("default")).delta
-    card = (export(sd_pipe, delta, tmp_path / "k", "kohya", evaluation={"id": "e1", "summary": {"asr": 0.25}})
+    card = (export_checkpoint(sd_pipe, delta, tmp_path / "k", "kohya",
+                              evaluation={"id": "e1", "summary": {"asr": 0.25}})
             / "README.md").read_text()
     assert card.startswith("---\n") and "\n---\n" in card
     assert delta.fingerprint in card and "| van gogh | art |" in card and "| a cat | a dog |" in card
     assert "kv_residual" in card and "rank" in card and '"asr": 0.25' in card
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "erasepro_core.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_convert_to_lora_loads_in_plain_diffusers(tmp_path, sd_pipe):
+    from diffusers import StableDiffusionPipeline
+
+    from erasepro_core.pipeline import save_pipeline
+
+    model = save_pipeline(sd_pipe, tmp_path / "model")
+    delta = erase(sd_pipe, _spec("front")).delta
+    delta.save(tmp_path / "d.safetensors")
+    res = _cli("convert", str(tmp_path / "d.safetensors"), "--model", str(model), "--to", "lora",
+               "--out", str(tmp_path / "lora"))
+    assert res.returncode == 0, res.stderr
+    assert f"{PEFT_WEIGHTS}" in res.stdout and (tmp_path / "lora" / "README.md").is_file()
+    plain = StableDiffusionPipeline.from_pretrained(str(model))  # what a user without ErasePro does
+    plain.load_lora_weights(str(tmp_path / "lora"))
+    ref = copy.deepcopy(sd_pipe)
+    apply_delta(ref, delta)
+    for got, want in zip(_text_states(plain), _text_states(ref), strict=True):
+        assert _rel(got, want) < TOL
+    key = next(k for k in delta.tensors if k.startswith("unet."))
+    x = torch.randn(4, _module(sd_pipe, key).in_features)
+    with torch.no_grad():
+        assert _rel(_module(plain, key)(x), _module(ref, key)(x)) < TOL
+    # the folder is not empty now: refused, nothing overwritten
+    again = _cli("convert", str(tmp_path / "d.safetensors"), "--model", str(model), "--to", "kohya",
+                 "--out", str(tmp_path / "lora"))
+    assert again.returncode == 2 and "exists and is not an empty folder" in again.stderr
+
+
+def test_cli_convert_refuses_a_format_that_cannot_carry_the_edit(tmp_path, flux_pipe):
+    delta = erase(flux_pipe, _spec("front")).delta
+    delta.save(tmp_path / "d.safetensors")
+    # the refusal comes before the base model is loaded: the model path need not even exist
+    res = _cli("convert", str(tmp_path / "d.safetensors"), "--model", str(tmp_path / "nope"), "--to", "lora",
+               "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("erasepro: error: the lora format cannot carry this flux edit")
+    assert "DenseReluDense.wo" in line
+    assert not (tmp_path / "out").exists()
