@@ -15,8 +15,6 @@ from erasepro_core.formats import FormatError, check_format, kohya_name, peft_na
 from erasepro_core.lora import KOHYA_WEIGHTS, PEFT_WEIGHTS, export_checkpoint, factorise_site, lora_state_dict
 from erasepro_core.spec import ErasureSpec
 
-pytest.importorskip("peft")  # diffusers' load_lora_weights needs it (erasepro[dev] installs it)
-
 TOL = 1e-4
 SCHEDULES = {"default": {}, "front": {"schedule": "front"}}
 

@@ -19,7 +19,6 @@ pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import Stack, submit, wait_for, wait_status  # noqa: E402
 
 pytest_plugins = ["service_fixtures"]
-pytest.importorskip("peft")
 
 WEIGHTS = {"lora": "pytorch_lora_weights.safetensors", "kohya": "erasepro_lora.safetensors"}
 
