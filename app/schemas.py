@@ -257,7 +257,7 @@ class BaseModelList(BaseModel):
 
 
 class ExportAccepted(BaseModel):
-    """``format=diffusers`` before the tar exists: the export job to wait for (poll the same URL)."""
+    """``format=diffusers|lora|kohya`` before the tar exists: the export job to wait for (poll the same URL)."""
 
     erasure_id: str
     export_job: str

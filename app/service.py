@@ -219,19 +219,21 @@ class Service:
             "params": params}, self.settings.generate_timeout_s)
         return job_id
 
-    async def request_export(self, tenant: str, erasure_id: str, base_model: str) -> str:
-        """The id of the job exporting this checkpoint as a diffusers tar (started now unless running)."""
-        key = store.k_export(erasure_id)
+    async def request_export(self, tenant: str, erasure_id: str, base_model: str, fmt: str = "diffusers") -> str:
+        """The id of the job exporting this checkpoint as a ``fmt`` tar (diffusers, lora, kohya; started now unless
+        running)."""
+        key = store.k_export(erasure_id, fmt)
         existing = await self.r.get(key)
         if existing:
             return existing
         job_id, _ = await self.create_job(kind="export", tenant=tenant, limited=False, fields={
-            "base_model": base_model, "erasure_id": erasure_id})
+            "base_model": base_model, "erasure_id": erasure_id, "format": fmt})
         if not await self.r.set(key, job_id, nx=True, ex=self.settings.export_timeout_s + 600):
             await self.r.delete(store.k_job(job_id))
             return await self.r.get(key) or job_id
         await self.enqueue(ERASE_QUEUE, EXPORT_FUNC, job_id, {
-            "job_id": job_id, "tenant": tenant, "erasure_id": erasure_id}, self.settings.export_timeout_s)
+            "job_id": job_id, "tenant": tenant, "erasure_id": erasure_id, "format": fmt},
+            self.settings.export_timeout_s)
         return job_id
 
     # -------------------------------------------------------------------------------------------- read
@@ -428,7 +430,8 @@ class Service:
         await run_in_threadpool(self.lifecycle.forget, tenant, job_id)
         idem = await self.r.hget(store.k_job(job_id), "idem")
         async with self.r.pipeline(transaction=True) as p:
-            p.delete(store.k_job(job_id), store.k_export(job_id), store.k_lease(job_id))
+            p.delete(store.k_job(job_id), *(store.k_export(job_id, f) for f in store.EXPORT_FILES),
+                     store.k_lease(job_id))
             if idem:  # a replay of its Idempotency-Key starts a new job (documented)
                 p.delete(store.k_idem_hashed(tenant, idem))
             p.zrem(store.k_index(tenant), job_id)

@@ -25,6 +25,8 @@ _LAZY = {
     "generate": "erasepro_core.pipeline",
     "context_features": "erasepro_core.encode",
     "adapter_for": "erasepro_core.adapters",
+    "export_checkpoint": "erasepro_core.lora",
+    "lora_state_dict": "erasepro_core.lora",
 }
 
 __all__ = ["Edit", "EraseProConfig", "ErasureSpec", "UCEConfig", "__version__", *_LAZY]

@@ -155,6 +155,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from erasepro_core.delta import Delta
+    from erasepro_core.formats import check_format
+    from erasepro_core.lora import export_checkpoint
+    from erasepro_core.pipeline import load_pipeline
+
+    delta = Delta.load(args.delta)
+    # Refuse before loading the base model (minutes for a large one) when the format cannot carry the edit.
+    check_format(delta.base.get("family", ""), delta.tensors, args.to)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CLIError(f"--out: {out} exists and is not an empty folder")
+    pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
+    export_checkpoint(pipe, delta, out, args.to)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    print(f"wrote {out} ({args.to}: {files})")
+    return 0
+
+
 def cmd_warmup(args: argparse.Namespace) -> int:
     from erasepro_core.pipeline import load_pipeline
     from erasepro_core.warmup import warm
@@ -233,6 +252,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                    help="token mode(s) to warm (repeatable; default last)")
     w.set_defaults(func=cmd_warmup)
 
+    c = sub.add_parser("convert", help="write a delta as a LoRA (diffusers/PEFT or kohya) or a diffusers folder",
+                       description="Convert a delta into a checkpoint other tools load, with a model card: "
+                                   "'lora' (pipe.load_lora_weights), 'kohya' (ComfyUI, A1111), 'diffusers' (the full "
+                                   "edited pipeline). LoRAs are exact: the edit's own rank, never truncated.")
+    c.add_argument("delta", help="the ErasePro delta (.safetensors)")
+    _add_model_args(c)
+    c.add_argument("--to", required=True, choices=["lora", "kohya", "diffusers"], help="the checkpoint format")
+    c.add_argument("--out", required=True, help="the folder to write (created; must be empty if it exists)")
+    c.set_defaults(func=cmd_convert)
+
     i = sub.add_parser("inspect", help="show a delta's provenance and report")
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -259,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if args.command in ("erase", "generate", "inspect", "warmup"):
+    if args.command in ("erase", "generate", "inspect", "warmup", "convert"):
         from erasepro_core.pipeline import quiet_libraries
 
         quiet_libraries()

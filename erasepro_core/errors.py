@@ -8,12 +8,13 @@ from pydantic import ValidationError
 from erasepro_core.adapters import UnsupportedModelError
 from erasepro_core.delta import DeltaFormatError, DeltaMismatchError
 from erasepro_core.features import TemplateError
+from erasepro_core.formats import FormatError
 from erasepro_core.pipeline import ModelNotFoundError
 from erasepro_core.plan import ErasureError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValidationError, ErasureError, TemplateError, DeltaMismatchError, DeltaFormatError, UnsupportedModelError,
-    ModelNotFoundError,
+    ModelNotFoundError, FormatError,
     # A path the user named that is missing, of the wrong kind or not theirs to write.
     FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
 )

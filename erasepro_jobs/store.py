@@ -15,7 +15,7 @@ Redis keys (prefix ``erasepro:``)::
     tenant:{tenant}:active        set: the tenant's queued/running job ids (pruned when counted)
     done:{id}                     list pushed once when a job ends (wakes waiting API requests)
     gen:{id}:images               list of base64 PNGs of a finished generation (TTL)
-    export:{erasure id}           the id of the job exporting that erasure as a diffusers tar
+    export:{erasure id}[:{fmt}]   the id of the job exporting that erasure as a diffusers (lora, kohya) tar
     workers                       zset: worker name -> last heartbeat (Redis server time)
     running                       set: ids of running jobs (the reaper's list; see erasepro_jobs/lifecycle.py)
     events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}.jsonl)
@@ -27,7 +27,8 @@ Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``): t
 so a replay after a Redis flush finds a finished job instead of starting a duplicate.
 
 The artifact store (:mod:`erasepro_jobs.storage`: the data dir by default, or S3), keys
-``tenants/{tenant}/erasures/{id}/``: ``delta.safetensors``, optionally ``pipeline.tar``, and ``manifest.json``
+``tenants/{tenant}/erasures/{id}/``: ``delta.safetensors``, optionally ``pipeline.tar``, ``lora.tar`` and
+``kohya.tar`` (exported on demand, each with a model card), and ``manifest.json``
 (spec, report, base fingerprint, sha256 of every file, timestamps, tenant), written last: a checkpoint with a
 manifest is always complete; the API serves nothing else.
 """
@@ -51,6 +52,8 @@ JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 MANIFEST = "manifest.json"
 DELTA_FILE = "delta.safetensors"
 PIPELINE_TAR = "pipeline.tar"
+# The files an export job writes, per checkpoint format (``delta`` is written by the erasure itself).
+EXPORT_FILES = {"diffusers": PIPELINE_TAR, "lora": "lora.tar", "kohya": "kohya.tar"}
 MANIFEST_FORMAT = "erasepro.checkpoint/1"
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -115,8 +118,9 @@ def k_images(job_id: str) -> str:
     return f"{REDIS_PREFIX}gen:{job_id}:images"
 
 
-def k_export(erasure_id: str) -> str:
-    return f"{REDIS_PREFIX}export:{erasure_id}"
+def k_export(erasure_id: str, fmt: str = "diffusers") -> str:
+    """The pointer to the job exporting ``erasure_id`` as ``fmt`` (the diffusers one keeps its original name)."""
+    return f"{REDIS_PREFIX}export:{erasure_id}" + ("" if fmt == "diffusers" else f":{fmt}")
 
 
 K_WORKERS = f"{REDIS_PREFIX}workers"

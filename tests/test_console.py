@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,6 +257,14 @@ def test_submit_progress_grid_and_downloads(page, server: Server, tmp_path: Path
     dl.value.save_as(tar)
     assert tar.stat().st_size > 1_000_000 and dl.value.suggested_filename.endswith(".tar")
     assert page.locator(".dl-note[data-verified=true]").count() == 2
+    with page.expect_download() as dl:  # the exact LoRA: exported on demand like the diffusers folder
+        page.click("button[data-format=lora]")
+    lora = tmp_path / "lora.tar"
+    dl.value.save_as(lora)
+    with tarfile.open(lora) as t:
+        names = {n.rsplit("/", 1)[-1] for n in t.getnames()}
+    assert {"README.md", "pytorch_lora_weights.safetensors"} <= names
+    assert page.locator(".dl-note[data-verified=true]").count() == 3
 
     # The list shows it with a full bar; the status filter hides it under "failed".
     page.click("#nav a:has-text('Erasures')")

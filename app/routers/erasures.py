@@ -28,6 +28,7 @@ from app.schemas import (
     Status,
 )
 from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
+from erasepro_core.formats import FormatError, check_format
 from erasepro_jobs import store
 from erasepro_jobs.storage import Storage
 from erasepro_jobs.webhooks import new_secret
@@ -177,17 +178,20 @@ async def delete_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
 @router.get("/v1/erasures/{job_id}/checkpoint", tags=["erasures"], response_model=None,
          responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
                           "description": "the checkpoint (Range supported)"},
-                    202: {"model": ExportAccepted, "description": "diffusers export in progress"},
+                    202: {"model": ExportAccepted, "description": "diffusers/lora/kohya export in progress"},
                     304: {"description": "If-None-Match matched"},
                     412: {"description": "If-Match did not match"},
                     416: {"description": "Range not satisfiable"},
                     404: {"description": "no such erasure for this tenant"},
-                    409: {"description": "the erasure has not succeeded"}})
+                    409: {"description": "the erasure has not succeeded"},
+                    422: {"description": "the format cannot carry this erasure (the sites are named)"}})
 async def checkpoint(
     job_id: JobId, tenant: Tenant, svc: Svc, request: Request,
-    format: Literal["delta", "diffusers"] = "delta",
+    format: Literal["delta", "diffusers", "lora", "kohya"] = "delta",
 ) -> Response:
-    """The safetensors delta (small), or a tar of the full edited diffusers pipeline (exported on demand)."""
+    """The safetensors delta (small), or a tar exported on demand, each with a model card (README.md): the full
+    edited diffusers pipeline (``diffusers``), an exact LoRA in diffusers/PEFT keys (``lora``:
+    ``pipe.load_lora_weights(folder)``) or in kohya keys (``kohya``: ComfyUI, A1111)."""
     view = await svc.erasure(tenant, job_id)
     if view is None:
         raise not_found()
@@ -196,12 +200,19 @@ async def checkpoint(
     manifest = await svc.manifest(tenant, job_id)
     if manifest is None:
         raise not_found("checkpoint")
-    name = store.DELTA_FILE if format == "delta" else store.PIPELINE_TAR
+    if format in ("lora", "kohya"):  # refused at the door when no loader of the format addresses every site
+        report = manifest.get("report") or {}
+        try:
+            check_format(report.get("family", ""), [s["site"] for s in report.get("sites", []) if "site" in s],
+                         format)
+        except FormatError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    name = store.DELTA_FILE if format == "delta" else store.EXPORT_FILES[format]
     entry = (manifest.get("files") or {}).get(name)
     if entry is None:
         if format == "delta":
             raise not_found("checkpoint")
-        return await _export(svc, tenant, job_id, view)
+        return await _export(svc, tenant, job_id, view, format)
     key = store.checkpoint_key(tenant, job_id, name)
     etag = f'"{entry["sha256"]}"'
     size = int(entry["size"])
@@ -209,7 +220,8 @@ async def checkpoint(
     if early is not None:
         return early
     media = "application/octet-stream" if format == "delta" else "application/x-tar"
-    filename = f"erasepro-{job_id}.delta.safetensors" if format == "delta" else f"erasepro-{job_id}.tar"
+    filename = (f"erasepro-{job_id}.delta.safetensors" if format == "delta" else
+                f"erasepro-{job_id}.tar" if format == "diffusers" else f"erasepro-{job_id}-{format}.tar")
     headers = {"ETag": etag, "X-Content-SHA256": entry["sha256"],
                "Cache-Control": "private, max-age=31536000, immutable"}
     path = svc.storage.local_path(key)
@@ -256,23 +268,23 @@ async def stream_object(request: Request, storage: Storage, key: str, size: int,
     body = iter(()) if head else await run_in_threadpool(storage.read, key)
     return StreamingResponse(body, media_type=media, headers={**headers, "Content-Length": str(size)})
 
-async def _export(svc: Service, tenant: str, job_id: str, view: dict) -> Response:
+async def _export(svc: Service, tenant: str, job_id: str, view: dict, fmt: str = "diffusers") -> Response:
     require_model(svc, view["base_model"], ("path", "job_id"))
-    export_id = await svc.request_export(tenant, job_id, view["base_model"])
+    export_id = await svc.request_export(tenant, job_id, view["base_model"], fmt)
     rec = await svc.record(export_id, tenant, "export")
     if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export
-        await svc.r.delete(store.k_export(job_id))
-        export_id = await svc.request_export(tenant, job_id, view["base_model"])
+        await svc.r.delete(store.k_export(job_id, fmt))
+        export_id = await svc.request_export(tenant, job_id, view["base_model"], fmt)
         rec = await svc.record(export_id, tenant, "export")
     status = rec.get("status", "queued") if rec else "queued"
     if status in ("failed", "cancelled"):
-        await svc.r.delete(store.k_export(job_id))
-        raise HTTPException(409, f"the diffusers export failed: {rec.get('error') if rec else ''}; "
+        await svc.r.delete(store.k_export(job_id, fmt))
+        raise HTTPException(409, f"the {fmt} export failed: {rec.get('error') if rec else ''}; "
                                  "request it again to retry")
     if status == "succeeded":  # finished between our two reads: the manifest has it now
         manifest = await svc.manifest(tenant, job_id)
-        if manifest and store.PIPELINE_TAR in (manifest.get("files") or {}):
+        if manifest and store.EXPORT_FILES[fmt] in (manifest.get("files") or {}):
             return Response(status_code=307, headers={
-                "Location": f"/v1/erasures/{job_id}/checkpoint?format=diffusers"})
+                "Location": f"/v1/erasures/{job_id}/checkpoint?format={fmt}"})
     return JSONResponse(status_code=202, headers={"Retry-After": "2"}, content={
         "erasure_id": job_id, "export_job": export_id, "status": status, "retry_after_s": 2})

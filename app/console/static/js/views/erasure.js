@@ -156,6 +156,10 @@ function downloads(v) {
   };
   item("Download delta (safetensors)", "delta", `erasepro-${v.id}.delta.safetensors`);
   item("Download diffusers export (tar)", "diffusers", `erasepro-${v.id}.tar`);
+  // Exact LoRAs (the edit's own rank), exported on demand; a format that cannot carry the edit answers 422 with
+  // the sites it cannot address, shown in the note.
+  item("Download LoRA, diffusers/PEFT (tar)", "lora", `erasepro-${v.id}-lora.tar`);
+  item("Download LoRA, kohya: ComfyUI/A1111 (tar)", "kohya", `erasepro-${v.id}-kohya.tar`);
   return h("div", {}, h("h3", {}, "Downloads"), box);
 }
 
