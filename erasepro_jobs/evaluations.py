@@ -34,6 +34,9 @@ def k_evaluations(erasure_id: str) -> str:
 
 def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
     """Why these targets of a model from ``source`` cannot be judged, or None."""
+    if name == "canvas":
+        return ("the canvas model's judge is not wired into the evaluation job yet: measure canvas erasures "
+                "with 'erasepro bench mass --model canvas' (docs/canvas.md)")
     if source not in JUDGED_SOURCES:
         return (f"base model {name!r} ships no judge: evaluations need one, and only the bundled shapes model "
                 "has it (for other models run erasepro_core.attacks.evaluate_robustness with your classifier)")

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 BUNDLED = "bundled"
+CANVAS = "canvas"
+RESERVED = (BUNDLED, CANVAS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
 FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}  # for hub models, whose configs are not local
@@ -188,6 +190,20 @@ def bundled_info() -> BaseModelInfo:
                  available=bundled_available())
 
 
+def canvas_model_dir() -> Path | None:
+    """Where the shipped canvas-world model's diffusers folder is expected (found without importing torch)."""
+    core = _core_dir()
+    return core / "canvas" / "model" if core else None
+
+
+def canvas_info() -> BaseModelInfo:
+    d = canvas_model_dir()
+    available = d is not None and (d / "model_index.json").is_file() and (d / "unet").is_dir()
+    return _info(CANVAS, CANVAS, "bundled", d, {}, family="sd1", dtype=None,
+                 description="The project's canvas-world model (SD-1.x layout, 32x32, 64 named styles, 20 "
+                             "characters; the mass-erasure benchmark's model).", available=available)
+
+
 def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModelInfo]:
     """Parse registry TOML text into ``{name: BaseModelInfo}``; raise :class:`RegistryError` naming the entry."""
     try:
@@ -202,8 +218,8 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
         where = f"{origin}: [models.{name}]"
         if not NAME_RE.match(name):
             raise RegistryError(f"{where}: names are 1-64 of A-Z a-z 0-9 . _ - (starting alphanumeric)")
-        if name == BUNDLED:
-            raise RegistryError(f"{where}: the name {BUNDLED!r} is reserved for the bundled model")
+        if name in RESERVED:
+            raise RegistryError(f"{where}: the name {name!r} is reserved for a model the project ships")
         if not isinstance(entry, dict):
             raise RegistryError(f"{where}: must be a table")
         unknown = set(entry) - {"path", "hub_id", "family", "dtype", "description", *LIMIT_KEYS}
@@ -264,6 +280,9 @@ class Registry:
         out: dict[str, BaseModelInfo] = {}
         if self.include_bundled:
             out[BUNDLED] = bundled_info()
+            canvas = canvas_info()
+            if canvas.available:  # listed only where its weights ship
+                out[CANVAS] = canvas
         out.update(self._load())
         return out
 

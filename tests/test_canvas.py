@@ -136,13 +136,19 @@ def test_training_runs_and_exports_a_pipeline(tmp_path) -> None:
     cfg = CanvasTrainConfig(n_images=96, clip_steps=2, clip_batch=16, vae_steps=2, vae_batch=8, unet_steps=3,
                             batch=8, log_every=1, gap_every=3, ckpt_every=2, unet_channels=(16, 32), text_layers=1,
                             threads=1)
-    half = run_training(cfg, tmp_path, stop_at=2, log=lambda m: None)
+    from erasepro_core.canvas.train import restore, snapshot
+
+    half = run_training(cfg, tmp_path / "a", stop_at=2, log=lambda m: None)
     assert json.loads((half / "unet_ckpt" / "state.json").read_text())["step"] == 2
-    dest = run_training(cfg, tmp_path, resume=True, log=lambda m: None)
+    # a machine swap: only the committed float16 resume point survives
+    snap = snapshot(half, tmp_path / "snap")
+    assert sum(f.stat().st_size for f in snap.rglob("*") if f.is_file()) < 40e6
+    run = restore(snap, tmp_path / "b")
+    dest = run_training(cfg, run, resume=True, log=lambda m: None)
     pipe = load_pipeline(str(dest), device="cpu", dtype="float32")
     assert pipe.text_encoder.config.hidden_size == 128
     assert (dest / "erasepro_preserve.txt").read_text().count("\n") > 100
-    logs = [json.loads(line) for line in (tmp_path / "unet_log.jsonl").read_text().splitlines()]
+    logs = [json.loads(line) for line in (run / "unet_log.jsonl").read_text().splitlines()]
     assert logs[-1]["step"] == 3 and "gap" in logs[-1]
 
 
@@ -177,3 +183,18 @@ def test_bench_command_on_a_tiny_budget(tmp_path) -> None:
     from erasepro_core.canvas.bench import choose_concepts
 
     assert res["erased"] == choose_concepts("style", 3, 1) != choose_concepts("style", 3, 2)
+
+
+@pytest.mark.skipif(not canvas_model_available(), reason="canvas model not shipped")
+def test_shipped_model_is_small_loads_by_name_and_is_registered() -> None:
+    from erasepro_core.bundled import canvas_model_path
+    from erasepro_core.pipeline import load_pipeline
+    from erasepro_jobs.registry import Registry
+
+    d = canvas_model_path()
+    assert sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) <= 30e6
+    assert "Accuracy (judged)" in (d / "README.md").read_text()
+    pipe = load_pipeline("canvas", device="cpu", dtype="float32")
+    assert pipe.text_encoder.config.hidden_size == 128 and pipe.unet.config.sample_size == 16
+    info = Registry(None).get("canvas")
+    assert info is not None and info.available and info.family == "sd1"

@@ -34,6 +34,7 @@ from erasepro_core.canvas.world import ARTISTS, CHARACTERS, OBJECTS, Scene, samp
 
 Kind = Literal["style", "character"]
 KINDS: tuple[str, ...] = ("style", "character")
+SPLITS: tuple[str, ...] = ("test", "validation")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -45,6 +46,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / d
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return (max(0.0, c - h), min(1.0, c + h))
+
+
+def paired_difference(a: list[int], b: list[int], n_boot: int = 4000, seed: int = 0) -> dict[str, float]:
+    """Rate(a) - rate(b) on the same prompts with a 95 % paired-bootstrap interval."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(len(x), size=(n_boot, len(x)))
+    d = (x[idx] - y[idx]).mean(1)
+    return {"diff": float(x.mean() - y.mean()), "ci95": [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]}
 
 
 def concepts_of(kind: str) -> tuple[str, ...]:
@@ -139,8 +149,11 @@ def _rate(x: np.ndarray) -> dict[str, Any]:
 def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, seed: int = 0,
              options: dict[str, Any] | None = None, n_erased_images: int = 48, n_preserved_images: int = 48,
              steps: int = 20, guidance: float = 5.0, preserve_others: bool = True, pipe=None, judge=None,
-             log=None) -> dict[str, Any]:
-    """Erase ``concepts`` concepts of ``kind`` and judge erased and preserved prompts before and after."""
+             log=None, split: str = "test") -> dict[str, Any]:
+    """Erase ``concepts`` concepts of ``kind`` and judge erased and preserved prompts before and after.
+
+    ``split="validation"`` draws other prompts and sampling seeds for the same concepts (for tuning settings;
+    a tuned method is then reported on ``"test"``)."""
     import torch
 
     from erasepro_core.canvas.judge import load_judge
@@ -154,22 +167,26 @@ def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, 
     spec = build_spec(kind, erased, options, preserve_others=preserve_others)
     pipe = pipe if pipe is not None else load_pipeline(model, device="cpu", dtype="float32")
     judge = judge if judge is not None else load_judge()
-    e_prompts = concept_prompts(kind, erased, n_erased_images, seed, 1)
-    p_prompts = concept_prompts(kind, others, n_preserved_images, seed, 2)
-    before_e = judge_prompts(pipe, judge, kind, e_prompts, seed, steps, guidance)
-    before_p = judge_prompts(pipe, judge, kind, p_prompts, seed + 100_000, steps, guidance)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
+    salt = 2 * SPLITS.index(split)
+    e_prompts = concept_prompts(kind, erased, n_erased_images, seed, 1 + salt)
+    p_prompts = concept_prompts(kind, others, n_preserved_images, seed, 2 + salt)
+    seed_e, seed_p = seed + 1_000_000 * salt, seed + 100_000 + 1_000_000 * salt
+    before_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
+    before_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
     t_erase = time.time()
     result = erase(pipe, spec)
     t_erase = time.time() - t_erase
     with applied_delta(pipe, result.delta), torch.no_grad():
-        after_e = judge_prompts(pipe, judge, kind, e_prompts, seed, steps, guidance)
-        after_p = judge_prompts(pipe, judge, kind, p_prompts, seed + 100_000, steps, guidance)
+        after_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
+        after_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
     width = int(pipe.text_encoder.config.hidden_size)
     columns = int(result.report.get("n_constraints") or 0)
     change = np.abs(after_p.images.astype(np.float32) - before_p.images.astype(np.float32)).mean() / 255.0
     s = result.report["summary"]
     out = {
-        "model": model, "kind": kind, "concepts": concepts, "seed": seed, "erased": erased,
+        "model": model, "kind": kind, "concepts": concepts, "seed": seed, "split": split, "erased": erased,
         "method": spec.model_dump(exclude={"edits", "preserve", "templates", "heldout_templates"}),
         "erased_rate": float(after_e.concept_seen.mean()),
         "preserved_accuracy": float(after_p.concept_seen.mean()),
@@ -183,6 +200,9 @@ def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, 
                    "objects": _rate(np.concatenate([after_e.objects_ok, after_p.objects_ok])),
                    "unedited_erased": _rate(before_e.concept_seen),
                    "unedited_preserved": _rate(before_p.concept_seen)},
+        "per_prompt": {"erased_seen": after_e.concept_seen.astype(int).tolist(),
+                       "preserved_seen": after_p.concept_seen.astype(int).tolist(),
+                       "objects_ok": np.concatenate([after_e.objects_ok, after_p.objects_ok]).astype(int).tolist()},
         "columns": columns, "width": width, "columns_per_width": columns / width,
         "solver": {"kv_residual": s.get("kv_residual"), "kv_preserve_drift": s.get("kv_preserve_drift"),
                    "kv_update_norm": s.get("kv_update_norm"), "seconds": t_erase},

@@ -48,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", required=True, help="working directory (checkpoints, logs, out/pipeline)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     train.add_argument("--stop-at", type=int, default=None, help="stop at this UNet step (resume later)")
+    train.add_argument("--resume-from", default=None,
+                       help="a resume point written by 'canvas snapshot' to start --out from (implies --resume)")
     for f in fields(CanvasTrainConfig):
         kind = int if isinstance(f.default, tuple) else type(f.default)
         train.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, dest=f"cfg_{f.name}",
@@ -64,10 +66,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tj.add_argument("--seed", type=int, default=0)
     tj.add_argument("--steps", type=int, default=2500)
     tj.add_argument("--images", type=int, default=40_000)
+    tj.add_argument("--width", type=int, default=48)
+    tj.add_argument("--vae", default=None, help="a VAE folder: train half the renders through its round trip")
     rd = sub.add_parser("render", help="write a PNG grid of random scenes")
     rd.add_argument("--out", required=True)
     rd.add_argument("--n", type=int, default=64)
     rd.add_argument("--seed", type=int, default=0)
+    sn = sub.add_parser("snapshot", help="write a small float16 resume point of a run (fit to commit)")
+    sn.add_argument("--out", required=True, help="the training directory")
+    sn.add_argument("--dest", required=True)
     ex = sub.add_parser("export", help="write the float16 pipeline from the latest EMA checkpoint of a run")
     ex.add_argument("--out", required=True, help="the training directory")
     ex.add_argument("--dest", required=True)
@@ -106,12 +113,20 @@ def run_canvas(args: argparse.Namespace) -> int:
 
         kw = {f.name: getattr(args, f"cfg_{f.name}") for f in fields(CanvasTrainConfig)}
         kw["unet_channels"] = tuple(kw["unet_channels"])
-        print(run_training(CanvasTrainConfig(**kw), args.out, resume=args.resume, stop_at=args.stop_at))
+        if args.resume_from:
+            from erasepro_core.canvas.train import restore
+
+            restore(args.resume_from, args.out)
+            conf = json.loads((Path(args.out) / "config.json").read_text())
+            kw.update(conf, unet_channels=tuple(conf["unet_channels"]))
+        print(run_training(CanvasTrainConfig(**kw), args.out, resume=args.resume or bool(args.resume_from),
+                           stop_at=args.stop_at))
         return 0
     if cmd == "train-judge":
         from erasepro_core.canvas.judge import train_judge
 
-        train_judge(args.out, seed=args.seed, steps=args.steps, n_images=args.images)
+        train_judge(args.out, seed=args.seed, steps=args.steps, n_images=args.images, width=args.width,
+                    vae_dir=args.vae)
         return 0
     if cmd == "render":
         import numpy as np
@@ -121,6 +136,11 @@ def run_canvas(args: argparse.Namespace) -> int:
         rng = np.random.default_rng(args.seed)
         grid([sample_scene(rng) for _ in range(args.n)], seed=args.seed).save(args.out)
         print(f"wrote {args.out}")
+        return 0
+    if cmd == "snapshot":
+        from erasepro_core.canvas.train import snapshot
+
+        print(snapshot(args.out, args.dest))
         return 0
     if cmd == "export":
         from erasepro_core.canvas.config import CanvasTrainConfig

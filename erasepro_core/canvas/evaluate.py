@@ -31,14 +31,21 @@ def _prompts(set_name: str, kind: str, n: int, seed: int) -> list[Prompt]:
 def score(labels: np.ndarray, prompts: list[Prompt]) -> dict[str, np.ndarray]:
     """Per prompt: objects right, style right, character right, all right."""
     from erasepro_core.canvas.judge import style_ids
+    from erasepro_core.canvas.world import scene_labels
 
     k = len(OBJECTS)
     sid = style_ids(labels)
+    want = np.stack([scene_labels(p.scene) for p in prompts])
+    plain = [[OBJECTS.index(o.kind) for o in p.scene.objects if o.character is None] for p in prompts]
+    present = np.array([all(labels[i, j] > 0 for j in js) for i, js in enumerate(plain)])
+    colour = np.array([all(labels[i, j] == want[i, j] for j in js if labels[i, j] > 0) for i, js in enumerate(plain)])
     obj = np.array([objects_right(labels[i], p.scene) for i, p in enumerate(prompts)])
     sty = np.array([sid[i] == p.scene.style_id for i, p in enumerate(prompts)])
     ch = np.array([labels[i, k + 3] == (CHARACTERS.index(p.scene.character) + 1 if p.scene.character else 0)
                    for i, p in enumerate(prompts)])
-    return {"objects": obj, "style": sty, "character": ch, "all": obj & sty & ch}
+    return {"objects": obj, "present": present, "colour": colour,
+            "background": labels[:, k] == want[:, k], "stroke": labels[:, k + 1] == want[:, k + 1],
+            "texture": labels[:, k + 2] == want[:, k + 2], "style": sty, "character": ch, "all": obj & sty & ch}
 
 
 def evaluate_pipeline(pipe, judge=None, *, sets: tuple[str, ...] = PROMPT_SETS, kinds: tuple[str, ...] | None = None,
@@ -65,8 +72,8 @@ def evaluate_pipeline(pipe, judge=None, *, sets: tuple[str, ...] = PROMPT_SETS, 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a markdown table."""
-    out = ["| set | scene | n | objects | style | character | all |", "|---|---|---:|---:|---:|---:|---:|"]
+    cols = ("present", "colour", "objects", "background", "stroke", "texture", "style", "character", "all")
+    out = ["| set | scene | n | " + " | ".join(cols) + " |", "|---|---|---:|" + "---:|" * len(cols)]
     for r in rows:
-        out.append(f"| {r['set']} | {r['kind']} | {r['n']} | {r['objects']:.3f} | {r['style']:.3f} | "
-                   f"{r['character']:.3f} | {r['all']:.3f} |")
+        out.append(f"| {r['set']} | {r['kind']} | {r['n']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
     return "\n".join(out)

@@ -156,9 +156,13 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def evaluate_renders(judge: CanvasJudge, n: int = 2000, seed: int = 1234) -> dict[str, float]:
-    """Accuracy per head group on fresh renders: objects (all presence+colour columns right), style, character."""
+def evaluate_renders(judge: CanvasJudge, n: int = 2000, seed: int = 1234, vae_dir: str | Path | None = None
+                     ) -> dict[str, float]:
+    """Accuracy per head group on fresh renders (or their VAE round trip): objects (all presence+colour columns
+    right), style, character."""
     imgs, scenes = render_dataset(n, seed=seed, artist=True)
+    if vae_dir is not None:
+        imgs = vae_round_trip(imgs, vae_dir)
     labels = np.stack([scene_labels(s) for s in scenes])
     pred = judge.predict_labels(imgs)
     k = len(OBJECTS)
@@ -172,14 +176,36 @@ def evaluate_renders(judge: CanvasJudge, n: int = 2000, seed: int = 1234) -> dic
     }
 
 
+@torch.no_grad()
+def vae_round_trip(images: np.ndarray, vae_dir: str | Path, batch: int = 512) -> np.ndarray:
+    """Renders encoded and decoded by a VAE (uint8 in, uint8 out): what a latent model's decoder makes of them."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=torch.float32).eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        r = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out.append(((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
 def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: int = 2500, batch: int = 128,
-                lr: float = 2e-3, width: int = 48, seed: int = 0, log: Callable[[str], None] | None = print
-                ) -> dict[str, float]:
-    """Train and save the judge; returns its accuracy on 2,000 fresh renders."""
+                lr: float = 2e-3, width: int = 48, seed: int = 0, vae_dir: str | Path | None = None,
+                log: Callable[[str], None] | None = print) -> dict[str, float]:
+    """Train and save the judge; returns its accuracy on 2,000 fresh renders.
+
+    With ``vae_dir``, half of the training renders are replaced by their round trip through that VAE, so the
+    judge reads a latent model's decoded images as it reads renders (labels are unchanged: the round trip keeps
+    the scene)."""
     torch.manual_seed(seed)
     log = log or (lambda _m: None)
     t0 = time.time()
     imgs, scenes = render_dataset(n_images, seed=seed + 50)
+    if vae_dir is not None:
+        half = n_images // 2
+        imgs[half:] = vae_round_trip(imgs[half:], vae_dir)
+        log(f"[judge] {n_images - half} renders replaced by their VAE round trip ({time.time() - t0:.0f}s)")
     x_all = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
     y_all = torch.from_numpy(np.stack([scene_labels(s) for s in scenes]))
     log(f"[judge] {n_images} renders ({time.time() - t0:.0f}s)")
@@ -205,10 +231,13 @@ def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: i
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
                for k, v in net.state_dict().items()}, str(out / "judge.safetensors"))
-    conf: dict[str, Any] = {"width": width, "seed": seed, "steps": steps, "batch": batch, "n_images": n_images}
+    conf: dict[str, Any] = {"width": width, "seed": seed, "steps": steps, "batch": batch, "n_images": n_images,
+                            "vae_round_trip": vae_dir is not None}
     (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
     acc = evaluate_renders(load_judge(out))
     conf.update(fresh_render_accuracy=acc, seconds=round(time.time() - t0))
+    if vae_dir is not None:
+        conf["vae_round_trip_accuracy"] = evaluate_renders(load_judge(out), vae_dir=vae_dir)
     (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
     log(f"[judge] fresh renders: {acc}")
     return acc

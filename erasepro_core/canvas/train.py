@@ -350,14 +350,16 @@ def train_unet(cfg: CanvasTrainConfig, out: Path, latents: torch.Tensor, emb: to
     ckpt = out / "unet_ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start = 0
+    start, rewarm_from = 0, 0
     if resume and (ckpt / "state.json").exists():
         state = json.loads((ckpt / "state.json").read_text())
         unet.load_state_dict({k: v.float() for k, v in load_file(str(ckpt / "unet.safetensors")).items()})
         ema = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        start = state["step"]
         if (ckpt / "optim.safetensors").exists():
             _load_optimizer_state(opt, names, load_file(str(ckpt / "optim.safetensors")))
-        start = state["step"]
+        else:  # from a snapshot: fresh Adam moments, so warm the learning rate up again
+            rewarm_from = start
         _log(f"[unet] resumed at step {start}", log)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
@@ -383,7 +385,7 @@ def train_unet(cfg: CanvasTrainConfig, out: Path, latents: torch.Tensor, emb: to
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, cap).sample
         loss = ((pred - noise).pow(2).mean((1, 2, 3)) * weight[t]).mean()
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = cfg.lr * min(1.0, (step + 1 - rewarm_from) / cfg.warmup)
         if step > 0.8 * cfg.unet_steps:  # a short linear cool-down at the end
             lr *= max(0.1, (cfg.unet_steps - step) / (0.2 * cfg.unet_steps))
         for group in opt.param_groups:
@@ -518,3 +520,50 @@ def sample_grid(pipe, prompts: list[str], seed: int = 0, steps: int = 25, guidan
 
 
 __all__ = ["CanvasTrainConfig", "beta_schedule", "export_pipeline", "make_unet", "make_vae", "render", "run_training"]
+
+
+# ----------------------------------------------------------------------------------------------- resume points
+
+_RESUME_FILES = ("config.json", "clip_done.json", "vae_done.json", "unet_log.jsonl")
+
+
+def snapshot(out: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """A small resume point of a run (< 40 MB, fit to commit): the finished text encoder and VAE, and the UNet
+    and its EMA at the last checkpoint, all float16; the optimizer state is left out (a resumed run warms its
+    learning rate up again while Adam re-estimates its moments)."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    out, dest = Path(out), Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "unet_ckpt").mkdir(parents=True)
+    for name in _RESUME_FILES:
+        if (out / name).exists():
+            shutil.copy2(out / name, tmp / name)
+    if (out / "text_encoder").is_dir():
+        CLIPTextModel.from_pretrained(out / "text_encoder").half().save_pretrained(tmp / "text_encoder")
+    if (out / "vae").is_dir():
+        AutoencoderKL.from_pretrained(out / "vae").half().save_pretrained(tmp / "vae")
+    ckpt = out / "unet_ckpt"
+    if (ckpt / "state.json").exists():
+        for name in ("unet.safetensors", "ema.safetensors"):
+            save_tensors(tmp / "unet_ckpt" / name, {k: v.half() for k, v in load_file(str(ckpt / name)).items()})
+        shutil.copy2(ckpt / "state.json", tmp / "unet_ckpt" / "state.json")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def restore(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Copy a resume point written by :func:`snapshot` into a run directory (then run with ``resume=True``)."""
+    import shutil
+
+    src, out = Path(src), Path(out)
+    if not (src / "config.json").exists():
+        raise FileNotFoundError(f"{src} holds no canvas resume point (no config.json)")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    return out

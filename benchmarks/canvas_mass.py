@@ -1,0 +1,114 @@
+"""Mass erasure on the canvas world: erase N styles (or characters) at once with each method and option,
+judge erased and preserved prompts (see erasepro_core/canvas/bench.py for the metrics).
+
+    .venv/bin/python benchmarks/canvas_mass.py                       # the docs' grid (~20 min on 2 cores)
+    .venv/bin/python benchmarks/canvas_mass.py --kinds style --ns 25,50 --methods default,uce --images 200
+
+Writes one JSON per run under benchmarks/results/canvas_mass/ and prints a markdown table with 95 %
+intervals and each method's paired difference against ErasePro's default. ``columns/width`` is the number of
+constrained columns (concepts x templates x tokens) over the context width (128 on canvas; 768 on SD-1.x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from erasepro_core.canvas.bench import paired_difference, run_mass  # noqa: E402
+from erasepro_core.canvas.judge import load_judge  # noqa: E402
+from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
+
+#: name -> flat spec options (``method`` and its settings)
+METHODS: dict[str, dict] = {
+    "default": {"method": "erasepro"},
+    "front": {"method": "erasepro", "schedule": "front"},
+    "uniform": {"method": "erasepro", "schedule": "uniform"},
+    "to_eos": {"method": "erasepro", "token_policy": "to_eos"},
+    "harden1": {"method": "erasepro", "harden_rounds": 1},
+    "uce": {"method": "uce"},
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="canvas")
+    ap.add_argument("--kinds", default="style,character")
+    ap.add_argument("--ns", default="1,10,25,50", help="concept counts (characters stop at 10)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--images", type=int, default=48, help="erased and again preserved images per run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "canvas_mass"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    pipe = load_pipeline(args.model, device="cpu", dtype="float32")
+    judge = load_judge()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for kind in args.kinds.split(","):
+        for n in (int(v) for v in args.ns.split(",")):
+            if kind == "character" and n > 10:
+                continue
+            runs = {}
+            for name in args.methods.split(","):
+                t = time.time()
+                res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=METHODS[name],
+                               n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
+                               pipe=pipe, judge=judge)
+                res["name"] = name
+                (out / f"{kind}-{n}-{name}-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
+                runs[name] = res
+                print(f"{kind} N={n} {name}: erased {res['erased_rate']:.3f} preserved "
+                      f"{res['preserved_accuracy']:.3f} objects {res['object_accuracy']:.3f} "
+                      f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
+            base = runs.get("default")
+            for name, res in runs.items():
+                d = res["detail"]
+                row = {"kind": kind, "n": n, "method": name, "cols": f"{res['columns']}/{res['width']}",
+                       "ratio": res["columns_per_width"], "erased": d["erased"], "preserved": d["preserved"],
+                       "objects": d["objects"], "unedited_erased": d["unedited_erased"],
+                       "unedited_preserved": d["unedited_preserved"], "change": res["preserved_change"]}
+                if base is not None and name != "default":
+                    row["vs_default_erased"] = paired_difference(res["per_prompt"]["erased_seen"],
+                                                                 base["per_prompt"]["erased_seen"])
+                    row["vs_default_preserved"] = paired_difference(res["per_prompt"]["preserved_seen"],
+                                                                    base["per_prompt"]["preserved_seen"])
+                rows.append(row)
+    print(table(rows))
+    return 0
+
+
+def fmt(d: dict | None) -> str:
+    return f"{d['diff']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]" if d else "—"
+
+
+def _ci(r: dict) -> str:
+    return f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| kind | N | columns/width | method | erased ↓ | preserved ↑ | objects ↑ | Δ erased vs default | "
+           "Δ preserved vs default | unedited erased / preserved | image change |",
+           "|---|---:|---|---|---|---|---|---|---|---|---:|"]
+    for r in rows:
+        de = r.get("vs_default_erased")
+        dp = r.get("vs_default_preserved")
+        out.append(f"| {r['kind']} | {r['n']} | {r['cols']} = {r['ratio']:.2f} | {r['method']} | {_ci(r['erased'])} | "
+                   f"{_ci(r['preserved'])} | {_ci(r['objects'])} | {fmt(de)} | {fmt(dp)} | "
+                   f"{r['unedited_erased']['rate']:.2f} / {r['unedited_preserved']['rate']:.2f} | {r['change']:.3f} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
