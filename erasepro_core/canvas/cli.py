@@ -68,6 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tj.add_argument("--images", type=int, default=40_000)
     tj.add_argument("--width", type=int, default=48)
     tj.add_argument("--vae", default=None, help="a VAE folder: train half the renders through its round trip")
+    tj.add_argument("--init", default=None, help="continue from this saved judge")
+    tj.add_argument("--data-seed", type=int, default=None, help="seed of the training renders (default seed + 50)")
+    tj.add_argument("--batch", type=int, default=128)
+    tj.add_argument("--lr", type=float, default=2e-3)
     rd = sub.add_parser("render", help="write a PNG grid of random scenes")
     rd.add_argument("--out", required=True)
     rd.add_argument("--n", type=int, default=64)
@@ -126,7 +130,7 @@ def run_canvas(args: argparse.Namespace) -> int:
         from erasepro_core.canvas.judge import train_judge
 
         train_judge(args.out, seed=args.seed, steps=args.steps, n_images=args.images, width=args.width,
-                    vae_dir=args.vae)
+                    vae_dir=args.vae, init=args.init, data_seed=args.data_seed, batch=args.batch, lr=args.lr)
         return 0
     if cmd == "render":
         import numpy as np

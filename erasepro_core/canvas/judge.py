@@ -192,16 +192,17 @@ def vae_round_trip(images: np.ndarray, vae_dir: str | Path, batch: int = 512) ->
 
 def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: int = 2500, batch: int = 128,
                 lr: float = 2e-3, width: int = 48, seed: int = 0, vae_dir: str | Path | None = None,
+                init: str | Path | None = None, data_seed: int | None = None,
                 log: Callable[[str], None] | None = print) -> dict[str, float]:
     """Train and save the judge; returns its accuracy on 2,000 fresh renders.
 
     With ``vae_dir``, half of the training renders are replaced by their round trip through that VAE, so the
     judge reads a latent model's decoded images as it reads renders (labels are unchanged: the round trip keeps
-    the scene)."""
+    the scene). ``init`` continues from a saved judge (a second round on fresh renders, ``data_seed``)."""
     torch.manual_seed(seed)
     log = log or (lambda _m: None)
     t0 = time.time()
-    imgs, scenes = render_dataset(n_images, seed=seed + 50)
+    imgs, scenes = render_dataset(n_images, seed=seed + 50 if data_seed is None else data_seed)
     if vae_dir is not None:
         half = n_images // 2
         imgs[half:] = vae_round_trip(imgs[half:], vae_dir)
@@ -210,6 +211,8 @@ def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: i
     y_all = torch.from_numpy(np.stack([scene_labels(s) for s in scenes]))
     log(f"[judge] {n_images} renders ({time.time() - t0:.0f}s)")
     net = CanvasJudgeNet(width)
+    if init is not None:
+        net.load_state_dict(load_judge(init).net.state_dict())
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     net.train()
@@ -232,7 +235,8 @@ def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: i
     save_file({k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
                for k, v in net.state_dict().items()}, str(out / "judge.safetensors"))
     conf: dict[str, Any] = {"width": width, "seed": seed, "steps": steps, "batch": batch, "n_images": n_images,
-                            "vae_round_trip": vae_dir is not None}
+                            "vae_round_trip": vae_dir is not None, "data_seed": data_seed,
+                            "init": json.loads((Path(init) / "config.json").read_text()) if init else None}
     (out / "config.json").write_text(json.dumps(conf, indent=2) + "\n")
     acc = evaluate_renders(load_judge(out))
     conf.update(fresh_render_accuracy=acc, seconds=round(time.time() - t0))

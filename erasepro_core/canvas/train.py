@@ -491,7 +491,14 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
 
     with torch.no_grad():
         latents = torch.cat([vae.encode(images[i : i + 1024]).latent_dist.mean for i in range(0, len(images), 1024)])
-        emb = encode_texts(te, ids).half().view(len(scenes), cfg.captions_per_image, cfg.max_length, -1)
+        # local only (~1.8 GB, minutes to redo), tied to this text encoder's weights file
+        te_file = next((out / "text_encoder").glob("*.safetensors"))
+        emb_cache = out / f"caption-states-{cfg.seed}-{cfg.n_images}-{te_file.stat().st_mtime_ns}.npy"
+        if emb_cache.exists():
+            emb = torch.from_numpy(np.load(emb_cache))
+        else:
+            emb = encode_texts(te, ids).half().view(len(scenes), cfg.captions_per_image, cfg.max_length, -1)
+            np.save(emb_cache, emb.numpy())
         empty = encode_texts(te, tokenize(tok, [""]))[0]
         x0 = vae.encode(ho_images).latent_dist.mean
         right = encode_texts(te, tokenize(tok, ho_texts))
