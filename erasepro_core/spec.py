@@ -120,8 +120,9 @@ class ErasureSpec(BaseModel):
     Defaults (ErasePro, ``schedule="none"``, ``token_policy="last"``, ``preserve_tokens="last"``) are the best
     configuration on the shapes-world erasure benchmark (docs/benchmarks.md); the progressive stage is one
     ``schedule="front"`` (or ``"uniform"``) away. ``method="uce"`` alone is UCE as its authors' current script
-    runs it (protocol ``uce2025``: bare concepts, named preserve concepts only). ``method`` accepts a name (``"uce"``), a config object, or a
-    dict with ``name``; flat settings beside it (``schedule=…``, ``uce_lambda=…``) go into the method's config.
+    runs it (protocol ``uce2025``: bare concepts, named preserve concepts only). ``method`` accepts a name
+    (``"uce"``), a config object, or a dict with ``name``; flat settings beside it (``schedule=…``,
+    ``uce_lambda=…``) go into the method's config.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -32,7 +32,7 @@ class InputRules:
     """Which prompts a method's edit is given, beside the spec's concepts: the defaults of the spec's
     ``templates``/``default_preserve`` when it leaves them out, and how templates and preserve prompts are used."""
 
-    templates: tuple[str, ...] | None = None  # the spec's default phrasings when it gives none (None: DEFAULT_TEMPLATES)
+    templates: tuple[str, ...] | None = None  # the spec's phrasings when it gives none (None: DEFAULT_TEMPLATES)
     generic_preserve: bool = True  # default of ``default_preserve``
     generic_preserve_allowed: bool = True  # False: ``default_preserve=True`` is refused
     preserve_templates: bool = True  # the templates phrase the preserve concepts too (else: bare concepts)
