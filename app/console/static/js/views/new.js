@@ -16,8 +16,9 @@ function label(f) {
 /** A form control for one schema field; .read() gives the JSON value, .changed() whether the user set it. */
 function control(f, loc) {
   const id = `f-${loc.replaceAll(".", "-")}`;
-  // (a list's default is already in its text box; a null default the description explains: "Left out: …")
-  const byMethod = f.default === null && f.nullable && /Left out/.test(f.description);
+  // (a list's default is already in its text box; a null or absent default (FastAPI drops null) of a nullable
+  // field whose description explains it ("Left out: …") depends on the method)
+  const byMethod = f.default == null && f.nullable && /Left out/.test(f.description);
   const dflt = f.default === undefined || Array.isArray(f.default) || byMethod ? ""
     : f.default === null ? "Default: none."
     : `Default: ${Array.isArray(f.default) ? f.default.map((x) => `“${x}”`).join(", ") || "none" : f.default}.`;
