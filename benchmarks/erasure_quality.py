@@ -37,7 +37,7 @@ import torch
 
 from erasepro_core.delta import applied_delta
 from erasepro_core.erasure import erase
-from erasepro_core.methods.uce_tuning import SWEEP, UCE_ROWS, tune_uce
+from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, UCE_ROWS, tune_uce
 from erasepro_core.pipeline import load_pipeline, quiet_libraries
 from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file
 from erasepro_core.shapes import (
@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny run: 1 seed, 1 prompt per pair, 4 steps")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--val-seeds", type=int, nargs="+", default=[7], help="image seeds of the tuning split")
+    ap.add_argument("--val-sets", nargs="+", default=list(VALIDATION_SETS), help="prompt sets of the tuning split")
+    ap.add_argument("--val-steps", type=int, default=None, help="DDIM steps of the tuning split (default: --steps)")
+    ap.add_argument("--tune-protocols", nargs="+", default=list(PROTOCOLS), help="protocols the sweep tries")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     # solver or preserve prompt, at other image seeds.
     test_texts = {p.text for s in sets for p in s.prompts}
     val_sets = [EvalSet(n, [p for p in prompt_set(n, seed=1, per_combo=1) if p.text not in test_texts | excluded])
-                for n in VALIDATION_SETS]
+                for n in args.val_sets]
+    val_steps = args.val_steps or args.steps
     model_preserve = read_prompt_file(pres_file) if pres_file.is_file() else []
     print(f"model {args.model}; {n_layers} text-encoder layers; seeds {args.seeds}; {args.steps} DDIM steps, "
           f"guidance {args.guidance}; sets " + ", ".join(f"{s.name}({len(s.prompts)})" for s in sets), flush=True)
@@ -265,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "sets": {s.name: len(s.prompts) for s in sets},
                                           "uce_sweep": {k: list(v) for k, v in SWEEP.items()},
                                           "validation": {"sets": {s.name: len(s.prompts) for s in val_sets},
-                                                         "seeds": args.val_seeds}},
+                                                         "seeds": args.val_seeds, "steps": val_steps,
+                                                         "protocols": args.tune_protocols}},
                                "cases": {}}
     for case, edits in cases.items():
         base_m = case_metrics(edits, base, base)
@@ -295,19 +300,20 @@ def main(argv: list[str] | None = None) -> int:
             tuned = None
             if overrides.get("tune"):
                 if val_base is None:
-                    val_base = evaluate(pipe, judge, val_sets, args.val_seeds, args.steps, args.guidance)
+                    val_base = evaluate(pipe, judge, val_sets, args.val_seeds, val_steps, args.guidance)
 
                 def validate(spec: ErasureSpec, edits: list[tuple[str, str]] = edits,
                              base: dict[str, Any] = val_base) -> float:
                     with applied_delta(pipe, erase(pipe, spec).delta):
-                        res = evaluate(pipe, judge, val_sets, args.val_seeds, args.steps, args.guidance)
+                        res = evaluate(pipe, judge, val_sets, args.val_seeds, val_steps, args.guidance)
                     return validation_score(case_metrics(edits, res, base))
 
                 def make(settings: dict[str, Any], edits: list[tuple[str, str]] = edits,
                          overrides: dict[str, Any] = overrides) -> ErasureSpec:
                     return build_spec(edits, {**overrides, **settings}, n_layers, model_preserve)
 
-                tuned = tune_uce(make, validate, log=lambda m: print(m, flush=True))
+                tuned = tune_uce(make, validate, protocols=tuple(args.tune_protocols),
+                                 log=lambda m: print(m, flush=True))
                 overrides = {**overrides, **tuned.settings}
             spec = build_spec(edits, overrides, n_layers, model_preserve)
             t = time.perf_counter()
