@@ -43,7 +43,12 @@ WORDS = (
 ).split(",")
 ANCHORS = ("art", "", "a person", "an object", "a landscape")
 REFERENCE_S = {1: 1.1, 10: 1.9, 100: 14.3}  # UCE's own code, SD-1.4, CPU, 2 threads (docs/benchmarks.md)
-METHODS = {"UCE": {"method": "uce"}, "ErasePro default": {}, "ErasePro progressive": {"schedule": "front"}}
+# "UCE" is the authors' current script's protocol (uce2025, bare concepts, no generic set); "UCE custom" the
+# baseline's inputs before issue 28 (ErasePro's templates and generic preserve set), the rows docs/benchmarks.md
+# measured before then.
+METHODS = {"UCE": {"method": "uce"}, "UCE 2023": {"method": "uce", "uce_protocol": "uce2023"},
+           "UCE custom": {"method": "uce", "uce_protocol": "custom"},
+           "ErasePro default": {}, "ErasePro progressive": {"schedule": "front"}}
 
 
 def _peak_rss_during(fn):

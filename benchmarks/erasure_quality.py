@@ -37,6 +37,7 @@ import torch
 
 from erasepro_core.delta import applied_delta
 from erasepro_core.erasure import erase
+from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, UCE_ROWS, tune_uce
 from erasepro_core.pipeline import load_pipeline, quiet_libraries
 from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file
 from erasepro_core.shapes import (
@@ -63,7 +64,12 @@ CASES: dict[str, list[tuple[str, str]]] = {
 }
 # name -> ErasureSpec overrides
 METHODS: dict[str, dict[str, Any]] = {
-    "uce": {"method": "uce"},
+    # UCE's three rows (erasepro_core.methods.uce_tuning): named preserve concepts = the model's preserve prompts
+    # (the same prompts ErasePro's generic set holds); templates only as the protocol says (the bare concept).
+    **{k: {**v, "preserve": "model"} for k, v in UCE_ROWS.items()},
+    "UCE tuned": {"method": "uce", "preserve": "model", "tune": True},
+    # Before issue 28 the UCE row got ErasePro's inputs: the solver templates on everything + the generic set.
+    "uce custom (former inputs)": {"method": "uce", "uce_protocol": "custom"},
     "erasepro default (none, tokens=last)": {},
     "erasepro uniform, all layers": {"schedule": "uniform", "layers": "all"},
     "erasepro front, all layers": {"schedule": "front", "layers": "all"},
@@ -75,7 +81,8 @@ METHODS: dict[str, dict[str, Any]] = {
     "erasepro front, all, no preserve": {"schedule": "front", "layers": "all", "default_preserve": False},
     "erasepro none, +suffix templates": {"schedule": "none", "templates": "suffix"},
 }
-SMOKE_METHODS = ("uce", "erasepro front, all layers")
+SMOKE_METHODS = ("UCE 2025 defaults", "erasepro front, all layers")
+VALIDATION_SETS = ("complex", "paraphrase")  # the tuned-UCE sweep scores these, drawn with another seed
 # Generic prompt suffixes (the commonest in real SD prompts), appended to the solver's templates.
 SUFFIX_TEMPLATES = ("a {}, high quality", "a photo of a {}, detailed", "a {}, 4k, trending")
 
@@ -165,12 +172,26 @@ def case_metrics(edits: list[tuple[str, str]], res: dict[str, Any], base: dict[s
     return out
 
 
-def build_spec(edits: list[tuple[str, str]], overrides: dict[str, Any], n_layers: int) -> ErasureSpec:
+def build_spec(edits: list[tuple[str, str]], overrides: dict[str, Any], n_layers: int,
+               model_preserve: list[str] | None = None) -> ErasureSpec:
     o = dict(overrides)
+    o.pop("tune", None)
     if o.get("layers") == "all":
         o["layers"] = list(range(n_layers))
-    templates = list(SOLVER_TEMPLATES) + (list(SUFFIX_TEMPLATES) if o.pop("templates", None) == "suffix" else [])
-    return ErasureSpec(edits=[{"target": t, "anchor": a} for t, a in edits], templates=templates, **o)
+    if o.get("preserve") == "model":  # name the model's preserve prompts as the preserve concepts
+        o["preserve"] = list(model_preserve or [])
+    named_protocol = o.get("method") == "uce" and o.get("uce_protocol", "uce2025") != "custom"
+    if not named_protocol:  # UCE's protocols phrase prompts as the authors do; everything else: the solver's
+        o["templates"] = list(SOLVER_TEMPLATES) + (list(SUFFIX_TEMPLATES) if o.pop("templates", None) == "suffix"
+                                                   else [])
+    return ErasureSpec.model_validate({"edits": [{"target": t, "anchor": a} for t, a in edits], **o})
+
+
+def validation_score(m: dict[str, Any]) -> float:
+    """What the tuned-UCE sweep maximises: mean specificity − mean efficacy over the validation sets."""
+    eff = [v for v in m["efficacy"].values() if v is not None]
+    spec = [v for v in m["specificity"].values() if v is not None]
+    return float(np.mean(spec) - np.mean(eff))
 
 
 def fmt(v: float | None, pct: bool = False) -> str:
@@ -193,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every number here")
     ap.add_argument("--smoke", action="store_true", help="tiny run: 1 seed, 1 prompt per pair, 4 steps")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--val-seeds", type=int, nargs="+", default=[7], help="image seeds of the tuning split")
+    ap.add_argument("--val-sets", nargs="+", default=list(VALIDATION_SETS), help="prompt sets of the tuning split")
+    ap.add_argument("--val-steps", type=int, default=None, help="DDIM steps of the tuning split (default: --steps)")
+    ap.add_argument("--tune-protocols", nargs="+", default=list(PROTOCOLS), help="protocols the sweep tries")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         sets = [s for s in sets if s.prompts]
     if not sets:
         raise SystemExit("no prompt set left to evaluate")
+    # The tuned-UCE sweep's validation split: other draws of the prompt grammar (prompt seed 1), minus every test,
+    # solver or preserve prompt, at other image seeds.
+    test_texts = {p.text for s in sets for p in s.prompts}
+    val_sets = [EvalSet(n, [p for p in prompt_set(n, seed=1, per_combo=1) if p.text not in test_texts | excluded])
+                for n in args.val_sets]
+    val_steps = args.val_steps or args.steps
+    model_preserve = read_prompt_file(pres_file) if pres_file.is_file() else []
     print(f"model {args.model}; {n_layers} text-encoder layers; seeds {args.seeds}; {args.steps} DDIM steps, "
           f"guidance {args.guidance}; sets " + ", ".join(f"{s.name}({len(s.prompts)})" for s in sets), flush=True)
 
@@ -234,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"unedited model evaluated in {time.perf_counter() - t0:.0f}s", flush=True)
     results: dict[str, Any] = {"config": {"model": args.model, "seeds": args.seeds, "steps": args.steps,
                                           "guidance": args.guidance, "per_combo": args.per_combo,
-                                          "sets": {s.name: len(s.prompts) for s in sets}},
+                                          "sets": {s.name: len(s.prompts) for s in sets},
+                                          "uce_sweep": {k: list(v) for k, v in SWEEP.items()},
+                                          "validation": {"sets": {s.name: len(s.prompts) for s in val_sets},
+                                                         "seeds": args.val_seeds, "steps": val_steps,
+                                                         "protocols": args.tune_protocols}},
                                "cases": {}}
     for case, edits in cases.items():
         base_m = case_metrics(edits, base, base)
@@ -259,8 +295,27 @@ def main(argv: list[str] | None = None) -> int:
                   f" | {fmt(s.get('kv_update_norm'))} |", flush=True)
 
         row("unedited", base_m, None)
+        val_base = None
         for label, overrides in methods.items():
-            spec = build_spec(edits, overrides, n_layers)
+            tuned = None
+            if overrides.get("tune"):
+                if val_base is None:
+                    val_base = evaluate(pipe, judge, val_sets, args.val_seeds, val_steps, args.guidance)
+
+                def validate(spec: ErasureSpec, edits: list[tuple[str, str]] = edits,
+                             base: dict[str, Any] = val_base) -> float:
+                    with applied_delta(pipe, erase(pipe, spec).delta):
+                        res = evaluate(pipe, judge, val_sets, args.val_seeds, val_steps, args.guidance)
+                    return validation_score(case_metrics(edits, res, base))
+
+                def make(settings: dict[str, Any], edits: list[tuple[str, str]] = edits,
+                         overrides: dict[str, Any] = overrides) -> ErasureSpec:
+                    return build_spec(edits, {**overrides, **settings}, n_layers, model_preserve)
+
+                tuned = tune_uce(make, validate, protocols=tuple(args.tune_protocols),
+                                 log=lambda m: print(m, flush=True))
+                overrides = {**overrides, **tuned.settings}
+            spec = build_spec(edits, overrides, n_layers, model_preserve)
             t = time.perf_counter()
             result = erase(pipe, spec)
             solve_s = time.perf_counter() - t
@@ -271,8 +326,14 @@ def main(argv: list[str] | None = None) -> int:
             m["report"]["sites"] = [{k: v for k, v in s.items()} for s in result.report["sites"]
                                     if s["stage"] == "progressive"]
             m["solve_s"] = solve_s
+            if tuned is not None:
+                m["tuned"] = {"settings": tuned.settings, "validation_score": tuned.score,
+                              "tried": [{"settings": st, "score": sc} for st, sc in tuned.tried]}
+                label = tuned.label()
             results["cases"][case][label] = m
             row(label, m, result.report)
+            if args.json:  # written as it goes: a long run interrupted keeps what it measured
+                args.json.write_text(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
         print(f"\nwrote {args.json}")

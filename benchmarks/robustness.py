@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/robustness.py                                  # default tables (minutes)
     .venv/bin/python benchmarks/robustness.py --smoke                          # tiny run (CI)
-    .venv/bin/python benchmarks/robustness.py --cases circle->square --methods uce "erasepro default" \\
+    .venv/bin/python benchmarks/robustness.py --cases circle->square --methods "UCE 2025 defaults" "erasepro default" \\
         --budgets soft_token=0,8,16,32 vocabulary=200 --seeds 0 1 --json out.json
 
 For every case and method the erasure is computed, then every attack (``erasepro_core.attacks``) runs on the
@@ -39,7 +39,9 @@ from erasure_quality import (  # noqa: E402
 from erasepro_core.attacks import ATTACKS, Sampling, attribute_judge  # noqa: E402
 from erasepro_core.delta import applied_delta  # noqa: E402
 from erasepro_core.erasure import erase  # noqa: E402
+from erasepro_core.methods.uce_tuning import UCE_ROWS  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
+from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file  # noqa: E402
 from erasepro_core.shapes import COLOURS, PROMPT_SETS, SHAPES, bundled_model_path, load_judge, prompt_set  # noqa: E402
 from erasepro_core.shapes.robustness import attack_templates  # noqa: E402
 
@@ -53,7 +55,10 @@ CASES: dict[str, list[tuple[str, str]]] = {
 # name -> ErasureSpec overrides (see erasure_quality.build_spec); "unedited" is the ceiling.
 METHODS: dict[str, dict[str, Any] | None] = {
     "unedited": None,
-    "uce": {"method": "uce"},
+    # UCE as its authors run it (erasepro_core.methods.uce_tuning), the model's preserve prompts named; the tuned
+    # row's settings come from erasure_quality.py's validation sweep (``--uce-tuned protocol,λ,s_p``).
+    **{k: {**v, "preserve": "model"} for k, v in UCE_ROWS.items()},
+    "uce custom (former inputs)": {"method": "uce", "uce_protocol": "custom"},
     "erasepro default": {},
     "erasepro front, all layers": {"schedule": "front", "layers": "all"},
     "erasepro to_eos": {"token_policy": "to_eos"},
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=str(bundled_model_path()))
     ap.add_argument("--cases", nargs="+", default=None, help=f"subset of {list(CASES)}")
     ap.add_argument("--methods", nargs="+", default=None, help=f"subset of {list(METHODS)}")
+    ap.add_argument("--uce-tuned", metavar="PROTOCOL,LAMBDA,S_P",
+                    help="add the 'UCE tuned' row with these settings (erasure_quality.py's validation sweep)")
     ap.add_argument("--attacks", nargs="+", default=None, help=f"subset of {list(VARIANTS)}")
     ap.add_argument("--budgets", nargs="+", default=None, help="ATTACK=N[,N...] (ASR reported at each N)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="attack seeds (results are averaged)")
@@ -145,9 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.steps, args.eval_seeds = 8, [0]
         args.cases = args.cases or ["circle->square"]
-        args.methods = args.methods or ["unedited", "uce", "erasepro default"]
+        args.methods = args.methods or ["unedited", "UCE 2025 defaults", "erasepro default"]
     cases = {k: CASES[k] for k in (args.cases or CASES)}
     methods = {k: METHODS[k] for k in (args.methods or METHODS)}
+    if args.uce_tuned:
+        protocol, lam, s_p = args.uce_tuned.split(",")
+        methods["UCE tuned"] = {"method": "uce", "preserve": "model", "uce_protocol": protocol,
+                                "uce_lambda": float(lam), "uce_preserve_scale": float(s_p)}
     attacks = args.attacks or list(VARIANTS)
     sampling = Sampling(steps=args.steps)
 
@@ -171,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, overrides in methods.items():
             t = time.perf_counter()
             report = None
+            if overrides is not None and overrides.get("preserve") == "model":
+                overrides = {**overrides, "preserve": read_prompt_file(Path(args.model) / PRESERVE_FILE)}
             if overrides is None:
                 delta = None
             else:

@@ -8,14 +8,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
 from erasepro_core.devices import DTYPE_NAMES
 from erasepro_core.methods import METHODS
 from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
-from erasepro_core.spec import ErasureSpec, wire_errors
+from erasepro_core.spec import FLAT_SETTINGS, ErasureSpec, wire_errors
 
 # Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
 # loads FastAPI and `erasepro serve` never loads torch in the API process.
@@ -62,6 +63,7 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
     overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
                  "layers": args.layers, "token_policy": args.tokens, "preserve_tokens": args.preserve_tokens,
                  "templates": args.template, "harden_rounds": args.harden}
+    overrides |= {wire: getattr(args, _dest(wire), None) for wire in _prefixed_settings()}
     data.update({k: v for k, v in overrides.items() if v is not None})
     if args.no_default_preserve:
         data["default_preserve"] = False
@@ -71,6 +73,31 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
         return ErasureSpec.model_validate(data)
     except ValidationError as exc:
         raise CLIError(_validation_message(exc)) from exc
+
+
+def _prefixed_settings() -> dict[str, tuple[str, str]]:
+    """Wire name -> (method, field) of every setting a method names with its prefix (``uce_lambda``): each gets a
+    flag of that name (``--uce-lambda``); ErasePro's unprefixed settings have flags of their own above."""
+    return {wire: (name, field) for name, names in FLAT_SETTINGS.items() if METHODS[name].config.flat_prefix
+            for wire, field in names.items()}
+
+
+def _dest(wire: str) -> str:
+    return f"setting_{wire}"
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    for wire, (name, field) in _prefixed_settings().items():
+        f = METHODS[name].config.model_fields[field]
+        ann = f.annotation
+        if get_origin(ann) in (Union, UnionType):  # X | None: the flag's type is X
+            ann = next(a for a in get_args(ann) if a is not NoneType)
+        kw: dict[str, Any] = {"dest": _dest(wire), "help": f"(method {name}) {f.description or ''}".replace("%", "%%")}
+        if get_origin(ann) is Literal:
+            kw["choices"] = list(get_args(ann))
+        else:
+            kw["type"], kw["metavar"] = ann, "X"
+        p.add_argument("--" + wire.replace("_", "-"), **kw)
 
 
 def _progress_bar(desc: str):
@@ -212,7 +239,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--target", action="append", help="concept to erase (repeatable)")
     e.add_argument("--anchor", action="append", help="concept to map it to, one per --target ('' = empty)")
     e.add_argument("--preserve", action="append", help="concept to keep unchanged (repeatable)")
-    e.add_argument("--no-default-preserve", action="store_true", help="do not add the generic preserve set")
+    e.add_argument("--no-default-preserve", action="store_true",
+                   help="do not add the generic preserve set (UCE's uce2025/uce2023 protocols never add it)")
     e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
     e.add_argument("--method", choices=sorted(METHODS))
     e.add_argument("--schedule", choices=list(get_args(Schedule)))
@@ -220,9 +248,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--tokens", choices=list(get_args(TokenPolicy)), help="token policy")
     e.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)),
                    help="which tokens of each preserve prompt are protected")
-    e.add_argument("--template", action="append", help="prompt template containing {} (repeatable)")
+    e.add_argument("--template", action="append", help="prompt template containing {} (repeatable; for UCE's "
+                   "uce2025/uce2023 protocols: phrasings of the erase prompts, as the authors' --expand_prompts)")
     e.add_argument("--harden", type=int, metavar="N",
                    help="closed-form adversarial hardening rounds of the K/V edit (method erasepro; default 0)")
+    _add_setting_flags(e)
     e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
     e.add_argument("--report", help="also write the solver report as JSON here")
     e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")

@@ -22,9 +22,10 @@ N_PRESERVE_PADS = 8
 @torch.no_grad()
 def prompt_features(
     adapter: Adapter, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False,
-    batch: int = 256,
+    batch: int = 256, sequence: bool = False,
 ) -> tuple[dict[tuple[int, int], torch.Tensor], torch.Tensor]:
-    """Token features (positions 1..EOS plus a few pads, or the last token before EOS) of ``prompts``, model as is.
+    """Token features (positions 1..EOS plus a few pads, or the last token before EOS, or with ``sequence`` every
+    position of the padded sequence, BOS included) of ``prompts``, model as is.
 
     Returns fc2-input columns per ``(tower, layer)`` for the requested layers and context columns.
     """
@@ -36,9 +37,12 @@ def prompt_features(
         for s in range(0, len(rows), batch):
             chunk = rows[s : s + batch]
             n_max = int(tower.tokenizer.model_max_length)
-            length = tower.length_for(min(n_max, max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS)))
+            longest = n_max if sequence else max(len(r) for r in chunk) + (0 if last_only else N_PRESERVE_PADS)
+            length = tower.length_for(min(n_max, longest))
             if tower.pooled:  # a pooled site reads the EOS state only
                 sel = [(r, len(ids) - 1) for r, ids in enumerate(chunk)]
+            elif sequence:
+                sel = [(r, p) for r in range(len(chunk)) for p in range(length)]
             elif last_only:
                 sel = [(r, len(ids) - 2) for r, ids in enumerate(chunk)]
             else:

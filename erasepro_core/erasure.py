@@ -97,7 +97,7 @@ class _Job:
         if self.metric_key is None:
             return build()
         spec = self.plan.spec
-        key = (self.metric_key, spec.default_preserve, self.plan.preserve_last_only, site, lam, alpha)
+        key = (self.metric_key, spec.default_preserve, self.plan.preserve_positions, site, lam, alpha)
         return self.cache.metric(key, build)
 
 
@@ -162,11 +162,12 @@ def _pairs_stage(job: _Job) -> tuple[PairSet, PairSet]:
     edits = [(e.target, e.anchor) for e in spec.edits]
     tower0 = job.adapter.towers[0]
     tok0, pooled = tower0.tokenizer, tower0.pooled
+    bare = plan.inputs.bare_anchors
     try:
-        pairs = build_pairs(tok0, edits, spec.templates, plan.token_policy, pooled)
-        held = build_pairs(tok0, edits[:MAX_HELDOUT_EDITS], spec.heldout_templates, plan.token_policy, pooled)
+        pairs = build_pairs(tok0, edits, spec.templates, plan.token_policy, pooled, bare)
+        held = build_pairs(tok0, edits[:MAX_HELDOUT_EDITS], spec.heldout_templates, plan.token_policy, pooled, bare)
         for tower in job.adapter.towers[1:]:
-            other = build_pairs(tower.tokenizer, edits, spec.templates, plan.token_policy, tower.pooled)
+            other = build_pairs(tower.tokenizer, edits, spec.templates, plan.token_policy, tower.pooled, bare)
             if other.positions != pairs.positions:
                 raise ErasureError(f"{tower.component}'s tokenizer splits the prompts differently from the first")
     except ValueError as exc:
@@ -177,13 +178,15 @@ def _pairs_stage(job: _Job) -> tuple[PairSet, PairSet]:
 
 def _preservation_stage(job: _Job) -> PreserveStats:
     """Generic statistics are cached per base model; the user's prompts and the generic prompts that mention a
-    target (dropped) are computed per job and added/subtracted."""
+    target (dropped) are computed per job and added/subtracted. The method's input rules say whether the
+    templates phrase the user's concepts and whether '' joins them (UCE's protocols)."""
     t = time.perf_counter()
-    spec = job.plan.spec
+    spec, rules = job.plan.spec, job.plan.inputs
     targets = [e.target for e in spec.edits]
     generic = generic_preserve_prompts(job.pipe) if spec.default_preserve else []
     dropped = [p for p in generic if contains_concept(p, targets)]
-    user = [tpl.format(p) for p in spec.preserve for tpl in spec.templates]
+    phrasings = spec.templates if rules.preserve_templates else ["{}"]
+    user = [""] * rules.preserve_empty + [tpl.format(p) for p in spec.preserve for tpl in phrasings]
     user_dropped = [p for p in user if contains_concept(p, targets)]
     if dropped or user_dropped:
         msg = f"dropped {len(dropped) + len(user_dropped)} preserve prompt(s) that mention a target"
@@ -191,6 +194,7 @@ def _preservation_stage(job: _Job) -> PreserveStats:
         log.warning(msg)
     user = [p for p in user if p not in user_dropped]
     pres = _combine_stats(job, generic, dropped, user)
+    pres.n_prompts = len(generic) - len(dropped) + len(user)
     job.metric_key = job.base_key if not (user or dropped) else None
     job.step("preserve")
     _timed(job, "preserve_s", t)
@@ -199,19 +203,21 @@ def _preservation_stage(job: _Job) -> PreserveStats:
 
 def _combine_stats(job: _Job, generic: list[str], dropped: list[str], user: list[str]) -> PreserveStats:
     adapter, layers, last = job.adapter, job.plan.layers, job.plan.preserve_last_only
-    # UCE preserves the last subject token of each preserve prompt (un-normalised sums); ErasePro does the same
-    # by default (measured: protecting every token also protects the context and EOS features that target
-    # prompts share with unrelated ones, and the erasure leaks on complex prompts).
-    base = job.cache.generic_stats(adapter, job.base_key, generic, layers, last_only=last) if generic else None
+    seq = job.plan.preserve_positions == "sequence"
+    # UCE 2025 preserves the last subject token of each preserve prompt (un-normalised sums; UCE 2023 every
+    # position); ErasePro the last by default (measured: protecting every token also protects the context and
+    # EOS features that target prompts share with unrelated ones, and the erasure leaks on complex prompts).
+    base = (job.cache.generic_stats(adapter, job.base_key, generic, layers, last_only=last, sequence=seq)
+            if generic else None)
     base = base.to(job.device) if base is not None else None  # stored on the host; solved where the model is
     extra = removed = removed_ctx = None
     extra_fc2: dict = {}
     removed_fc2: dict = {}
     if user:
-        extra_fc2, ctx = prompt_features(adapter, user, layers, last_only=last)
+        extra_fc2, ctx = prompt_features(adapter, user, layers, last_only=last, sequence=seq)
         extra = stats_of(ctx)
     if dropped:
-        removed_fc2, removed_ctx = prompt_features(adapter, dropped, layers, last_only=last)
+        removed_fc2, removed_ctx = prompt_features(adapter, dropped, layers, last_only=last, sequence=seq)
         removed = stats_of(removed_ctx)
     out = PreserveStats()
     if base is None and extra is None:
@@ -267,7 +273,7 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         n_extra = extra[0].shape[1]
 
     def solve(xs: torch.Tensor, ys: torch.Tensor) -> KVEdit:
-        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]))
+        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts)
         return job.plan.kv_edit(job.plan.method, inputs)
 
     rounds = getattr(job.plan.method, "harden_rounds", 0)

@@ -106,9 +106,11 @@ def build_pairs(
     templates: list[str],
     policy: TokenPolicy,
     pooled: bool = False,
+    bare_anchors: bool = False,
 ) -> PairSet:
     """Pair every target prompt (edit × template) with its anchor prompt, position by position (``pooled``: the
-    EOS states only, whatever the policy — a pooled site reads nothing else)."""
+    EOS states only, whatever the policy — a pooled site reads nothing else). The anchor prompt uses the same
+    template, or is the bare anchor with ``bare_anchors`` (UCE 2023 guides every phrasing to the bare guide)."""
     n_max = int(tok.model_max_length)
     out = PairSet()
     anchor_rows: dict[tuple[int, ...], int] = {}
@@ -122,7 +124,7 @@ def build_pairs(
     for k, (target, anchor) in enumerate(edits):
         for template in templates:
             t = tokenized(template, target)
-            a = tokenized(template, anchor)
+            a = tokenized("{}" if bare_anchors else template, anchor)
             key = tuple(a.ids)
             if key not in anchor_rows:
                 anchor_rows[key] = len(out.anchor_ids)

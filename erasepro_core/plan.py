@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from erasepro_core.adapters import Adapter, TextTower
 from erasepro_core.methods import EditFunction, MethodConfig, method_for
-from erasepro_core.methods.base import Schedule, TokenPolicy
+from erasepro_core.methods.base import InputRules, PreservePositions, Schedule, TokenPolicy
 from erasepro_core.spec import ErasureSpec
 
 
@@ -25,6 +25,8 @@ class Plan:
     kv_edit: EditFunction
     token_policy: TokenPolicy
     preserve_last_only: bool
+    preserve_positions: PreservePositions
+    inputs: InputRules  # templates/preserve rules of the method (e.g. UCE's protocol)
     schedule: Schedule
     layers: dict[int, list[int]]  # tower index -> sorted progressive-stage layers (empty: K/V only)
     solver_weights: tuple[float, float] | None  # (λ, α) of the zero-residual solves
@@ -85,7 +87,8 @@ def make_plan(spec: ErasureSpec, adapter: Adapter) -> Plan:
     schedule, layers = config.progressive_stage()
     return Plan(
         spec=spec, method=config, kv_edit=method_for(config).kv_edit, token_policy=config.pairing_policy(),
-        preserve_last_only=config.preserves_last_token_only(), schedule=schedule,
+        preserve_last_only=config.preserves_last_token_only(), preserve_positions=config.preserve_positions(),
+        inputs=config.input_rules(), schedule=schedule,
         layers={ti: resolve_layers(schedule, layers, tw) for ti, tw in enumerate(adapter.towers)},
         solver_weights=config.solver_weights(),
     )

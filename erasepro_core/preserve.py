@@ -64,17 +64,20 @@ class FeatureCache:
         self.computed: list[Site] = []  # sites this cache computed (not loaded) on its last fill: for the logs
 
     def generic_stats(
-        self, adapter: Adapter, mkey: str, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False
+        self, adapter: Adapter, mkey: str, prompts: list[str], layers: dict[int, list[int]], last_only: bool = False,
+        sequence: bool = False,
     ) -> PreserveStats:
         """Statistics of ``prompts`` on the model whose :func:`model_key` is ``mkey``: from memory, else from the
-        store, else computed (and stored)."""
+        store, else computed (and stored). ``last_only``/``sequence``: which positions (see ``prompt_features``)."""
         parts = {"model": mkey, **device_parts(adapter.towers[0].model), "last_only": str(last_only),
                  "prompts": hashlib.sha256("\n".join(prompts).encode()).hexdigest()}
+        if sequence:  # only then, so the keys of statistics already stored stay valid
+            parts["sequence"] = "True"
         key = StatsStore.key(parts)
         stats = self._stats.get(key) or PreserveStats()
         self.computed = []  # this call's, even when memory has everything
         if _missing(stats, layers):
-            self._fill(adapter, key, parts, prompts, layers, last_only, stats)
+            self._fill(adapter, key, parts, prompts, layers, (last_only, sequence), stats)
         self._stats[key] = stats
         self._stats.move_to_end(key)
         while len(self._stats) > self.max_models:
@@ -82,10 +85,10 @@ class FeatureCache:
         return stats
 
     def _fill(self, adapter: Adapter, key: str, parts: dict[str, str], prompts: list[str],
-              layers: dict[int, list[int]], last_only: bool, stats: PreserveStats) -> None:
+              layers: dict[int, list[int]], positions: tuple[bool, bool], stats: PreserveStats) -> None:
         self.computed = []
         if self.store is None:
-            self.computed = list(_compute(adapter, prompts, _missing(stats, layers), last_only, stats))
+            self.computed = list(_compute(adapter, prompts, _missing(stats, layers), positions, stats))
             return
         _put(stats, self.store.load(key, _missing(stats, layers)))
         if not _missing(stats, layers):
@@ -94,7 +97,7 @@ class FeatureCache:
             _put(stats, self.store.load(key, _missing(stats, layers)))  # another worker may have just written them
             todo = _missing(stats, layers)
             if todo:
-                new = _compute(adapter, prompts, todo, last_only, stats)
+                new = _compute(adapter, prompts, todo, positions, stats)
                 self.store.save(key, parts, new)
                 self.computed = list(new)
 
@@ -131,14 +134,14 @@ def _put(stats: PreserveStats, found: dict[Site, SiteStats]) -> None:
             stats.fc2[(site[1], site[2])] = s
 
 
-def _compute(adapter: Adapter, prompts: list[str], sites: list[Site], last_only: bool,
+def _compute(adapter: Adapter, prompts: list[str], sites: list[Site], positions: tuple[bool, bool],
              stats: PreserveStats) -> dict[Site, SiteStats]:
     """One text-encoder pass over ``prompts`` for the missing sites (the context is always computed with it)."""
     layers: dict[int, list[int]] = {}
     for site in sites:
         if site[0] == "fc2":
             layers.setdefault(site[1], []).append(site[2])
-    fc2, ctx = prompt_features(adapter, prompts, layers, last_only=last_only)
+    fc2, ctx = prompt_features(adapter, prompts, layers, last_only=positions[0], sequence=positions[1])
     new: dict[Site, SiteStats] = {("fc2", *k): stats_of(v) for k, v in fc2.items()}
     if ("ctx",) in sites:
         new[("ctx",)] = stats_of(ctx)

@@ -119,19 +119,28 @@ class ErasureSpec(BaseModel):
 
     Defaults (ErasePro, ``schedule="none"``, ``token_policy="last"``, ``preserve_tokens="last"``) are the best
     configuration on the shapes-world erasure benchmark (docs/benchmarks.md); the progressive stage is one
-    ``schedule="front"`` (or ``"uniform"``) away. ``method`` accepts a name (``"uce"``), a config object, or a
-    dict with ``name``; flat settings beside it (``schedule=…``, ``uce_lambda=…``) go into the method's config.
+    ``schedule="front"`` (or ``"uniform"``) away. ``method="uce"`` alone is UCE as its authors' current script
+    runs it (protocol ``uce2025``: bare concepts, named preserve concepts only). ``method`` accepts a name
+    (``"uce"``), a config object, or a dict with ``name``; flat settings beside it (``schedule=…``,
+    ``uce_lambda=…``) go into the method's config.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
-    default_preserve: bool = Field(default=True, description="Also protect a generic preserve set (the base "
-                                   "model's own erasepro_preserve.txt, else the shipped one) besides yours.")
-    templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_TEMPLATES), min_length=1,
-                                      max_length=MAX_TEMPLATES, json_schema_extra={"default": list(DEFAULT_TEMPLATES)},
-                                      description="Phrasings the solve uses; each concept is inserted at '{}'.")
+    # Both left out (None): the method's default, set at validation (ErasePro and UCE 'custom': on and
+    # DEFAULT_TEMPLATES; UCE 'uce2025'/'uce2023': off and the bare concept, as the authors' scripts).
+    default_preserve: bool | None = Field(default=None, description="Also protect a generic preserve set (the "
+                                          "base model's own erasepro_preserve.txt, else the shipped one) besides "
+                                          "yours. Left out: on, except for UCE's uce2025/uce2023 protocols, which "
+                                          "preserve only the concepts you name (and refuse true).")
+    templates: list[Template] | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATES,
+                                             description="Phrasings the solve uses; each concept is inserted at "
+                                             "'{}'. Left out: " + ", ".join(repr(t) for t in DEFAULT_TEMPLATES)
+                                             + "; for UCE's uce2025/uce2023 protocols the bare concept '{}' only "
+                                             "(given, they phrase the erase prompts only, as the authors' "
+                                             "--expand_prompts).")
     heldout_templates: list[Template] = Field(default_factory=lambda: list(DEFAULT_HELDOUT_TEMPLATES),
                                               max_length=MAX_TEMPLATES,
                                               json_schema_extra={"default": list(DEFAULT_HELDOUT_TEMPLATES)},
@@ -169,6 +178,20 @@ class ErasureSpec(BaseModel):
             nested[key.removeprefix(METHODS[name].config.flat_prefix)] = data.pop(key)
         data["method"] = nested
         return data
+
+    @model_validator(mode="after")
+    def _method_inputs(self) -> ErasureSpec:
+        """Templates and the generic preserve set left out take the method's defaults; a method that preserves
+        only the named concepts (UCE's uce2025/uce2023) refuses the generic set, naming it."""
+        rules = self.method.input_rules()
+        if self.templates is None:
+            self.templates = list(rules.templates or DEFAULT_TEMPLATES)
+        if self.default_preserve is None:
+            self.default_preserve = rules.generic_preserve
+        elif self.default_preserve and not rules.generic_preserve_allowed:
+            raise ValueError(f"default_preserve: {rules.who} preserves only the concepts you name; set "
+                             "uce_protocol to 'custom' to add the generic preserve set")
+        return self
 
     @model_validator(mode="after")
     def _layers_need_progressive(self) -> ErasureSpec:
@@ -220,7 +243,7 @@ def wire_errors(exc: ValidationError) -> list[dict[str, Any]]:
             field = config.model_fields.get(str(loc[2]))
             wire = config.flat_prefix + ((field.alias if field else None) or str(loc[2]))
             loc = (wire, *loc[3:])
-        elif not loc:
+        elif not loc or (loc[0] == "method" and len(loc) <= 2):  # a spec- or method-level check names its field
             head = msg.split(":", 1)[0]
             if head in WIRE_FIELDS:
                 loc = (head,)

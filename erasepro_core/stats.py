@@ -61,7 +61,8 @@ def stats_of(cols: torch.Tensor) -> SiteStats:
 class PreserveStats:
     fc2: dict[tuple[int, int], SiteStats] = field(default_factory=dict)
     ctx: SiteStats | None = None
+    n_prompts: int = 0  # preserve prompts behind the statistics
 
     def to(self, device: torch.device | str) -> PreserveStats:
         return PreserveStats({k: v.to(device) for k, v in self.fc2.items()},
-                             self.ctx.to(device) if self.ctx is not None else None)
+                             self.ctx.to(device) if self.ctx is not None else None, self.n_prompts)

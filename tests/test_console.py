@@ -204,6 +204,30 @@ def test_bad_form_shows_errors_next_to_fields(page, server: Server) -> None:
     shoot(page, "new-erasure-errors")
 
 
+def test_uce_protocol_settings_default_to_the_protocol_and_a_mismatch_is_shown_at_its_field(page, server: Server
+                                                                                           ) -> None:
+    sign_in(page, server)
+    page.click("a.btn:has-text('New erasure')")
+    page.wait_for_selector("#new-erasure")
+    page.click("details.advanced summary")
+    page.select_option("#f-method", "uce")
+    # The protocol's pieces and the generic preserve set start at "(default)": nothing is sent, the server decides.
+    for field in ("uce_token_span", "uce_preserve_tokens", "uce_preserve_norm", "default_preserve"):
+        assert page.input_value(f"#f-options-{field}") == "", field
+    assert page.input_value("#f-options-uce_protocol") == "uce2025"
+    page.select_option("#f-options-uce_protocol", "uce2023")
+    page.select_option("#f-options-uce_token_span", "last")
+    page.fill(".target", "circle")
+    page.fill(".anchor", "square")
+    page.click("text=Start erasure")
+    page.wait_for_selector(".error-summary:not([hidden])")
+    assert "protocol 'uce2023' uses 'to_end'" in page.inner_text("#f-options-uce_token_span-err")
+    assert page.url.endswith("/console/erasures/new")
+    page.select_option("#f-options-uce_token_span", "")  # back to the protocol's: accepted
+    page.click("text=Start erasure")
+    page.wait_for_url(re.compile(r"/console/erasures/[0-9a-f]{32}$"))
+
+
 def test_submit_progress_grid_and_downloads(page, server: Server, tmp_path: Path) -> None:
     sign_in(page, server)
     page.click("a.btn:has-text('New erasure')")

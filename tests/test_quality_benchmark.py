@@ -32,7 +32,8 @@ def test_smoke_benchmark_numbers_are_in_range(tmp_path):
     assert "skipped prompt set(s) ['dup']" in res.stdout
     data = json.loads(out.read_text())
     case = data["cases"]["circle->square"]
-    assert set(case) == {"unedited", "uce", "erasepro front, all layers"}
+    assert set(case) == {"unedited", "UCE 2025 defaults", "erasepro front, all layers"}
+    assert data["config"]["uce_sweep"] == {"uce_lambda": [0.1, 0.5, 2.0], "uce_preserve_scale": [0.1, 1.0, 10.0]}
     for method, m in case.items():
         assert set(m["efficacy"]) == {"plain", "complex", "paraphrase", "heldout", "mine"}
         for key in ("efficacy", "anchor", "specificity", "drift"):

@@ -119,3 +119,23 @@ def test_valid_request_round_trips_to_the_spec() -> None:
     uce = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce", "options": {"uce_lambda": 0.1}}).to_spec()
     assert uce.method.name == "uce" and uce.method.lam == 0.1
     assert spec.preserve == ["a bird"] and spec.edits[0].target == "a cat"
+
+
+def test_uce_alone_is_the_2025_protocol_and_a_setting_it_fixes_is_a_422_naming_the_option() -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    spec = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce"}).to_spec()
+    assert (spec.method.protocol, spec.templates, spec.default_preserve) == ("uce2025", ["{}"], False)
+    old = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce", "options": {"uce_protocol": "uce2023"}})
+    assert old.to_spec().method.token_span == "to_end"
+    for options, field in (({"uce_token_span": "to_end"}, "uce_token_span"),
+                           ({"default_preserve": True}, "default_preserve"),
+                           ({"uce_protocol": "uce2023", "uce_preserve_norm": "none"}, "uce_preserve_norm")):
+        req = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce", "options": options})
+        with pytest.raises(RequestValidationError) as exc:
+            req.to_spec()
+        err = exc.value.errors()[0]
+        assert tuple(err["loc"]) == ("body", "options", field) and "custom" in err["msg"]
+    custom = ErasureRequest.model_validate({**SHORT_SPEC, "method": "uce", "options": {
+        "uce_protocol": "custom", "uce_token_span": "to_end", "uce_preserve_tokens": "sequence"}}).to_spec()
+    assert custom.default_preserve is True and custom.method.preserve_positions() == "sequence"

@@ -121,9 +121,18 @@ def model_dir(tmp_path_factory, sd_pipe):
         (["erase", "--target", "cat", "--spec", "/nonexistent.json"], "--spec: no such file"),
         (["erase", "--target", "cat", "--layers", "0,99", "--schedule", "front"], "layers: 99 is out of range"),
         (["erase", "--target", "cat", "--layers", "0"], "layers: only the progressive stage uses them"),
+        (["erase", "--target", "cat", "--method", "uce", "--uce-token-span", "to_end"],
+         "uce_token_span: protocol 'uce2025' uses 'last'"),
+        (["erase", "--target", "cat", "--method", "uce", "--uce-protocol", "uce2023", "--uce-preserve-tokens", "last"],
+         "uce_preserve_tokens: protocol 'uce2023' uses 'sequence'"),
+        (["erase", "--target", "cat", "--method", "uce", "--uce-lambda", "0"], "uce_lambda: Input should be greater"),
+        (["erase", "--target", "cat", "--uce-lambda", "1"], "uce_lambda: not a setting of method 'erasepro'"),
+        (["erase", "--target", "cat", "--method", "uce", "--spec", "SPEC"], "default_preserve: UCE protocol 'uce2025'"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, model_dir, args, needle):
+    (tmp_path / "spec.json").write_text('{"default_preserve": true}')
+    args = [str(tmp_path / "spec.json") if a == "SPEC" else a for a in args]
     res = _cli(*args, "--model", str(model_dir), "--out", str(tmp_path / "d.safetensors"))
     assert res.returncode == 2, res.stderr
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("erasepro:")]
@@ -152,6 +161,28 @@ def test_cli_erase_inspect_generate(tmp_path, model_dir):
     assert Image.open(tmp_path / "g.png").size == (32, 32)
     res = _cli("inspect", str(tmp_path / "g.png"))
     assert res.returncode == 2 and "erasepro: error:" in res.stderr
+
+
+@pytest.mark.parametrize("protocol", [None, "uce2023"])
+def test_cli_uce_writes_the_authors_default_edit(tmp_path, model_dir, sd_pipe, protocol):
+    """``erasepro erase --method uce --target T --anchor A --preserve P…`` = the authors' script with its defaults
+    (``--uce-protocol uce2023``: the paper-era one), checked against the re-derivations in uce_reference.py."""
+    from uce_reference import edit_gap, uce2023, uce2025
+
+    from erasepro_core.delta import Delta
+
+    out = tmp_path / "uce.safetensors"
+    extra = ["--uce-protocol", protocol] if protocol else []
+    res = _cli("erase", "--model", str(model_dir), "--method", "uce", "--target", "van gogh", "--anchor", "art",
+               "--target", "cat", "--anchor", "", "--preserve", "claude monet", "--preserve", "a tree", *extra,
+               "--out", str(out), "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    delta = Delta.load(out)
+    assert delta.spec["uce_protocol"] == (protocol or "uce2025") and delta.spec["default_preserve"] is False
+    ref = uce2023 if protocol else uce2025
+    want = ref(sd_pipe, ["van gogh", "cat"], ["art", ""], ["claude monet", "a tree"])
+    gaps = edit_gap(delta.tensors, want, sd_pipe)
+    assert len(gaps) == len(delta.tensors) and max(gaps.values()) < 1e-4, gaps
 
 
 def test_only_errors_a_user_can_fix_exit_2():

@@ -22,6 +22,23 @@ if TYPE_CHECKING:
 Schedule = Literal["uniform", "front", "none"]
 TokenPolicy = Literal["last", "to_eos", "to_end"]
 PreserveTokens = Literal["last", "all"]
+# Which positions of a preserve prompt are protected: its last token before EOS, tokens 1..EOS plus a few pads
+# (``all``), or every position of the padded sequence, BOS and all pads included (``sequence``: UCE 2023).
+PreservePositions = Literal["last", "all", "sequence"]
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """Which prompts a method's edit is given, beside the spec's concepts: the defaults of the spec's
+    ``templates``/``default_preserve`` when it leaves them out, and how templates and preserve prompts are used."""
+
+    templates: tuple[str, ...] | None = None  # the spec's phrasings when it gives none (None: DEFAULT_TEMPLATES)
+    generic_preserve: bool = True  # default of ``default_preserve``
+    generic_preserve_allowed: bool = True  # False: ``default_preserve=True`` is refused
+    preserve_templates: bool = True  # the templates phrase the preserve concepts too (else: bare concepts)
+    bare_anchors: bool = False  # every templated target prompt is paired with the bare anchor
+    preserve_empty: bool = False  # the empty prompt '' joins the preserve prompts
+    who: str = ""  # names the rule-maker in errors ("UCE protocol 'uce2025'")
 
 
 class MethodConfig(BaseModel):
@@ -42,6 +59,14 @@ class MethodConfig(BaseModel):
         """Whether each preserve prompt contributes only its last token before EOS."""
         return True
 
+    def preserve_positions(self) -> PreservePositions:
+        """Which positions of each preserve prompt are protected."""
+        return "last" if self.preserves_last_token_only() else "all"
+
+    def input_rules(self) -> InputRules:
+        """Which prompts the edit is given (templates, preserve set) besides the spec's concepts."""
+        return InputRules()
+
     def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
         """The progressive text-encoder stage's schedule and layers (``none``: K/V only)."""
         return "none", None
@@ -54,18 +79,20 @@ class MethodConfig(BaseModel):
         """What the report says about the configuration."""
         schedule = self.progressive_stage()[0] if self.solver_weights() is not None else None
         return {"schedule": schedule, "token_policy": self.pairing_policy(),
-                "preserve_tokens": "last" if self.preserves_last_token_only() else "all"}
+                "preserve_tokens": self.preserve_positions()}
 
 
 @dataclass
 class EditInputs:
     """Context-space columns of one job: targets ``x`` and what they must become ``y`` (d × n, float64),
-    the preserve statistics, and the (cached) zero-residual metric for this preserve set."""
+    the preserve statistics (and how many prompts they come from), and the (cached) zero-residual metric for
+    this preserve set."""
 
     x: torch.Tensor
     y: torch.Tensor
     preserve: SiteStats | None
     metric: Callable[[], Metric]
+    n_preserve_prompts: int = 0  # prompts behind ``preserve`` (UCE 2023 scales by their count)
 
 
 @dataclass

@@ -16,13 +16,22 @@ function label(f) {
 /** A form control for one schema field; .read() gives the JSON value, .changed() whether the user set it. */
 function control(f, loc) {
   const id = `f-${loc.replaceAll(".", "-")}`;
-  // (a list's default is already in its text box)
-  const dflt = f.default === undefined || Array.isArray(f.default) ? "" : f.default === null ? "Default: none."
+  // (a list's default is already in its text box; a null or absent default (FastAPI drops null) of a nullable
+  // field whose description explains it ("Left out: …") depends on the method)
+  const byMethod = f.default == null && f.nullable && /Left out/.test(f.description);
+  const dflt = f.default === undefined || Array.isArray(f.default) || byMethod ? ""
+    : f.default === null ? "Default: none."
     : `Default: ${Array.isArray(f.default) ? f.default.map((x) => `“${x}”`).join(", ") || "none" : f.default}.`;
   const help = [f.description, boundsText(f), dflt].filter(Boolean).join(" ");
   let input;
   let read;
-  if (f.enum) {
+  if (byMethod && (f.enum || f.type === "boolean")) {
+    // The default depends on the method (e.g. UCE's protocol): "(default)" sends nothing, so the server decides.
+    const values = f.enum || [true, false];
+    input = h("select", {id, name: loc}, h("option", {value: "", selected: true}, "(default)"),
+      values.map((v) => h("option", {value: String(v)}, f.enum ? v : v ? "on" : "off")));
+    read = () => (input.value === "" ? null : f.enum ? input.value : input.value === "true");
+  } else if (f.enum) {
     input = h("select", {id, name: loc}, f.enum.map((v) => h("option", {value: v, selected: v === f.default}, v)));
     read = () => input.value;
   } else if (f.type === "boolean") {
@@ -40,7 +49,10 @@ function control(f, loc) {
       : input.value.split(/[\s,]+/).filter(Boolean).map((x) => (/^-?\d+$/.test(x) ? Number(x) : x)));
   } else if (f.type === "array") {
     input = h("textarea", {id, name: loc, rows: 3}, Array.isArray(f.default) ? f.default.join("\n") : "");
-    read = () => input.value.split("\n").map((x) => x.trim()).filter(Boolean);
+    read = () => {
+      const v = input.value.split("\n").map((x) => x.trim()).filter(Boolean);
+      return v.length || !byMethod ? v : null;  // emptied: the method's default
+    };
   } else {
     input = h("input", {id, name: loc, type: "text", maxlength: f.maxLength, value: f.default ?? ""});
     read = () => input.value;
