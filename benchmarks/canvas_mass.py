@@ -33,7 +33,9 @@ METHODS: dict[str, dict] = {
     "uniform": {"method": "erasepro", "schedule": "uniform"},
     "to_eos": {"method": "erasepro", "token_policy": "to_eos"},
     "harden1": {"method": "erasepro", "harden_rounds": 1},
-    "uce": {"method": "uce"},
+    "uce2025": {"method": "uce"},
+    "uce2023": {"method": "uce", "uce_protocol": "uce2023"},
+    "uce_custom": {"method": "uce", "uce_protocol": "custom"},
 }
 
 
@@ -48,6 +50,10 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "canvas_mass"))
+    ap.add_argument("--tune-uce", action="store_true",
+                    help="add a 'uce_tuned' row: the best of UCE's sweep (λ x s_p x protocol) by preserved - erased "
+                         "on the validation split (other prompts and seeds, same concepts), then run on the test split")
+    ap.add_argument("--val-images", type=int, default=24, help="validation images (erased, and again preserved)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
@@ -72,6 +78,33 @@ def main() -> int:
                 print(f"{kind} N={n} {name}: erased {res['erased_rate']:.3f} preserved "
                       f"{res['preserved_accuracy']:.3f} objects {res['object_accuracy']:.3f} "
                       f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
+            if args.tune_uce:
+                from erasepro_core.canvas.bench import build_spec, choose_concepts
+                from erasepro_core.methods.uce_tuning import tune_uce
+
+                def make_spec(settings: dict, kind: str = kind, n: int = n):
+                    return build_spec(kind, choose_concepts(kind, n, args.seed), settings)
+
+                def validate(spec, kind: str = kind, n: int = n) -> float:
+                    m = spec.method
+                    opts = {"method": "uce", "uce_protocol": m.protocol, "uce_lambda": m.lam,
+                            "uce_preserve_scale": m.preserve_scale}
+                    v = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=opts,
+                                 n_erased_images=args.val_images, n_preserved_images=args.val_images,
+                                 steps=args.steps, pipe=pipe, judge=judge, split="validation")
+                    return v["preserved_accuracy"] - v["erased_rate"]
+
+                tuned = tune_uce(make_spec, validate, log=lambda m: print(m, file=sys.stderr, flush=True))
+                res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=tuned.settings,
+                               n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
+                               pipe=pipe, judge=judge)
+                res["name"] = "uce_tuned"
+                res["tuned"] = {"settings": tuned.settings, "validation_score": tuned.score,
+                                "tried": [[t, sc] for t, sc in tuned.tried], "label": tuned.label()}
+                (out / f"{kind}-{n}-uce_tuned-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
+                runs["uce_tuned"] = res
+                print(f"{kind} N={n} uce_tuned {tuned.label()}: erased {res['erased_rate']:.3f} preserved "
+                      f"{res['preserved_accuracy']:.3f}", file=sys.stderr, flush=True)
             base = runs.get("default")
             for name, res in runs.items():
                 d = res["detail"]

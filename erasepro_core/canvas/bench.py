@@ -97,10 +97,14 @@ def build_spec(kind: str, erased: list[str], options: dict[str, Any] | None = No
     from erasepro_core.spec import ErasureSpec
 
     others = [c for c in concepts_of(kind) if c not in erased]
+    options = dict(options or {})
     data: dict[str, Any] = {"edits": [{"target": c, "anchor": ""} for c in erased],
-                            "templates": solver_templates(kind),
                             "preserve": others if preserve_others else []}
-    data.update(options or {})
+    # UCE's published protocols phrase the bare concept unless asked otherwise: leave their default alone
+    uce_protocol = options.get("uce_protocol", "uce2025") if options.get("method") == "uce" else None
+    if uce_protocol in (None, "custom"):
+        data["templates"] = solver_templates(kind)
+    data.update(options)
     return ErasureSpec.model_validate(data)
 
 
