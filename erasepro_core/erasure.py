@@ -262,9 +262,11 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     # Past n = d the methods solve on d × d moments summed in float64 batches (solver.moments): the n × d columns
     # stay in float32 (exact for the encoders' features; extra_context is rounded to it), half the memory.
     dtype = torch.float32 if in_dspace(n_total, sum(p.x.shape[0] for p in passes)) else torch.float64
-    x, y = torch.cat([p.x for p in passes]).to(dtype), torch.cat([p.y for p in passes]).to(dtype)
+    x, y = (torch.cat([getattr(p, k) for p in passes]) if len(passes) > 1 else getattr(passes[0], k)
+            for k in ("x", "y"))
     for p in passes:  # the columns now live in x, y only
         p.x = p.y = torch.empty(0)
+    x, y = x.to(dtype), y.to(dtype)
     xh = torch.cat([p.xh for p in passes]).double() if passes[0].xh is not None else None
     yh = torch.cat([p.yh for p in passes]).double() if passes[0].yh is not None else None
     n_extra = 0
