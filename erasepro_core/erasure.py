@@ -34,7 +34,7 @@ from erasepro_core.preserve import (
 )
 from erasepro_core.progressive import carry_tower
 from erasepro_core.report import summary
-from erasepro_core.solver import Metric
+from erasepro_core.solver import Metric, in_dspace
 from erasepro_core.spec import ErasureSpec
 
 log = logging.getLogger(__name__)
@@ -264,12 +264,20 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     """The method's K/V edit from the context columns, written into every site of the space.
     Towers (SDXL) concatenate along features; their token positions coincide (checked in the pairs stage)."""
     t = time.perf_counter()
-    x, y = torch.cat([p.x for p in passes]).double(), torch.cat([p.y for p in passes]).double()
+    n_total = passes[0].x.shape[1] + (extra[0].shape[1] if extra is not None else 0)
+    # Past n = d the methods solve on d × d moments summed in float64 batches (solver.moments): the n × d columns
+    # stay in float32 (exact for the encoders' features; extra_context is rounded to it), half the memory.
+    dtype = torch.float32 if in_dspace(n_total, sum(p.x.shape[0] for p in passes)) else torch.float64
+    x, y = (torch.cat([getattr(p, k) for p in passes]) if len(passes) > 1 else getattr(passes[0], k)
+            for k in ("x", "y"))
+    for p in passes:  # the columns now live in x, y only
+        p.x = p.y = torch.empty(0)
+    x, y = x.to(dtype), y.to(dtype)
     xh = torch.cat([p.xh for p in passes]).double() if passes[0].xh is not None else None
     yh = torch.cat([p.yh for p in passes]).double() if passes[0].yh is not None else None
     n_extra = 0
     if extra is not None:
-        x, y = torch.cat([x, extra[0].to(x.device)], 1), torch.cat([y, extra[1].to(y.device)], 1)
+        x, y = torch.cat([x, extra[0].to(x.device, dtype)], 1), torch.cat([y, extra[1].to(y.device, dtype)], 1)
         n_extra = extra[0].shape[1]
 
     def solve(xs: torch.Tensor, ys: torch.Tensor) -> KVEdit:

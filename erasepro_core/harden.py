@@ -90,7 +90,8 @@ def harden(solve: Callable[[torch.Tensor, torch.Tensor], Any], x: torch.Tensor, 
         report.append(entry)
         if r == rounds:
             break
-        x, y = torch.cat([x, found], 1), torch.cat([y, y_t], 1)
+        # In the columns' own dtype: float32 past n = d (the solve then reads only d × d moments of them).
+        x, y = torch.cat([x, found.to(x.dtype)], 1), torch.cat([y, y_t.to(y.dtype)], 1)
         edit = solve(x, y)
     return Hardened(x, y, edit, report)
 

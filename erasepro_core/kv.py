@@ -25,6 +25,10 @@ from erasepro_core.preserve import SiteStats
 
 SITES_PER_STEP = 8  # progress is reported every this many K/V sites
 MAX_REPORT_COLUMNS = 256  # residuals are measured on this many constrained columns at most (bounded cost)
+# … and on this many extra (hardening, extra_context) and held-out columns at most: every one while they are
+# few (a `last`-policy job's), evenly spaced ones past that (a `to_end` job has ~70 per prompt).
+MAX_REPORT_EXTRA = 1024
+MAX_REPORT_HELDOUT = 1024
 # Rows of a K/V weight edited at once: a 640 × 768 float64 block is 3.9 MB (SD's widest K/V site, 1280 rows,
 # takes two); fewer, larger blocks keep the per-call overhead of a multi-threaded BLAS low.
 ROW_BLOCK = 640
@@ -34,11 +38,15 @@ _DRIFT_BASE: OrderedDict[tuple, float] = OrderedDict()
 _DRIFT_BASE_KEPT = 4 * 128
 
 
+def spaced(n: int, most: int) -> torch.Tensor:
+    """Every index below n while n ≤ ``most``, else ``most`` evenly spaced ones (first and last included)."""
+    return torch.arange(n) if n <= most else torch.linspace(0, n - 1, most).round().long()
+
+
 def report_columns(n: int, n_extra: int) -> torch.Tensor:
     """Indices of the columns the report measures: ≤ MAX_REPORT_COLUMNS of the n pairs, evenly spaced, then
-    every extra column (they follow the pairs)."""
-    pairs = torch.arange(n) if n <= MAX_REPORT_COLUMNS else torch.linspace(0, n - 1, MAX_REPORT_COLUMNS).round().long()
-    return torch.cat([pairs, torch.arange(n, n + n_extra)])
+    ≤ MAX_REPORT_EXTRA of the extra columns (they follow the pairs)."""
+    return torch.cat([spaced(n, MAX_REPORT_COLUMNS), n + spaced(n_extra, MAX_REPORT_EXTRA)])
 
 
 @dataclass
@@ -72,19 +80,20 @@ class _Factors:
 def write_kv(adapter: Adapter, edit: KVEdit, x: torch.Tensor, y: torch.Tensor, xh: torch.Tensor | None,
              yh: torch.Tensor | None, preserve: SiteStats | None, step: Callable[[str], None],
              n_extra: int = 0) -> KVResult:
-    """New K/V weights and their per-site report. ``x``/``y`` are the constrained columns (float64), of which
-    the last ``n_extra`` came from ``extra_context`` (reported separately as ``extra_residual``)."""
+    """New K/V weights and their per-site report. ``x``/``y`` are the constrained columns (any float dtype), of
+    which the last ``n_extra`` came from ``extra_context`` (reported separately as ``extra_residual``)."""
     a, b, rank = edit.a, edit.b, edit.rank
     # Report inputs in float32: the residuals are measured on the weights as written, on at most
     # MAX_REPORT_COLUMNS evenly spaced constrained columns (a report, not the solve; all extra columns kept).
     keep = report_columns(x.shape[1] - n_extra, n_extra).to(x.device)
-    m = keep.numel()
+    m, m_extra = keep.numel(), min(n_extra, MAX_REPORT_EXTRA)
     xs, ys = [x[:, keep]], [y[:, keep]]
     if xh is not None and yh is not None:
-        xs.append(xh)
-        ys.append(yh)
-    x_t = torch.cat(xs, 1).float().T.contiguous()
-    y_t = torch.cat(ys, 1).float().T.contiguous()
+        held = spaced(xh.shape[1], MAX_REPORT_HELDOUT).to(xh.device)
+        xs.append(xh[:, held])
+        ys.append(yh[:, held])
+    x_t = torch.cat([t.float() for t in xs], 1).T.contiguous()
+    y_t = torch.cat([t.float() for t in ys], 1).T.contiguous()
     drift = preserve.sample if preserve is not None and preserve.n else None
     # Δ_W = W_o A B with A B = P: two thin products (2·d_out·d·n flops per site) while that is cheaper than
     # W_o P (d_out·d²), i.e. while 2n < d; else P itself, formed once.
@@ -111,7 +120,7 @@ def write_kv(adapter: Adapter, edit: KVEdit, x: torch.Tensor, y: torch.Tensor, x
             "update_norm": _ratio(sq["update"], sq["weight"]),
         }
         if n_extra:
-            report["extra_residual"] = _ratio(r_sq[m - n_extra : m].sum(), t_sq[m - n_extra : m].sum())
+            report["extra_residual"] = _ratio(r_sq[m - m_extra : m].sum(), t_sq[m - m_extra : m].sum())
         if len(xs) > 1:
             report["heldout_residual"] = _ratio(r_sq[m:].sum(), t_sq[m:].sum())
         if drift is not None:

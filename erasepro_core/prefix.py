@@ -12,7 +12,7 @@ a cache: the templates, hence their prefixes, are the same in most jobs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -141,17 +141,21 @@ class PrefixBatch:
         """Every block's states after the tower's context layers, the tower unedited (the same computation as
         :meth:`embed` then :meth:`layer` per layer). The prefix block comes from ``cache`` when it has it: the
         templates' prefixes are the same in most jobs."""
+        return list(self.encode_iter(tower, cache))
+
+    def encode_iter(self, tower: TextTower, cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`encode`'s blocks one at a time, in flat order (a caller that keeps only some columns never holds
+        every token's states)."""
         n = tower.n_context_layers
         key = (tuple(tuple(r) for r in self.prefix_ids.tolist()), n)
         pre = cache(key, lambda: self._encode_prefixes(tower, n)) if cache is not None else \
             self._encode_prefixes(tower, n)
-        outs = [pre.out]
+        yield pre.out
         for ids, which, off in self.suffixes:
             h = tower.embed_at(ids, off)
             for i, (k, v) in enumerate(pre.kv):
                 h, _, _ = tower.layer_cached(i, h, (k[which], v[which], off))
-            outs.append(h)
-        return outs
+            yield h
 
 
 def needed_lengths(n_rows: int, refs: list[tuple[int, int]], default: list[int]) -> list[int]:
@@ -193,7 +197,36 @@ class PaddedBatch:
             states = self.layer(tower, i, states)[0]
         return states
 
+    def encode_iter(self, tower: TextTower, cache: PrefixCache | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`encode`'s blocks one at a time (rows never attend across blocks: the same states)."""
+        for ids in self.blocks:
+            h = tower.embed(ids)
+            for i in range(tower.n_context_layers):
+                h = tower.layer(i, h)[0]
+            yield h
+
     flat = staticmethod(PrefixBatch.flat)
+
+
+def gather_context(tower: TextTower, blocks: Iterable[torch.Tensor], indices: list[torch.Tensor]
+                   ) -> list[torch.Tensor]:
+    """Context columns (d × n each) at flat ``indices`` (see :meth:`PrefixBatch.index`) of ``blocks``' states,
+    taken block by block: only the gathered columns and one block are ever held (``to_context`` per block, as
+    the flattened whole would give)."""
+    outs: list[torch.Tensor | None] = [None] * len(indices)
+    start = 0
+    for h in blocks:
+        flat = tower.to_context(h).reshape(-1, h.shape[-1])
+        end = start + flat.shape[0]
+        for k, idx in enumerate(indices):
+            if outs[k] is None:
+                outs[k] = flat.new_empty(len(idx), flat.shape[1])
+            idx = idx.to(flat.device)
+            sel = (idx >= start) & (idx < end)
+            if bool(sel.any()):
+                outs[k][sel] = flat[idx[sel] - start]
+        start = end
+    return [o.T for o in outs]  # type: ignore[union-attr]
 
 
 def batch_for(tower: TextTower, rows: list[list[int]], shared: list[int], refs: list[tuple[int, int]]

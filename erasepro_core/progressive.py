@@ -15,10 +15,11 @@ import torch
 
 from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
+from erasepro_core.kv import report_columns
 from erasepro_core.plan import Plan, schedule_fractions
-from erasepro_core.prefix import PrefixBatch, PrefixCache, batch_for
+from erasepro_core.prefix import PrefixBatch, PrefixCache, batch_for, gather_context
 from erasepro_core.preserve import PreserveStats
-from erasepro_core.solver import Metric, constraint_map, relative
+from erasepro_core.solver import Metric, in_dspace, relative, zero_residual_factors
 
 MetricFor = Callable[[tuple, Any, int], Metric]  # (site, stats, d_in) -> the cached metric
 
@@ -76,8 +77,6 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
     betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
     if layers:
         h_t, h_a = targets.embed(tower), anchors.embed(tower)
-    else:  # one unedited batch: encoded in one go, the templates' prefixes from the cache when it has them
-        h_t = h_a = targets.encode(tower, prefix_cache)
     for i in range(tower.n_context_layers if layers else 0):
         h_out, xin = targets.layer(tower, i, h_t)
         h_a = anchors.layer(tower, i, h_a)[0]
@@ -86,23 +85,26 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
             continue
         beta = betas[i]
         f_in, f_a, f_out = flat(xin), flat(h_a), flat(h_out)  # flattened once per layer, gathered often
-        x = take(f_in, it).double()
+        # Past n = d_in the solve reads only d_in × d_in moments: the columns stay in the model's dtype.
+        wide = in_dspace(len(it), f_in.shape[1])
+        x = take(f_in, it) if wide else take(f_in, it).double()
         anchor = take(f_a, ia).double()
         gap = anchor - take(f_out, it).double()
         r = beta * gap
         stats = pres.fc2.get((ti, i))
-        g, rank = constraint_map(x, metric_for((ti, i), stats, x.shape[0]))
+        a, b, rank = zero_residual_factors(x, r, metric_for((ti, i), stats, x.shape[0]))
         w = tower.fc2(i).weight.detach()
-        new = (w.double() + r @ g).to(w.dtype)
+        new = (w.double() + a @ b).to(w.dtype)
         applied = (new.double() - w.double())  # what the written weights actually change
         delta = applied.to(w.dtype).T
         h_t = [o + xi @ delta for o, xi in zip(h_out, xin, strict=True)]
         key = tower.fc2_name(i)
         out.tensors[key], out.originals[key] = new, w  # moved to the host once, by the caller
+        cols = report_columns(x.shape[1], 0).to(x.device) if wide else slice(None)  # a bounded report
         site: dict[str, Any] = {
             "site": key, "stage": "progressive", "tower": tower.component, "depth": i, "beta": round(beta, 6),
             "n_columns": x.shape[1], "rank": rank,
-            "residual": relative(applied @ x - r, r),
+            "residual": relative(applied @ x[:, cols].double() - r[:, cols], r[:, cols]),
             "gap_before": relative(gap, anchor),
             "gap_after": relative(anchor - take(flat(h_t), it).double(), anchor),
             "update_norm": relative(applied, w),
@@ -112,11 +114,17 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
             rh = beta * (take(f_a, iah) - take(f_out, ith)).double()
             site["heldout_residual"] = relative(applied @ xh - rh, rh)
         if stats is not None and stats.n:  # Δ C_s = R (G C_s): rank n, cheap
-            site["preserve_drift"] = relative(r @ (g @ stats.sample.double()), w.float() @ stats.sample)
+            site["preserve_drift"] = relative(a @ (b @ stats.sample.double()), w.float() @ stats.sample)
         out.sites.append(site)
         step("progressive")
+    if not layers:  # the unedited batch's blocks, encoded one at a time: only the paired columns are kept
+        cols = gather_context(tower, targets.encode_iter(tower, prefix_cache), [it, ia, ith, iah])
+        out.x, out.y = cols[0], cols[1]
+        if len(ith):
+            out.xh, out.yh = cols[2], cols[3]
+        return out
     ctx_t = flat([tower.to_context(h) for h in h_t])
-    ctx_a = ctx_t if anchors is targets else flat([tower.to_context(h) for h in h_a])
+    ctx_a = flat([tower.to_context(h) for h in h_a])
     out.x, out.y = take(ctx_t, it), take(ctx_a, ia)
     if len(ith):
         out.xh, out.yh = take(ctx_t, ith), take(ctx_a, iah)

@@ -1,6 +1,8 @@
 """Closed-form solvers, in float64.
 
 Zero residual:  Δ = argmin λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R   ⇒   Δ = R (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  M = αI + λ C_p C_pᵀ.
+Over n ≤ d columns (width d) the n × n Gram XᵀM⁻¹X is solved; past n = d the same Δ comes from the d × d moments
+X Xᵀ and R Xᵀ (:func:`dspace_map`): cost linear in n, memory free of it.
 (UCE's closed form lives with its method, :mod:`erasepro_core.methods.uce`.)
 """
 
@@ -60,6 +62,83 @@ def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND) -> tup
     inv = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(evals))
     g = (evecs * inv) @ (evecs.T @ z.T)
     return g, int(keep.sum())
+
+
+# Columns converted to float64 at once while accumulating d × d moments: 4096 × 768 × 8 B = 25 MB (SD), 67 MB
+# at SDXL's 2048: the n × d columns stay in whatever dtype they came in, never all in float64.
+COLUMN_BATCH = 4096
+
+
+def in_dspace(n: int, d: int) -> bool:
+    """Whether a solve over n constrained columns of width d runs on d × d moments: past n = d the n × n Gram is
+    rank-deficient anyway (rank ≤ d), and its cost grows with n² (memory) and n³ (time)."""
+    return n > d
+
+
+def moments(x: torch.Tensor, r: torch.Tensor, *, subtract_x: bool = False, batch: int = COLUMN_BATCH
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """S = X Xᵀ and T = R Xᵀ (d × d and d_r × d, float64), ``batch`` columns at a time; R = r − X when
+    ``subtract_x`` (ErasePro's Y − X, never formed whole)."""
+    d, n = x.shape
+    s = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    t = torch.zeros(r.shape[0], d, dtype=torch.float64, device=x.device)
+    for j in range(0, n, batch):
+        xb = x[:, j : j + batch].to(torch.float64)
+        rb = r[:, j : j + batch].to(device=x.device, dtype=torch.float64)
+        if subtract_x:
+            rb = rb - xb
+        s.addmm_(xb, xb.T)
+        t.addmm_(rb, xb.T)
+    return 0.5 * (s + s.T), t
+
+
+def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = RCOND
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Factors ``A`` (d_r × k), ``B`` (k × d) of the same P = R G as :func:`constraint_map`, from S = X Xᵀ and
+    T = R Xᵀ alone:  P = T L⁻ᵀ K⁺ L⁻¹,  K = L⁻¹ S L⁻ᵀ,  M = L Lᵀ.
+
+    With X̃ = L⁻¹X, G = (X̃ᵀX̃)⁺X̃ᵀL⁻¹ = X̃⁺L⁻¹ = X̃ᵀ(X̃X̃ᵀ)⁺L⁻¹; K = X̃X̃ᵀ has the nonzero eigenvalues of the
+    n-space Gram XᵀM⁻¹X, so the same ``rcond`` cut gives the same rank. O(d³) whatever n.
+    """
+    chol_m = metric.chol
+    s, t = s.to(torch.float64), t.to(torch.float64)
+    tri = torch.linalg.solve_triangular
+    k = tri(chol_m, tri(chol_m, s, upper=False).T, upper=False)  # L⁻¹ (L⁻¹ S)ᵀ = L⁻¹ S L⁻ᵀ (S symmetric)
+    k = 0.5 * (k + k.T)
+    a = tri(chol_m, t.T, upper=False).T  # T L⁻ᵀ
+    chol, info = torch.linalg.cholesky_ex(k)
+    if int(info) == 0:  # full rank d: the same cheap test as the n-space solve
+        pivots = chol.diagonal() ** 2
+        if float(pivots.min()) > rcond * float(k.diagonal().max()) * 1e3:
+            eye = torch.eye(k.shape[0], dtype=torch.float64, device=k.device)
+            return a, torch.cholesky_solve(tri(chol_m, eye, upper=False), chol), k.shape[0]  # K⁻¹ L⁻¹
+    evals, evecs = torch.linalg.eigh(k)
+    keep = evals > rcond * max(float(evals[-1]), 0.0)
+    v = evecs[:, keep]
+    # B = Λ⁻¹ Vᵀ L⁻¹ = (L⁻ᵀ V Λ⁻¹)ᵀ
+    b = (tri(chol_m.T, v, upper=True) / evals[keep]).T
+    return a @ v, b, int(keep.sum())
+
+
+def gram_rank(s: torch.Tensor, n: int) -> int:
+    """Numerical rank of X from S = X Xᵀ: eigenvalues (σ²) above σ²_max·max(d, n)·eps, the rounding floor of a
+    Gram summed over n columns (torch.linalg.matrix_rank's cut is on σ, which the Gram cannot resolve)."""
+    evals = torch.linalg.eigvalsh(s.to(torch.float64))
+    top = max(float(evals[-1]), 0.0)
+    return int((evals > top * max(s.shape[0], n) * torch.finfo(torch.float64).eps).sum()) if top > 0 else 0
+
+
+def zero_residual_factors(x: torch.Tensor, r: torch.Tensor, metric: Metric, *, subtract_x: bool = False,
+                          rcond: float = RCOND) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """P = R G (R = r, or r − X when ``subtract_x``) as factors A, B and the constraint rank: A = R, B = G in
+    n-space while n ≤ d; from the d × d moments past it (:func:`dspace_map`)."""
+    d, n = x.shape
+    if not in_dspace(n, d):
+        g, rank = constraint_map(x, metric, rcond)
+        r = r.to(torch.float64)
+        return (r - x.to(torch.float64) if subtract_x else r), g, rank
+    s, t = moments(x, r, subtract_x=subtract_x)
+    return dspace_map(s, t, metric, rcond)
 
 
 def relative(num: torch.Tensor, den: torch.Tensor) -> float:

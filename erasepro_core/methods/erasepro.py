@@ -1,6 +1,7 @@
 """ErasePro: zero-residual K/V edit, optionally preceded by the progressive text-encoder stage.
 
-Final stage:  W = W_o + W_o P,  P = (Y − X) G,  G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  so  W X = W_o Y  exactly.
+Final stage:  W = W_o + W_o P,  P = (Y − X) G,  G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  so  W X = W_o Y  exactly
+(least-norm least squares past d columns, solved on d × d moments: :func:`erasepro_core.solver.dspace_map`).
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class EraseProConfig(MethodConfig):
 
 
 def kv_edit(config: EraseProConfig, inputs: EditInputs) -> KVEdit:
-    """A = Y − X, B = G: the zero-residual map under the preserve metric."""
-    from erasepro_core.solver import constraint_map
+    """A = Y − X, B = G: the zero-residual map under the preserve metric (A B = P from d × d moments past n = d)."""
+    from erasepro_core.solver import zero_residual_factors
 
-    g, rank = constraint_map(inputs.x, inputs.metric())
-    return KVEdit(inputs.y - inputs.x, g, rank)
+    a, b, rank = zero_residual_factors(inputs.x, inputs.y, inputs.metric(), subtract_x=True)
+    return KVEdit(a, b, rank)

@@ -132,9 +132,16 @@ def kv_edit(config: UCEConfig, inputs: EditInputs) -> KVEdit:
     """A = s_e (c* − c), B = cᵀ K⁻¹ (un-normalised preserve sums, as UCE's code)."""
     import torch
 
+    from erasepro_core.solver import gram_rank, in_dspace, moments
+
     c, c_star, pres = inputs.x, inputs.y, inputs.preserve
-    k = config.lam * torch.eye(c.shape[0], dtype=torch.float64, device=c.device) + config.erase_scale * c @ c.T
+    d, n = c.shape
+    # Past n = d: c cᵀ and (c* − c) cᵀ summed in batches, P = s_e (c* − c) cᵀ K⁻¹ formed as two d × d factors.
+    s, t = moments(c, c_star, subtract_x=True) if in_dspace(n, d) else (c @ c.T, None)
+    k = config.lam * torch.eye(d, dtype=torch.float64, device=c.device) + config.erase_scale * s
     if pres is not None and pres.n:
         k += config.preserve_scale_for(inputs.n_preserve_prompts) * pres.gram
+    if t is not None:
+        return KVEdit(config.erase_scale * t, torch.linalg.inv(k), gram_rank(s, n))
     b = torch.linalg.solve(k, c).T  # cᵀ K⁻¹ (K symmetric)
     return KVEdit(config.erase_scale * (c_star - c), b, int(torch.linalg.matrix_rank(c)))
