@@ -161,6 +161,7 @@ class Stack:
             "ERASEPRO_HEADER_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "ERASEPRO_BODY_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "ERASEPRO_WEBHOOK_ALLOW_PRIVATE": "1",  # the test receivers listen on loopback
+            "ERASEPRO_WEBHOOK_PORTS": "any",  # ... on ports the OS picks
             "ERASEPRO_WEBHOOK_BACKOFF_S": "0.5",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
