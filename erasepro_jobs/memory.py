@@ -36,7 +36,7 @@ from erasepro_core.cost import PRESETS, ModelDims, TowerDims, erase_memory
 GiB, MiB = 2**30, 2**20
 DEFAULT_SHARE = 0.4  # of the machine's memory, per job (two lanes at once still leave room for the models)
 # Address space is not resident memory: thread stacks, malloc arenas and shared libraries' reservations count in
-# RLIMIT_AS while using no RAM, so the enforced limit is the job's budget plus this.
+# RLIMIT_AS while using no RAM, so the enforced limit is the job's budget plus this (ERASEPRO_JOB_MEMORY_SLACK).
 ADDRESS_SLACK = 1 * GiB
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
           "t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -258,8 +258,8 @@ def is_allocation_failure(exc: BaseException) -> bool:
 
 
 @contextmanager
-def job_memory_limit(limit: int | None) -> Iterator[int | None]:
-    """Run the block under ``RLIMIT_AS`` = address space now + ``limit`` + :data:`ADDRESS_SLACK` (the soft
+def job_memory_limit(limit: int | None, slack: int = ADDRESS_SLACK) -> Iterator[int | None]:
+    """Run the block under ``RLIMIT_AS`` = address space now + ``limit`` + ``slack`` (the soft
     limit only, restored after: the process may raise it back, its other jobs run under their own). Yields the
     limit set (``None``: not enforced here — no ``limit``, no ``resource`` module, or the hard limit is lower)."""
     try:
@@ -272,7 +272,7 @@ def job_memory_limit(limit: int | None) -> Iterator[int | None]:
         yield None
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = base + int(limit) + ADDRESS_SLACK
+    cap = base + int(limit) + int(slack)
     if hard != resource.RLIM_INFINITY and cap > hard:
         cap = hard
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))

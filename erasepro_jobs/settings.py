@@ -117,12 +117,21 @@ class Settings(BaseSettings):
     max_erase_cost: int = Field(20_000_000, ge=1)
     # the estimated peak memory a job may need (bytes, or "8GiB"), checked at the door and enforced per job
     job_memory: Bytes = Field(default_factory=_default_job_memory)
+    job_memory_slack: Bytes = 2**30  # address space a job may reserve above job_memory (stacks, arenas): RLIMIT_AS
     max_active_jobs: int = Field(8, ge=1)
     tenant_max_active: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
     header_timeout_s: float = Field(10.0, ge=0.1)
     body_timeout_s: float = Field(30.0, ge=0.1)
     hard_timeout_grace_s: Seconds = 60
     webhook_allow_private: Flag = False
+    docs: Flag = True  # /docs and /redoc (their pages load swagger-ui/redoc from a CDN); off: 404
+    trusted_hosts: str = "*"  # comma-separated Host names the API answers ("*": any); others get 400
+    # requests per rate_window_s (0: no limit): per API key; per client address (every /v1 request); and per
+    # client address for requests without a valid key (a key-guessing flood)
+    rate_limit: int = Field(1200, ge=0)
+    rate_limit_address: int = Field(2400, ge=0)
+    rate_limit_unauthenticated: int = Field(120, ge=0)
+    rate_window_s: Seconds = 60
     webhook_ports: str = "80,443"  # the ports a webhook URL may name; "any" for every port
     webhook_retry_s: int = Field(3600, ge=1, le=3600)  # the retry window is bounded (issue 10)
     webhook_backoff_s: float = Field(5.0, ge=0.1)

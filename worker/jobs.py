@@ -117,7 +117,8 @@ def _model(state: WorkerState, name: str) -> BaseModelInfo:
 def _interruptible(state: WorkerState) -> Iterator[None]:
     """A job's heavy part: cancellable at once, and under the job's memory limit (``ERASEPRO_JOB_MEMORY`` above
     the process's address space when it starts: a failed allocation fails this job, nothing else)."""
-    with state.interruptible_section(), memory.job_memory_limit(state.settings.job_memory):
+    with state.interruptible_section(), memory.job_memory_limit(state.settings.job_memory,
+                                                                             state.settings.job_memory_slack):
         yield
 
 

@@ -164,6 +164,7 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
     from worker.jobs import cleanup_stale
 
     settings = settings or Settings.from_env()
+    os.umask(0o077)  # checkpoints, statistics and event logs are the operator's alone (folders 0700, files 0600)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from erasepro_core.pipeline import quiet_libraries
 
