@@ -105,13 +105,22 @@ def test_heavy_request_is_422_naming_estimate_and_limit(redis_url: str, tmp_path
 
 
 @needs_bundled
-def test_heavy_preserve_variant_is_422(redis_url: str, tmp_path: Path) -> None:
-    """The 24 GB variant: 232 preserve prompts, every preserve token, ``token_policy: to_end``."""
-    body = {"base_model": "bundled", "edits": heavy_edits(),
-            "options": {"templates": [f"a {i} of {{}}" for i in range(64)], "token_policy": "to_end",
-                        "preserve": [f"a photo of thing {i}" for i in range(232)], "preserve_tokens": "all"}}
-    with api(redis_url, tmp_path) as c:
-        r = c.post("/v1/erasures", json=body)
+def test_heavy_preserve_variant_is_estimated_by_its_columns(redis_url: str, tmp_path: Path) -> None:
+    """The 24 GB variant (232 preserve prompts, every preserve token, ``token_policy: to_end``): its ~1.1 M
+    columns are counted (gigabytes at the bundled model's width 192). With the d-space solver (issue 29) that is
+    its real size and it fits 8 GiB; the 24 GB was main's n × n Gram, which only the worker's limit stops."""
+    from erasepro_core.spec import ErasureSpec
+    from erasepro_jobs.registry import bundled_info
+
+    spec = ErasureSpec.model_validate({"edits": heavy_edits(), "preserve": [f"thing {i}" for i in range(232)],
+                                       "templates": [f"a {i} of {{}}" for i in range(64)],
+                                       "token_policy": "to_end", "preserve_tokens": "all"})
+    assert 1 * 2**30 < memory.erasure_bytes(spec, bundled_info()) < 8 * 2**30
+    with api(redis_url, tmp_path, job_memory="1GiB") as c:  # a smaller per-job limit refuses it
+        r = c.post("/v1/erasures", json={"base_model": "bundled", "edits": heavy_edits(),
+                                         "preserve": [f"thing {i}" for i in range(232)],
+                                         "options": {"templates": [f"a {i} of {{}}" for i in range(64)],
+                                                     "token_policy": "to_end", "preserve_tokens": "all"}})
     assert r.status_code == 422 and "ERASEPRO_JOB_MEMORY" in r.text, r.text
 
 
