@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
+from erasepro_jobs import memory
 from erasepro_jobs.registry import BaseModelInfo
 
 
@@ -24,8 +25,9 @@ def erasure_cost(spec: Any, info: BaseModelInfo) -> tuple[int, int]:
     return len(spec.edits) * len(spec.templates) * max(1, preserve), preserve
 
 
-def check_erasure(spec: Any, info: BaseModelInfo, max_cost: int) -> None:
-    """422 naming the field when ``layers`` are out of the model's range or the estimated cost is too high."""
+def check_erasure(spec: Any, info: BaseModelInfo, max_cost: int, job_memory: int | None = None) -> None:
+    """422 naming the field when ``layers`` are out of the model's range, the estimated cost is too high, or the
+    estimated peak memory (:func:`erasepro_jobs.memory.erasure_bytes`) exceeds ``job_memory``."""
     errors = []
     n = info.text_layers
     _, layers = spec.method.progressive_stage()
@@ -40,12 +42,17 @@ def check_erasure(spec: Any, info: BaseModelInfo, max_cost: int) -> None:
         errors.append(_error(("body",), f"estimated cost {cost} = {len(spec.edits)} edits × {len(spec.templates)} "
                                         f"templates × {max(1, preserve)} preserve prompts exceeds this server's "
                                         f"limit of {max_cost}; split the job or use fewer templates/prompts"))
+    if job_memory is not None and not errors:
+        problem = memory.over_limit("erasure", memory.erasure_bytes(spec, info), job_memory)
+        if problem:
+            errors.append(_error(("body",), problem))
     if errors:
         raise RequestValidationError(errors)
 
 
-def check_generation(body: Any, info: BaseModelInfo) -> None:
-    """422 naming the field when a generation exceeds the model's bounds (see :class:`ModelLimits`)."""
+def check_generation(body: Any, info: BaseModelInfo, job_memory: int | None = None) -> None:
+    """422 naming the field when a generation exceeds the model's bounds (see :class:`ModelLimits`) or its
+    estimated peak memory exceeds ``job_memory``."""
     lim = info.limits
     width, height = body.width or lim.resolution, body.height or lim.resolution
     errors = []
@@ -61,5 +68,17 @@ def check_generation(body: Any, info: BaseModelInfo) -> None:
     if width * height * body.num_images > lim.max_pixels:
         errors.append(_error(("body", "num_images"), f"width × height × num_images = {width * height * body.num_images}"
                                                      f" exceeds {lim.max_pixels} pixels for {info.name!r}"))
+    if job_memory is not None and not errors:
+        problem = memory.over_limit("generation", memory.generation_bytes(info, width, height, body.num_images),
+                                    job_memory)
+        if problem:
+            errors.append(_error(("body",), problem))
     if errors:
         raise RequestValidationError(errors)
+
+
+def check_memory(what: str, estimate: int, job_memory: int, loc: tuple[Any, ...] = ("body",)) -> None:
+    """422 when a job's estimated peak memory exceeds ``job_memory`` (evaluations, exports)."""
+    problem = memory.over_limit(what, estimate, job_memory)
+    if problem:
+        raise RequestValidationError([_error(loc, problem)])

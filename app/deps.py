@@ -52,7 +52,8 @@ def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") 
 async def require_webhook_target(url: str, settings: Settings, loc: tuple[str, ...]) -> None:
     """The door for every webhook URL (a job's ``webhook``, an endpoint's ``url``): 422 naming ``loc`` when
     :func:`check_target` refuses it (it resolves the host, so it runs in a thread)."""
-    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private)
+    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private,
+                                       settings.webhook_port_set)
     if problem:
         raise validation_error(loc, problem)
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.limits import RateLimiter, Verdict
 from app.service import Service
+from erasepro_jobs.settings import Settings
 
 
 def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
@@ -22,7 +24,8 @@ def _json_response(status: int, detail: Any, headers: dict[str, str] | None = No
 class Door:
     """Everything checked before a handler runs, in this order, with JSON errors:
 
-    1. ``/v1``: the API key (401) — before the body is read, so no key + bad JSON is 401, not 422;
+    1. ``/v1``: the rate limits (429, see :mod:`app.limits`) and the API key (401) — before the body is read, so
+       no key + bad JSON is 401, not 422;
     2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415; an empty body may have none), size (413, chunked
        included), and the whole body within ``body_timeout_s`` (408: a slow-body client does not hold a
        connection for ever).
@@ -30,10 +33,36 @@ class Door:
     The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout_s: float, settings: Settings | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
+        self.settings = settings
+        self._limiter: RateLimiter | None = None
+
+    def limiter(self, scope: Scope) -> RateLimiter | None:
+        if self.settings is None:
+            return None
+        if self._limiter is None:
+            svc: Service = scope["app"].state.service
+            self._limiter = RateLimiter(svc.r, self.settings)
+        return self._limiter
+
+    @staticmethod
+    def _with_headers(send: Send, extra: dict[str, str]) -> Send:
+        encoded = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *encoded]}
+            await send(message)
+
+        return wrapped
+
+    async def _limited(self, send: Send, verdict: Verdict, what: str) -> None:
+        await self._reply(send, 429, f"rate limit exceeded: {verdict.limit} requests per "
+                                     f"{self.settings.rate_window_s if self.settings else '?'} s {what}; retry "
+                                     f"after {max(1, verdict.reset_s)} s", verdict.headers())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,12 +70,29 @@ class Door:
             return
         headers = dict(scope["headers"])
         if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+            limiter = self.limiter(scope)
+            addr = (scope.get("client") or ("unknown", 0))[0]
+            if limiter is not None:
+                spent = await limiter.spent("anon", addr)
+                if spent is not None:  # this address spent its failed-key budget: no more keys are tried
+                    await self._limited(send, spent, "without a valid API key from this address")
+                    return
             tenant = self._authenticate(scope, headers.get(b"authorization", b""))
             if tenant is None:
+                verdict = await limiter.hit([("anon", addr)]) if limiter is not None else None
+                if verdict is not None and verdict.exceeded:
+                    await self._limited(send, verdict, "without a valid API key from this address")
+                    return
                 await self._reply(send, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
-                                  {"WWW-Authenticate": "Bearer"})
+                                  {"WWW-Authenticate": "Bearer", **(verdict.headers() if verdict else {})})
                 return
             scope.setdefault("state", {})["tenant"] = tenant
+            verdict = await limiter.hit([("key", tenant), ("addr", addr)]) if limiter is not None else None
+            if verdict is not None:
+                if verdict.exceeded:
+                    await self._limited(send, verdict, "for this API key or address")
+                    return
+                send = self._with_headers(send, verdict.headers())
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return

@@ -23,16 +23,20 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.console import router as console_router
 from app.door import Door
+from app.headers import SecurityHeaders
 from app.routers import ROUTERS
 from app.service import IndexRebuilding, Service, TooManyJobs
 from erasepro_jobs.registry import RegistryError
@@ -51,7 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        os.umask(0o077)  # what this process writes (records, keys, checkpoints) is the operator's alone
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.data_dir.chmod(0o700)
+        except OSError as exc:  # someone else's folder (a mount): leave it, say so
+            log.warning("could not make %s private (0700): %s", settings.data_dir, exc)
         svc = Service.create(settings)
         app.state.service = svc
         try:
@@ -64,14 +73,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Closed-form concept erasure for text-to-image diffusion models, as a service.",
         lifespan=lifespan,
+        redirect_slashes=False,  # a slash redirect's Location echoed the request's Host
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
     )
-    app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
+                       settings=settings)
+    hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()] or ["*"]
+    if hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, the door's and the 400s too
     app.state.settings = settings  # the Cfg dependency of the routers
     _install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+RATE_HEADERS = {name: {"description": desc, "schema": {"type": "integer"}} for name, desc in (
+    ("RateLimit-Limit", "requests allowed in the current window"),
+    ("RateLimit-Remaining", "requests left in the current window"),
+    ("RateLimit-Reset", "seconds until the window resets"))}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document plus what the Door answers on every ``/v1`` operation: 401, and 429 with its headers."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    for path, ops in doc.get("paths", {}).items():
+        if not path.startswith("/v1"):
+            continue
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.setdefault("401", {"description": "missing or invalid API key"})
+            responses.setdefault("429", {
+                "description": "rate limit (per API key, per client address, or per address for failed keys; "
+                               "ERASEPRO_RATE_LIMIT*) or the tenant's active-job limit",
+                "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}},
+                            **RATE_HEADERS}})
+    app.openapi_schema = doc
+    return doc
 
 
 def _install_handlers(app: FastAPI) -> None:

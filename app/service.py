@@ -29,7 +29,15 @@ from erasepro_jobs import store
 from erasepro_jobs.evaluations import evaluation_brief
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
-from erasepro_jobs.settings import ERASE_FUNC, ERASE_QUEUE, EXPORT_FUNC, GENERATE_FUNC, GENERATE_QUEUE, Settings
+from erasepro_jobs.settings import (
+    ERASE_FUNC,
+    ERASE_QUEUE,
+    EXPORT_FUNC,
+    GENERATE_FUNC,
+    GENERATE_QUEUE,
+    HEAVY_QUEUE,
+    Settings,
+)
 from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
 
 log = logging.getLogger("erasepro.api")
@@ -170,22 +178,40 @@ class Service:
                          ex=self.settings.idempotency_ttl_s)
         return old_id
 
-    def _enqueue_sync(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int) -> None:
+    def _enqueue_sync(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int,
+                      at_front: bool = False) -> None:
         q = Queue(queue, connection=self.rq_conn, serializer=JSONSerializer)
         q.enqueue_call(func, kwargs=kwargs, job_id=job_id, timeout=timeout,
                        result_ttl=self.settings.result_ttl_s, failure_ttl=7 * 24 * 3600,
-                       description=f"{func} {job_id}")
+                       description=f"{func} {job_id}", at_front=at_front)
 
-    async def enqueue(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int) -> None:
-        """Enqueue ``func`` (a dotted name, imported only by the worker) under our job id."""
+    async def enqueue(self, queue: str, func: str, job_id: str, kwargs: dict[str, Any], timeout: int,
+                      at_front: bool = False) -> None:
+        """Enqueue ``func`` (a dotted name, imported only by the worker) under our job id (``at_front``: ahead of
+        the jobs already queued, see :meth:`first_in_lane`)."""
         try:
-            await run_in_threadpool(self._enqueue_sync, queue, func, job_id, kwargs, timeout)
+            await run_in_threadpool(self._enqueue_sync, queue, func, job_id, kwargs, timeout, at_front)
         except Exception as exc:
             rec = await self.r.hgetall(store.k_job(job_id))
             if rec:
                 await run_in_threadpool(self.lifecycle.finish, JobRef.of(rec), "failed", from_status="queued",
                                         error=f"could not enqueue: {exc}")
             raise
+
+    async def first_in_lane(self, tenant: str, job_id: str, kind: str = "erasure") -> bool:
+        """True when ``tenant`` has no other queued job of ``kind``: such a job goes to the front of its queue.
+
+        Fairness between tenants: a tenant's first waiting job overtakes other tenants' backlogs, so a tenant
+        with one erasure waits for at most one job per other tenant with a waiting job (and the running one),
+        never behind another tenant's whole backlog; a tenant's own jobs keep their order."""
+        others = [j for j in await self.r.smembers(store.k_active(tenant)) if j != job_id]
+        if not others:
+            return True
+        async with self.r.pipeline(transaction=False) as p:
+            for other in others:
+                p.hmget(store.k_job(other), "kind", "status")
+            recs = await p.execute()
+        return not any(k == kind and st == "queued" for k, st in recs)
 
     async def submit_erasure(self, *, tenant: str, base_model: str, spec: dict, request: dict, timeout: int,
                              idempotency_key: str | None, body_hash: str,
@@ -207,7 +233,8 @@ class Service:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
             await self.enqueue(ERASE_QUEUE, ERASE_FUNC, job_id, {
                 "job_id": job_id, "tenant": tenant, "base_model": base_model, "spec": spec,
-                "created_at": float(created_at or store.now()), "metadata": metadata or {}}, timeout)
+                "created_at": float(created_at or store.now()), "metadata": metadata or {}}, timeout,
+                at_front=await self.first_in_lane(tenant, job_id))
         return job_id, created
 
     async def submit_generation(self, *, tenant: str, base_model: str, erasure_id: str | None,
@@ -226,12 +253,13 @@ class Service:
         existing = await self.r.get(key)
         if existing:
             return existing
-        job_id, _ = await self.create_job(kind="export", tenant=tenant, limited=False, fields={
+        # exports count against the tenant's active jobs (each writes a file the size of a model)
+        job_id, _ = await self.create_job(kind="export", tenant=tenant, fields={
             "base_model": base_model, "erasure_id": erasure_id, "format": fmt})
         if not await self.r.set(key, job_id, nx=True, ex=self.settings.export_timeout_s + 600):
             await self.r.delete(store.k_job(job_id))
             return await self.r.get(key) or job_id
-        await self.enqueue(ERASE_QUEUE, EXPORT_FUNC, job_id, {
+        await self.enqueue(HEAVY_QUEUE, EXPORT_FUNC, job_id, {
             "job_id": job_id, "tenant": tenant, "erasure_id": erasure_id, "format": fmt},
             self.settings.export_timeout_s)
         return job_id

@@ -277,7 +277,7 @@ class Lifecycle:
         try:
             path = events_path(self.data_dir, job.tenant, job.subject)
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 os.write(fd, (_dumps(event) + "\n").encode())
             finally:

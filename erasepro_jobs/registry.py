@@ -92,8 +92,12 @@ class BaseModelInfo:
     preserve_prompts: int = 0  # size of the default preserve set the worker will use for this model
 
     def public(self) -> dict:
-        """What ``GET /v1/base-models`` shows (local paths included: the registry is the operator's own)."""
-        return asdict(self)
+        """What ``GET /v1/base-models`` shows: no filesystem path (a local model's ``ref`` is its name; a hub
+        model's is its hub id)."""
+        out = asdict(self)
+        if self.source != "hub":
+            out["ref"] = self.name
+        return out
 
 
 # ------------------------------------------------------------------------ facts read from config files

@@ -15,7 +15,10 @@ GENERATE_QUEUE = "generate"
 ERASE_FUNC = "worker.jobs.run_erasure"
 GENERATE_FUNC = "worker.jobs.run_generation"
 EXPORT_FUNC = "worker.jobs.run_export"
-EVALUATE_FUNC = "worker.evaluate.run_evaluation"  # on the erase queue, like exports
+EVALUATE_FUNC = "worker.evaluate.run_evaluation"  # on the heavy queue, like exports
+# Evaluations and exports run in their own lane (a worker serving "erase" starts a second process for it), so a
+# tenant's hours-long evaluation never holds up anyone's erasure.
+HEAVY_QUEUE = "heavy"
 DELIVER_FUNC = "worker.webhooks.deliver"
 WEBHOOK_QUEUE = "webhooks"
 # The only functions a worker runs, whatever a Redis client queued (see worker.main.AllowlistedJob).
@@ -65,6 +68,21 @@ def _flag(value: object) -> bool:
 
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _bytes(value: object) -> object:
+    from erasepro_jobs.memory import parse_bytes
+
+    return parse_bytes(value) if isinstance(value, str) else value
+
+
+def _default_job_memory() -> int:
+    from erasepro_jobs.memory import default_job_memory
+
+    return default_job_memory()
+
+
+Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=1)]
 Seconds = Annotated[int, Field(ge=1)]
 
 
@@ -88,6 +106,7 @@ class Settings(BaseSettings):
     max_erase_timeout_s: Seconds = 6 * 3600
     generate_timeout_s: Seconds = 600
     export_timeout_s: Seconds = 3600
+    max_evaluate_timeout_s: Seconds = 3600  # an evaluation's time cap (it may ask for less, never more)
     lease_ttl_s: int = Field(30, ge=2)
     result_ttl_s: Seconds = 3600
     idempotency_ttl_s: Seconds = 24 * 3600
@@ -96,12 +115,24 @@ class Settings(BaseSettings):
     device: str | None = None
     include_bundled: Flag = Field(True, validation_alias=AliasChoices("include_bundled", "ERASEPRO_BUNDLED"))
     max_erase_cost: int = Field(20_000_000, ge=1)
+    # the estimated peak memory a job may need (bytes, or "8GiB"), checked at the door and enforced per job
+    job_memory: Bytes = Field(default_factory=_default_job_memory)
+    job_memory_slack: Bytes = 2**30  # address space a job may reserve above job_memory (stacks, arenas): RLIMIT_AS
     max_active_jobs: int = Field(8, ge=1)
     tenant_max_active: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
     header_timeout_s: float = Field(10.0, ge=0.1)
     body_timeout_s: float = Field(30.0, ge=0.1)
     hard_timeout_grace_s: Seconds = 60
     webhook_allow_private: Flag = False
+    docs: Flag = True  # /docs and /redoc (their pages load swagger-ui/redoc from a CDN); off: 404
+    trusted_hosts: str = "*"  # comma-separated Host names the API answers ("*": any); others get 400
+    # requests per rate_window_s (0: no limit): per API key; per client address (every /v1 request); and per
+    # client address for requests without a valid key (a key-guessing flood)
+    rate_limit: int = Field(1200, ge=0)
+    rate_limit_address: int = Field(2400, ge=0)
+    rate_limit_unauthenticated: int = Field(120, ge=0)
+    rate_window_s: Seconds = 60
+    webhook_ports: str = "80,443"  # the ports a webhook URL may name; "any" for every port
     webhook_retry_s: int = Field(3600, ge=1, le=3600)  # the retry window is bounded (issue 10)
     webhook_backoff_s: float = Field(5.0, ge=0.1)
     webhook_max_endpoints: int = Field(16, ge=1, le=1000)  # tenant endpoints (/v1/webhook-endpoints) per tenant
@@ -113,6 +144,14 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_tenant_limits(cls, value: object) -> object:
         return _tenant_limits(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        from erasepro_jobs.webhooks import parse_ports
+
+        parse_ports(value)
+        return value
 
     @field_validator("storage_url")
     @classmethod
@@ -147,6 +186,13 @@ class Settings(BaseSettings):
     def active_limit(self, tenant: str) -> int:
         """How many queued + running jobs ``tenant`` may have (``ERASEPRO_TENANT_MAX_ACTIVE`` overrides)."""
         return dict(self.tenant_max_active).get(tenant, self.max_active_jobs)
+
+    @property
+    def webhook_port_set(self) -> frozenset[int] | None:
+        """The ports webhook URLs may name (``None``: any)."""
+        from erasepro_jobs.webhooks import parse_ports
+
+        return parse_ports(self.webhook_ports)
 
     @property
     def heartbeat_interval_s(self) -> float:

@@ -111,10 +111,55 @@ class Target:
     ip: str
 
 
-def resolve_target(url: str, allow_private: bool) -> Target | str:
-    """The :class:`Target` of ``url``, or why it may not receive webhooks. Loopback, private, link-local,
-    reserved and multicast addresses are refused unless ``allow_private``; every address the host resolves to is
-    checked, and the first is the one to connect to."""
+# Ranges Python 3.11's ``is_global`` lets through that must never receive a delivery. The wrappers (IPv4-mapped,
+# 6to4, NAT64, Teredo) are decoded before the check, so their own ranges need no entry here.
+_NEVER = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "100.64.0.0/10", "192.0.0.0/24", "192.88.99.0/24", "198.18.0.0/15", "240.0.0.0/4",
+    "::/96",  # IPv4-compatible (deprecated): ::127.0.0.1 is "global" to ipaddress
+    "64:ff9b:1::/48",  # local-use NAT64
+    "100::/64", "2001::/23", "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and would reach: IPv4-mapped (``::ffff:a.b.c.d``), 6to4
+    (``2002:AABB:CCDD::``), NAT64 (``64:ff9b::a.b.c.d``) and Teredo (server and client)."""
+    if ip.version == 4:
+        return []
+    assert isinstance(ip, ipaddress.IPv6Address)
+    out = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo:
+        out += list(ip.teredo)
+    if ip in _NAT64:
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return out
+
+
+def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable, and so is every IPv4 address it wraps (decoded first: ``[2002:7f00:1::]`` is loopback)."""
+    inner = embedded_ipv4(ip)
+    if inner:
+        return all(is_public(a) for a in inner)
+    return ip.is_global and not ip.is_multicast and not any(ip in net for net in _NEVER if net.version == ip.version)
+
+
+def parse_ports(text: str) -> frozenset[int] | None:
+    """``"80,443"`` -> ``{80, 443}``; ``"any"`` or ``"*"`` -> ``None`` (every port)."""
+    text = text.strip().lower()
+    if text in ("any", "*"):
+        return None
+    ports = {int(p) for p in (q.strip() for q in text.split(",")) if p}
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise ValueError(f"webhook ports are 'any' or comma-separated ports in 1..65535, got {text!r}")
+    return frozenset(ports)
+
+
+def resolve_target(url: str, allow_private: bool, ports: frozenset[int] | None = None) -> Target | str:
+    """The :class:`Target` of ``url``, or why it may not receive webhooks. Every address the host resolves to
+    must be public (:func:`is_public`, wrapped IPv4 decoded) unless ``allow_private``, and the port one of
+    ``ports`` (``None``: any); the first address is the one to connect to. The door (registration) and every
+    delivery call this same function."""
     if len(url) > MAX_URL:
         return f"at most {MAX_URL} characters"
     parts = urlsplit(url)
@@ -124,6 +169,11 @@ def resolve_target(url: str, allow_private: bool) -> Target | str:
         return "must not carry credentials"
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        return f"bad port ({exc})"
+    if ports is not None and port not in ports:
+        return f"port {port} is not allowed for webhooks on this server (allowed: {sorted(ports)})"
+    try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError) as exc:
         return Unresolved(f"host does not resolve ({exc})")
@@ -132,15 +182,14 @@ def resolve_target(url: str, allow_private: bool) -> Target | str:
     ips = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
     if not allow_private:
         for ip in ips:
-            if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                    or ip.is_unspecified):
+            if not is_public(ip):
                 return f"{parts.hostname} resolves to a non-public address ({ip}); not allowed on this server"
     return Target(url, str(ips[0]))
 
 
-def check_target(url: str, allow_private: bool) -> str | None:
+def check_target(url: str, allow_private: bool, ports: frozenset[int] | None = None) -> str | None:
     """Why ``url`` may not receive webhooks (``None``: it may); see :func:`resolve_target`."""
-    found = resolve_target(url, allow_private)
+    found = resolve_target(url, allow_private, ports)
     return found if isinstance(found, str) else None
 
 

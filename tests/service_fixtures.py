@@ -102,7 +102,8 @@ def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -
         (tmp / "models.toml").write_text(f'[models.tiny]\npath = "{tmp / "tiny"}"\n', encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(ERASEPRO_DATA_DIR=str(tmp / "data"), ERASEPRO_BASE_MODELS=str(tmp / "models.toml"),
-               ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT))
+               ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT),
+               ERASEPRO_RATE_LIMIT="0", ERASEPRO_RATE_LIMIT_ADDRESS="0", ERASEPRO_RATE_LIMIT_UNAUTHENTICATED="0")
     env.update(extra_env or {})
     log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -161,6 +162,9 @@ class Stack:
             "ERASEPRO_HEADER_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "ERASEPRO_BODY_TIMEOUT_S": str(SLOW_CLIENT_TIMEOUT_S),
             "ERASEPRO_WEBHOOK_ALLOW_PRIVATE": "1",  # the test receivers listen on loopback
+            "ERASEPRO_WEBHOOK_PORTS": "any",  # ... on ports the OS picks
+            # the tests poll fast from one address; tests/test_security.py checks the limits on its own API
+            "ERASEPRO_RATE_LIMIT": "0", "ERASEPRO_RATE_LIMIT_ADDRESS": "0", "ERASEPRO_RATE_LIMIT_UNAUTHENTICATED": "0",
             "ERASEPRO_WEBHOOK_BACKOFF_S": "0.5",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }

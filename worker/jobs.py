@@ -25,7 +25,7 @@ from typing import Any
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from erasepro_jobs import store
+from erasepro_jobs import memory, store
 from erasepro_jobs.lifecycle import PROGRESS_EVENT_STEP, JobRef
 from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from erasepro_jobs.storage import FileStorage
@@ -115,8 +115,18 @@ def _model(state: WorkerState, name: str) -> BaseModelInfo:
 
 @contextmanager
 def _interruptible(state: WorkerState) -> Iterator[None]:
-    with state.interruptible_section():
+    """A job's heavy part: cancellable at once, and under the job's memory limit (``ERASEPRO_JOB_MEMORY`` above
+    the process's address space when it starts: a failed allocation fails this job, nothing else)."""
+    with state.interruptible_section(), memory.job_memory_limit(state.settings.job_memory,
+                                                                             state.settings.job_memory_slack):
         yield
+
+
+def memory_error(state: WorkerState, stage: str) -> str:
+    """The error of a job stopped by its memory limit (no allocator internals: those go to the log)."""
+    return (f"out of memory while {stage}: the job needed more than this worker's per-job limit of "
+            f"{memory.format_bytes(state.settings.job_memory)} (ERASEPRO_JOB_MEMORY); the server's estimate was "
+            "lower, so please report it, and split the job (fewer edits, templates, preserve prompts or images)")
 
 
 def _run(ctx: JobContext, body: Any) -> dict[str, Any] | None:
@@ -137,7 +147,11 @@ def _run(ctx: JobContext, body: Any) -> dict[str, Any] | None:
         raise
     except Exception as exc:
         log.exception("job %s failed", ctx.job_id)
-        ctx.finish("failed", error=readable(exc))
+        if memory.is_allocation_failure(exc):
+            state.reset_after_interrupt()  # a refused allocation may have left a cache half-built
+            ctx.finish("failed", error=memory_error(state, ctx.stage))
+        else:
+            ctx.finish("failed", error=readable(exc))
         raise
     except BaseException:  # cold shutdown (SystemExit) or Ctrl-C: say so rather than leave it 'running'
         state.reset_after_interrupt()

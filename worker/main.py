@@ -3,14 +3,23 @@
 ``python -m worker --queues erase,generate`` or ``erasepro worker --queues erase,generate``. Uses the GPU
 when there is one (``ERASEPRO_DEVICE`` overrides). Run several, on one machine or many, against the same
 Redis and the same shared ``ERASEPRO_DATA_DIR``.
+
+Lanes: evaluations and exports (hours, gigabytes) are on the ``heavy`` queue. A worker serving ``erase`` without
+naming ``heavy`` starts a second process, its heavy lane (``--queues heavy``, named ``<name>-heavy``), so one
+worker runs a long evaluation and the erasures queued meanwhile side by side (``--no-heavy-lane``: no second
+process; then some worker must serve ``heavy``). The lane stops with its parent, and is restarted if it dies.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 import redis
@@ -19,7 +28,15 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from erasepro_jobs.registry import ModelUnavailable
-from erasepro_jobs.settings import ERASE_QUEUE, GENERATE_QUEUE, JOB_FUNCTIONS, WEBHOOK_QUEUE, Settings, redact_url
+from erasepro_jobs.settings import (
+    ERASE_QUEUE,
+    GENERATE_QUEUE,
+    HEAVY_QUEUE,
+    JOB_FUNCTIONS,
+    WEBHOOK_QUEUE,
+    Settings,
+    redact_url,
+)
 from worker.runtime import Heartbeat, WorkerState, set_state
 
 log = logging.getLogger("erasepro.worker")
@@ -56,24 +73,98 @@ class ErasureWorker(SimpleWorker):
     """
 
     job_class = AllowlistedJob
+    lane: HeavyLane | None = None
+
+    def request_stop(self, signum: int, frame: object) -> None:  # the first SIGTERM/SIGINT: the lane too
+        if self.lane is not None:
+            self.lane.signal(signum)
+        super().request_stop(signum, frame)
+
+    def request_force_stop(self, signum: int, frame: object) -> None:  # the second: the lane's job too
+        if self.lane is not None:
+            self.lane.signal(signum)
+        super().request_force_stop(signum, frame)
+
+
+def _die_with_parent() -> None:
+    """``preexec_fn``: the lane gets SIGKILL if its parent dies without stopping it (Linux); its job's lease then
+    expires and the job is recorded failed, as for any killed worker."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class HeavyLane:
+    """The heavy lane of a worker: ``python -m worker --queues heavy`` as a child process, restarted (after a
+    second) if it exits while the parent serves; stopped with the parent (each signal forwarded)."""
+
+    def __init__(self, name: str, log_level: str) -> None:
+        self.argv = [sys.executable, "-m", "worker", "--queues", HEAVY_QUEUE, "--name", f"{name}-heavy",
+                     "--no-heavy-lane", "--log-level", log_level]
+        self.proc: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self._watch = threading.Thread(target=self._supervise, name="erasepro-heavy-lane", daemon=True)
+
+    def start(self) -> HeavyLane:
+        self.proc = self._spawn()
+        self._watch.start()
+        return self
+
+    def _spawn(self) -> subprocess.Popen:
+        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        return subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=preexec)  # noqa: PLW1509
+
+    def _supervise(self) -> None:
+        while not self.stopping.wait(1.0):
+            proc = self.proc
+            if proc is not None and proc.poll() is not None and not self.stopping.is_set():
+                log.warning("the heavy lane (pid %d) exited with %s; restarting it", proc.pid, proc.returncode)
+                self.proc = self._spawn()
+
+    def signal(self, signum: int) -> None:
+        self.stopping.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.kill(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM (a warm stop) unless a signal was forwarded already; wait, then SIGKILL."""
+        if not self.stopping.is_set():
+            self.signal(signal.SIGTERM)
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def parse_queues(text: str) -> list[str]:
     queues = [q.strip() for q in text.split(",") if q.strip()]
-    unknown = set(queues) - {ERASE_QUEUE, GENERATE_QUEUE, WEBHOOK_QUEUE}
+    known = (ERASE_QUEUE, HEAVY_QUEUE, GENERATE_QUEUE, WEBHOOK_QUEUE)
+    unknown = set(queues) - set(known)
     if not queues or unknown:
-        raise argparse.ArgumentTypeError(f"queues are {ERASE_QUEUE!r}, {GENERATE_QUEUE!r} and/or {WEBHOOK_QUEUE!r}, "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"queues are some of {', '.join(map(repr, known))}, got {text!r}")
     return queues
 
 
 def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name: str | None = None,
                burst: bool = False, preload: Sequence[str] = (), log_level: str = "INFO",
-               warm: bool = False) -> int:
-    """Serve ``queues`` until SIGTERM/SIGINT (a second signal interrupts the running job). Returns 0."""
+               warm: bool = False, heavy_lane: bool = True) -> int:
+    """Serve ``queues`` until SIGTERM/SIGINT (a second signal interrupts the running job). Returns 0.
+
+    ``heavy_lane``: when serving ``erase`` but not ``heavy``, run the heavy queue in a child process (see the
+    module docstring)."""
     from worker.jobs import cleanup_stale
 
     settings = settings or Settings.from_env()
+    os.umask(0o077)  # checkpoints, statistics and event logs are the operator's alone (folders 0700, files 0600)
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from erasepro_core.pipeline import quiet_libraries
 
@@ -99,6 +190,8 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
                            job_class=AllowlistedJob)
     heartbeat = Heartbeat(state)
     heartbeat.start()
+    if heavy_lane and not burst and ERASE_QUEUE in queues and HEAVY_QUEUE not in queues:
+        worker.lane = HeavyLane(state.name, log_level).start()
     log.info("worker %s on %s, device %s, queues %s", state.name, redact_url(settings.redis_url), state.cache.device,
              ",".join(queues))
     print(f"erasepro worker {state.name} ready (device {state.cache.device}, queues {','.join(queues)})",
@@ -106,6 +199,8 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
     try:
         worker.work(burst=burst, logging_level=log_level)
     finally:
+        if worker.lane is not None:
+            worker.lane.stop()
         heartbeat.stop()
         conn.close()
     return 0
@@ -114,7 +209,10 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     p.add_argument("--queues", type=parse_queues, default=[ERASE_QUEUE, GENERATE_QUEUE, WEBHOOK_QUEUE],
-                   help="comma-separated: erase,generate,webhooks (default all)")
+                   help="comma-separated: erase,heavy,generate,webhooks (default erase,generate,webhooks, and "
+                        "heavy in a second process)")
+    p.add_argument("--no-heavy-lane", dest="heavy_lane", action="store_false",
+                   help="serving erase without heavy, do not start the heavy lane's process")
     p.add_argument("--name", help="worker name (default erasepro-<host>-<pid>)")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--preload", action="append", default=[], help="load this base model before serving")
@@ -126,7 +224,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.queues, name=args.name, burst=args.burst, preload=args.preload,
-                      log_level=args.log_level, warm=args.warm)
+                      log_level=args.log_level, warm=args.warm, heavy_lane=args.heavy_lane)
 
 
 def warm_models(state: WorkerState) -> None:

@@ -205,7 +205,7 @@ class Heartbeat(threading.Thread):
                 self.poll_cancel()
                 self.enforce_deadline()
                 self.state.lifecycle.pump_webhooks()  # webhook retries whose backoff has passed
-            except redis.RedisError as exc:
+            except (redis.RedisError, MemoryError) as exc:  # MemoryError: a job at its limit (RLIMIT_AS) briefly
                 log.warning("heartbeat: %s", exc)
             step = min(CANCEL_POLL_S, interval)
             self.stop_event.wait(step)

@@ -85,7 +85,7 @@ def _destination(r: Any, settings: Settings, subject: str, target: str,
         if not ep.takes(event_type):
             return "the endpoint no longer subscribes to this event type"
         url, secrets = ep.url, ep.signing_secrets(time.time())
-    found = resolve_target(url, settings.webhook_allow_private)
+    found = resolve_target(url, settings.webhook_allow_private, settings.webhook_port_set)
     return found if isinstance(found, str) else (found, secrets)
 
 

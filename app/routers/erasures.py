@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
-from app.bounds import check_erasure
+from app.bounds import check_erasure, check_memory
 from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model, require_webhook_target, validation_error
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
@@ -29,7 +29,7 @@ from app.schemas import (
 )
 from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
 from erasepro_core.formats import FormatError, check_format
-from erasepro_jobs import store
+from erasepro_jobs import memory, store
 from erasepro_jobs.storage import Storage
 from erasepro_jobs.webhooks import new_secret
 
@@ -102,7 +102,8 @@ async def submit_erasure(
 ) -> dict:
     """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
     spec = body.to_spec()
-    check_erasure(spec, require_model(svc, body.base_model, ("body", "base_model")), settings.max_erase_cost)
+    check_erasure(spec, require_model(svc, body.base_model, ("body", "base_model")), settings.max_erase_cost,
+                  settings.job_memory)
     timeout = body.timeout_s or settings.erase_timeout_s
     if timeout > settings.max_erase_timeout_s:
         raise validation_error(("body", "timeout_s"),
@@ -269,7 +270,8 @@ async def stream_object(request: Request, storage: Storage, key: str, size: int,
     return StreamingResponse(body, media_type=media, headers={**headers, "Content-Length": str(size)})
 
 async def _export(svc: Service, tenant: str, job_id: str, view: dict, fmt: str = "diffusers") -> Response:
-    require_model(svc, view["base_model"], ("path", "job_id"))
+    info = require_model(svc, view["base_model"], ("path", "job_id"))
+    check_memory(f"{fmt} export", memory.export_bytes(info, fmt), svc.settings.job_memory, ("query", "format"))
     export_id = await svc.request_export(tenant, job_id, view["base_model"], fmt)
     rec = await svc.record(export_id, tenant, "export")
     if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export

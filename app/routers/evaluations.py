@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
-from erasepro_jobs import store
+from erasepro_jobs import memory, store
 from erasepro_jobs.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem, k_evaluations
 from erasepro_jobs.registry import ModelUnavailable
-from erasepro_jobs.settings import ERASE_QUEUE, EVALUATE_FUNC
+from erasepro_jobs.settings import EVALUATE_FUNC, HEAVY_QUEUE
 
 router = APIRouter(tags=["evaluations"])
 
@@ -87,7 +88,8 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
     problem = await run_in_threadpool(judge_problem, info.source, info.name, targets)
     if problem:
         raise _invalid(("body", "base_model"), problem)
-    timeout = min(body.timeout_s, svc.settings.max_erase_timeout_s)
+    check_memory("evaluation", memory.evaluation_bytes(info), svc.settings.job_memory)
+    timeout = min(body.timeout_s, svc.settings.max_evaluate_timeout_s)
     eval_id, _ = await svc.create_job(kind="evaluation", tenant=tenant, fields={
         "erasure_id": job_id, "base_model": info.name, "budgets": body.budgets, "seed": body.seed,
         "targets": targets, "steps": body.steps, "timeout_s": timeout})
@@ -95,7 +97,7 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
     await svc.r.rpush(index, eval_id)
     await svc.r.expire(index, svc.settings.result_ttl_s)
     created_at = await svc.r.hget(store.k_job(eval_id), "created_at")
-    await svc.enqueue(ERASE_QUEUE, EVALUATE_FUNC, eval_id, {
+    await svc.enqueue(HEAVY_QUEUE, EVALUATE_FUNC, eval_id, {
         "job_id": eval_id, "tenant": tenant, "erasure_id": job_id, "budgets": body.budgets, "seed": body.seed,
         "targets": targets, "steps": body.steps, "timeout_s": timeout,
         "created_at": float(created_at or store.now())},

@@ -77,7 +77,7 @@ async def generate_edited(job_id: JobId, body: GenerateRequest, tenant: Tenant, 
         raise not_found()
     if view["status"] != "succeeded":
         raise HTTPException(409, f"erasure {job_id} is {view['status']}; generation needs a succeeded erasure")
-    check_generation(body, require_model(svc, view["base_model"], ("path", "job_id")))
+    check_generation(body, require_model(svc, view["base_model"], ("path", "job_id")), svc.settings.job_memory)
     return await _generate(svc, settings, tenant, view["base_model"], job_id, body, wait,
                            request.headers.get("accept", ""))
 
@@ -85,7 +85,7 @@ async def generate_edited(job_id: JobId, body: GenerateRequest, tenant: Tenant, 
 async def generate_base(name: Annotated[str, Path(max_length=64)], body: GenerateRequest, tenant: Tenant,
                         svc: Svc, settings: Cfg, request: Request, wait: WaitS = None) -> Response:
     """Sample from an unedited registered base model (to compare with an erasure)."""
-    check_generation(body, require_model(svc, name, ("path", "name")))
+    check_generation(body, require_model(svc, name, ("path", "name")), svc.settings.job_memory)
     return await _generate(svc, settings, tenant, name, None, body, wait, request.headers.get("accept", ""))
 
 @router.get("/v1/generations/{job_id}", tags=["generation"], response_model=GenerationView)
