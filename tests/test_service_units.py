@@ -48,7 +48,7 @@ def test_registry_reloads_on_change(tmp_path: Path) -> None:
     f = tmp_path / "r.toml"
     f.write_text('[models.a]\nhub_id = "o/a"\n')
     reg = Registry(f, include_bundled=True)
-    assert set(reg.models()) == {"bundled", "a"}
+    assert set(reg.models()) == {"bundled", "canvas", "a"}  # the two shipped models, then the file's
     f.write_text('[models.a]\nhub_id = "o/a"\n[models.bb]\nhub_id = "o/b"\n')
     assert reg.get("bb") is not None and reg.get("../etc") is None
     with pytest.raises(RegistryError):

@@ -122,7 +122,10 @@ def run_canvas(args: argparse.Namespace) -> int:
 
             restore(args.resume_from, args.out)
             conf = json.loads((Path(args.out) / "config.json").read_text())
-            kw.update(conf, unet_channels=tuple(conf["unet_channels"]))
+            conf["unet_channels"] = tuple(conf["unet_channels"])
+            defaults = CanvasTrainConfig()
+            # the resume point's recipe, except what this command line sets (e.g. --unet-steps to train longer)
+            kw = {k: (v if v != getattr(defaults, k) else conf.get(k, v)) for k, v in kw.items()}
         print(run_training(CanvasTrainConfig(**kw), args.out, resume=args.resume or bool(args.resume_from),
                            stop_at=args.stop_at))
         return 0
