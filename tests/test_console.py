@@ -379,7 +379,7 @@ def test_cancel_and_delete_with_confirmation(page, server: Server) -> None:
 
 # A public address given as an IP literal (no DNS lookup on this offline machine); the server behind it is never
 # reached: the endpoint's filter takes only events no job of this module emits after it is created.
-PUBLIC_HOOK = "http://8.8.8.8:9/erasepro-console-test"
+PUBLIC_HOOK = "https://8.8.8.8/erasepro-console-test"  # a global address on an allowed port; no event it takes fires
 ENDPOINTS = "/v1/webhook-endpoints"
 
 
