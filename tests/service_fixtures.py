@@ -40,8 +40,12 @@ GEN = {"steps": 3, "width": 32, "height": 32, "guidance": 5.0}
 # the cancellation, timeout and kill tests interrupt it early.
 LONG_SPEC = {
     "base_model": "tiny",
-    "edits": [{"target": f"concept number {i}", "anchor": ""} for i in range(400)],
-    "options": {"templates": ["{}", "a {}", "the {}", "photo of {}", "an image of {}", "art of {}"]},
+    # Since the solve is linear in the columns (d-space past the width), 400 concepts x 6 templates take 0.3 s:
+    # 1,000 x 24 templates with every token to the end take ~18 s on 2 cores.
+    "edits": [{"target": f"concept number {i}", "anchor": ""} for i in range(1000)],
+    "options": {"templates": [t + x for t in ("{}", "a {}", "the {}", "photo of {}", "an image of {}", "art of {}")
+                              for x in ("", ", detailed", ", today", ", again")],
+                "token_policy": "to_end"},
 }
 SHORT_SPEC = {"base_model": "tiny", "edits": [{"target": "a cat", "anchor": "a dog"}]}
 

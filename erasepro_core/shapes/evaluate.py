@@ -14,7 +14,8 @@ from erasepro_core.shapes.captions import PROMPT_SETS, Prompt, prompt_set
 
 def load_cpu_pipeline(path: str | Path | None = None) -> Any:
     """The bundled model (or the pipeline in ``path``), float32 on CPU (:func:`erasepro_core.load_pipeline`)."""
-    from erasepro_core.pipeline import BUNDLED, load_pipeline
+    from erasepro_core.bundled import BUNDLED
+    from erasepro_core.pipeline import load_pipeline
 
     return load_pipeline(path or BUNDLED, device="cpu", dtype="float32")
 
