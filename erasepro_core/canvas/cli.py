@@ -174,15 +174,12 @@ def run_canvas(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from erasepro_core.canvas.bench import choose_concepts, run_mass
+    from erasepro_core.canvas.bench import build_spec, choose_concepts, run_mass
     from erasepro_core.cli import CLIError, _validation_message
     from erasepro_core.pipeline import quiet_libraries
 
     try:
         options = _method_options(args)
-        choose_concepts(args.kind, args.concepts, args.seed)
-        from erasepro_core.canvas.bench import build_spec
-
         build_spec(args.kind, choose_concepts(args.kind, args.concepts, args.seed), options)
     except ValidationError as exc:
         raise CLIError(_validation_message(exc)) from exc

@@ -21,7 +21,7 @@ SCENE_KINDS: dict[str, dict[str, Any]] = {
 
 def _prompts(set_name: str, kind: str, n: int, seed: int) -> list[Prompt]:
     kw = dict(SCENE_KINDS[kind])
-    if kw["n_objects"] is None:  # 2 or 3 objects: draw 1.5x and keep the multi-object ones
+    if kw["n_objects"] is None:  # 2 or 3 objects: draw 3x and keep the multi-object ones
         out = [p for p in prompt_set(set_name, 3 * n, seed, artist=True, character=False, n_objects=None)
                if len(p.scene.objects) >= 2]
         return out[:n]

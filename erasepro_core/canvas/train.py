@@ -43,6 +43,7 @@ from erasepro_core.shapes.train import (
     _ema_update,
     _load_optimizer_state,
     _optimizer_state,
+    ask_loaders_for_float32,
     beta_schedule,
     build_pipeline,
     encode_texts,
@@ -433,13 +434,7 @@ def export_pipeline(cfg: CanvasTrainConfig, out: Path, dest: Path, ema: dict[str
     pipe = build_pipeline(te, vae, unet, cfg.max_length).to(torch.float16)
     pipe.save_pretrained(dest, safe_serialization=True)
     (Path(dest) / "erasepro_preserve.txt").write_text("\n".join(preserve_prompts()) + "\n", encoding="utf-8")
-    for sub in ("text_encoder", "unet", "vae"):  # stored in float16; loaders get float32 so CPU works by default
-        path = Path(dest) / sub / "config.json"
-        conf = json.loads(path.read_text())
-        for key in ("torch_dtype", "dtype"):
-            if key in conf:
-                conf[key] = "float32"
-        path.write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
+    ask_loaders_for_float32(dest)
     return Path(dest)
 
 

@@ -392,7 +392,12 @@ def export_pipeline(cfg: TrainConfig, out: Path, dest: Path, ema: dict[str, torc
     unet.load_state_dict(ema if ema is not None else load_file(str(out / "unet_ckpt" / ckpt_file)))
     pipe = build_pipeline(te, vae, unet, cfg.max_length).to(torch.float16)
     pipe.save_pretrained(dest, safe_serialization=True)
-    # the weights are stored in float16; ask loaders for float32 so CPU inference works by default
+    ask_loaders_for_float32(dest)
+    return Path(dest)
+
+
+def ask_loaders_for_float32(dest: str | os.PathLike) -> None:
+    """The weights are stored in float16; ask loaders for float32 so CPU inference works by default."""
     for sub in ("text_encoder", "unet", "vae"):
         path = Path(dest) / sub / "config.json"
         conf = json.loads(path.read_text())
@@ -400,7 +405,6 @@ def export_pipeline(cfg: TrainConfig, out: Path, dest: Path, ema: dict[str, torc
             if key in conf:
                 conf[key] = "float32"
         path.write_text(json.dumps(conf, indent=2, sort_keys=True) + "\n")
-    return Path(dest)
 
 
 # ----------------------------------------------------------------------------------------------- driver
