@@ -93,15 +93,21 @@ class Served:
         return (self.tmp / "serve.log").read_text(errors="replace")[-4000:]
 
     def worker_pid(self) -> int:
+        """The supervised worker itself: not its heavy lane (``--queues heavy``, a child that restarts on its own)
+        nor RQ's work horse (a fork with the same command line), whose deaths leave /readyz at 200."""
         def find() -> int | None:
+            workers: dict[int, int] = {}  # pid -> parent pid
             for pid in descendants(self.proc.pid):
                 try:
                     cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                except OSError:
+                    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     continue
-                if b"worker" in cmd and b"-m" in cmd and proc_state(pid) not in (None, "Z"):
-                    return pid
-            return None
+                if (b"worker" in cmd and b"-m" in cmd and b"heavy" not in cmd
+                        and proc_state(pid) not in (None, "Z")):
+                    workers[pid] = ppid
+            tops = [pid for pid, ppid in workers.items() if ppid not in workers]
+            return tops[0] if len(tops) == 1 else None
 
         return wait_for(find, "a worker process")
 
