@@ -29,6 +29,8 @@ from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 #: name -> flat spec options (``method`` and its settings)
 METHODS: dict[str, dict] = {
     "default": {"method": "erasepro"},
+    "exact": {"method": "erasepro", "residual_ridge": 0.0},  # zero residual at every column count (the paper's)
+    "soft10": {"method": "erasepro", "residual_ridge": 10.0},  # a softer residual: more kept, less erased
     "front": {"method": "erasepro", "schedule": "front"},
     "uniform": {"method": "erasepro", "schedule": "uniform"},
     "to_eos": {"method": "erasepro", "token_policy": "to_eos"},

@@ -3,6 +3,8 @@
 Zero residual:  Δ = argmin λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R   ⇒   Δ = R (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  M = αI + λ C_p C_pᵀ.
 Over n ≤ d columns (width d) the n × n Gram XᵀM⁻¹X is solved; past n = d the same Δ comes from the d × d moments
 X Xᵀ and R Xᵀ (:func:`dspace_map`): cost linear in n, memory free of it.
+Soft residual (``gram_ridge`` τ > 0):  Δ = argmin ‖Δ‖²_M + ‖Δ X − R‖²/ε  ⇒  Δ = R (Xᵀ M⁻¹ X + εI)⁻¹ Xᵀ M⁻¹,
+ε = τ · tr(XᵀM⁻¹X)/n: least squares that no longer forces ill-conditioned columns exactly (τ → 0: zero residual).
 (UCE's closed form lives with its method, :mod:`erasepro_core.methods.uce`.)
 """
 
@@ -41,27 +43,37 @@ class Metric:
         return torch.cholesky_solve(x.to(torch.float64), self.chol)
 
 
-def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND) -> tuple[torch.Tensor, int]:
-    """G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹ (n × d_in) and the numerical rank of X, so that Δ = R G.
+def gram_shift(gram_trace: float, n: int, gram_ridge: float) -> float:
+    """ε = τ · tr(XᵀM⁻¹X)/n: the soft residual's ridge, relative to a column's mean squared M⁻¹-norm."""
+    return gram_ridge * gram_trace / max(n, 1) if gram_ridge > 0 else 0.0
 
-    When X has full column rank, Δ X = R G X = R exactly; otherwise R G X is R projected onto
-    X's row space: the least-norm least-squares solution.
+
+def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND, gram_ridge: float = 0.0
+                   ) -> tuple[torch.Tensor, int]:
+    """G = (Xᵀ M⁻¹ X + εI)⁺ Xᵀ M⁻¹ (n × d_in) and the numerical rank of X, so that Δ = R G.
+
+    With ε = 0 and full column rank, Δ X = R G X = R exactly; otherwise R G X is R projected onto
+    X's row space: the least-norm least-squares solution. ε > 0: see :func:`gram_shift`.
     """
     x = x.to(torch.float64)
     z = metric.solve(x)  # M⁻¹X, d_in × n
     gram = x.T @ z
     gram = 0.5 * (gram + gram.T)
+    rank = None
+    if gram_ridge > 0:
+        rank = int(torch.linalg.matrix_rank(gram, hermitian=True, rtol=rcond))
+        gram.diagonal().add_(gram_shift(float(gram.trace()), x.shape[1], gram_ridge))
     # Full column rank is the common case: a Cholesky factor is ~10x cheaper than an eigendecomposition.
     chol, info = torch.linalg.cholesky_ex(gram)
     if int(info) == 0:
         pivots = chol.diagonal() ** 2
         if float(pivots.min()) > rcond * float(gram.diagonal().max()) * 1e3:
-            return torch.cholesky_solve(z.T, chol), x.shape[1]
+            return torch.cholesky_solve(z.T, chol), x.shape[1] if rank is None else rank
     evals, evecs = torch.linalg.eigh(gram)
     keep = evals > rcond * max(float(evals[-1]), 0.0)
     inv = torch.where(keep, 1.0 / evals.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(evals))
     g = (evecs * inv) @ (evecs.T @ z.T)
-    return g, int(keep.sum())
+    return g, int(keep.sum()) if rank is None else rank
 
 
 # Columns converted to float64 at once while accumulating d × d moments: 4096 × 768 × 8 B = 25 MB (SD), 67 MB
@@ -92,13 +104,14 @@ def moments(x: torch.Tensor, r: torch.Tensor, *, subtract_x: bool = False, batch
     return 0.5 * (s + s.T), t
 
 
-def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = RCOND
-               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = RCOND, gram_ridge: float = 0.0,
+               n: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Factors ``A`` (d_r × k), ``B`` (k × d) of the same P = R G as :func:`constraint_map`, from S = X Xᵀ and
     T = R Xᵀ alone:  P = T L⁻ᵀ K⁺ L⁻¹,  K = L⁻¹ S L⁻ᵀ,  M = L Lᵀ.
 
     With X̃ = L⁻¹X, G = (X̃ᵀX̃)⁺X̃ᵀL⁻¹ = X̃⁺L⁻¹ = X̃ᵀ(X̃X̃ᵀ)⁺L⁻¹; K = X̃X̃ᵀ has the nonzero eigenvalues of the
     n-space Gram XᵀM⁻¹X, so the same ``rcond`` cut gives the same rank. O(d³) whatever n.
+    Soft residual: K + εI in place of K (the same ε from tr K = tr XᵀM⁻¹X over the ``n`` columns).
     """
     chol_m = metric.chol
     s, t = s.to(torch.float64), t.to(torch.float64)
@@ -106,6 +119,11 @@ def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = 
     k = tri(chol_m, tri(chol_m, s, upper=False).T, upper=False)  # L⁻¹ (L⁻¹ S)ᵀ = L⁻¹ S L⁻ᵀ (S symmetric)
     k = 0.5 * (k + k.T)
     a = tri(chol_m, t.T, upper=False).T  # T L⁻ᵀ
+    if gram_ridge > 0:
+        rank = gram_rank(k, n)
+        k.diagonal().add_(gram_shift(float(k.trace()), n, gram_ridge))
+        eye = torch.eye(k.shape[0], dtype=torch.float64, device=k.device)
+        return a, torch.cholesky_solve(tri(chol_m, eye, upper=False), torch.linalg.cholesky(k)), rank
     chol, info = torch.linalg.cholesky_ex(k)
     if int(info) == 0:  # full rank d: the same cheap test as the n-space solve
         pivots = chol.diagonal() ** 2
@@ -129,16 +147,17 @@ def gram_rank(s: torch.Tensor, n: int) -> int:
 
 
 def zero_residual_factors(x: torch.Tensor, r: torch.Tensor, metric: Metric, *, subtract_x: bool = False,
-                          rcond: float = RCOND) -> tuple[torch.Tensor, torch.Tensor, int]:
+                          rcond: float = RCOND, gram_ridge: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
     """P = R G (R = r, or r − X when ``subtract_x``) as factors A, B and the constraint rank: A = R, B = G in
-    n-space while n ≤ d; from the d × d moments past it (:func:`dspace_map`)."""
+    n-space while n ≤ d; from the d × d moments past it (:func:`dspace_map`). ``gram_ridge`` τ > 0: the soft
+    residual (module docstring)."""
     d, n = x.shape
     if not in_dspace(n, d):
-        g, rank = constraint_map(x, metric, rcond)
+        g, rank = constraint_map(x, metric, rcond, gram_ridge)
         r = r.to(torch.float64)
         return (r - x.to(torch.float64) if subtract_x else r), g, rank
     s, t = moments(x, r, subtract_x=subtract_x)
-    return dspace_map(s, t, metric, rcond)
+    return dspace_map(s, t, metric, rcond, gram_ridge, n)
 
 
 def relative(num: torch.Tensor, den: torch.Tensor) -> float:

@@ -2,6 +2,7 @@
 
 Final stage:  W = W_o + W_o P,  P = (Y − X) G,  G = (Xᵀ M⁻¹ X)⁺ Xᵀ M⁻¹,  so  W X = W_o Y  exactly
 (least-norm least squares past d columns, solved on d × d moments: :func:`erasepro_core.solver.dspace_map`).
+From n ≥ ρ·d columns on (``exact_below`` ρ), the soft residual  G = (Xᵀ M⁻¹ X + εI)⁻¹ Xᵀ M⁻¹,  ε = τ·tr(XᵀM⁻¹X)/n.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class EraseProConfig(MethodConfig):
     ``token_policy``: which target tokens are constrained (``last`` | ``to_eos`` | ``to_end``).
     ``preserve_tokens``: ``last`` (each preserve prompt's last token before EOS) or ``all``.
     ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R.
+    ``residual_ridge`` τ, ``exact_below`` ρ: from n/d ≥ ρ columns per context width on, the constraint is made
+    soft (see :mod:`erasepro_core.solver`; measured on canvas, docs/method.md); τ = 0 keeps it always exact.
     ``harden_rounds``: closed-form adversarial hardening rounds of the K/V edit (erasepro_core.harden)."""
 
     name: Literal["erasepro"] = "erasepro"
@@ -38,6 +41,13 @@ class EraseProConfig(MethodConfig):
                                    "λ‖Δ C_p‖² + α‖Δ‖² s.t. Δ X = R: how firmly preserved concepts are held.")
     ridge: float = Field(default=1e-2, ge=MIN_RIDGE, le=1e6, allow_inf_nan=False,
                          description="α in the same objective (relative to tr(C̄)/d): keeps the update small.")
+    residual_ridge: float = Field(default=3.0, ge=0, le=1e6, allow_inf_nan=False, description="τ of the soft "
+                                  "residual, used from `exact_below` on: min ‖Δ‖²_M + ‖Δ X − R‖²/ε with "
+                                  "ε = τ·tr(XᵀM⁻¹X)/n, so many near-collinear targets no longer force a large "
+                                  "edit (0 = always zero residual, W X = W_o Y exactly).")
+    exact_below: float = Field(default=0.25, ge=0, le=1e6, allow_inf_nan=False, description="Constrained columns "
+                               "over the context width below which the solve stays exact (zero residual); from "
+                               "there on it is the soft residual of `residual_ridge`.")
     harden_rounds: int = Field(default=0, ge=0, le=8, description="Closed-form adversarial hardening rounds: each "
                                "attacks the K/V edit in context space and constrains what it found to the anchor "
                                "(opt-in: measured to lower closed-form attacks but not soft-token ones).")
@@ -68,5 +78,9 @@ def kv_edit(config: EraseProConfig, inputs: EditInputs) -> KVEdit:
     """A = Y − X, B = G: the zero-residual map under the preserve metric (A B = P from d × d moments past n = d)."""
     from erasepro_core.solver import zero_residual_factors
 
-    a, b, rank = zero_residual_factors(inputs.x, inputs.y, inputs.metric(), subtract_x=True)
+    d, n = inputs.x.shape
+    # Few columns: exact, as the paper has it. Nearer the width, forcing every column exactly onto its anchor
+    # moves the whole neighbourhood (canvas: 10 styles = 0.39 of the width already destroyed the model).
+    soft = config.residual_ridge if n >= config.exact_below * d else 0.0
+    a, b, rank = zero_residual_factors(inputs.x, inputs.y, inputs.metric(), subtract_x=True, gram_ridge=soft)
     return KVEdit(a, b, rank)
