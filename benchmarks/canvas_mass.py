@@ -3,6 +3,7 @@ judge erased and preserved prompts (see erasepro_core/canvas/bench.py for the me
 
     .venv/bin/python benchmarks/canvas_mass.py                       # the docs' grid (~20 min on 2 cores)
     .venv/bin/python benchmarks/canvas_mass.py --kinds style --ns 25,50 --methods default,uce --images 200
+    .venv/bin/python benchmarks/canvas_mass.py --from-results --kinds style --methods default,exact,uce_custom
 
 Writes one JSON per run under benchmarks/results/canvas_mass/ and prints a markdown table with 95 %
 intervals and each method's paired difference against ErasePro's default. ``columns/width`` is the number of
@@ -56,7 +57,13 @@ def main() -> int:
                     help="add a 'uce_tuned' row: the best of UCE's sweep (λ x s_p x protocol) by preserved - erased "
                          "on the validation split (other prompts and seeds, same concepts), then run on the test split")
     ap.add_argument("--val-images", type=int, default=24, help="validation images (erased, and again preserved)")
+    ap.add_argument("--from-results", action="store_true",
+                    help="print the table of the runs already under --out instead of running anything")
     args = ap.parse_args()
+    if args.from_results:
+        print(table_from_results(Path(args.out), args.kinds.split(","), [int(v) for v in args.ns.split(",")],
+                                 args.methods.split(","), args.seed, args.images))
+        return 0
     torch.set_num_threads(args.threads)
     quiet_libraries()
     pipe = load_pipeline(args.model, device="cpu", dtype="float32")
@@ -107,21 +114,43 @@ def main() -> int:
                 runs["uce_tuned"] = res
                 print(f"{kind} N={n} uce_tuned {tuned.label()}: erased {res['erased_rate']:.3f} preserved "
                       f"{res['preserved_accuracy']:.3f}", file=sys.stderr, flush=True)
-            base = runs.get("default")
-            for name, res in runs.items():
-                d = res["detail"]
-                row = {"kind": kind, "n": n, "method": name, "cols": f"{res['columns']}/{res['width']}",
-                       "ratio": res["columns_per_width"], "erased": d["erased"], "preserved": d["preserved"],
-                       "objects": d["objects"], "unedited_erased": d["unedited_erased"],
-                       "unedited_preserved": d["unedited_preserved"], "change": res["preserved_change"]}
-                if base is not None and name != "default":
-                    row["vs_default_erased"] = paired_difference(res["per_prompt"]["erased_seen"],
-                                                                 base["per_prompt"]["erased_seen"])
-                    row["vs_default_preserved"] = paired_difference(res["per_prompt"]["preserved_seen"],
-                                                                    base["per_prompt"]["preserved_seen"])
-                rows.append(row)
+            rows += rows_of(kind, n, runs)
     print(table(rows))
     return 0
+
+
+def rows_of(kind: str, n: int, runs: dict[str, dict]) -> list[dict]:
+    """Table rows of one (kind, N) point, each method paired against ErasePro's default on the same prompts."""
+    base = runs.get("default")
+    rows = []
+    for name, res in runs.items():
+        d = res["detail"]
+        row = {"kind": kind, "n": n, "method": name, "cols": f"{res['columns']}/{res['width']}",
+               "ratio": res["columns_per_width"], "erased": d["erased"], "preserved": d["preserved"],
+               "objects": d["objects"], "unedited_erased": d["unedited_erased"],
+               "unedited_preserved": d["unedited_preserved"], "change": res["preserved_change"]}
+        if base is not None and name != "default":
+            row["vs_default_erased"] = paired_difference(res["per_prompt"]["erased_seen"],
+                                                         base["per_prompt"]["erased_seen"])
+            row["vs_default_preserved"] = paired_difference(res["per_prompt"]["preserved_seen"],
+                                                            base["per_prompt"]["preserved_seen"])
+        rows.append(row)
+    return rows
+
+
+def table_from_results(out: Path, kinds: list[str], ns: list[int], methods: list[str], seed: int,
+                       images: int) -> str:
+    """The table of runs already written under ``out`` (no model is loaded; missing runs are skipped)."""
+    rows = []
+    for kind in kinds:
+        for n in ns:
+            runs = {}
+            for name in methods:
+                f = out / f"{kind}-{n}-{name}-s{seed}-i{images}.json"
+                if f.is_file():
+                    runs[name] = json.loads(f.read_text())
+            rows += rows_of(kind, n, runs)
+    return table(rows)
 
 
 def fmt(d: dict | None) -> str:
