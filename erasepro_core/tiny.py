@@ -1,4 +1,4 @@
-"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x, SDXL and FLUX.
+"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x, SDXL, FLUX and SD-3.
 
 They use the real CLIP tokenizer and the real diffusers/transformers classes, so every code path that runs
 on a downloaded checkpoint runs on them unchanged. Used by tests, the demo fallback and the benchmarks.
@@ -16,6 +16,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -152,6 +154,48 @@ def write_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
     """Save :func:`tiny_flux_pipeline` as a diffusers folder (what the CLI and the service load)."""
     directory = Path(directory)
     tiny_flux_pipeline(seed).save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def tiny_sd3_pipeline(seed: int = 0, *, t5_width: int = 96, t5_layers: int = 2, max_sequence_length: int = 32,
+                      with_t5: bool = True) -> StableDiffusion3Pipeline:
+    """An SD-3-layout pipeline: CLIP-L and CLIP-G (with projections, CLIP-G padded with ``!`` as SD-3's is), T5
+    and a two-block MMDiT whose ``context_embedder`` reads T5's width (CLIP's 32 + 48 zero-padded to it), 32x32.
+
+    The projections are narrower than the towers (24 and 40, pooled 64) so nothing may take one for the other.
+    ``with_t5=False`` leaves ``text_encoder_3`` out (SD-3 then feeds zeros for the T5 tokens).
+    """
+    torch.manual_seed(seed)
+    clip_l = CLIPTextModelWithProjection(_text_config(32, 2, 4, 77, projection_dim=24))
+    clip_g = CLIPTextModelWithProjection(_text_config(48, 3, 4, 77, projection_dim=40))
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tokenizer(max_sequence_length)), d_model=t5_width, d_kv=8, d_ff=2 * t5_width,
+        num_layers=t5_layers, num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+    ))
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=t5_width, caption_projection_dim=16, pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1,
+        norm_num_groups=8, sample_size=32, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0,
+        scaling_factor=1.0,
+    )
+    tok_g = clip_tokenizer(77)
+    tok_g.pad_token = "!"
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clip_l.eval(), tokenizer=clip_tokenizer(77), text_encoder_2=clip_g.eval(), tokenizer_2=tok_g,
+        text_encoder_3=t5.eval() if with_t5 else None, tokenizer_3=t5_tokenizer(max_sequence_length) if with_t5 else None,
+    )
+
+
+def write_tiny_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Save :func:`tiny_sd3_pipeline` as a diffusers folder (what the CLI and the service load)."""
+    directory = Path(directory)
+    tiny_sd3_pipeline(seed).save_pretrained(str(directory), safe_serialization=True)
     return directory
 
 
