@@ -188,7 +188,8 @@ def tiny_sd3_pipeline(seed: int = 0, *, t5_width: int = 96, t5_layers: int = 2, 
     return StableDiffusion3Pipeline(
         transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
         text_encoder=clip_l.eval(), tokenizer=clip_tokenizer(77), text_encoder_2=clip_g.eval(), tokenizer_2=tok_g,
-        text_encoder_3=t5.eval() if with_t5 else None, tokenizer_3=t5_tokenizer(max_sequence_length) if with_t5 else None,
+        text_encoder_3=t5.eval() if with_t5 else None,
+        tokenizer_3=t5_tokenizer(max_sequence_length) if with_t5 else None,
     )
 
 

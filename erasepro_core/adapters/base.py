@@ -180,8 +180,8 @@ class Adapter:
 
     @property
     def context_width(self) -> int:
-        if self.segments:  # every segment is zero-padded to the widest (what the sites read)
-            return max(s.context_width for s in self.segments)
+        if self.segments:  # every segment is zero-padded to what the sites read
+            return int(self.kv_sites[0].module.in_features)
         return sum(t.width for t in self.towers)
 
     @property
