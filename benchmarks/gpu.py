@@ -9,7 +9,10 @@ Sizes (random weights; building is excluded from every time):
     (320/640/1280/1280, 64×64 latents, so generation costs what SD-1.4 does at 512 px; the VAE is tiny);
   * ``flux`` — :func:`erasepro_core.tiny.flux_text_path_pipeline`: CLIP ViT-L/14 (pooled), a T5 v1.1 encoder
     (``--t5``, FLUX.1's own is xxl) at ``--max-sequence-length`` tokens and the transformer's two text sites; no
-    transformer blocks, so no generation row.
+    transformer blocks, so no generation row;
+  * ``sd3`` (not in the default run) — :func:`erasepro_core.tiny.sd3_text_path_pipeline`: CLIP-L and CLIP-bigG
+    with projections, T5 (``--t5``) at min(``--max-sequence-length``, 256) tokens (the pipeline's default) and
+    the transformer's two text sites; no generation row either.
 ``--tiny`` swaps in the tiny test pipelines (seconds on a CPU). On a CPU everything runs in float32.
 
 Per size, method and concept count: ``--repeats`` *warm* jobs, reported as median and the
@@ -42,7 +45,7 @@ import torch  # noqa: E402
 from erase_speed import ANCHORS, WORDS  # noqa: E402
 
 METHODS = {"UCE": {"method": "uce"}, "ErasePro default": {}, "ErasePro progressive": {"schedule": "front"}}
-DTYPES = {"sd14": torch.float16, "flux": torch.bfloat16}  # on an accelerator; float32 on a CPU
+DTYPES = {"sd14": torch.float16, "flux": torch.bfloat16, "sd3": torch.bfloat16}  # on an accelerator; CPU: float32
 TARGET_S = 1.0  # 100 concepts, ErasePro default, SD-1.4 size, one GPU
 # two-sided 95 % Student t quantiles by degrees of freedom (a larger df uses the normal's 1.96)
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
@@ -98,8 +101,10 @@ def build(size: str, tiny: bool, device: Device, t5: str, length: int) -> Any:
 
     if size == "sd14":
         make = builders.tiny_sd_pipeline if tiny else builders.sd14_sized_pipeline
-    else:
+    elif size == "flux":
         make = builders.tiny_flux_pipeline if tiny else (lambda: builders.flux_text_path_pipeline(t5, length))
+    else:
+        make = builders.tiny_sd3_pipeline if tiny else (lambda: builders.sd3_text_path_pipeline(t5, min(length, 256)))
     with torch.device(device.name):
         pipe = make()
     dtype = DTYPES[size] if device.cuda else torch.float32
@@ -196,7 +201,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sizes", nargs="+", default=["sd14", "flux"], choices=["sd14", "flux"])
+    ap.add_argument("--sizes", nargs="+", default=["sd14", "flux"], choices=["sd14", "flux", "sd3"])
     ap.add_argument("--concepts", type=int, nargs="+", default=[1, 10, 100])
     ap.add_argument("--repeats", type=int, default=5, help="warm jobs per row (and generations)")
     ap.add_argument("--budget-s", type=float, default=270.0, help="no new row starts after this many seconds")

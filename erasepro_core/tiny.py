@@ -229,3 +229,34 @@ def flux_text_path_pipeline(t5: str = "xl", max_sequence_length: int = 512, seed
         text_encoder=CLIPTextModel(_text_config(768, 12, 12, 77)).eval(), tokenizer=clip_tokenizer(77),
         text_encoder_2=encoder.eval(), tokenizer_2=tok, transformer=transformer.eval(),
     )
+
+
+def sd3_text_path_pipeline(t5: str = "xxl", max_sequence_length: int = 256, seed: int = 0
+                           ) -> StableDiffusion3Pipeline:
+    """SD-3's text path at full size but for T5 (``t5`` names a :data:`T5_SIZES` entry; SD-3's is xxl): CLIP ViT-L/14
+    and ViT-bigG/14 text towers with projections, and the transformer's ``context_embedder`` (T5 width → 1536, as
+    SD-3 Medium) and pooled ``text_embedder`` (2048 → 1536).
+
+    The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
+    """
+    d_model, d_ff, layers, heads = T5_SIZES[t5]
+    torch.manual_seed(seed)
+    tok = t5_tokenizer(max_sequence_length)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        feed_forward_proj="gated-gelu",
+    ))
+    transformer = SD3Transformer2DModel(
+        sample_size=128, patch_size=2, in_channels=16, num_layers=0, attention_head_dim=64, num_attention_heads=24,
+        joint_attention_dim=d_model, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+    )
+    tok_g = clip_tokenizer(77)
+    tok_g.pad_token = "!"
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_vae((32, 32)),
+        text_encoder=CLIPTextModelWithProjection(_text_config(768, 12, 12, 77, projection_dim=768)).eval(),
+        tokenizer=clip_tokenizer(77),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(1280, 32, 20, 77, projection_dim=1280)).eval(),
+        tokenizer_2=tok_g, text_encoder_3=encoder.eval(), tokenizer_3=tok,
+    )
+

@@ -185,16 +185,45 @@ def test_export_and_cli_journey(tmp_path: Path, capsys) -> None:
                  "--out", str(tmp_path / "no.png")]) == 2
     assert "delta was made for base" in capsys.readouterr().err
 
-    # export: a full diffusers folder holds the edited weights; LoRA formats have no SD-3 key map
+    # export: a full diffusers folder holds the edited weights (T5's progressive edits included)
     base = load_pipeline(model, device="cpu")
     d = Delta.load(delta)
     folder = export_checkpoint(base, d, tmp_path / "export", "diffusers")
     edited = load_pipeline(folder, device="cpu")
     assert torch.equal(edited.transformer.context_embedder.weight, d.tensors[TOKEN_SITE])
+    wo = "text_encoder_3.encoder.block.1.layer.1.DenseReluDense.wo.weight"
+    assert torch.equal(edited.text_encoder_3.encoder.block[1].layer[1].DenseReluDense.wo.weight, d.tensors[wo])
     assert torch.equal(base.transformer.context_embedder.weight, load_pipeline(model).transformer.context_embedder
                        .weight)  # the base is left as it was
-    with pytest.raises(FormatError, match="sd3"):
+    # no LoRA loader addresses T5: the progressive edit is refused by name
+    with pytest.raises(FormatError, match=r"text_encoder_3\.encoder\.block\.\d+\.layer\.1\.DenseReluDense\.wo"):
         export_checkpoint(base, d, tmp_path / "lora", "lora")
+
+
+def test_default_edit_exports_as_an_exact_lora(pipe, tmp_path: Path) -> None:
+    """The two transformer sites as a diffusers/PEFT LoRA: StableDiffusion3Pipeline.load_lora_weights reads it and
+    the sites then compute what apply_delta's weights do; kohya has no SD-3 names."""
+    import copy
+
+    from erasepro_core.lora import PEFT_WEIGHTS
+
+    delta = erase(pipe, _spec()).delta
+    out = export_checkpoint(pipe, delta, tmp_path / "lora", "lora")
+    assert (out / PEFT_WEIGHTS).is_file()
+    loaded = copy.deepcopy(pipe)
+    loaded.load_lora_weights(str(out))
+    torch.manual_seed(0)
+    for key, new in delta.tensors.items():
+        path = key.removesuffix(".weight").partition(".")[2]
+        module = loaded.transformer.get_submodule(path)
+        x = torch.randn(5, module.in_features)
+        with torch.no_grad():
+            got, base = module(x), pipe.transformer.get_submodule(path)(x)
+        want = base + x @ (new - pipe.transformer.get_submodule(path).weight).T.detach()
+        assert (got - want).norm() <= 1e-5 * want.norm(), key
+        assert (base - want).norm() > 1e-3 * want.norm(), key  # the edit is visible at this scale
+    with pytest.raises(FormatError, match="kohya"):
+        export_checkpoint(pipe, delta, tmp_path / "kohya", "kohya")
 
 
 def test_warmup_covers_every_segment(pipe) -> None:
