@@ -233,3 +233,18 @@ def test_warmup_covers_every_segment(pipe) -> None:
     # CLIP segment: its context; T5 segment: its context and two wo layers; pooled CLIP: its context
     assert sorted(first) == ["ctx", "ctx", "ctx", "fc2.0.0", "fc2.0.1"]
     assert warm(pipe, cache)["modes"]["last"]["computed"] == []
+
+
+def test_layouts_the_pipeline_would_encode_otherwise_are_refused(pipe) -> None:
+    from erasepro_core.adapters import UnsupportedModelError
+
+    for tok, value, match in ((pipe.tokenizer_3, 1024, "encodes at most 512 T5 tokens"),
+                              (pipe.tokenizer_2, 64, "pad to different lengths")):
+        old = tok.model_max_length
+        tok.model_max_length = value
+        try:
+            with pytest.raises(UnsupportedModelError, match=match):
+                adapter_for(pipe)
+        finally:
+            tok.model_max_length = old
+    adapter_for(pipe)  # restored

@@ -60,8 +60,8 @@ def sd3_adapter(pipe: object) -> Adapter:
     if len(lengths) != 1:
         raise UnsupportedModelError(f"tokenizer and tokenizer_2 pad to different lengths {sorted(lengths)}; "
                                     "StableDiffusion3Pipeline pads both to the first's")
-    width = transformer.context_embedder.in_features if isinstance(
-        getattr(transformer, "context_embedder", None), nn.Linear) else 0
+    embedder = getattr(transformer, TOKEN_SITE, None)
+    width = embedder.in_features if isinstance(embedder, nn.Linear) else 0  # 0: linear_site says it is missing
     site = linear_site(transformer, "transformer", TOKEN_SITE, width)
     clip_width = sum(t.width for t in clip)
     if clip_width > width:
