@@ -319,6 +319,14 @@ def _padded(cols: torch.Tensor | None, width: int) -> torch.Tensor | None:
     return torch.cat([cols, cols.new_zeros(width - cols.shape[0], cols.shape[1])])
 
 
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Segments' columns side by side, in the widest dtype among them (float32 stays float32 when all are)."""
+    dtype = parts[0].dtype
+    for p in parts[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return torch.cat([p.to(dtype) for p in parts], 1)
+
+
 def _padded_stats(stats: SiteStats, width: int) -> SiteStats:
     d = stats.gram.shape[0]
     gram = stats.gram.new_zeros(width, width)
@@ -347,8 +355,8 @@ def _segmented(job: _Job, extra: ExtraContext | None) -> _SpaceResult:
         held_sets.append(held)
         for k in cols:
             part = [getattr(p, k) for p in passes]
-            if all(c is not None for c in part):
-                cols[k].append(_padded(torch.cat([c.double() for c in part]), width))
+            if all(c is not None for c in part):  # towers side by side, then padded (the final stage casts)
+                cols[k].append(_padded(torch.cat(part) if len(part) > 1 else part[0], width))
         for p in passes:
             merged.sites += p.sites
             merged.tensors |= p.tensors
@@ -359,9 +367,9 @@ def _segmented(job: _Job, extra: ExtraContext | None) -> _SpaceResult:
         pres.n_prompts = seg_pres.n_prompts
         for name, v in sj.timings.items():
             job.timings[name] = job.timings.get(name, 0.0) + v
-    merged.x, merged.y = torch.cat(cols["x"], 1), torch.cat(cols["y"], 1)
+    merged.x, merged.y = _joined(cols["x"]), _joined(cols["y"])
     if cols["xh"] and sum(c.shape[1] for c in cols["xh"]):
-        merged.xh, merged.yh = torch.cat(cols["xh"], 1), torch.cat(cols["yh"], 1)
+        merged.xh, merged.yh = _joined(cols["xh"]), _joined(cols["yh"])
     # The solve's metric is cached under the whole space's identity when every segment used the generic set.
     job.metric_key = job.base_key if all(sj.metric_key is not None for sj in seg_jobs) else None
     pairs = PairSet(positions=[p for ps in pair_sets for p in ps.positions])
