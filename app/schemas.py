@@ -132,7 +132,8 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    # None: the base model family's defaults (SD 25 steps / 5.0, FLUX 28 / 3.5); likewise the resolution.
+    # None: the base model family's defaults (SD 25 steps / 5.0, FLUX 28 / 3.5, SD-3 28 / 7.0); likewise the
+    # resolution.
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     guidance: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
     width: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)

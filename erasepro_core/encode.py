@@ -63,10 +63,17 @@ def prompt_features(
 
 
 def last_token_positions(pipe_or_adapter: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Per prompt, the position of its last token before EOS (the subject, under the ``last`` policy)."""
+    """Per prompt, the position of its last token before EOS (the subject, under the ``last`` policy); in a
+    segmented space (SD-3) that position in every segment, counted along the sequence the sites read."""
     adapter = pipe_or_adapter if isinstance(pipe_or_adapter, Adapter) else adapter_for(pipe_or_adapter)
-    tok = adapter.towers[0].tokenizer
-    return [[len(prompt_ids(tok, p)) - 2] for p in prompts]
+    out: list[list[int]] = [[] for _ in prompts]
+    start = 0
+    for seg in adapter.segments or [adapter]:
+        tok = seg.towers[0].tokenizer
+        for r, p in enumerate(prompts):
+            out[r].append(start + max(len(prompt_ids(tok, p)) - 2, 0))
+        start += int(tok.model_max_length)
+    return out
 
 
 @torch.no_grad()
@@ -78,7 +85,8 @@ def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
     are padding, up to the tokenizer's length); default: each prompt's last token before EOS. Returns a float32
     (d_ctx × Σ|positions|) matrix, columns in prompt order, on the model's device — the same columns ``erase``
     constrains, so ``erase(..., extra_context=(X, Y))`` accepts them directly. Towers (SDXL) concatenate along
-    features; for FLUX these are the T5 token features (the primary context space).
+    features; for FLUX these are the T5 token features (the primary context space); for SD-3 positions count
+    along the joint sequence (CLIP's 77 tokens, then T5's), each segment's features zero-padded to the width.
     """
     adapter = pipe_or_adapter if isinstance(pipe_or_adapter, Adapter) else adapter_for(pipe_or_adapter)
     prompts = list(prompts)
@@ -86,6 +94,8 @@ def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
         positions = last_token_positions(adapter, prompts)
     if len(positions) != len(prompts):
         raise ValueError(f"positions: one list per prompt ({len(prompts)}), got {len(positions)}")
+    if adapter.segments:
+        return _segmented_features(adapter, prompts, positions)
     parts = []
     for tower in adapter.towers:
         n_max = int(tower.tokenizer.model_max_length)
@@ -104,3 +114,30 @@ def context_features(pipe_or_adapter: Any, prompts: Sequence[str],
         ctx = tower.to_context(h)
         parts.append(ctx[torch.tensor(rr, dtype=torch.long), torch.tensor(pp, dtype=torch.long)].T.float())
     return torch.cat(parts, 0)
+
+
+def _segmented_features(adapter: Adapter, prompts: list[str], positions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """:func:`context_features` of a segmented space: each position read from the segment it falls in."""
+    bounds, start = [], 0
+    for seg in adapter.segments:
+        n = int(seg.towers[0].tokenizer.model_max_length)
+        bounds.append((start, start + n))
+        start += n
+    local: list[list[list[int]]] = [[[] for _ in prompts] for _ in adapter.segments]
+    order: list[list[int]] = [[] for _ in adapter.segments]  # each segment's columns' places in the output
+    col = 0
+    for r, pos in enumerate(positions):  # a segment's columns come out prompt by prompt, as they are visited here
+        for p in pos:
+            s = next((k for k, (a, b) in enumerate(bounds) if a <= int(p) < b), None)
+            if s is None:
+                raise ValueError(f"positions: {p} is outside 0..{start - 1} (prompt {r})")
+            local[s][r].append(int(p) - bounds[s][0])
+            order[s].append(col)
+            col += 1
+    device = adapter.towers[0].device
+    out = torch.zeros(adapter.context_width, col, device=device)
+    for s, seg in enumerate(adapter.segments):
+        if order[s]:
+            feats = context_features(seg, prompts, local[s])
+            out[: feats.shape[0], torch.tensor(order[s], dtype=torch.long, device=device)] = feats.to(device)
+    return out

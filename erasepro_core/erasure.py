@@ -32,7 +32,7 @@ from erasepro_core.preserve import (
     prompt_features,
     stats_of,
 )
-from erasepro_core.progressive import carry_tower
+from erasepro_core.progressive import TowerPass, carry_tower
 from erasepro_core.report import summary
 from erasepro_core.solver import Metric, in_dspace
 from erasepro_core.spec import ErasureSpec
@@ -121,14 +121,17 @@ def erase(
     extra = _check_extra(extra_context, adapter.context_width, adapter.towers[0].device)
     t0 = time.perf_counter()
     plans = [make_plan(spec, space) for space in adapter.spaces]
-    step = _Steps(progress, sum(3 + p.n_progressive + len(s.kv_sites) // 8 for s, p in zip(adapter.spaces, plans,
-                                                                                            strict=True)))
+    step = _Steps(progress, sum(3 + p.n_progressive + len(s.kv_sites) // 8 + max(len(s.segments) - 1, 0)
+                                for s, p in zip(adapter.spaces, plans, strict=True)))
     warnings: list[str] = []
     parts = []
     with torch.no_grad():
         # Each context space (FLUX: T5 tokens, pooled CLIP) is solved on its own; extra columns go to the primary.
         for space, plan in zip(adapter.spaces, plans, strict=True):
             job = _Job(pipe, space, plan, cache or default_cache(), model_key(space), step, {}, warnings)
+            if space.segments:  # SD-3: CLIP and T5 tokens one after another, read by one site
+                parts.append(_segmented(job, extra if space is adapter else None))
+                continue
             pairs, held = _pairs_stage(job)
             pres = _preservation_stage(job)
             passes = _progressive_stage(job, pairs, held, pres)
@@ -307,6 +310,73 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         n_constraints=pairs.n_columns, n_heldout=held.n_columns, n_extra=n_extra, timings=job.timings,
         hardening=hardening,
     )
+
+
+def _padded(cols: torch.Tensor | None, width: int) -> torch.Tensor | None:
+    """Columns zero-padded at the end of the features to ``width`` rows (a segment as the sites read it)."""
+    if cols is None or cols.shape[0] == width:
+        return cols
+    return torch.cat([cols, cols.new_zeros(width - cols.shape[0], cols.shape[1])])
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Segments' columns side by side, in the widest dtype among them (float32 stays float32 when all are)."""
+    dtype = parts[0].dtype
+    for p in parts[1:]:
+        dtype = torch.promote_types(dtype, p.dtype)
+    return torch.cat([p.to(dtype) for p in parts], 1)
+
+
+def _padded_stats(stats: SiteStats, width: int) -> SiteStats:
+    d = stats.gram.shape[0]
+    gram = stats.gram.new_zeros(width, width)
+    gram[:d, :d] = stats.gram
+    return SiteStats(gram, stats.n, _padded(stats.sample, width))
+
+
+def _segmented(job: _Job, extra: ExtraContext | None) -> _SpaceResult:
+    """A space whose sites read several segments along the sequence (SD-3: CLIP tokens, then T5 tokens). Each
+    segment is paired, preserved and carried as a space of its own (its own tokenizer, statistics and progressive
+    pass); the final stage then solves once over every segment's columns, zero-padded to the sites' width, under
+    the sum of their preserve statistics:  W [X_1; 0 | X_2] = W_o [Y_1; 0 | Y_2]."""
+    if getattr(job.plan.method, "harden_rounds", 0):
+        raise ErasureError("hardening is not available for a segmented context (SD-3) yet")
+    width = job.adapter.context_width
+    seg_jobs = [_Job(job.pipe, seg, make_plan(job.plan.spec, seg), job.cache, model_key(seg), job.step, {},
+                     job.warnings) for seg in job.adapter.segments]
+    pair_sets, held_sets, merged = [], [], TowerPass(x=torch.empty(0), y=torch.empty(0), xh=None, yh=None)
+    cols: dict[str, list[torch.Tensor]] = {"x": [], "y": [], "xh": [], "yh": []}
+    pres = PreserveStats()
+    for sj in seg_jobs:
+        pairs, held = _pairs_stage(sj)
+        seg_pres = _preservation_stage(sj)
+        passes = _progressive_stage(sj, pairs, held, seg_pres)
+        pair_sets.append(pairs)
+        held_sets.append(held)
+        for k in cols:
+            part = [getattr(p, k) for p in passes]
+            if all(c is not None for c in part):  # towers side by side, then padded (the final stage casts)
+                cols[k].append(_padded(torch.cat(part) if len(part) > 1 else part[0], width))
+        for p in passes:
+            merged.sites += p.sites
+            merged.tensors |= p.tensors
+            merged.originals |= p.originals
+        if seg_pres.ctx is not None:
+            padded = _padded_stats(seg_pres.ctx, width)
+            pres.ctx = padded if pres.ctx is None else pres.ctx.combined(padded, None)
+        pres.n_prompts = seg_pres.n_prompts
+        for name, v in sj.timings.items():
+            job.timings[name] = job.timings.get(name, 0.0) + v
+    merged.x, merged.y = _joined(cols["x"]), _joined(cols["y"])
+    if cols["xh"] and sum(c.shape[1] for c in cols["xh"]):
+        merged.xh, merged.yh = _joined(cols["xh"]), _joined(cols["yh"])
+    # The solve's metric is cached under the whole space's identity when every segment used the generic set.
+    job.metric_key = job.base_key if all(sj.metric_key is not None for sj in seg_jobs) else None
+    pairs = PairSet(positions=[p for ps in pair_sets for p in ps.positions])
+    held = PairSet(positions=[p for ps in held_sets for p in ps.positions])
+    result = _final_stage(job, pairs, held, pres, [merged], extra)
+    result.layers = {sj.adapter.towers[ti].component: ls for sj in seg_jobs for ti, ls in sj.plan.layers.items()}
+    return result
 
 
 def _assemble(pipe: Any, adapter: Adapter, plan: Plan, parts: list[_SpaceResult], warnings: list[str]

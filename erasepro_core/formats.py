@@ -11,7 +11,8 @@ Kohya names follow the loaders' published key maps: SD-1.x/2.x UNets by their di
 (sgm) block layout (``lora_unet_input_blocks_4_1_…``, as sd-scripts writes SDXL LoRAs and as diffusers maps them
 back), FLUX by its diffusers module path (``lora_transformer_context_embedder``, the OneTrainer spelling ComfyUI
 maps; diffusers ≤ 0.42 silently drops the BFL spelling ``lora_unet_txt_in`` of these two layers), CLIP towers as
-``lora_te_`` (SD) or ``lora_te1_``/``lora_te2_`` (SDXL, FLUX). T5 has no LoRA key in any of these loaders.
+``lora_te_`` (SD) or ``lora_te1_``/``lora_te2_`` (SDXL, FLUX). T5 has no LoRA key in any of these loaders. SD-3's
+two sites have diffusers/PEFT keys (``StableDiffusion3Pipeline.load_lora_weights`` reads them) but no kohya names.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def check_format(family: str, keys: Iterable[str], fmt: str, layers_per_block: i
     """Raise :class:`FormatError` when ``fmt`` is unknown or cannot carry every edited site of this family."""
     if fmt not in CHECKPOINT_FORMATS:
         raise FormatError(f"unknown checkpoint format {fmt!r}; one of {', '.join(CHECKPOINT_FORMATS)}")
-    if family not in ("sd", "sdxl", "flux"):
+    if family not in ("sd", "sdxl", "flux", "sd3"):
         if fmt in LORA_FORMATS:
             raise FormatError(f"no {fmt} key map for model family {family!r}")
         return
@@ -123,5 +124,6 @@ def check_format(family: str, keys: Iterable[str], fmt: str, layers_per_block: i
         more = f" and {len(missing) - 6} more" if len(missing) > 6 else ""
         raise FormatError(
             f"the {fmt} format cannot carry this {family} edit: no {fmt} loader addresses {shown}{more} "
-            "(T5 layers, edited by a progressive schedule on FLUX, have no LoRA keys); download the delta or the "
+            "(T5 layers, edited by a progressive schedule on FLUX and SD-3, have no LoRA keys; SD-3's transformer "
+            "has no kohya keys); download the delta or the "
             "diffusers folder instead")

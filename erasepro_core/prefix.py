@@ -216,7 +216,8 @@ def gather_context(tower: TextTower, blocks: Iterable[torch.Tensor], indices: li
     outs: list[torch.Tensor | None] = [None] * len(indices)
     start = 0
     for h in blocks:
-        flat = tower.to_context(h).reshape(-1, h.shape[-1])
+        ctx = tower.to_context(h)  # its width may differ from the states' (SD-3's projected pooled CLIP)
+        flat = ctx.reshape(-1, ctx.shape[-1])
         end = start + flat.shape[0]
         for k, idx in enumerate(indices):
             if outs[k] is None:

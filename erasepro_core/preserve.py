@@ -41,6 +41,8 @@ def model_key(adapter: Adapter) -> str:
     """A cheap identity of the text towers' weights (a strided sample of every parameter)."""
     h = hashlib.sha256()
     for tower in adapter.towers:
+        if tower.reading:  # only then, so the keys of statistics already stored stay valid
+            h.update(tower.reading.encode())
         for name, p in tower.model.named_parameters():
             flat = p.detach().reshape(-1)
             step = max(1, flat.numel() // 512)

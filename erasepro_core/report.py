@@ -37,5 +37,6 @@ def summary(plan: Plan, family: str, layers: dict[str, list[int]], n_constraints
     }
     if n_extra:
         out["n_extra_constraints"] = n_extra
-        out["summary"]["kv_extra_residual"] = _mean([s["extra_residual"] for s in final])
+        # extra columns constrain the primary space only (FLUX's, SD-3's pooled sites have none)
+        out["summary"]["kv_extra_residual"] = _mean([s["extra_residual"] for s in final if "extra_residual" in s])
     return out

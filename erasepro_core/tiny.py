@@ -1,4 +1,4 @@
-"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x, SDXL and FLUX.
+"""Pipelines built from configs with random weights: the offline stand-ins for SD-1.x, SDXL, FLUX and SD-3.
 
 They use the real CLIP tokenizer and the real diffusers/transformers classes, so every code path that runs
 on a downloaded checkpoint runs on them unchanged. Used by tests, the demo fallback and the benchmarks.
@@ -16,6 +16,8 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -155,6 +157,49 @@ def write_tiny_flux(directory: str | os.PathLike, seed: int = 0) -> Path:
     return directory
 
 
+def tiny_sd3_pipeline(seed: int = 0, *, t5_width: int = 96, t5_layers: int = 2, max_sequence_length: int = 32,
+                      with_t5: bool = True) -> StableDiffusion3Pipeline:
+    """An SD-3-layout pipeline: CLIP-L and CLIP-G (with projections, CLIP-G padded with ``!`` as SD-3's is), T5
+    and a two-block MMDiT whose ``context_embedder`` reads T5's width (CLIP's 32 + 48 zero-padded to it), 32x32.
+
+    The projections are narrower than the towers (24 and 40, pooled 64) so nothing may take one for the other.
+    ``with_t5=False`` leaves ``text_encoder_3`` out (SD-3 then feeds zeros for the T5 tokens).
+    """
+    torch.manual_seed(seed)
+    clip_l = CLIPTextModelWithProjection(_text_config(32, 2, 4, 77, projection_dim=24))
+    clip_g = CLIPTextModelWithProjection(_text_config(48, 3, 4, 77, projection_dim=40))
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tokenizer(max_sequence_length)), d_model=t5_width, d_kv=8, d_ff=2 * t5_width,
+        num_layers=t5_layers, num_heads=4, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
+    ))
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=t5_width, caption_projection_dim=16, pooled_projection_dim=64,
+        pos_embed_max_size=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1,
+        norm_num_groups=8, sample_size=32, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0,
+        scaling_factor=1.0,
+    )
+    tok_g = clip_tokenizer(77)
+    tok_g.pad_token = "!"
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clip_l.eval(), tokenizer=clip_tokenizer(77), text_encoder_2=clip_g.eval(), tokenizer_2=tok_g,
+        text_encoder_3=t5.eval() if with_t5 else None,
+        tokenizer_3=t5_tokenizer(max_sequence_length) if with_t5 else None,
+    )
+
+
+def write_tiny_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """Save :func:`tiny_sd3_pipeline` as a diffusers folder (what the CLI and the service load)."""
+    directory = Path(directory)
+    tiny_sd3_pipeline(seed).save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
 # T5 v1.1 encoder sizes (d_model, d_ff, layers, heads); FLUX.1 uses xxl (4.7B parameters, ~19 GB in fp32).
 T5_SIZES: dict[str, tuple[int, int, int, int]] = {
     "small": (512, 1024, 8, 6), "base": (768, 2048, 12, 12), "large": (1024, 2816, 24, 16),
@@ -184,3 +229,34 @@ def flux_text_path_pipeline(t5: str = "xl", max_sequence_length: int = 512, seed
         text_encoder=CLIPTextModel(_text_config(768, 12, 12, 77)).eval(), tokenizer=clip_tokenizer(77),
         text_encoder_2=encoder.eval(), tokenizer_2=tok, transformer=transformer.eval(),
     )
+
+
+def sd3_text_path_pipeline(t5: str = "xxl", max_sequence_length: int = 256, seed: int = 0
+                           ) -> StableDiffusion3Pipeline:
+    """SD-3's text path at full size but for T5 (``t5`` names a :data:`T5_SIZES` entry; SD-3's is xxl): CLIP ViT-L/14
+    and ViT-bigG/14 text towers with projections, and the transformer's ``context_embedder`` (T5 width → 1536, as
+    SD-3 Medium) and pooled ``text_embedder`` (2048 → 1536).
+
+    The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
+    """
+    d_model, d_ff, layers, heads = T5_SIZES[t5]
+    torch.manual_seed(seed)
+    tok = t5_tokenizer(max_sequence_length)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        feed_forward_proj="gated-gelu",
+    ))
+    transformer = SD3Transformer2DModel(
+        sample_size=128, patch_size=2, in_channels=16, num_layers=0, attention_head_dim=64, num_attention_heads=24,
+        joint_attention_dim=d_model, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+    )
+    tok_g = clip_tokenizer(77)
+    tok_g.pad_token = "!"
+    return StableDiffusion3Pipeline(
+        transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_vae((32, 32)),
+        text_encoder=CLIPTextModelWithProjection(_text_config(768, 12, 12, 77, projection_dim=768)).eval(),
+        tokenizer=clip_tokenizer(77),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(1280, 32, 20, 77, projection_dim=1280)).eval(),
+        tokenizer_2=tok_g, text_encoder_3=encoder.eval(), tokenizer_3=tok,
+    )
+

@@ -27,7 +27,8 @@ def warm(pipe: Any, cache: FeatureCache | None = None, *, progressive: bool = Tr
                            "modes": {}}
     for mode in preserve_tokens:
         t, computed = time.perf_counter(), []
-        for space in adapter_for(pipe).spaces:  # FLUX: the T5 tokens and the pooled CLIP, each its own statistics
+        spaces = [seg for space in adapter_for(pipe).spaces for seg in space.segments or [space]]
+        for space in spaces:  # FLUX: the T5 tokens and the pooled CLIP, each its own statistics; SD-3: per segment
             layers = {ti: default_layers(tw.n_context_layers) if progressive and tw.progressive else []
                       for ti, tw in enumerate(space.towers)}
             cache.generic_stats(space, model_key(space), prompts, layers, last_only=mode == "last")

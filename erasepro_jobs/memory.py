@@ -114,11 +114,11 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
     if not index:
         return None
     towers = []
-    for name in ("text_encoder", "text_encoder_2"):
+    for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):  # _3: SD-3's T5
         if not (isinstance(index.get(name), list) and index[name][0]):
             continue
         c = _json(root / name / "config.json")
-        tok = _json(root / ("tokenizer" if name == "text_encoder" else "tokenizer_2") / "tokenizer_config.json")
+        tok = _json(root / name.replace("text_encoder", "tokenizer") / "tokenizer_config.json")
         width = c.get("hidden_size") or c.get("d_model")
         layers = c.get("num_hidden_layers") or c.get("num_layers")
         inter = c.get("intermediate_size") or c.get("d_ff")

@@ -5,7 +5,7 @@ Read from the TOML file named by ``ERASEPRO_BASE_MODELS``::
     [models.sd15]
     path = "/models/stable-diffusion-v1-5"      # a local diffusers folder ...
     # hub_id = "runwayml/stable-diffusion-v1-5" # ... or a hub id (downloads only where allowed)
-    family = "sd1"                              # label shown to clients; "flux" also means bfloat16 on GPU
+    family = "sd1"                              # sd1 | sd2 | sdxl | flux | sd3; "flux"/"sd3" mean bfloat16 on GPU
     dtype = "float16"                           # float32 | float16 | bfloat16 (CPU always uses float32)
     description = "Stable Diffusion 1.5"
     # optional bounds (defaults derived from the model's own config files, see ModelLimits):
@@ -33,7 +33,8 @@ CANVAS = "canvas"
 RESERVED = (BUNDLED, CANVAS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DTYPES = ("float32", "float16", "bfloat16")
-FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}  # for hub models, whose configs are not local
+FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024, "sd3": 1024}  # for hub models, whose
+# configs are not local
 PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
 LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
 MAX_STEPS = 150
@@ -129,7 +130,8 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
     """``(native resolution, text layers feeding the UNet, default preserve prompts)`` of a diffusers folder.
 
     Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: SD-1/2 read the
-    last layer (all ``num_hidden_layers``), SDXL the penultimate of each tower (``num_hidden_layers − 1``).
+    last layer (all ``num_hidden_layers``), SDXL the penultimate of each tower (``num_hidden_layers − 1``); SD-3
+    (a ``text_encoder_3``) edits only T5 progressively, so its T5's ``num_layers``.
     """
     root = Path(folder)
     unet, vae = _read_json(root / "unet" / "config.json"), _read_json(root / "vae" / "config.json")
@@ -147,6 +149,9 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
     layers = None
     if depths and all(isinstance(d, int) for d in depths):
         layers = min(depths) - (1 if len(towers) > 1 else 0)
+    if isinstance(index.get("text_encoder_3"), list) and index["text_encoder_3"][0]:  # SD-3: layers are T5's
+        t5 = _read_json(root / "text_encoder_3" / "config.json").get("num_layers")
+        layers = t5 if isinstance(t5, int) else None
     own = root / PRESERVE_FILE
     preserve = _count_prompts(own) if own.is_file() else generic_preserve_count()
     return resolution, layers, preserve

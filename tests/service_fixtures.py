@@ -137,15 +137,17 @@ class Stack:
     # ------------------------------------------------------------------------------------------ start
     def build_models(self) -> None:
         from erasepro_core.pipeline import save_pipeline
-        from erasepro_core.tiny import tiny_sd_pipeline, write_tiny_flux
+        from erasepro_core.tiny import tiny_sd_pipeline, write_tiny_flux, write_tiny_sd3
 
         save_pipeline(tiny_sd_pipeline(seed=0), self.models_dir / "tiny")
         save_pipeline(tiny_sd_pipeline(seed=1), self.models_dir / "tiny-b")
         write_tiny_flux(self.models_dir / "flux")
+        write_tiny_sd3(self.models_dir / "sd3")
         (self.tmp / "models.toml").write_text(
             f'[models.tiny]\npath = "{self.models_dir / "tiny"}"\nfamily = "sd1"\n'
             f'description = "tiny test pipeline"\n\n'
             f'[models.flux]\npath = "{self.models_dir / "flux"}"\nfamily = "flux"\n\n'
+            f'[models.sd3]\npath = "{self.models_dir / "sd3"}"\nfamily = "sd3"\n\n'
             f'[models.tiny-b]\npath = "{self.models_dir / "tiny-b"}"\nfamily = "sd1"\n\n'
             f'[models.absent]\npath = "{self.tmp / "no-such-model"}"\n', encoding="utf-8")
 

@@ -165,9 +165,15 @@ def test_peft_names_and_refusals():
     check_format("flux", ["transformer.context_embedder.weight"], "kohya")
     with pytest.raises(FormatError, match="unknown checkpoint format 'ckpt'"):
         check_format("sd", [], "ckpt")
-    with pytest.raises(FormatError, match="no lora key map for model family 'sd3'"):
-        check_format("sd3", ["transformer.x.weight"], "lora")
-    check_format("sd3", ["transformer.x.weight"], "delta")
+    with pytest.raises(FormatError, match="no lora key map for model family 'hidream'"):
+        check_format("hidream", ["transformer.x.weight"], "lora")
+    check_format("hidream", ["transformer.x.weight"], "delta")
+    # SD-3 (issue 22): its transformer sites have PEFT keys, T5 has none, and there are no kohya names
+    check_format("sd3", ["transformer.context_embedder.weight"], "lora")
+    with pytest.raises(FormatError, match="text_encoder_3.encoder.block.0"):
+        check_format("sd3", ["text_encoder_3.encoder.block.0.layer.1.DenseReluDense.wo.weight"], "lora")
+    with pytest.raises(FormatError, match="kohya format cannot carry this sd3 edit"):
+        check_format("sd3", ["transformer.context_embedder.weight"], "kohya")
 
 
 def test_model_card_names_base_edits_and_ranks(sd_pipe, tmp_path):

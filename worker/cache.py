@@ -45,12 +45,13 @@ def pick_device(requested: str | None) -> str:
 
 
 def pick_dtype(info: BaseModelInfo, device: str) -> str | None:
-    """The registry's dtype (``None``: as stored; bfloat16 for the ``flux`` family) on an accelerator; always
-    float32 on CPU, where half precision is slow or unsupported (the bundled model, for one, is stored in float16)."""
+    """The registry's dtype (``None``: as stored; bfloat16 for the ``flux`` and ``sd3`` families) on an
+    accelerator; always float32 on CPU, where half precision is slow or unsupported (the bundled model, for one, is
+    stored in float16)."""
     if device.startswith("cpu"):
         return "float32"
-    if info.dtype is None and info.family == "flux":
-        return "bfloat16"  # FLUX.1 ships bf16; its T5 overflows in float16
+    if info.dtype is None and info.family in ("flux", "sd3"):
+        return "bfloat16"  # FLUX.1 and SD-3.5 ship bf16; their T5 overflows in float16
     return info.dtype
 
 

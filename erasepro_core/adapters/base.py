@@ -36,6 +36,9 @@ class TextTower:
 
     # Causal: a token's state does not depend on the tokens after it, so prompts may be encoded unpadded.
     causal = True
+    # Set where a tower reads its model's states otherwise than the class it derives from (SD-3's projected pooled
+    # CLIP): keeps statistics keyed by model identity apart from those of the same weights read another way.
+    reading = ""
 
     @property
     def _inner(self) -> nn.Module:
@@ -160,6 +163,10 @@ class Adapter:
 
     ``also`` holds further, independent context spaces of the same pipeline (FLUX: the pooled CLIP path beside
     the T5 tokens); ``erase`` solves each space on its own and writes one delta.
+
+    ``segments`` (SD-3) splits one space along the *sequence*: the sites read each segment's tokens one after
+    another, each segment's features (its towers concatenated along features) zero-padded to the sites' width;
+    ``towers`` then lists every segment's towers, and the space is solved once over all segments' columns.
     """
 
     family: str  # "sd" (SD-1.x/2.x layout), "sdxl", "flux", …
@@ -169,9 +176,12 @@ class Adapter:
     sampling: tuple[int, float] = (25, 5.0)  # the family's default (steps, guidance) for generation
     # Keyword arguments the pipeline's __call__ needs to encode prompts exactly as erase does (FLUX: T5 length).
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    segments: list[Adapter] = field(default_factory=list)
 
     @property
     def context_width(self) -> int:
+        if self.segments:  # every segment is zero-padded to what the sites read
+            return int(self.kv_sites[0].module.in_features)
         return sum(t.width for t in self.towers)
 
     @property

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from erasepro_core.adapters.base import Adapter, UnsupportedModelError
 from erasepro_core.adapters.flux import flux_adapter
 from erasepro_core.adapters.sd import sd_adapter
+from erasepro_core.adapters.sd3 import sd3_adapter
 from erasepro_core.adapters.sdxl import sdxl_adapter
 
 Builder = Callable[[object], Adapter]
@@ -26,6 +27,8 @@ register(sd_adapter, "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"
 register(sdxl_adapter, "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
          "StableDiffusionXLInpaintPipeline")
 register(flux_adapter, "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+register(sd3_adapter, "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline",
+         "StableDiffusion3InpaintPipeline")
 
 
 def adapter_for(pipe: object) -> Adapter:
