@@ -145,6 +145,7 @@ def erase_rows(pipe: Any, size: str, device: Device, concepts: list[int], repeat
             # only the method's first row starts from an empty cache (its first job is a first-ever one)
             row.update(first_s=first if n == concepts[0] else None, warm=interval(warm) if warm else None,
                        peak_gpu_mb=max(peaks) / 2**20 if peaks and peaks[0] is not None else None,
+                       columns=res.report["n_constraints"], width=res.report["context_width"],
                        kv_residual=res.report["summary"]["kv_residual"],
                        max_residual=res.report["summary"]["max_residual"])
             print(f"  {size} erase {method:21s} {n:4d}: first job {first:.3f}s, warm median "

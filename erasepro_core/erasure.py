@@ -392,6 +392,7 @@ def _assemble(pipe: Any, adapter: Adapter, plan: Plan, parts: list[_SpaceResult]
     report = summary(plan, adapter.family, {c: ls for p in parts for c, ls in p.layers.items()},
                      sum(p.n_constraints for p in parts), sum(p.n_heldout for p in parts),
                      [s for p in parts for s in p.sites], list(dict.fromkeys(warnings)), parts[0].n_extra)
+    report["context_width"] = adapter.context_width  # beside n_constraints: the column/width ratio decides the solve
     if parts[0].hardening is not None:  # the primary space's rounds (FLUX's pooled space is hardened alike)
         report["hardening"] = parts[0].hardening
     report["timings"] = {k: round(v, 4) for k, v in timings.items()}

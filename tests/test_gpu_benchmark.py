@@ -28,8 +28,10 @@ def test_gpu_benchmark_runs_on_cpu(tmp_path: Path) -> None:
         assert r["warm"]["n"] == 2 and 0 < r["warm"]["median"] and r["warm"]["ci95"][0] <= r["warm"]["mean"]
         assert (r["first_s"] is not None) == (r["concepts"] == 1)
         assert r["peak_gpu_mb"] is None  # no GPU memory on a CPU
-        if r["method"].startswith("ErasePro"):
-            assert r["max_residual"] <= 1e-5
+        if r["method"].startswith("ErasePro") and r["columns"] < 0.25 * r["width"]:
+            assert r["max_residual"] <= 1e-5  # exact below a quarter of the width (residual_ridge's exact_below)
+        elif r["method"].startswith("ErasePro"):
+            assert 0 < r["kv_residual"] < 1  # the soft residual: a penalty, reported
     (gen,) = [r for r in rows if r["what"] == "generate"]
     assert gen["size"] == "sd14" and gen["latency"]["n"] == 2 and gen["latency"]["median"] > 0
     assert "| sd14 | erase | ErasePro default | 2 |" in res.stdout
