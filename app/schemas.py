@@ -23,8 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from erasepro_core.methods import METHODS
 from erasepro_core.spec import (
-    FLAT_SETTINGS,
     MAX_EDITS,
     MAX_PRESERVE,
     MAX_PROMPT_CHARS,
@@ -58,7 +58,8 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _TOP_LEVEL = ("edits", "preserve", "method")
 
-Method = Literal[tuple(FLAT_SETTINGS)]  # type: ignore[valid-type]
+# The registered methods when the API is built (a method registers before ``app`` is imported).
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
 # Every wire field of the spec except the top-level ones becomes an option, with the spec's types and bounds
 # (each method's settings included; the spec rejects a setting of another method, naming it).

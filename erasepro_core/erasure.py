@@ -284,7 +284,7 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts)
         return job.plan.kv_edit(job.plan.method, inputs)
 
-    rounds = getattr(job.plan.method, "harden_rounds", 0)
+    rounds = job.plan.method.hardening_rounds()
     hardening = None
     if rounds:  # adversarial hardening: extra columns found by attacking the edit in context space
         from erasepro_core.harden import harden, kv_gram, kv_weights, original_target_columns

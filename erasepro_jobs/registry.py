@@ -5,7 +5,7 @@ Read from the TOML file named by ``ERASEPRO_BASE_MODELS``::
     [models.sd15]
     path = "/models/stable-diffusion-v1-5"      # a local diffusers folder ...
     # hub_id = "runwayml/stable-diffusion-v1-5" # ... or a hub id (downloads only where allowed)
-    family = "sd1"                              # label shown to clients; "flux" also means bfloat16 on GPU
+    family = "sd1"                              # sd1 | sd2 | sdxl | flux (erasepro_core.families: FLUX -> bf16 on GPU)
     dtype = "float16"                           # float32 | float16 | bfloat16 (CPU always uses float32)
     description = "Stable Diffusion 1.5"
     # optional bounds (defaults derived from the model's own config files, see ModelLimits):
@@ -28,12 +28,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erasepro_core.devices import DTYPE_NAMES
+from erasepro_core.families import DEFAULT_LABEL, family_of_label, family_of_pipeline
+
 BUNDLED = "bundled"
 CANVAS = "canvas"
 RESERVED = (BUNDLED, CANVAS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DTYPES = ("float32", "float16", "bfloat16")
-FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}  # for hub models, whose configs are not local
 PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
 LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
 MAX_STEPS = 150
@@ -83,7 +84,7 @@ class BaseModelInfo:
     name: str
     ref: str
     source: str  # "bundled" | "path" | "hub"
-    family: str = "sd1"
+    family: str = DEFAULT_LABEL
     dtype: str | None = None
     description: str = ""
     available: bool = True
@@ -128,8 +129,9 @@ def _core_dir() -> Path | None:
 def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, int]:
     """``(native resolution, text layers feeding the UNet, default preserve prompts)`` of a diffusers folder.
 
-    Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: SD-1/2 read the
-    last layer (all ``num_hidden_layers``), SDXL the penultimate of each tower (``num_hidden_layers − 1``).
+    Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: the shallowest of
+    the family's progressive towers (``num_hidden_layers``), one fewer where the denoiser reads the penultimate
+    layer (SDXL); the family is the one that edits ``model_index.json``'s pipeline class.
     """
     root = Path(folder)
     unet, vae = _read_json(root / "unet" / "config.json"), _read_json(root / "vae" / "config.json")
@@ -142,11 +144,12 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
     elif not unet and isinstance(vae.get("sample_size"), int):  # FLUX/SD-3: the VAE's sample size (as generation)
         resolution = vae["sample_size"]
     index = _read_json(root / "model_index.json")
-    towers = [t for t in ("text_encoder", "text_encoder_2") if isinstance(index.get(t), list) and index[t][0]]
+    family = family_of_pipeline([str(index.get("_class_name", ""))])
+    towers = [t for t in (family.text_towers if family else ()) if isinstance(index.get(t), list) and index[t][0]]
     depths = [_read_json(root / t / "config.json").get("num_hidden_layers") for t in towers]
     layers = None
-    if depths and all(isinstance(d, int) for d in depths):
-        layers = min(depths) - (1 if len(towers) > 1 else 0)
+    if family and depths and all(isinstance(d, int) for d in depths):
+        layers = min(depths) - family.penultimate
     own = root / PRESERVE_FILE
     preserve = _count_prompts(own) if own.is_file() else generic_preserve_count()
     return resolution, layers, preserve
@@ -171,7 +174,9 @@ def generic_preserve_count() -> int:
 def _info(name: str, ref: str, source: str, folder: Path | None, overrides: dict[str, int],
           **kw: Any) -> BaseModelInfo:
     resolution, layers, preserve = folder_facts(folder) if folder is not None else (None, None, 0)
-    resolution = resolution or FAMILY_RESOLUTION.get(str(kw.get("family", "sd1")), 512)
+    label = str(kw.get("family", DEFAULT_LABEL))
+    family = family_of_label(label)
+    resolution = resolution or (family.labels[label] if family else 512)  # hub models: the family's native size
     return BaseModelInfo(name=name, ref=ref, source=source, limits=ModelLimits.derive(resolution, overrides),
                          text_layers=layers, preserve_prompts=preserve or generic_preserve_count(), **kw)
 
@@ -189,7 +194,7 @@ def bundled_available() -> bool:
 
 
 def bundled_info() -> BaseModelInfo:
-    return _info(BUNDLED, BUNDLED, "bundled", bundled_model_dir(), {}, family="sd1", dtype=None,
+    return _info(BUNDLED, BUNDLED, "bundled", bundled_model_dir(), {}, family=DEFAULT_LABEL, dtype=None,
                  description="The project's bundled shapes model (SD-1.x layout, small).",
                  available=bundled_available())
 
@@ -203,7 +208,7 @@ def canvas_model_dir() -> Path | None:
 def canvas_info() -> BaseModelInfo:
     d = canvas_model_dir()
     available = d is not None and (d / "model_index.json").is_file() and (d / "unet").is_dir()
-    return _info(CANVAS, CANVAS, "bundled", d, {}, family="sd1", dtype=None,
+    return _info(CANVAS, CANVAS, "bundled", d, {}, family=DEFAULT_LABEL, dtype=None,
                  description="The project's canvas-world model (SD-1.x layout, 32x32, 64 named styles, 20 "
                              "characters; the mass-erasure benchmark's model).", available=available)
 
@@ -240,8 +245,8 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
             if key in entry and not isinstance(entry[key], str):
                 raise RegistryError(f"{where}: {key} must be a string")
         dtype = entry.get("dtype")
-        if dtype is not None and dtype not in DTYPES:
-            raise RegistryError(f"{where}: dtype must be one of {list(DTYPES)}")
+        if dtype is not None and dtype not in DTYPE_NAMES:
+            raise RegistryError(f"{where}: dtype must be one of {list(DTYPE_NAMES)}")
         if path is not None:
             p = Path(path).expanduser()
             if not p.is_absolute():
@@ -250,7 +255,7 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
         else:
             ref, source, available, folder = str(hub_id), "hub", True, None
         out[name] = _info(name, ref, source, folder if available else None, overrides,
-                          family=entry.get("family", "sd1"), dtype=dtype,
+                          family=entry.get("family", DEFAULT_LABEL), dtype=dtype,
                           description=entry.get("description", ""), available=available)
     return out
 

@@ -6,9 +6,9 @@ Final stage:  W = W_o + W_o P,  P = (Y − X) G,  G = (Xᵀ M⁻¹ X)⁺ Xᵀ M�
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from erasepro_core.methods.base import EditInputs, KVEdit, MethodConfig, PreserveTokens, Schedule, TokenPolicy
 
@@ -24,6 +24,8 @@ class EraseProConfig(MethodConfig):
     ``preserve_tokens``: ``last`` (each preserve prompt's last token before EOS) or ``all``.
     ``preserve_weight`` λ and ``ridge`` α (relative to tr(C̄)/d) of  min λ‖Δ C_p‖² + α‖Δ‖²  s.t.  Δ X = R.
     ``harden_rounds``: closed-form adversarial hardening rounds of the K/V edit (erasepro_core.harden)."""
+
+    cli_aliases: ClassVar[dict[str, str]] = {"token_policy": "--tokens", "harden_rounds": "--harden"}
 
     name: Literal["erasepro"] = "erasepro"
     schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V edit "
@@ -51,6 +53,12 @@ class EraseProConfig(MethodConfig):
             raise ValueError("layers must be text-encoder layer indices")
         return v
 
+    @model_validator(mode="after")
+    def _layers_need_progressive(self) -> EraseProConfig:
+        if self.layers is not None and self.schedule == "none":
+            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform'")
+        return self
+
     def pairing_policy(self) -> TokenPolicy:
         return self.token_policy
 
@@ -59,6 +67,9 @@ class EraseProConfig(MethodConfig):
 
     def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
         return self.schedule, self.layers
+
+    def hardening_rounds(self) -> int:
+        return self.harden_rounds
 
     def solver_weights(self) -> tuple[float, float]:
         return self.preserve_weight, self.ridge
