@@ -38,7 +38,8 @@ from app.console import router as console_router
 from app.door import Door
 from app.headers import SecurityHeaders
 from app.routers import ROUTERS
-from app.service import IndexRebuilding, Service, TooManyJobs
+from app.service import Service, TooManyJobs
+from erasepro_jobs.listing import IndexRebuilding
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import ObjectNotFound, StorageError

@@ -41,7 +41,7 @@ from erasepro_core.delta import applied_delta  # noqa: E402
 from erasepro_core.erasure import erase  # noqa: E402
 from erasepro_core.methods.uce_tuning import UCE_ROWS  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
-from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file  # noqa: E402
+from erasepro_core.prompt_files import PRESERVE_FILE, read_prompt_file  # noqa: E402
 from erasepro_core.shapes import COLOURS, PROMPT_SETS, SHAPES, bundled_model_path, load_judge, prompt_set  # noqa: E402
 from erasepro_core.shapes.robustness import attack_templates  # noqa: E402
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from erasepro_core.cost import PRESETS, ModelDims, TowerDims, erase_memory
+from erasepro_core.io import read_config
 
 GiB, MiB = 2**30, 2**20
 DEFAULT_SHARE = 0.4  # of the machine's memory, per job (two lanes at once still leave room for the models)
@@ -84,14 +85,6 @@ class ModelFacts:
     weight_bytes: int = 4 * GiB
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _safetensors_header(path: Path) -> dict[str, Any]:
     """A safetensors file's header (tensor names, dtypes, shapes), read without loading a tensor."""
     try:
@@ -110,15 +103,15 @@ _KV_SUFFIXES = ("attn2.to_k.weight", "attn2.to_v.weight", "add_k_proj.weight", "
 @lru_cache(maxsize=32)
 def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
     root = Path(folder)
-    index = _json(root / "model_index.json")
+    index = read_config(root / "model_index.json")
     if not index:
         return None
     towers = []
     for name in ("text_encoder", "text_encoder_2"):
         if not (isinstance(index.get(name), list) and index[name][0]):
             continue
-        c = _json(root / name / "config.json")
-        tok = _json(root / ("tokenizer" if name == "text_encoder" else "tokenizer_2") / "tokenizer_config.json")
+        c = read_config(root / name / "config.json")
+        tok = read_config(root / ("tokenizer" if name == "text_encoder" else "tokenizer_2") / "tokenizer_config.json")
         width = c.get("hidden_size") or c.get("d_model")
         layers = c.get("num_hidden_layers") or c.get("num_layers")
         inter = c.get("intermediate_size") or c.get("d_ff")
@@ -138,8 +131,8 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
                     if key.endswith(_KV_SUFFIXES) and isinstance(meta, dict):
                         rows, cols = (list(meta.get("shape", [])) + [0, 0])[:2]
                         kv += int(rows) * int(cols)
-    unet = _json(root / "unet" / "config.json") or _json(root / "transformer" / "config.json")
-    vae = _json(root / "vae" / "config.json")
+    unet = read_config(root / "unet" / "config.json") or read_config(root / "transformer" / "config.json")
+    vae = read_config(root / "vae" / "config.json")
     unet_width = max(unet.get("block_out_channels") or [unet.get("num_attention_heads", 24) *
                                                         unet.get("attention_head_dim", 128)])
     vae_width = max(vae.get("block_out_channels") or [512])

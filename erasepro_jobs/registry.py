@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import re
 import threading
 import tomllib
@@ -30,12 +29,13 @@ from typing import Any
 
 from erasepro_core.devices import DTYPE_NAMES
 from erasepro_core.families import DEFAULT_LABEL, family_of_label, family_of_pipeline
+from erasepro_core.io import read_config
+from erasepro_core.prompt_files import PRESERVE_FILE, generic_preserve_file, read_prompt_file
 
 BUNDLED = "bundled"
 CANVAS = "canvas"
 RESERVED = (BUNDLED, CANVAS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
 LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
 MAX_STEPS = 150
 MAX_IMAGES = 4
@@ -102,20 +102,11 @@ class BaseModelInfo:
 
 
 # ------------------------------------------------------------------------ facts read from config files
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _count_prompts(path: Path) -> int:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+        return len(read_prompt_file(path))
+    except (OSError, UnicodeDecodeError):
         return 0
-    return sum(1 for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
 
 
 def _core_dir() -> Path | None:
@@ -134,7 +125,7 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
     layer (SDXL); the family is the one that edits ``model_index.json``'s pipeline class.
     """
     root = Path(folder)
-    unet, vae = _read_json(root / "unet" / "config.json"), _read_json(root / "vae" / "config.json")
+    unet, vae = read_config(root / "unet" / "config.json"), read_config(root / "vae" / "config.json")
     sample, blocks = unet.get("sample_size"), vae.get("block_out_channels")
     if isinstance(sample, list | tuple):
         sample = max(sample) if sample else None
@@ -143,10 +134,10 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
         resolution = sample * 2 ** (len(blocks) - 1)
     elif not unet and isinstance(vae.get("sample_size"), int):  # FLUX/SD-3: the VAE's sample size (as generation)
         resolution = vae["sample_size"]
-    index = _read_json(root / "model_index.json")
+    index = read_config(root / "model_index.json")
     family = family_of_pipeline([str(index.get("_class_name", ""))])
     towers = [t for t in (family.text_towers if family else ()) if isinstance(index.get(t), list) and index[t][0]]
-    depths = [_read_json(root / t / "config.json").get("num_hidden_layers") for t in towers]
+    depths = [read_config(root / t / "config.json").get("num_hidden_layers") for t in towers]
     layers = None
     if family and depths and all(isinstance(d, int) for d in depths):
         layers = min(depths) - family.penultimate
@@ -167,8 +158,7 @@ def folder_facts(folder: Path) -> tuple[int | None, int | None, int]:
 @functools.lru_cache(maxsize=1)
 def generic_preserve_count() -> int:
     """Prompts in the generic preserve set shipped with erasepro_core."""
-    core = _core_dir()
-    return _count_prompts(core / "data" / "preserve_prompts.txt") if core else 0
+    return _count_prompts(generic_preserve_file())
 
 
 def _info(name: str, ref: str, source: str, folder: Path | None, overrides: dict[str, int],

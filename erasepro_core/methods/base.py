@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import torch
 
-    from erasepro_core.preserve import SiteStats
     from erasepro_core.solver import Metric
+    from erasepro_core.stats import SiteStats
 
 Schedule = Literal["uniform", "front", "none"]
 TokenPolicy = Literal["last", "to_eos", "to_end"]
