@@ -84,7 +84,7 @@ def _flag_type(ann: Any) -> dict[str, Any]:
         item = get_args(ann)[0]
         return {"type": _int_list if item is int else lambda text: [item(v) for v in text.split(",") if v.strip()],
                 "metavar": "A,B,..."}
-    return {"type": ann, "metavar": "X"}
+    return {"type": ann, "metavar": "N" if ann is int else "X"}
 
 
 def _dest(wire: str) -> str:
