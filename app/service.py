@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -20,7 +19,7 @@ from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import KeyStore
-from erasepro_core.io import json_or_none, read_json_object, write_json_atomic
+from erasepro_core.io import json_or_none
 from erasepro_jobs import store
 from erasepro_jobs.evaluations import evaluation_brief, k_evaluations
 from erasepro_jobs.events import k_events
@@ -123,17 +122,14 @@ class Service:
             await self.r.expire(key, self.settings.result_ttl_s)
         return job_id, True
 
-    # Idempotency keys also live on disk, so that a replay after a Redis flush finds a finished erasure.
-    def _idem_path(self, tenant: str, idempotency_key: str) -> Path:
-        return store.idem_path(self.settings.data_dir, tenant, store.idem_hash(idempotency_key))
-
+    # Idempotency keys also live in the artifact store, so that a replay after a Redis flush finds a finished
+    # erasure.
 
     async def _durable_replay(self, tenant: str, idempotency_key: str, body_hash: str) -> str | None:
         """The job a durable idempotency record names, if Redis forgot the key and the job is still visible."""
         if await self.r.exists(store.k_idem(tenant, idempotency_key)):
             return None
-        path = self._idem_path(tenant, idempotency_key)
-        rec = await run_in_threadpool(read_json_object, path)
+        rec = await run_in_threadpool(store.read_idem_record, self.storage, tenant, store.idem_hash(idempotency_key))
         if not rec or store.now() - float(rec.get("created_at", 0)) > self.settings.idempotency_ttl_s:
             return None
         old_id = str(rec.get("id", ""))
@@ -194,7 +190,7 @@ class Service:
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
                     "request": request, "timeout_s": timeout, "metadata": metadata or {}, **(webhook or {})})
         if created and idempotency_key:
-            await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
+            await run_in_threadpool(store.write_idem_record, self.storage, tenant, store.idem_hash(idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
         if created:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
@@ -423,7 +419,7 @@ class Service:
             p.zrem(store.k_index(tenant), job_id)
             await p.execute()
         if idem:
-            await run_in_threadpool(store.idem_path(self.settings.data_dir, tenant, idem).unlink, True)
+            await run_in_threadpool(self.storage.delete, store.idem_object(tenant, idem))
 
     async def delete_generation(self, job_id: str) -> None:
         """Remove a finished generation's record and images."""
