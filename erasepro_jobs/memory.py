@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from erasepro_core.cost import PRESETS, ModelDims, TowerDims, erase_memory
+from erasepro_core.families import DEFAULT_LABEL
 from erasepro_core.io import read_config
 
 GiB, MiB = 2**30, 2**20
@@ -140,6 +141,7 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
                       int(vae_width), weights or 4 * GiB)
 
 
+# Per registry label (erasepro_core.families): a hub model's sizes, whose configs are not on this machine.
 _FAMILY_PRESETS = {"sd1": ModelFacts(PRESETS["sd-sized"], 1280, 512, int(2.2 * GiB)),
                    "sd2": ModelFacts(ModelDims((TowerDims(1024, 23, 4096),), 2 * 1024 * (320 * 5 + 640 * 5 +
                                                                                        1280 * 6)), 1280, 512,
@@ -167,7 +169,7 @@ def model_facts(info: Any) -> ModelFacts:
         facts = _folder_facts(str(folder), stamp)
         if facts is not None:
             return facts
-    return _FAMILY_PRESETS.get(str(getattr(info, "family", "sd1")), _FAMILY_PRESETS["sd1"])
+    return _FAMILY_PRESETS.get(str(getattr(info, "family", DEFAULT_LABEL)), _FAMILY_PRESETS[DEFAULT_LABEL])
 
 
 # -------------------------------------------------------------------------------------------- estimates
