@@ -9,15 +9,20 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/erasures/{id}/events              the job's event log (JSON pages, or SSE)
     GET    /v1/erasures/{id}/deliveries          every webhook delivery attempt, with its target
     GET    /v1/erasures/{id}/checkpoint          ?format=delta|diffusers (Content-Length, ETag, Range)
+    GET/POST /v1/erasures/{id}/evaluations      list the erasure's evaluations, or start one (attacks; 202)
+    GET/DELETE /v1/erasures/{id}/evaluations/{eval_id}   one evaluation, or cancel it
     POST   /v1/erasures/{id}/generate            images from the edited model (PNG, JSON, or 202 + job)
     POST   /v1/base-models/{name}/generate       the same from the unedited model
     GET    /v1/generations/{id}[/images]         poll a generation that answered 202
+    DELETE /v1/generations/{id}                  cancel a queued/running one, or delete it and its images
     GET    /v1/base-models                       the registry
     POST   /v1/webhook-endpoints                 register a tenant endpoint (201; its secret, shown once)
     GET    /v1/webhook-endpoints                 the tenant's endpoints, paginated (no secrets)
     GET/PATCH/DELETE /v1/webhook-endpoints/{id}  read, change, delete an endpoint
     POST   /v1/webhook-endpoints/{id}/rotate-secret   a new secret (the old one signs too for grace_s)
     GET    /healthz  /readyz  /docs  /openapi.json
+
+(tests/test_route_table.py checks this table against the application's routes.)
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from app.console import router as console_router
 from app.door import Door
 from app.headers import SecurityHeaders
 from app.routers import ROUTERS
-from app.service import IndexRebuilding, Service, TooManyJobs
+from app.service import Service, TooManyJobs
+from erasepro_jobs.listing import IndexRebuilding
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import ObjectNotFound, StorageError

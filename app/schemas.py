@@ -23,8 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from erasepro_core.methods import METHODS
 from erasepro_core.spec import (
-    FLAT_SETTINGS,
     MAX_EDITS,
     MAX_PRESERVE,
     MAX_PROMPT_CHARS,
@@ -35,11 +35,10 @@ from erasepro_core.spec import (
     wire_errors,
 )
 from erasepro_jobs.endpoints import DEFAULT_ROTATION_GRACE_S, MAX_DESCRIPTION, MAX_ROTATION_GRACE_S
-from erasepro_jobs.registry import NAME_RE
+from erasepro_jobs.events import EVENT_TYPES
+from erasepro_jobs.registry import MAX_IMAGES, MAX_STEPS, NAME_RE
 
-MAX_STEPS = 150
 MAX_SIDE = 2048
-MAX_IMAGES = 4
 MAX_PIXELS = 4 * 1024 * 1024  # width * height * num_images
 MAX_TIMEOUT_S = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY = 255
@@ -47,10 +46,7 @@ MAX_METADATA_KEYS = 16
 METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
 MAX_METADATA_VALUE = 256
 
-EventType = Literal["erasure.created", "erasure.started", "erasure.progress", "erasure.succeeded", "erasure.failed",
-                    "erasure.cancelled", "generation.succeeded", "generation.failed", "generation.cancelled",
-                    "checkpoint.exported", "checkpoint.export_failed", "evaluation.created", "evaluation.succeeded",
-                    "evaluation.failed", "evaluation.cancelled"]
+EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
@@ -58,7 +54,8 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_META
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _TOP_LEVEL = ("edits", "preserve", "method")
 
-Method = Literal[tuple(FLAT_SETTINGS)]  # type: ignore[valid-type]
+# The registered methods when the API is built (a method registers before ``app`` is imported).
+Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
 # Every wire field of the spec except the top-level ones becomes an option, with the spec's types and bounds
 # (each method's settings included; the spec rejects a setting of another method, naming it).
@@ -102,7 +99,7 @@ class ErasureRequest(BaseModel):
     webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
         "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
         "answer, once. Loopback and private addresses are refused unless the server allows them."))
-    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=15,
+    webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES),
                                                    description="Only these event types (default: all).")
     metadata: Metadata = Field(default_factory=dict, description=(
         f"Your own labels (at most {MAX_METADATA_KEYS}; keys of 1-40 letters, digits, '_', '.', '-'; values of "
@@ -299,7 +296,7 @@ class DeliveryList(BaseModel):
 # ------------------------------------------------------------------------------------- webhook endpoints
 WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, description=(
     "An http(s) URL; loopback and private addresses are refused unless the server allows them."))]
-EventFilter = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__), description=(
+EventFilter = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES), description=(
     "Only these event types (omitted or null: all)."))]
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 

@@ -7,14 +7,9 @@ imports torch or the ``worker`` package: jobs are enqueued as ``"worker.jobs.run
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import re
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -24,14 +19,17 @@ from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import KeyStore
-from erasepro_core.io import write_json_atomic
+from erasepro_core.io import json_or_none
 from erasepro_jobs import store
-from erasepro_jobs.evaluations import evaluation_brief
+from erasepro_jobs.evaluations import evaluation_brief, k_evaluations
+from erasepro_jobs.events import k_events
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
+from erasepro_jobs.listing import LIST_CHUNK, LIST_SCAN_BUDGET, ListingIndex
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import (
     ERASE_FUNC,
     ERASE_QUEUE,
+    EVALUATE_FUNC,
     EXPORT_FUNC,
     GENERATE_FUNC,
     GENERATE_QUEUE,
@@ -39,44 +37,12 @@ from erasepro_jobs.settings import (
     Settings,
 )
 from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
+from erasepro_jobs.webhooks import k_deliveries
 
 log = logging.getLogger("erasepro.api")
 
 BLOCK_SLICE_S = 2.0
-
-
-LIST_SCAN_BUDGET = 500  # index entries one list request examines at most (a filtered page may come back short)
-LIST_CHUNK = 100  # index entries read from Redis at a time
-REINDEX_LOCK_TTL_S = 600  # a rebuilding process that dies frees the lock after this
-REINDEX_WAIT_S = 20.0  # how long a listing waits for another process's rebuild before answering 503
-
-# Compare-and-delete: release a lock only if it is still ours.
-_RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# Merge a rebuilt index. KEYS: lock, scratch, index, marker; ARGV: lock token, now. Does nothing when the lock is
-# no longer ours: Redis was flushed during the rebuild (so what the rebuild saw may predate it), or it expired.
-# Entries already in the index (jobs created meanwhile) keep theirs; MAX: both carry the same creation time.
-_MERGE_INDEX = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('ZUNIONSTORE', KEYS[3], 2, KEYS[3], KEYS[2], 'AGGREGATE', 'MAX')
-  redis.call('DEL', KEYS[2])
-end
-redis.call('SET', KEYS[4], ARGV[2])
-return 1
-"""
-
-
-class IndexRebuilding(Exception):
-    """Another API process is rebuilding the tenant's listing index (after Redis lost it); retry shortly."""
-
-    def __init__(self, waited_s: float) -> None:
-        self.waited_s = waited_s
-        super().__init__(f"the erasure list is being rebuilt from the artifact store (waited {waited_s:g} s); "
-                         "retry shortly")
+ENDPOINT_OPS = ("create", "all", "get", "update", "delete", "rotate")
 
 
 class IdempotencyConflict(Exception):
@@ -156,17 +122,14 @@ class Service:
             await self.r.expire(key, self.settings.result_ttl_s)
         return job_id, True
 
-    # Idempotency keys also live on disk, so that a replay after a Redis flush finds a finished erasure.
-    def _idem_path(self, tenant: str, idempotency_key: str) -> Path:
-        return store.idem_path(self.settings.data_dir, tenant, store.idem_hash(idempotency_key))
-
+    # Idempotency keys also live in the artifact store, so that a replay after a Redis flush finds a finished
+    # erasure.
 
     async def _durable_replay(self, tenant: str, idempotency_key: str, body_hash: str) -> str | None:
         """The job a durable idempotency record names, if Redis forgot the key and the job is still visible."""
         if await self.r.exists(store.k_idem(tenant, idempotency_key)):
             return None
-        path = self._idem_path(tenant, idempotency_key)
-        rec = await run_in_threadpool(_read_json_file, path)
+        rec = await run_in_threadpool(store.read_idem_record, self.storage, tenant, store.idem_hash(idempotency_key))
         if not rec or store.now() - float(rec.get("created_at", 0)) > self.settings.idempotency_ttl_s:
             return None
         old_id = str(rec.get("id", ""))
@@ -227,7 +190,7 @@ class Service:
             fields={"base_model": base_model, "method": spec.get("method", "erasepro"), "spec": spec,
                     "request": request, "timeout_s": timeout, "metadata": metadata or {}, **(webhook or {})})
         if created and idempotency_key:
-            await run_in_threadpool(write_json_atomic, self._idem_path(tenant, idempotency_key),
+            await run_in_threadpool(store.write_idem_record, self.storage, tenant, store.idem_hash(idempotency_key),
                                     {"id": job_id, "body_hash": body_hash, "created_at": store.now()})
         if created:
             created_at = await self.r.hget(store.k_job(job_id), "created_at")
@@ -263,6 +226,50 @@ class Service:
             "job_id": job_id, "tenant": tenant, "erasure_id": erasure_id, "format": fmt},
             self.settings.export_timeout_s)
         return job_id
+
+    async def forget_export(self, erasure_id: str, fmt: str) -> None:
+        """Drop the pointer to an erasure's export job (it ended badly or expired), so the next request starts one."""
+        await self.r.delete(store.k_export(erasure_id, fmt))
+
+    async def submit_evaluation(self, *, tenant: str, erasure_id: str, base_model: str, budgets: dict[str, int],
+                                seed: int, targets: list[str], steps: int, timeout: int
+                                ) -> tuple[str, dict[str, str] | None]:
+        """Create an evaluation job of a succeeded erasure, list it under the erasure, enqueue it: its id and
+        record."""
+        fields = {"budgets": budgets, "seed": seed, "targets": targets, "steps": steps, "timeout_s": timeout}
+        eval_id, _ = await self.create_job(kind="evaluation", tenant=tenant, fields={
+            "erasure_id": erasure_id, "base_model": base_model, **fields})
+        index = k_evaluations(erasure_id)
+        await self.r.rpush(index, eval_id)
+        await self.r.expire(index, self.settings.result_ttl_s)
+        created_at = await self.r.hget(store.k_job(eval_id), "created_at")
+        await self.enqueue(HEAVY_QUEUE, EVALUATE_FUNC, eval_id, {
+            "job_id": eval_id, "tenant": tenant, "erasure_id": erasure_id, **fields,
+            "created_at": float(created_at or store.now())}, timeout + self.settings.hard_timeout_grace_s)
+        return eval_id, await self.record(eval_id, tenant, "evaluation")
+
+    async def evaluation_ids(self, erasure_id: str, last: int) -> list[str]:
+        """The ids of the erasure's ``last`` most recent evaluation jobs (still in Redis), oldest first."""
+        return list(dict.fromkeys(await self.r.lrange(k_evaluations(erasure_id), -last, -1)))
+
+    # ------------------------------------------------------------------------------ events and webhooks
+    async def events(self, tenant: str, subject: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """The erasure's events, oldest first, strictly after ``after``."""
+        return await run_in_threadpool(self.lifecycle.events, tenant, subject, after, limit)
+
+    async def wait_event(self, subject: str, after: str | None, block_ms: int) -> None:
+        """Return when the erasure's stream has an entry after ``after`` (at once if it has), or after ``block_ms``."""
+        await self.r.xread({k_events(subject): after or "0-0"}, count=1, block=block_ms)
+
+    async def deliveries(self, subject: str) -> list[dict[str, Any]]:
+        """Every recorded attempt to deliver the erasure's events, oldest first."""
+        return [json.loads(raw) for raw in await self.r.lrange(k_deliveries(subject), 0, -1)]
+
+    async def endpoints(self, op: str, tenant: str, *args: Any, **kwargs: Any) -> Any:
+        """``Endpoints.<op>(tenant, …)`` (create, all, get, update, delete, rotate) off the event loop."""
+        if op not in ENDPOINT_OPS:
+            raise ValueError(f"not an endpoint operation: {op!r}")
+        return await run_in_threadpool(getattr(self.lifecycle.endpoints, op), tenant, *args, **kwargs)
 
     # -------------------------------------------------------------------------------------------- read
     async def manifest(self, tenant: str, job_id: str, info: ObjectInfo | None = None) -> dict | None:
@@ -359,7 +366,7 @@ class Service:
             # a record's status is the view's, except that "succeeded" without a manifest shows as "failed"
             if status and seen and seen != status and not (seen == "succeeded" and status == "failed"):
                 return None
-            meta = _json(rec.get("metadata"))
+            meta = json_or_none(rec.get("metadata"))
             if meta and any(meta.get(k) != v for k, v in metadata.items()):
                 return None
         view = await self._erasure_view(tenant, job_id, rec)
@@ -371,62 +378,9 @@ class Service:
         return view
 
     async def ensure_index(self, tenant: str) -> None:
-        """Make the tenant's listing index cover every checkpoint in the artifact store.
-
-        Redis is the index; the artifact store is the durable record. A flush (or a Redis restarted empty)
-        removes the index and its marker together; the first listing after that rebuilds the index from one
-        listing of the store - once, under a lock, into a scratch key that one script merges into the index
-        only if the lock is still ours (a flush during the rebuild removes the lock, and the rebuild starts
-        over). Every other listing costs one EXISTS. Raises :class:`IndexRebuilding` when another process's
-        rebuild takes longer than ``REINDEX_WAIT_S``."""
-        if await self.r.exists(store.k_indexed(tenant)):
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + REINDEX_WAIT_S
-        lock = store.k_reindex_lock(tenant)
-        while True:
-            token = secrets.token_hex(16)
-            if await self.r.set(lock, token, nx=True, ex=REINDEX_LOCK_TTL_S):
-                try:
-                    if await self._rebuild_index(tenant, token):
-                        return
-                finally:
-                    await self.r.eval(_RELEASE_LOCK, 1, lock, token)
-                if loop.time() > deadline:
-                    raise IndexRebuilding(REINDEX_WAIT_S)
-                continue  # Redis lost our lock (flushed mid-rebuild): again, with the new state
-            while await self.r.exists(lock):
-                if await self.r.exists(store.k_indexed(tenant)):
-                    return
-                if loop.time() > deadline:
-                    raise IndexRebuilding(REINDEX_WAIT_S)
-                await asyncio.sleep(0.1)
-            if await self.r.exists(store.k_indexed(tenant)):
-                return
-
-    async def _rebuild_index(self, tenant: str, token: str) -> bool:
-        """One rebuild (see :meth:`ensure_index`); False when the lock was lost before the merge."""
-        infos = await run_in_threadpool(store.list_checkpoints, self.storage, tenant)
-
-        def scores() -> dict[str, float]:
-            out = {}
-            for jid, info in infos.items():
-                m = self.manifests.read(self.storage, tenant, jid, info)
-                if m is not None and m.get("tenant") == tenant:
-                    out[jid] = float(m.get("created_at") or 0.0)
-            return out
-
-        found = await run_in_threadpool(scores)
-        scratch = store.k_reindex_scratch(tenant)
-        await self.r.delete(scratch)
-        pairs = list(found.items())
-        for i in range(0, len(pairs), 1000):
-            await self.r.zadd(scratch, dict(pairs[i:i + 1000]))
-        merged = await self.r.eval(_MERGE_INDEX, 4, store.k_reindex_lock(tenant), scratch, store.k_index(tenant),
-                                   store.k_indexed(tenant), token, repr(store.now()))
-        log.info("listing index of %s rebuilt from the artifact store: %d checkpoints%s", tenant, len(found),
-                 "" if merged else " (Redis lost the lock meanwhile: again)")
-        return bool(merged)
+        """Make the tenant's listing index cover every checkpoint in the artifact store (see
+        :meth:`erasepro_jobs.listing.ListingIndex.ensure`)."""
+        await ListingIndex(self.r, self.storage, self.manifests).ensure(tenant)
 
     # ----------------------------------------------------------------------------------------- cancel
     async def cancel(self, tenant: str, job_id: str) -> str:
@@ -465,7 +419,7 @@ class Service:
             p.zrem(store.k_index(tenant), job_id)
             await p.execute()
         if idem:
-            await run_in_threadpool(store.idem_path(self.settings.data_dir, tenant, idem).unlink, True)
+            await run_in_threadpool(self.storage.delete, store.idem_object(tenant, idem))
 
     async def delete_generation(self, job_id: str) -> None:
         """Remove a finished generation's record and images."""
@@ -489,23 +443,6 @@ class Service:
 
 
 # ------------------------------------------------------------------------------------------------ views
-def _read_json_file(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _json(value: str | None) -> Any:
-    if not value:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError:
-        return None
-
-
 def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
     """One JSON shape for an erasure, whether it is live in Redis, on disk only, or both."""
     rec = rec or {}
@@ -515,8 +452,8 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
     if status == "succeeded" and manifest is None:
         status = "failed"  # recorded as done but the files are gone (deleted out of band)
         rec = {**rec, "error": "the checkpoint files are missing on the server"}
-    spec = _json(rec.get("spec")) or m.get("spec")
-    progress = _json(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if manifest else {})
+    spec = json_or_none(rec.get("spec")) or m.get("spec")
+    progress = json_or_none(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if manifest else {})
     view: dict[str, Any] = {
         "id": job_id,
         "status": status,
@@ -527,13 +464,13 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "finished_at": store.iso(rec.get("finished_at") or m.get("finished_at")),
         "progress": {"stage": progress.get("stage"), "fraction": float(progress.get("fraction") or 0.0)},
         "cancel_requested": rec.get("cancel_requested") == "1",
-        "report": m.get("report") if manifest else _json(rec.get("report")),
+        "report": m.get("report") if manifest else json_or_none(rec.get("report")),
         "error": rec.get("error") or None,
-        "timings": m.get("timings") if manifest else _json(rec.get("timings")),
+        "timings": m.get("timings") if manifest else json_or_none(rec.get("timings")),
         "spec": spec,
-        "metadata": _json(rec.get("metadata")) or m.get("metadata") or {},
+        "metadata": json_or_none(rec.get("metadata")) or m.get("metadata") or {},
         "webhook": rec.get("webhook") or None,
-        "webhook_events": _json(rec.get("webhook_events")),
+        "webhook_events": json_or_none(rec.get("webhook_events")),
         "base_fingerprint": (m.get("base_model") or {}).get("fingerprint"),
         "artifacts": {name: {"sha256": f["sha256"], "size": f["size"]} for name, f in (m.get("files") or {}).items()},
         "evaluations": [evaluation_brief(e) for e in m.get("evaluations") or [] if isinstance(e, dict)],
@@ -554,24 +491,7 @@ def generation_view(rec: dict[str, str]) -> dict:
         "id": job_id, "status": rec.get("status", "queued"), "base_model": rec.get("base_model", ""),
         "erasure_id": rec.get("erasure_id") or None, "created_at": store.iso(rec.get("created_at")),
         "started_at": store.iso(rec.get("started_at")), "finished_at": store.iso(rec.get("finished_at")),
-        "error": rec.get("error") or None, "timings": _json(rec.get("timings")),
+        "error": rec.get("error") or None, "timings": json_or_none(rec.get("timings")),
         "links": {"self": f"/v1/generations/{job_id}", "images": f"/v1/generations/{job_id}/images"},
     }
     return view
-
-
-def encode_cursor(cursor: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(f"{cursor[0]!r}:{cursor[1]}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(text: str, id_re: re.Pattern[str] = store.JOB_ID_RE) -> tuple[float, str]:
-    """Inverse of :func:`encode_cursor` for ids matching ``id_re`` (job ids by default); ValueError otherwise."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        ts, _, job_id = raw.partition(":")
-        value = float(ts)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor returned by this API") from None
-    if not id_re.match(job_id) or value != value:
-        raise ValueError("not a cursor returned by this API")
-    return value, job_id

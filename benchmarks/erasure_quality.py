@@ -39,7 +39,7 @@ from erasepro_core.delta import applied_delta
 from erasepro_core.erasure import erase
 from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, UCE_ROWS, tune_uce
 from erasepro_core.pipeline import load_pipeline, quiet_libraries
-from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file
+from erasepro_core.prompt_files import PRESERVE_FILE, read_prompt_file
 from erasepro_core.shapes import (
     COLOURS,
     PROMPT_SETS,

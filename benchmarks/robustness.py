@@ -36,13 +36,14 @@ from erasure_quality import (  # noqa: E402
     kind_of,
 )
 
-from erasepro_core.attacks import ATTACKS, Sampling, attribute_judge  # noqa: E402
+from erasepro_core.attacks import ATTACKS, Sampling  # noqa: E402
 from erasepro_core.delta import applied_delta  # noqa: E402
 from erasepro_core.erasure import erase  # noqa: E402
 from erasepro_core.methods.uce_tuning import UCE_ROWS  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
-from erasepro_core.preserve import PRESERVE_FILE, read_prompt_file  # noqa: E402
+from erasepro_core.prompt_files import PRESERVE_FILE, read_prompt_file  # noqa: E402
 from erasepro_core.shapes import COLOURS, PROMPT_SETS, SHAPES, bundled_model_path, load_judge, prompt_set  # noqa: E402
+from erasepro_core.shapes.judge import attribute_judge  # noqa: E402
 from erasepro_core.shapes.robustness import attack_templates  # noqa: E402
 
 CASES: dict[str, list[tuple[str, str]]] = {

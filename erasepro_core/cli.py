@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from erasepro_core.devices import DTYPE_NAMES
 from erasepro_core.methods import METHODS
-from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
-from erasepro_core.spec import FLAT_SETTINGS, ErasureSpec, wire_errors
+from erasepro_core.methods.base import PreserveTokens
+from erasepro_core.spec import ErasureSpec, wire_errors
 
 # Subcommands that live outside the core library; imported only when named, so `erasepro erase` never
 # loads FastAPI and `erasepro serve` never loads torch in the API process.
@@ -60,11 +60,8 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
         data["edits"] = [{"target": t, "anchor": a} for t, a in zip(args.target, anchors, strict=True)]
     elif args.anchor:
         raise CLIError("--anchor needs a --target")
-    overrides = {"preserve": args.preserve, "method": args.method, "schedule": args.schedule,
-                 "layers": args.layers, "token_policy": args.tokens, "preserve_tokens": args.preserve_tokens,
-                 "templates": args.template, "harden_rounds": args.harden}
-    overrides |= {wire: getattr(args, _dest(wire), None) for wire in _prefixed_settings()}
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {"preserve": args.preserve, "templates": args.template}
+    data.update({k: v for k, v in overrides.items() if v is not None} | method_flag_values(args))
     if args.no_default_preserve:
         data["default_preserve"] = False
     if "edits" not in data:
@@ -75,29 +72,44 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
         raise CLIError(_validation_message(exc)) from exc
 
 
-def _prefixed_settings() -> dict[str, tuple[str, str]]:
-    """Wire name -> (method, field) of every setting a method names with its prefix (``uce_lambda``): each gets a
-    flag of that name (``--uce-lambda``); ErasePro's unprefixed settings have flags of their own above."""
-    return {wire: (name, field) for name, names in FLAT_SETTINGS.items() if METHODS[name].config.flat_prefix
-            for wire, field in names.items()}
+def _flag_type(ann: Any) -> dict[str, Any]:
+    """argparse keywords for a setting's type: a Literal -> choices, a list -> comma-separated, else the type."""
+    if get_origin(ann) in (Union, UnionType):  # X | None: the flag's type is X
+        ann = next(a for a in get_args(ann) if a is not NoneType)
+    if get_origin(ann) is Literal:
+        return {"choices": list(get_args(ann))}
+    if ann is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(ann) is list:
+        item = get_args(ann)[0]
+        return {"type": _int_list if item is int else lambda text: [item(v) for v in text.split(",") if v.strip()],
+                "metavar": "A,B,..."}
+    return {"type": ann, "metavar": "N" if ann is int else "X"}
 
 
 def _dest(wire: str) -> str:
     return f"setting_{wire}"
 
 
-def _add_setting_flags(p: argparse.ArgumentParser) -> None:
-    for wire, (name, field) in _prefixed_settings().items():
-        f = METHODS[name].config.model_fields[field]
-        ann = f.annotation
-        if get_origin(ann) in (Union, UnionType):  # X | None: the flag's type is X
-            ann = next(a for a in get_args(ann) if a is not NoneType)
-        kw: dict[str, Any] = {"dest": _dest(wire), "help": f"(method {name}) {f.description or ''}".replace("%", "%%")}
-        if get_origin(ann) is Literal:
-            kw["choices"] = list(get_args(ann))
-        else:
-            kw["type"], kw["metavar"] = ann, "X"
-        p.add_argument("--" + wire.replace("_", "-"), **kw)
+def add_method_flags(p: argparse.ArgumentParser) -> None:
+    """``--method`` and one flag per setting of every registered method, named after its wire name
+    (``uce_lambda`` -> ``--uce-lambda``), plus the older spellings the config lists in ``cli_aliases``."""
+    p.add_argument("--method", choices=sorted(METHODS))
+    for method in METHODS.values():
+        config = method.config
+        for wire, field in method.settings.items():
+            f = config.model_fields[field]
+            alias = config.cli_aliases.get(field)
+            flags = ["--" + wire.replace("_", "-"), *([alias] if alias else [])]
+            help_ = f"(method {method.name}) {f.description or ''}".replace("%", "%%")
+            p.add_argument(*flags, dest=_dest(wire), help=help_, **_flag_type(f.annotation))
+
+
+def method_flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat spec fields the method flags set (``method`` included); flags left out are absent."""
+    values = {"method": args.method} | {wire: getattr(args, _dest(wire), None)
+                                        for method in METHODS.values() for wire in method.settings}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _progress_bar(desc: str):
@@ -242,17 +254,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--no-default-preserve", action="store_true",
                    help="do not add the generic preserve set (UCE's uce2025/uce2023 protocols never add it)")
     e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
-    e.add_argument("--method", choices=sorted(METHODS))
-    e.add_argument("--schedule", choices=list(get_args(Schedule)))
-    e.add_argument("--layers", type=_int_list, help="text-encoder layers for the progressive stage, e.g. 0,3,6")
-    e.add_argument("--tokens", choices=list(get_args(TokenPolicy)), help="token policy")
-    e.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)),
-                   help="which tokens of each preserve prompt are protected")
     e.add_argument("--template", action="append", help="prompt template containing {} (repeatable; for UCE's "
                    "uce2025/uce2023 protocols: phrasings of the erase prompts, as the authors' --expand_prompts)")
-    e.add_argument("--harden", type=int, metavar="N",
-                   help="closed-form adversarial hardening rounds of the K/V edit (method erasepro; default 0)")
-    _add_setting_flags(e)
+    add_method_flags(e)
     e.add_argument("--out", required=True, help="where to write the delta (.safetensors)")
     e.add_argument("--report", help="also write the solver report as JSON here")
     e.add_argument("--export", help="also write the full edited pipeline (diffusers folder) here")

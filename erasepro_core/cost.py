@@ -157,7 +157,7 @@ def erase_memory(spec: ErasureSpec | dict, dims: ModelDims) -> MemoryEstimate:
             n_held += cols
             tokens_held += 2 * toks
     d = dims.context_width
-    rounds = int(getattr(method, "harden_rounds", 0))
+    rounds = method.hardening_rounds()
     n_all = n * (rounds + 1)
     dspace = n_all > d
     parts: dict[str, int] = {}

@@ -287,7 +287,7 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts)
         return job.plan.kv_edit(job.plan.method, inputs)
 
-    rounds = getattr(job.plan.method, "harden_rounds", 0)
+    rounds = job.plan.method.hardening_rounds()
     hardening = None
     if rounds:  # adversarial hardening: extra columns found by attacking the edit in context space
         from erasepro_core.harden import harden, kv_gram, kv_weights, original_target_columns
@@ -339,7 +339,7 @@ def _segmented(job: _Job, extra: ExtraContext | None) -> _SpaceResult:
     segment is paired, preserved and carried as a space of its own (its own tokenizer, statistics and progressive
     pass); the final stage then solves once over every segment's columns, zero-padded to the sites' width, under
     the sum of their preserve statistics:  W [X_1; 0 | X_2] = W_o [Y_1; 0 | Y_2]."""
-    if getattr(job.plan.method, "harden_rounds", 0):
+    if job.plan.method.hardening_rounds():
         raise ErasureError("hardening is not available for a segmented context (SD-3) yet")
     width = job.adapter.context_width
     seg_jobs = [_Job(job.pipe, seg, make_plan(job.plan.spec, seg), job.cache, model_key(seg), job.step, {},

@@ -1,4 +1,4 @@
-"""Atomic file writes, torch-free: a reader sees the old file or the complete new one, never a partial one.
+"""Atomic file writes and forgiving JSON reads, torch-free: a reader sees the old file or the complete new one.
 
 Every writer goes to a unique temporary name in the destination's folder, is flushed and fsynced, then
 renamed over the destination (``os.replace`` is atomic within one file system).
@@ -92,3 +92,25 @@ def publish_dir(final: str | os.PathLike, build: Callable[[Path], None]) -> Path
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def json_or_none(text: str | None) -> Any:
+    """``text`` parsed as JSON; ``None`` when it is empty or not JSON (a record field written by another version)."""
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def read_json_object(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in the file at ``path``; ``None`` when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`read_json_object`, ``{}`` where it gives ``None`` (a model folder's optional config files)."""
+    return read_json_object(path) or {}

@@ -10,31 +10,21 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
-from pathlib import Path
 
 from erasepro_core.adapters import Adapter
 from erasepro_core.encode import prompt_features
 from erasepro_core.prefix import PrefixStates
+from erasepro_core.prompt_files import preserve_file_of, read_prompt_file
 from erasepro_core.solver import Metric
 from erasepro_core.stats import PreserveStats, SiteStats, stats_of
 from erasepro_core.stats_store import Site, StatsStore, device_parts
 
-PRESERVE_FILE = "erasepro_preserve.txt"  # a base-model folder may ship its own preserve set
 PREFIX_STATES_KEPT = 8  # template-prefix blocks kept (per cache, all models together)
-
-
-def read_prompt_file(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def generic_preserve_prompts(pipe: object | None = None) -> list[str]:
     """The base model's own ``erasepro_preserve.txt`` if its folder has one, else the shipped generic set."""
-    name = getattr(pipe, "name_or_path", None) or ""
-    if name and (Path(name) / PRESERVE_FILE).is_file():
-        return read_prompt_file(Path(name) / PRESERVE_FILE)
-    return read_prompt_file(Path(str(resources.files("erasepro_core") / "data" / "preserve_prompts.txt")))
+    return read_prompt_file(preserve_file_of(getattr(pipe, "name_or_path", None) or ""))
 
 
 def model_key(adapter: Adapter) -> str:

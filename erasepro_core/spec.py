@@ -2,30 +2,33 @@
 
 This module imports only pydantic, so the HTTP front end can validate requests without loading torch.
 
-In Python the method is a config object, ``spec.method`` (a union discriminated by ``method.name``: see
-:mod:`erasepro_core.methods`). On the wire (JSON, the REST API's ``options``, a ``--spec`` file, a delta's
-metadata) the spec is flat: ``{"method": "uce", "uce_lambda": 0.5, "edits": …}`` — the method's name plus its
-settings beside the common fields; :meth:`ErasureSpec.model_dump` writes that form and validation reads it.
+In Python the method is a config object, ``spec.method``: whichever registered config ``method.name`` names
+(:mod:`erasepro_core.methods`; the registry is read at validation, so a method registered later is accepted).
+On the wire (JSON, the REST API's ``options``, a ``--spec`` file, a delta's metadata) the spec is flat:
+``{"method": "uce", "uce_lambda": 0.5, "edits": …}`` — the method's name plus its settings beside the common
+fields; :meth:`ErasureSpec.model_dump` writes that form and validation reads it.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializeAsAny,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from erasepro_core.methods import METHODS, EraseProConfig, MethodConfig, UCEConfig
+from erasepro_core.methods import METHODS, EraseProConfig, MethodConfig, UCEConfig, flat_settings
 from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
 
 MAX_EDITS = 1000
@@ -48,7 +51,8 @@ DEFAULT_HELDOUT_TEMPLATES: tuple[str, ...] = (
     "{} in the center",
 )
 
-MethodSpec = Annotated[EraseProConfig | UCEConfig, Field(discriminator="name")]
+# Any registered method's config; ``ErasureSpec._method`` picks the class by ``name`` (SerializeAsAny: its own fields).
+MethodSpec = SerializeAsAny[MethodConfig]
 
 
 def check_text(v: str) -> str:
@@ -106,14 +110,6 @@ class Edit(BaseModel):
         return self
 
 
-def _flat_names(config: type[MethodConfig]) -> dict[str, str]:
-    """Wire name -> field name of a method's settings (everything but ``name``)."""
-    return {config.flat_prefix + (f.alias or k): k for k, f in config.model_fields.items() if k != "name"}
-
-
-FLAT_SETTINGS: dict[str, dict[str, str]] = {name: _flat_names(m.config) for name, m in METHODS.items()}
-
-
 class ErasureSpec(BaseModel):
     """An erasure job: edits, preservation, phrasings, and the method with its settings.
 
@@ -162,22 +158,39 @@ class ErasureSpec(BaseModel):
             name = method.get("name", "erasepro")
         else:
             name = method
-        if not isinstance(name, str) or name not in FLAT_SETTINGS:
-            raise ValueError(f"method: {name!r} is not a method (one of {sorted(FLAT_SETTINGS)})")
-        flat = {k for names in FLAT_SETTINGS.values() for k in names} & data.keys()
+        settings = flat_settings()
+        if not isinstance(name, str) or name not in settings:
+            raise ValueError(f"method: {name!r} is not a method (one of {sorted(settings)})")
+        flat = {k for names in settings.values() for k in names} & data.keys()
         if not isinstance(method, str):
             if flat:
                 raise ValueError(f"give the method's settings either flat or inside 'method', not both "
                                  f"({sorted(flat)})")
             return data
         nested = {"name": name}
-        own = FLAT_SETTINGS[name]
+        own = settings[name]
         for key in sorted(flat):
             if key not in own:
                 raise ValueError(f"{key}: not a setting of method {name!r} (its settings: {sorted(own) or 'none'})")
             nested[key.removeprefix(METHODS[name].config.flat_prefix)] = data.pop(key)
         data["method"] = nested
         return data
+
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _method(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> MethodConfig:
+        """A dict -> the config its ``name`` names; errors located under that name, as a tagged union would."""
+        if not isinstance(value, dict):
+            return cast(MethodConfig, handler(value))
+        name = value.get("name")
+        config = METHODS[name].config if isinstance(name, str) and name in METHODS else None
+        if config is None:
+            raise ValueError(f"method: {name!r} is not a method (one of {sorted(METHODS)})")
+        try:
+            return config.model_validate(value)
+        except ValidationError as exc:
+            errors = [{**e, "loc": (name, *e["loc"])} for e in exc.errors(include_url=False)]
+            raise ValidationError.from_exception_data(exc.title, errors) from None  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _method_inputs(self) -> ErasureSpec:
@@ -191,13 +204,6 @@ class ErasureSpec(BaseModel):
         elif self.default_preserve and not rules.generic_preserve_allowed:
             raise ValueError(f"default_preserve: {rules.who} preserves only the concepts you name; set "
                              "uce_protocol to 'custom' to add the generic preserve set")
-        return self
-
-    @model_validator(mode="after")
-    def _layers_need_progressive(self) -> ErasureSpec:
-        schedule, layers = self.method.progressive_stage()
-        if isinstance(self.method, EraseProConfig) and layers is not None and schedule == "none":
-            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform'")
         return self
 
     @model_validator(mode="after")
@@ -225,7 +231,7 @@ class ErasureSpec(BaseModel):
         method = out.pop("method")
         cfg = self.method
         out["method"] = cfg.name
-        for wire, field in FLAT_SETTINGS[cfg.name].items():
+        for wire, field in METHODS[cfg.name].settings.items():
             value = method.get(field, method.get(type(cfg).model_fields[field].alias or field))
             out[wire] = value
         return out
@@ -238,14 +244,14 @@ def wire_errors(exc: ValidationError) -> list[dict[str, Any]]:
     for err in exc.errors(include_url=False, include_context=False, include_input=False):
         loc = tuple(err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if len(loc) >= 3 and loc[0] == "method" and loc[1] in FLAT_SETTINGS:
+        if len(loc) >= 3 and loc[0] == "method" and loc[1] in METHODS:
             config = METHODS[str(loc[1])].config
             field = config.model_fields.get(str(loc[2]))
             wire = config.flat_prefix + ((field.alias if field else None) or str(loc[2]))
             loc = (wire, *loc[3:])
         elif not loc or (loc[0] == "method" and len(loc) <= 2):  # a spec- or method-level check names its field
             head = msg.split(":", 1)[0]
-            if head in WIRE_FIELDS:
+            if head in wire_fields():
                 loc = (head,)
         out.append({**err, "loc": loc, "msg": msg})
     return out
@@ -257,19 +263,22 @@ def flat_fields() -> dict[str, tuple[Any, FieldInfo]]:
     out: dict[str, tuple[Any, FieldInfo]] = {
         k: (f.annotation, f) for k, f in ErasureSpec.model_fields.items() if k != "method"
     }
-    for name, names in FLAT_SETTINGS.items():
-        config = METHODS[name].config
-        for wire, field in names.items():
+    for method in METHODS.values():
+        config = method.config
+        for wire, field in method.settings.items():
             f = config.model_fields[field]
             out[wire] = (f.annotation, FieldInfo.merge_field_infos(f, alias=None, validation_alias=None,
                                                                    serialization_alias=None))
     return out
 
 
-WIRE_FIELDS = frozenset({*ErasureSpec.model_fields, *(k for names in FLAT_SETTINGS.values() for k in names)})
+def wire_fields() -> frozenset[str]:
+    """Every top-level name of the wire form: the spec's fields and every registered method's settings."""
+    return frozenset({*ErasureSpec.model_fields, *(k for m in METHODS.values() for k in m.settings)})
+
 
 __all__ = [
-    "DEFAULT_HELDOUT_TEMPLATES", "DEFAULT_TEMPLATES", "FLAT_SETTINGS", "MAX_EDITS", "MAX_PRESERVE", "MAX_PROMPT_CHARS",
+    "DEFAULT_HELDOUT_TEMPLATES", "DEFAULT_TEMPLATES", "MAX_EDITS", "MAX_PRESERVE", "MAX_PROMPT_CHARS",
     "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "MethodSpec", "PreserveTokens",
-    "Schedule", "TokenPolicy", "UCEConfig", "check_template", "check_text", "flat_fields", "wire_errors",
+    "Schedule", "TokenPolicy", "UCEConfig", "check_template", "check_text", "flat_fields", "wire_errors", "wire_fields",
 ]

@@ -7,9 +7,9 @@ record (kind ``evaluation``), listed per erasure under :func:`k_evaluations` unt
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from erasepro_core.io import json_or_none
 from erasepro_jobs import store
 from erasepro_jobs.settings import REDIS_PREFIX
 
@@ -54,25 +54,18 @@ def summary_of(entry: dict[str, Any]) -> dict[str, Any]:
     return {"asr": entry.get("asr") or {}, "efficacy": entry.get("efficacy") or {}}
 
 
-def _json(text: str | None) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
-
-
 def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) -> dict[str, Any]:
     """One JSON shape for an evaluation, from its Redis record and/or its manifest entry."""
     rec, e = rec or {}, entry or {}
     status = rec.get("status") or ("succeeded" if entry else "failed")
     if entry:
         status = "succeeded"
-    progress = _json(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if entry else {})
+    progress = json_or_none(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if entry else {})
     eid, erasure_id = rec.get("id") or e["id"], rec.get("erasure_id") or e.get("erasure_id", "")
     return {
         "id": eid, "erasure_id": erasure_id, "status": status,
-        "targets": e.get("targets") or _json(rec.get("targets")) or [],
-        "budgets": e.get("budgets") or _json(rec.get("budgets")) or {},
+        "targets": e.get("targets") or json_or_none(rec.get("targets")) or [],
+        "budgets": e.get("budgets") or json_or_none(rec.get("budgets")) or {},
         "seed": e.get("seed", int(rec.get("seed") or 0)),
         "steps": e.get("steps", int(rec.get("steps") or 0) or None),
         "created_at": store.iso(e.get("created_at") or rec.get("created_at")),
@@ -80,8 +73,8 @@ def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) ->
         "finished_at": store.iso(e.get("finished_at") or rec.get("finished_at")),
         "progress": {"stage": progress.get("stage"), "fraction": float(progress.get("fraction") or 0.0)},
         "error": rec.get("error") or None,
-        "asr": e.get("asr") if entry else (_json(rec.get("result")) or {}).get("asr"),
-        "efficacy": e.get("efficacy") if entry else (_json(rec.get("result")) or {}).get("efficacy"),
+        "asr": e.get("asr") if entry else (json_or_none(rec.get("result")) or {}).get("asr"),
+        "efficacy": e.get("efficacy") if entry else (json_or_none(rec.get("result")) or {}).get("efficacy"),
         "attacks": e.get("attacks"),
         "seconds": e.get("seconds"),
         "links": {"self": f"/v1/erasures/{erasure_id}/evaluations/{eid}", "erasure": f"/v1/erasures/{erasure_id}"},

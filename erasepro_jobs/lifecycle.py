@@ -1,53 +1,35 @@
 """Every job transition in one place: queued -> running -> succeeded | failed | cancelled, progress, export, generation.
 
 Each transition is one Lua script, so the record change and its event are one atomic step in Redis: the script
-checks the status it starts from, writes the record, and appends the event to the *subject's* stream
-(``events:{erasure id}``: an erasure's own transitions, plus those of the generations and exports made from it).
-The event is then appended to a durable copy on disk (``tenants/{t}/events/{subject}.jsonl``), so the event log
-survives an API restart and a Redis flush. The API, the workers, ``erasepro serve``'s shutdown and the reaper all
-call this module (sync client; the API calls it in a thread) - no other code writes a job's status.
-
-Event ids are Redis stream ids (``<ms>-<seq>``), increasing per subject: they are the pagination cursor and the
-SSE ``Last-Event-ID``.
+checks the status it starts from, writes the record, and appends the event to the *subject's* stream (see
+:mod:`erasepro_jobs.events`: the event types, the log and its durable copy). The event is then copied to disk and
+queued for the webhooks that take it (:mod:`erasepro_jobs.dispatch`). The API, the workers, ``erasepro serve``'s
+shutdown and the reaper all call this module (sync client; the API calls it in a thread) - no other code writes a
+job's status.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 
-from erasepro_jobs import store, webhooks
-from erasepro_jobs.endpoints import Endpoints
-from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+from erasepro_jobs import store
+from erasepro_jobs.dispatch import WebhookDispatch
+from erasepro_jobs.events import MAX_EVENTS, EventLog, dumps, event_type, k_events
+from erasepro_jobs.settings import REDIS_PREFIX
 from erasepro_jobs.storage import FileStorage, Storage, StorageError
 
 log = logging.getLogger("erasepro.lifecycle")
 
 K_RUNNING = f"{REDIS_PREFIX}running"
-MAX_EVENTS = 2000  # per subject stream (approximate trim); the disk copy keeps everything
 PROGRESS_EVENT_STEP = 0.1  # a progress event per stage change or 10 %; the record itself moves by 1 %
-TERMINAL_EVENTS = ("erasure.succeeded", "erasure.failed", "erasure.cancelled")
 
 LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
                   "no checkpoint was produced - submit the job again")
-
-
-def k_events(subject: str) -> str:
-    return f"{REDIS_PREFIX}events:{subject}"
-
-
-def events_path(data_dir: Path, tenant: str, subject: str) -> Path:
-    if not store.JOB_ID_RE.match(subject):
-        raise ValueError(f"not a job id: {subject!r}")
-    return store.tenant_dir(data_dir, tenant) / "events" / f"{subject}.jsonl"
 
 
 @dataclass(frozen=True)
@@ -68,23 +50,11 @@ class JobRef:
         return cls(rec["id"], rec.get("kind", "erasure"), rec.get("tenant", ""), rec.get("erasure_id") or "")
 
 
-def event_type(kind: str, what: str) -> str:
-    """``erasure.started`` etc.; an export's success is ``checkpoint.exported``; '' for transitions not logged."""
-    if kind == "erasure":
-        return f"erasure.{what}"
-    if kind == "generation" and what in store.TERMINAL:
-        return f"generation.{what}"
-    if kind == "evaluation" and what in ("created", *store.TERMINAL):
-        return f"evaluation.{what}"
-    if kind == "export" and what in ("succeeded", "failed"):
-        return "checkpoint.exported" if what == "succeeded" else "checkpoint.export_failed"
-    return ""
-
-
 # ----------------------------------------------------------------------------------------------- scripts
 # Every script: KEYS[1] the job, KEYS[2] the subject's event stream; ARGV[1] now, ARGV[2] event type ('' for
 # none), ARGV[3] event data (JSON). Returns {result, event id or ''}.
 _EMIT = f"""
+local JOB_PREFIX = '{store.k_job("")}'
 local function emit()
   if ARGV[2] == '' then return '' end
   return redis.call('XADD', KEYS[2], 'MAXLEN', '~', {MAX_EVENTS}, '*', 'type', ARGV[2], 'data', ARGV[3],
@@ -113,7 +83,7 @@ local limit = tonumber(ARGV[8])
 if limit > 0 then
   if redis.call('SCARD', KEYS[5]) >= limit then
     for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-      local st = redis.call('HGET', 'erasepro:job:' .. id, 'status')
+      local st = redis.call('HGET', JOB_PREFIX .. id, 'status')
       if st ~= 'queued' and st ~= 'running' then redis.call('SREM', KEYS[5], id) end
     end
     if redis.call('SCARD', KEYS[5]) >= limit then return {'limit', ''} end
@@ -195,12 +165,9 @@ SCRIPTS = {name: _EMIT + body for name, body in
             ("CANCEL", _CANCEL))}
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
 class Lifecycle:
-    """The transitions, over a sync Redis client (``decode_responses=True``) and the data dir."""
+    """The transitions, over a sync Redis client (``decode_responses=True``) and the data dir; ``log`` reads the
+    event log, ``dispatch`` (and its ``endpoints``) the webhook side."""
 
     def __init__(self, r: redis.Redis, data_dir: Path, storage: Storage | None = None) -> None:
         self.r = r
@@ -208,12 +175,10 @@ class Lifecycle:
         # the artifact store, where a lost job's checkpoint may already be complete (see lease_lost)
         self.storage = storage if storage is not None else FileStorage(self.data_dir)
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
-        self._scripts["WH_PUSH"] = r.register_script(webhooks.LUA_PUSH)
-        self._scripts["WH_DUE"] = r.register_script(webhooks.LUA_TAKE_DUE)
-        self.endpoints = Endpoints(r)
-        self._rq_conn: redis.Redis | None = None
+        self.log = EventLog(r, self.data_dir)
+        self.dispatch = WebhookDispatch(r)
+        self.endpoints = self.dispatch.endpoints
 
-    # ------------------------------------------------------------------------------------- plumbing
     def _run(self, name: str, job: JobRef, what: str, data: dict[str, Any], keys: list[str],
              args: list[Any]) -> str:
         at = store.now()
@@ -222,68 +187,16 @@ class Lifecycle:
         if typ and job.subject != job.id:
             data = {f"{job.kind}_id": job.id, **data}
         result, event_id = self._scripts[name](
-            keys=[store.k_job(job.id), k_events(job.subject), *keys], args=[repr(at), typ, _dumps(data), *args])
+            keys=[store.k_job(job.id), k_events(job.subject), *keys], args=[repr(at), typ, dumps(data), *args])
         if event_id:
             event = {"id": event_id, "type": typ, "created_at": at, "data": data}
-            self._persist(job, event)
-            self._webhook(job, event)
+            self.log.persist(job.tenant, job.subject, event)
+            self.dispatch.queue(job.tenant, job.subject, event)
         return str(result)
-
-    def _webhook(self, job: JobRef, event: dict[str, Any]) -> None:
-        """Queue the event for each target that takes it: the erasure's own webhook (if its filter allows) and
-        every enabled endpoint of the tenant whose filter allows. Each (erasure, target) is its own ordered queue;
-        one Lua call queues it on all of them and one pipeline enqueues the delivery jobs that were not running."""
-        subject = job.subject
-        try:
-            url, wanted = self.r.hmget(store.k_job(subject), "webhook", "webhook_events")
-            targets = [webhooks.JOB_TARGET] if url and (not wanted or event["type"] in json.loads(wanted)) else []
-            targets += [ep.id for ep in self.endpoints.for_event(job.tenant, event["type"])] if job.tenant else []
-            if not targets:
-                return
-            chans = [webhooks.channel(subject, t) for t in targets]
-            started = self._scripts["WH_PUSH"](
-                keys=[webhooks.k_targets(subject), *(k for c in chans for k in (webhooks.k_pending(c),
-                                                                               webhooks.k_lock(c)))],
-                args=[_dumps(event), webhooks.LOCK_TTL_S, *targets])
-            self._enqueue_deliveries([(subject, t) for t in started])
-        except (redis.RedisError, ValueError, KeyError) as exc:  # the job's outcome never depends on receivers
-            log.warning("could not queue the webhooks of %s for %s: %s", subject, event["id"], exc)
-
-    def _enqueue_deliveries(self, channels: list[tuple[str, str]]) -> None:
-        """One delivery job per (subject, target), all in one round trip."""
-        if not channels:
-            return
-        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_many([
-            Queue.prepare_data(DELIVER_FUNC, kwargs={"subject": subject, "target": target}, timeout=1200,
-                               result_ttl=600, failure_ttl=86400) for subject, target in channels])
 
     def pump_webhooks(self, now: float | None = None, batch: int = 100) -> int:
         """Enqueue the delivery jobs whose retry is due (every worker's heartbeat calls this); returns how many."""
-        due = self._scripts["WH_DUE"](keys=[webhooks.K_DUE], args=[repr(now or store.now()), batch])
-        self._enqueue_deliveries([webhooks.split_channel(chan) for chan in due])
-        return len(due)
-
-    def _rq(self) -> redis.Redis:
-        """RQ needs a client that does not decode responses: one on the same server."""
-        if self._rq_conn is None:
-            pool = self.r.connection_pool
-            kwargs = {**pool.connection_kwargs, "decode_responses": False}
-            self._rq_conn = redis.Redis(connection_pool=redis.ConnectionPool(
-                connection_class=pool.connection_class, **kwargs))
-        return self._rq_conn
-
-    def _persist(self, job: JobRef, event: dict[str, Any]) -> None:
-        """Append to the durable copy (one ``write`` of one line, O_APPEND: concurrent writers do not interleave)."""
-        try:
-            path = events_path(self.data_dir, job.tenant, job.subject)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, (_dumps(event) + "\n").encode())
-            finally:
-                os.close(fd)
-        except (OSError, ValueError) as exc:  # Redis holds the event; the copy is best effort
-            log.warning("could not persist event %s of %s: %s", event["id"], job.subject, exc)
+        return self.dispatch.pump(now, batch)
 
     # ---------------------------------------------------------------------------------- transitions
     def create(self, job: JobRef, *, fields: dict[str, Any], created: float, idem_key: str | None,
@@ -306,7 +219,7 @@ class Lifecycle:
                          [worker, lease_ttl_s, *payload])
 
     def progress(self, job: JobRef, progress: dict[str, Any], *, event: bool) -> str:
-        return self._run("PROGRESS", job, "progress" if event else "", progress, [], [_dumps(progress)])
+        return self._run("PROGRESS", job, "progress" if event else "", progress, [], [dumps(progress)])
 
     def finish(self, job: JobRef, outcome: str, *, error: str | None = None, from_status: str = "running",
                require_lease_lost: bool = False, data: dict[str, Any] | None = None, **fields: Any) -> str:
@@ -363,43 +276,14 @@ class Lifecycle:
 
     # ---------------------------------------------------------------------------------------- events
     def events(self, tenant: str, subject: str, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The subject's events, oldest first, strictly after ``after``: the stream and the disk copy merged."""
-        found: dict[str, dict[str, Any]] = {}
-        try:
-            with open(events_path(self.data_dir, tenant, subject), encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        ev = json.loads(line)
-                    except ValueError:
-                        continue  # a line cut by a crash mid-write
-                    if isinstance(ev, dict) and "id" in ev:
-                        found[ev["id"]] = ev
-        except FileNotFoundError:
-            pass
-        for eid, fields in self.r.xrange(k_events(subject), "-", "+"):
-            found.setdefault(eid, {"id": eid, "type": fields.get("type", ""),
-                                   "created_at": float(fields.get("at") or 0.0),
-                                   "data": json.loads(fields.get("data") or "{}")})
-        ordered = sorted(found.values(), key=lambda e: stream_id_key(e["id"]))
-        if after:
-            cut = stream_id_key(after)
-            ordered = [e for e in ordered if stream_id_key(e["id"]) > cut]
-        return ordered[:limit]
+        """The subject's events, oldest first, strictly after ``after`` (see :meth:`EventLog.read`)."""
+        return self.log.read(tenant, subject, after, limit)
 
     def forget(self, tenant: str, subject: str) -> None:
-        """Drop a deleted erasure's event log (stream and disk copy) and its webhook queues (every target's) and
-        deliveries; a delivery job still holding a lock finds its queue empty and ends."""
-        chans = [webhooks.channel(subject, t) for t in self.r.smembers(webhooks.k_targets(subject))]
-        chans.append(subject)
-        self.r.delete(k_events(subject), webhooks.k_deliveries(subject), webhooks.k_targets(subject),
-                      *(k for c in chans for k in (webhooks.k_pending(c), webhooks.k_attempts(c))))
-        try:
-            events_path(self.data_dir, tenant, subject).unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not remove the event log of %s: %s", subject, exc)
+        """Drop a deleted erasure's event log and its webhook queues and deliveries."""
+        self.dispatch.forget(subject)
+        self.log.forget(tenant, subject)
 
 
-def stream_id_key(event_id: str) -> tuple[int, int]:
-    """``'<ms>-<seq>'`` -> ``(ms, seq)``; ValueError on anything else."""
-    ms, _, seq = event_id.partition("-")
-    return int(ms), int(seq or 0)
+__all__ = ["K_RUNNING", "LEASE_LOST_MSG", "MAX_EVENTS", "PROGRESS_EVENT_STEP", "SCRIPTS", "JobRef", "Lifecycle",
+           "k_events"]

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from erasepro_core.cost import PRESETS, ModelDims, TowerDims, erase_memory
+from erasepro_core.families import DEFAULT_LABEL
+from erasepro_core.io import read_config
 
 GiB, MiB = 2**30, 2**20
 DEFAULT_SHARE = 0.4  # of the machine's memory, per job (two lanes at once still leave room for the models)
@@ -84,14 +86,6 @@ class ModelFacts:
     weight_bytes: int = 4 * GiB
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _safetensors_header(path: Path) -> dict[str, Any]:
     """A safetensors file's header (tensor names, dtypes, shapes), read without loading a tensor."""
     try:
@@ -110,15 +104,15 @@ _KV_SUFFIXES = ("attn2.to_k.weight", "attn2.to_v.weight", "add_k_proj.weight", "
 @lru_cache(maxsize=32)
 def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
     root = Path(folder)
-    index = _json(root / "model_index.json")
+    index = read_config(root / "model_index.json")
     if not index:
         return None
     towers = []
     for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):  # _3: SD-3's T5
         if not (isinstance(index.get(name), list) and index[name][0]):
             continue
-        c = _json(root / name / "config.json")
-        tok = _json(root / name.replace("text_encoder", "tokenizer") / "tokenizer_config.json")
+        c = read_config(root / name / "config.json")
+        tok = read_config(root / name.replace("text_encoder", "tokenizer") / "tokenizer_config.json")
         width = c.get("hidden_size") or c.get("d_model")
         layers = c.get("num_hidden_layers") or c.get("num_layers")
         inter = c.get("intermediate_size") or c.get("d_ff")
@@ -138,8 +132,8 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
                     if key.endswith(_KV_SUFFIXES) and isinstance(meta, dict):
                         rows, cols = (list(meta.get("shape", [])) + [0, 0])[:2]
                         kv += int(rows) * int(cols)
-    unet = _json(root / "unet" / "config.json") or _json(root / "transformer" / "config.json")
-    vae = _json(root / "vae" / "config.json")
+    unet = read_config(root / "unet" / "config.json") or read_config(root / "transformer" / "config.json")
+    vae = read_config(root / "vae" / "config.json")
     unet_width = max(unet.get("block_out_channels") or [unet.get("num_attention_heads", 24) *
                                                         unet.get("attention_head_dim", 128)])
     vae_width = max(vae.get("block_out_channels") or [512])
@@ -147,6 +141,7 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
                       int(vae_width), weights or 4 * GiB)
 
 
+# Per registry label (erasepro_core.families): a hub model's sizes, whose configs are not on this machine.
 _FAMILY_PRESETS = {"sd1": ModelFacts(PRESETS["sd-sized"], 1280, 512, int(2.2 * GiB)),
                    "sd2": ModelFacts(ModelDims((TowerDims(1024, 23, 4096),), 2 * 1024 * (320 * 5 + 640 * 5 +
                                                                                        1280 * 6)), 1280, 512,
@@ -174,7 +169,7 @@ def model_facts(info: Any) -> ModelFacts:
         facts = _folder_facts(str(folder), stamp)
         if facts is not None:
             return facts
-    return _FAMILY_PRESETS.get(str(getattr(info, "family", "sd1")), _FAMILY_PRESETS["sd1"])
+    return _FAMILY_PRESETS.get(str(getattr(info, "family", DEFAULT_LABEL)), _FAMILY_PRESETS[DEFAULT_LABEL])
 
 
 # -------------------------------------------------------------------------------------------- estimates

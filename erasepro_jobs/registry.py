@@ -5,7 +5,7 @@ Read from the TOML file named by ``ERASEPRO_BASE_MODELS``::
     [models.sd15]
     path = "/models/stable-diffusion-v1-5"      # a local diffusers folder ...
     # hub_id = "runwayml/stable-diffusion-v1-5" # ... or a hub id (downloads only where allowed)
-    family = "sd1"                              # sd1 | sd2 | sdxl | flux | sd3; "flux"/"sd3" mean bfloat16 on GPU
+    family = "sd1"                              # sd1 | sd2 | sdxl | flux | sd3 (FLUX, SD-3: bf16 on GPU)
     dtype = "float16"                           # float32 | float16 | bfloat16 (CPU always uses float32)
     description = "Stable Diffusion 1.5"
     # optional bounds (defaults derived from the model's own config files, see ModelLimits):
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import re
 import threading
 import tomllib
@@ -28,14 +27,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from erasepro_core.devices import DTYPE_NAMES
+from erasepro_core.families import DEFAULT_LABEL, family_of_label, family_of_pipeline
+from erasepro_core.io import read_config
+from erasepro_core.prompt_files import PRESERVE_FILE, generic_preserve_file, read_prompt_file
+
 BUNDLED = "bundled"
 CANVAS = "canvas"
 RESERVED = (BUNDLED, CANVAS)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DTYPES = ("float32", "float16", "bfloat16")
-FAMILY_RESOLUTION = {"sd1": 512, "sd2": 768, "sdxl": 1024, "flux": 1024, "sd3": 1024}  # for hub models, whose
-# configs are not local
-PRESERVE_FILE = "erasepro_preserve.txt"  # same name as erasepro_core.preserve.PRESERVE_FILE (no torch here)
 LIMIT_KEYS = ("resolution", "max_side", "max_pixels", "max_steps", "max_images")
 MAX_STEPS = 150
 MAX_IMAGES = 4
@@ -84,7 +84,7 @@ class BaseModelInfo:
     name: str
     ref: str
     source: str  # "bundled" | "path" | "hub"
-    family: str = "sd1"
+    family: str = DEFAULT_LABEL
     dtype: str | None = None
     description: str = ""
     available: bool = True
@@ -102,20 +102,11 @@ class BaseModelInfo:
 
 
 # ------------------------------------------------------------------------ facts read from config files
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _count_prompts(path: Path) -> int:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
+        return len(read_prompt_file(path))
+    except (OSError, UnicodeDecodeError):
         return 0
-    return sum(1 for ln in lines if ln.strip() and not ln.lstrip().startswith("#"))
 
 
 def _core_dir() -> Path | None:
@@ -129,12 +120,13 @@ def _core_dir() -> Path | None:
 def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, int]:
     """``(native resolution, text layers feeding the UNet, default preserve prompts)`` of a diffusers folder.
 
-    Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: SD-1/2 read the
-    last layer (all ``num_hidden_layers``), SDXL the penultimate of each tower (``num_hidden_layers − 1``); SD-3
-    (a ``text_encoder_3``) edits only T5 progressively, so its T5's ``num_layers``.
+    Resolution = UNet ``sample_size`` × 2^(len(VAE ``block_out_channels``) − 1). Text layers: the shallowest of
+    the family's progressive towers (``num_hidden_layers``; T5's ``num_layers`` for FLUX and SD-3), one fewer
+    where the denoiser reads the penultimate layer (SDXL); the family is the one that edits
+    ``model_index.json``'s pipeline class.
     """
     root = Path(folder)
-    unet, vae = _read_json(root / "unet" / "config.json"), _read_json(root / "vae" / "config.json")
+    unet, vae = read_config(root / "unet" / "config.json"), read_config(root / "vae" / "config.json")
     sample, blocks = unet.get("sample_size"), vae.get("block_out_channels")
     if isinstance(sample, list | tuple):
         sample = max(sample) if sample else None
@@ -143,15 +135,14 @@ def _folder_facts(folder: str, stamp: float) -> tuple[int | None, int | None, in
         resolution = sample * 2 ** (len(blocks) - 1)
     elif not unet and isinstance(vae.get("sample_size"), int):  # FLUX/SD-3: the VAE's sample size (as generation)
         resolution = vae["sample_size"]
-    index = _read_json(root / "model_index.json")
-    towers = [t for t in ("text_encoder", "text_encoder_2") if isinstance(index.get(t), list) and index[t][0]]
-    depths = [_read_json(root / t / "config.json").get("num_hidden_layers") for t in towers]
+    index = read_config(root / "model_index.json")
+    family = family_of_pipeline([str(index.get("_class_name", ""))])
+    towers = [t for t in (family.text_towers if family else ()) if isinstance(index.get(t), list) and index[t][0]]
+    configs = [read_config(root / t / "config.json") for t in towers]
+    depths = [c.get("num_hidden_layers") or c.get("num_layers") for c in configs]  # num_layers: T5 (FLUX, SD-3)
     layers = None
-    if depths and all(isinstance(d, int) for d in depths):
-        layers = min(depths) - (1 if len(towers) > 1 else 0)
-    if isinstance(index.get("text_encoder_3"), list) and index["text_encoder_3"][0]:  # SD-3: layers are T5's
-        t5 = _read_json(root / "text_encoder_3" / "config.json").get("num_layers")
-        layers = t5 if isinstance(t5, int) else None
+    if family and depths and all(isinstance(d, int) for d in depths):
+        layers = min(depths) - family.penultimate
     own = root / PRESERVE_FILE
     preserve = _count_prompts(own) if own.is_file() else generic_preserve_count()
     return resolution, layers, preserve
@@ -169,14 +160,15 @@ def folder_facts(folder: Path) -> tuple[int | None, int | None, int]:
 @functools.lru_cache(maxsize=1)
 def generic_preserve_count() -> int:
     """Prompts in the generic preserve set shipped with erasepro_core."""
-    core = _core_dir()
-    return _count_prompts(core / "data" / "preserve_prompts.txt") if core else 0
+    return _count_prompts(generic_preserve_file())
 
 
 def _info(name: str, ref: str, source: str, folder: Path | None, overrides: dict[str, int],
           **kw: Any) -> BaseModelInfo:
     resolution, layers, preserve = folder_facts(folder) if folder is not None else (None, None, 0)
-    resolution = resolution or FAMILY_RESOLUTION.get(str(kw.get("family", "sd1")), 512)
+    label = str(kw.get("family", DEFAULT_LABEL))
+    family = family_of_label(label)
+    resolution = resolution or (family.labels[label] if family else 512)  # hub models: the family's native size
     return BaseModelInfo(name=name, ref=ref, source=source, limits=ModelLimits.derive(resolution, overrides),
                          text_layers=layers, preserve_prompts=preserve or generic_preserve_count(), **kw)
 
@@ -194,7 +186,7 @@ def bundled_available() -> bool:
 
 
 def bundled_info() -> BaseModelInfo:
-    return _info(BUNDLED, BUNDLED, "bundled", bundled_model_dir(), {}, family="sd1", dtype=None,
+    return _info(BUNDLED, BUNDLED, "bundled", bundled_model_dir(), {}, family=DEFAULT_LABEL, dtype=None,
                  description="The project's bundled shapes model (SD-1.x layout, small).",
                  available=bundled_available())
 
@@ -208,7 +200,7 @@ def canvas_model_dir() -> Path | None:
 def canvas_info() -> BaseModelInfo:
     d = canvas_model_dir()
     available = d is not None and (d / "model_index.json").is_file() and (d / "unet").is_dir()
-    return _info(CANVAS, CANVAS, "bundled", d, {}, family="sd1", dtype=None,
+    return _info(CANVAS, CANVAS, "bundled", d, {}, family=DEFAULT_LABEL, dtype=None,
                  description="The project's canvas-world model (SD-1.x layout, 32x32, 64 named styles, 20 "
                              "characters; the mass-erasure benchmark's model).", available=available)
 
@@ -245,8 +237,8 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
             if key in entry and not isinstance(entry[key], str):
                 raise RegistryError(f"{where}: {key} must be a string")
         dtype = entry.get("dtype")
-        if dtype is not None and dtype not in DTYPES:
-            raise RegistryError(f"{where}: dtype must be one of {list(DTYPES)}")
+        if dtype is not None and dtype not in DTYPE_NAMES:
+            raise RegistryError(f"{where}: dtype must be one of {list(DTYPE_NAMES)}")
         if path is not None:
             p = Path(path).expanduser()
             if not p.is_absolute():
@@ -255,7 +247,7 @@ def parse_registry(text: str, origin: str = "<registry>") -> dict[str, BaseModel
         else:
             ref, source, available, folder = str(hub_id), "hub", True, None
         out[name] = _info(name, ref, source, folder if available else None, overrides,
-                          family=entry.get("family", "sd1"), dtype=dtype,
+                          family=entry.get("family", DEFAULT_LABEL), dtype=dtype,
                           description=entry.get("description", ""), available=available)
     return out
 

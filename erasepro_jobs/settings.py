@@ -203,7 +203,3 @@ class Settings(BaseSettings):
     def keys_file(self) -> Path:
         """Where the hashed API keys live (created by ``erasepro keys create``)."""
         return self.data_dir / "api_keys.json"
-
-    @property
-    def tenants_dir(self) -> Path:
-        return self.data_dir / "tenants"

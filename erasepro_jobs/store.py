@@ -23,8 +23,9 @@ Redis keys (prefix ``erasepro:``)::
     whep:{endpoint id}            hash: a tenant webhook endpoint (erasepro_jobs/endpoints.py)
     tenant:{tenant}:webhook_endpoints  zset: the tenant's endpoint ids
 
-Disk (``$ERASEPRO_DATA_DIR/tenants/{tenant}/idempotency/{sha256(key)}.json``): the same idempotency record,
-so a replay after a Redis flush finds a finished job instead of starting a duplicate.
+The artifact store, key ``tenants/{tenant}/idempotency/{sha256(key)}.json`` (under ``$ERASEPRO_DATA_DIR`` by
+default): the same idempotency record, so a replay after a Redis flush finds a finished job instead of starting
+a duplicate.
 
 The artifact store (:mod:`erasepro_jobs.storage`: the data dir by default, or S3), keys
 ``tenants/{tenant}/erasures/{id}/``: ``delta.safetensors``, optionally ``pipeline.tar``, ``lora.tar`` and
@@ -97,9 +98,9 @@ def k_idem_hashed(tenant: str, digest: str) -> str:
     return f"{REDIS_PREFIX}idem:{tenant}:{digest}"
 
 
-def idem_path(data_dir: Path, tenant: str, digest: str) -> Path:
-    """The durable copy of an idempotency record (see the module docstring)."""
-    return tenant_dir(data_dir, tenant) / "idempotency" / f"{digest}.json"
+def idem_object(tenant: str, digest: str) -> str:
+    """The artifact-store key of an idempotency record's durable copy (see the module docstring)."""
+    return f"tenants/{tenant}/idempotency/{digest}.json"
 
 
 def idem_hash(key: str) -> str:
@@ -212,6 +213,19 @@ class ManifestCache:
 def read_manifest(storage: Storage, tenant: str, job_id: str) -> dict | None:
     """Uncached :meth:`ManifestCache.read`."""
     return ManifestCache(1).read(storage, tenant, job_id)
+
+
+def write_idem_record(storage: Storage, tenant: str, digest: str, record: dict[str, Any]) -> None:
+    storage.put_bytes(idem_object(tenant, digest), json.dumps(record).encode("utf-8"))
+
+
+def read_idem_record(storage: Storage, tenant: str, digest: str) -> dict[str, Any] | None:
+    """The durable idempotency record, or ``None`` (none, unreadable, not a JSON object)."""
+    try:
+        data = json.loads(storage.get_bytes(idem_object(tenant, digest), limit=1 << 16))
+    except (ObjectNotFound, ValueError):  # an unreachable store raises (503), never "no record"
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_manifest(storage: Storage, tenant: str, job_id: str, manifest: dict) -> None:

@@ -34,9 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
+from erasepro_jobs.settings import REDIS_PREFIX
 
-__all__ = ["DELIVER_FUNC", "WEBHOOK_QUEUE"]
 SECRET_PREFIX = "whsec_"
 MAX_DELIVERY_LOG = 500
 MAX_URL = 2048

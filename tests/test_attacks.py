@@ -28,7 +28,7 @@ def shapes_pipe():
 
 @pytest.fixture(scope="module")
 def circle_judge():
-    from erasepro_core.attacks import attribute_judge
+    from erasepro_core.shapes.judge import attribute_judge
 
     return attribute_judge("circle")
 

@@ -17,9 +17,9 @@ import pytest
 pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import Stack  # noqa: E402
 
-from app.service import LIST_SCAN_BUDGET, decode_cursor  # noqa: E402
 from erasepro_jobs import store  # noqa: E402
 from erasepro_jobs.lifecycle import JobRef, Lifecycle  # noqa: E402
+from erasepro_jobs.listing import LIST_SCAN_BUDGET, decode_cursor  # noqa: E402
 from erasepro_jobs.storage import FileStorage  # noqa: E402
 
 pytest_plugins = ["service_fixtures"]  # the running service (shared by every test_service_* module)

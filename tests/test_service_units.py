@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.auth import KeyStore, KeyStoreError, parse_env_keys
-from app.service import decode_cursor, encode_cursor, erasure_view
+from app.service import erasure_view
 from erasepro_jobs import store
+from erasepro_jobs.listing import decode_cursor, encode_cursor
 from erasepro_jobs.registry import Registry, RegistryError, parse_registry
 from erasepro_jobs.storage import FileStorage
 

@@ -235,7 +235,7 @@ def test_worker_start_sweeps_what_crashed_jobs_left(storage: Storage, redis_clie
     from types import SimpleNamespace
 
     from erasepro_jobs import store
-    from worker.jobs import cleanup_stale
+    from worker.runner import cleanup_stale
 
     orphan, live, done = (store.new_job_id() for _ in range(3))
     for jid in (orphan, live, done):

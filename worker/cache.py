@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from erasepro_core.devices import pick_device
+from erasepro_core.families import family_of_label
 from erasepro_jobs.registry import BaseModelInfo
 from erasepro_jobs.storage import Storage
 
@@ -36,22 +38,15 @@ class Loaded:
     dtype: str
 
 
-def pick_device(requested: str | None) -> str:
-    import torch
-
-    if requested:
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def pick_dtype(info: BaseModelInfo, device: str) -> str | None:
-    """The registry's dtype (``None``: as stored; bfloat16 for the ``flux`` and ``sd3`` families) on an
-    accelerator; always float32 on CPU, where half precision is slow or unsupported (the bundled model, for one, is
-    stored in float16)."""
+    """The registry's dtype (``None``: as stored, or the family's accelerator dtype: bfloat16 for FLUX) on an
+    accelerator; always float32 on CPU, where half precision is slow or unsupported (the bundled model, for one,
+    is stored in float16)."""
     if device.startswith("cpu"):
         return "float32"
-    if info.dtype is None and info.family in ("flux", "sd3"):
-        return "bfloat16"  # FLUX.1 and SD-3.5 ship bf16; their T5 overflows in float16
+    if info.dtype is None:
+        family = family_of_label(info.family)
+        return family.accelerator_dtype if family else None
     return info.dtype
 
 

@@ -14,7 +14,16 @@ from typing import Any
 
 from erasepro_jobs import store
 from erasepro_jobs.evaluations import MAX_KEPT, judge_problem, summary_of
-from worker.jobs import JobContext, JobFailed, _delta, _interruptible, _load_checkpoint, _manifest_lock, _model, _run
+from worker.runner import (
+    JobContext,
+    JobFailed,
+    checkpoint_delta,
+    interruptible,
+    load_checkpoint,
+    manifest_lock,
+    model_info,
+    run_job,
+)
 from worker.runtime import get_state
 
 MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest: loading, efficacy, saving)
@@ -33,16 +42,16 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
 
         t_start = time.time()
         ctx.progress("loading model", 0.0)
-        manifest = _load_checkpoint(state, tenant, erasure_id)
-        info = _model(state, manifest["base_model"]["name"])
+        manifest = load_checkpoint(state, tenant, erasure_id)
+        info = model_info(state, manifest["base_model"]["name"])
         problem = judge_problem(info.source, info.name, targets)  # the API checked; the registry may have changed
         if problem:
             raise JobFailed(problem)
         loaded = state.cache.get(info)
-        delta = _delta(state, tenant, erasure_id, manifest)
+        delta = checkpoint_delta(state, tenant, erasure_id, manifest)
         # each attack call stops itself at its share of the time bound rather than be killed by RQ
         per_call = max(1.0, MARGIN_S * timeout_s / max(1, len(targets) * len(budgets)))
-        with _interruptible(state):
+        with interruptible(state):
             result = evaluate_shapes_erasure(loaded.pipe, delta, targets, budgets, seed,
                                              Sampling(steps=steps, max_seconds=per_call),
                                              progress=lambda s, f: ctx.progress(s, 0.02 + 0.95 * f))
@@ -52,7 +61,7 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
                  "efficacy": result["efficacy"], "attacks": result["attacks"],
                  "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
                  "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
-        with _manifest_lock(state, erasure_id):
+        with manifest_lock(state, erasure_id):
             current = store.read_manifest(state.storage, tenant, erasure_id)
             if current is None:
                 raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
@@ -62,4 +71,4 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
         outcome = ctx.finish("succeeded", result=summary_of(entry), progress={"stage": "done", "fraction": 1.0})
         return {"status": "succeeded" if outcome == "ok" else outcome, "asr": result["asr"]}
 
-    return _run(ctx, body)
+    return run_job(ctx, body)

@@ -161,7 +161,7 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
 
     ``heavy_lane``: when serving ``erase`` but not ``heavy``, run the heavy queue in a child process (see the
     module docstring)."""
-    from worker.jobs import cleanup_stale
+    from worker.runner import cleanup_stale
 
     settings = settings or Settings.from_env()
     os.umask(0o077)  # checkpoints, statistics and event logs are the operator's alone (folders 0700, files 0600)

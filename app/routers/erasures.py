@@ -27,9 +27,10 @@ from app.schemas import (
     ExportAccepted,
     Status,
 )
-from app.service import IdempotencyConflict, Service, decode_cursor, encode_cursor
+from app.service import IdempotencyConflict, Service
 from erasepro_core.formats import FormatError, check_format
 from erasepro_jobs import memory, store
+from erasepro_jobs.listing import decode_cursor, encode_cursor
 from erasepro_jobs.storage import Storage
 from erasepro_jobs.webhooks import new_secret
 
@@ -275,12 +276,12 @@ async def _export(svc: Service, tenant: str, job_id: str, view: dict, fmt: str =
     export_id = await svc.request_export(tenant, job_id, view["base_model"], fmt)
     rec = await svc.record(export_id, tenant, "export")
     if rec is None:  # the pointer outlived its job record (expired or flushed): start a fresh export
-        await svc.r.delete(store.k_export(job_id, fmt))
+        await svc.forget_export(job_id, fmt)
         export_id = await svc.request_export(tenant, job_id, view["base_model"], fmt)
         rec = await svc.record(export_id, tenant, "export")
     status = rec.get("status", "queued") if rec else "queued"
     if status in ("failed", "cancelled"):
-        await svc.r.delete(store.k_export(job_id, fmt))
+        await svc.forget_export(job_id, fmt)
         raise HTTPException(409, f"the {fmt} export failed: {rec.get('error') if rec else ''}; "
                                  "request it again to retry")
     if status == "succeeded":  # finished between our two reads: the manifest has it now

@@ -19,9 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
 from erasepro_jobs import memory, store
-from erasepro_jobs.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem, k_evaluations
+from erasepro_jobs.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem
 from erasepro_jobs.registry import ModelUnavailable
-from erasepro_jobs.settings import EVALUATE_FUNC, HEAVY_QUEUE
 
 router = APIRouter(tags=["evaluations"])
 
@@ -90,19 +89,9 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
         raise _invalid(("body", "base_model"), problem)
     check_memory("evaluation", memory.evaluation_bytes(info), svc.settings.job_memory)
     timeout = min(body.timeout_s, svc.settings.max_evaluate_timeout_s)
-    eval_id, _ = await svc.create_job(kind="evaluation", tenant=tenant, fields={
-        "erasure_id": job_id, "base_model": info.name, "budgets": body.budgets, "seed": body.seed,
-        "targets": targets, "steps": body.steps, "timeout_s": timeout})
-    index = k_evaluations(job_id)
-    await svc.r.rpush(index, eval_id)
-    await svc.r.expire(index, svc.settings.result_ttl_s)
-    created_at = await svc.r.hget(store.k_job(eval_id), "created_at")
-    await svc.enqueue(HEAVY_QUEUE, EVALUATE_FUNC, eval_id, {
-        "job_id": eval_id, "tenant": tenant, "erasure_id": job_id, "budgets": body.budgets, "seed": body.seed,
-        "targets": targets, "steps": body.steps, "timeout_s": timeout,
-        "created_at": float(created_at or store.now())},
-        timeout + svc.settings.hard_timeout_grace_s)
-    rec = await svc.record(eval_id, tenant, "evaluation")
+    eval_id, rec = await svc.submit_evaluation(tenant=tenant, erasure_id=job_id, base_model=info.name,
+                                               budgets=body.budgets, seed=body.seed, targets=targets,
+                                               steps=body.steps, timeout=timeout)
     return JSONResponse(status_code=202, content=evaluation_view(rec, None),
                         headers={"Location": f"/v1/erasures/{job_id}/evaluations/{eval_id}"})
 
@@ -111,7 +100,7 @@ async def _evaluations(svc: Svc, tenant: str, job_id: str) -> list[dict[str, Any
     manifest = await svc.manifest(tenant, job_id) or {}
     done = {e["id"]: e for e in manifest.get("evaluations", []) if isinstance(e, dict) and e.get("id")}
     out = [evaluation_view(None, e) for e in done.values()]
-    for eid in dict.fromkeys(await svc.r.lrange(k_evaluations(job_id), -MAX_LISTED, -1)):
+    for eid in await svc.evaluation_ids(job_id, MAX_LISTED):
         if eid in done:
             continue
         rec = await svc.record(eid, tenant, "evaluation")

@@ -15,14 +15,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from app.deps import JobId, Svc, Tenant, not_found
 from app.schemas import DeliveryList, EventList
 from app.service import Service
 from erasepro_jobs import store
-from erasepro_jobs.lifecycle import TERMINAL_EVENTS, k_events
-from erasepro_jobs.webhooks import k_deliveries
+from erasepro_jobs.events import TERMINAL_EVENTS
 
 router = APIRouter(tags=["erasures"])
 
@@ -56,7 +54,7 @@ async def erasure_events(job_id: JobId, tenant: Tenant, svc: Svc, after: After =
         return StreamingResponse(_stream(svc, tenant, job_id, last_event_id or after),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    events = await run_in_threadpool(svc.lifecycle.events, tenant, job_id, after, limit)
+    events = await svc.events(tenant, job_id, after, limit)
     return {"items": [_item(e) for e in events],
             "next_cursor": events[-1]["id"] if len(events) == limit else None}
 
@@ -66,7 +64,7 @@ async def _stream(svc: Service, tenant: str, job_id: str, after: str | None) -> 
     last_sent = time.monotonic()
     yield b"retry: 1000\n\n"
     while time.monotonic() < deadline:
-        events = await run_in_threadpool(svc.lifecycle.events, tenant, job_id, after, 500)
+        events = await svc.events(tenant, job_id, after, 500)
         for ev in events:
             after = ev["id"]
             yield f"id: {ev['id']}\nevent: {ev['type']}\ndata: {json.dumps(_item(ev))}\n\n".encode()
@@ -78,11 +76,11 @@ async def _stream(svc: Service, tenant: str, job_id: str, after: str | None) -> 
         view = await svc.erasure(tenant, job_id)
         if view is None or view["status"] in store.TERMINAL:
             # terminal without a terminal event left to send (e.g. the log was lost with Redis): nothing more
-            if not await run_in_threadpool(svc.lifecycle.events, tenant, job_id, after, 1):
+            if not await svc.events(tenant, job_id, after, 1):
                 return
             continue
         # wait for the next entry of the stream (returns at once if one arrived since ``after``)
-        await svc.r.xread({k_events(job_id): after or "0-0"}, count=1, block=BLOCK_MS)
+        await svc.wait_event(job_id, after, BLOCK_MS)
         if time.monotonic() - last_sent >= KEEPALIVE_S:
             yield b": keep-alive\n\n"
             last_sent = time.monotonic()
@@ -95,5 +93,5 @@ async def erasure_deliveries(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
     """Every attempt to deliver this erasure's events to its webhook, oldest first (the last 500)."""
     if await svc.erasure(tenant, job_id) is None:
         raise not_found()
-    items = [json.loads(raw) for raw in await svc.r.lrange(k_deliveries(job_id), 0, -1)]
+    items = await svc.deliveries(job_id)
     return {"items": [{**d, "at": store.iso(d.get("at"))} for d in items]}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
-from starlette.concurrency import run_in_threadpool
 
 from app.deps import Cfg, Svc, Tenant, not_found, require_webhook_target, validation_error
 from app.schemas import (
@@ -21,8 +20,8 @@ from app.schemas import (
     WebhookEndpointView,
     WebhookEndpointWithSecret,
 )
-from app.service import decode_cursor, encode_cursor
 from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
+from erasepro_jobs.listing import decode_cursor, encode_cursor
 
 router = APIRouter(tags=["webhook endpoints"])
 
@@ -41,7 +40,7 @@ async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc,
     """Register an endpoint; the answer carries its ``secret``, which is never shown again."""
     await require_webhook_target(body.url, settings, ("body", "url"))
     try:
-        ep = await run_in_threadpool(svc.lifecycle.endpoints.create, tenant, url=body.url, events=body.events,
+        ep = await svc.endpoints("create", tenant, url=body.url, events=body.events,
                                      description=body.description, enabled=body.enabled,
                                      limit=settings.webhook_max_endpoints)
     except EndpointLimit as exc:
@@ -59,7 +58,7 @@ async def list_endpoints(tenant: Tenant, svc: Svc,
         after = decode_cursor(cursor, ENDPOINT_ID_RE) if cursor else None
     except ValueError as exc:
         raise validation_error(("query", "cursor"), str(exc)) from None
-    eps = sorted(await run_in_threadpool(svc.lifecycle.endpoints.all, tenant),
+    eps = sorted(await svc.endpoints("all", tenant),
                  key=lambda e: (e.created_at, e.id), reverse=True)
     if after is not None:
         eps = [e for e in eps if (e.created_at, e.id) < after]
@@ -70,7 +69,7 @@ async def list_endpoints(tenant: Tenant, svc: Svc,
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=WebhookEndpointView, responses=NOT_FOUND)
 async def get_endpoint(endpoint_id: EndpointId, tenant: Tenant, svc: Svc) -> dict:
-    ep = await run_in_threadpool(svc.lifecycle.endpoints.get, tenant, endpoint_id)
+    ep = await svc.endpoints("get", tenant, endpoint_id)
     if ep is None:
         raise not_found("endpoint")
     return ep.view()
@@ -84,7 +83,7 @@ async def update_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate, 
     changes = body.model_dump(include=body.model_fields_set)
     if "url" in changes:
         await require_webhook_target(changes["url"], settings, ("body", "url"))
-    ep = await run_in_threadpool(svc.lifecycle.endpoints.update, tenant, endpoint_id, changes)
+    ep = await svc.endpoints("update", tenant, endpoint_id, changes)
     if ep is None:
         raise not_found("endpoint")
     return ep.view()
@@ -93,7 +92,7 @@ async def update_endpoint(endpoint_id: EndpointId, body: WebhookEndpointUpdate, 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204, responses=NOT_FOUND)
 async def delete_endpoint(endpoint_id: EndpointId, tenant: Tenant, svc: Svc) -> Response:
     """Remove the endpoint; deliveries still queued for it are dropped (recorded as ``dropped``)."""
-    if not await run_in_threadpool(svc.lifecycle.endpoints.delete, tenant, endpoint_id):
+    if not await svc.endpoints("delete", tenant, endpoint_id):
         raise not_found("endpoint")
     return Response(status_code=204)
 
@@ -105,7 +104,7 @@ async def rotate_secret(endpoint_id: EndpointId, tenant: Tenant, svc: Svc,
     """A new secret, shown once. The previous one keeps signing (beside the new one) for ``grace_s`` seconds
     (default a day; 0 ends it now)."""
     grace = (body or RotateSecretRequest()).grace_s
-    ep = await run_in_threadpool(svc.lifecycle.endpoints.rotate, tenant, endpoint_id, grace)
+    ep = await svc.endpoints("rotate", tenant, endpoint_id, grace)
     if ep is None:
         raise not_found("endpoint")
     return _with_secret(ep)

@@ -1,4 +1,5 @@
-"""Model adapters: where a pipeline's text towers, editable layers and K/V sites are, one module per family."""
+"""Model adapters: where a pipeline's text towers, editable layers and K/V sites are, one module per family
+(the families themselves, with their pipeline classes, are rows of :mod:`erasepro_core.families`)."""
 
 from erasepro_core.adapters.base import (
     LEGACY_TEXT_PREFIX,
@@ -8,7 +9,7 @@ from erasepro_core.adapters.base import (
     UnsupportedModelError,
     resolve_parameter,
 )
-from erasepro_core.adapters.registry import ADAPTERS, adapter_for, register
+from erasepro_core.adapters.registry import adapter_for
 
-__all__ = ["ADAPTERS", "LEGACY_TEXT_PREFIX", "Adapter", "KVSite", "TextTower", "UnsupportedModelError",
-           "adapter_for", "register", "resolve_parameter"]
+__all__ = ["LEGACY_TEXT_PREFIX", "Adapter", "KVSite", "TextTower", "UnsupportedModelError", "adapter_for",
+           "resolve_parameter"]

@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 
 def _parse_value(text: str) -> Any:
@@ -22,10 +22,9 @@ def _parse_value(text: str) -> Any:
 
 def _method_options(args: argparse.Namespace) -> dict[str, Any]:
     """Flat spec fields from ``--method``, the named method flags and ``--set key=value``."""
-    out: dict[str, Any] = {"method": args.method}
-    named = {"schedule": args.schedule, "layers": args.layers, "token_policy": args.tokens,
-             "preserve_tokens": args.preserve_tokens, "harden_rounds": args.harden}
-    out.update({k: v for k, v in named.items() if v is not None})
+    from erasepro_core.cli import method_flag_values
+
+    out: dict[str, Any] = {"method": "erasepro", **method_flag_values(args)}
     for item in args.set or []:
         if "=" not in item:
             raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {item!r}")
@@ -39,8 +38,7 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``canvas`` (train, train-judge, eval, render, export) and ``bench`` (mass)."""
     from erasepro_core.canvas.config import CanvasTrainConfig
-    from erasepro_core.methods import METHODS
-    from erasepro_core.methods.base import PreserveTokens, Schedule, TokenPolicy
+    from erasepro_core.cli import add_method_flags
 
     parser = subparsers.add_parser("canvas", help="the canvas world: train/evaluate its text-to-image model")
     sub = parser.add_subparsers(dest="canvas_command", required=True)
@@ -88,12 +86,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     bsub = bench.add_subparsers(dest="bench_command", required=True)
     m = bsub.add_parser("mass", help="erase N styles or characters at once; judge erased and preserved prompts")
     m.add_argument("--model", default="canvas", help="'canvas' or a canvas pipeline folder")
-    m.add_argument("--method", choices=sorted(METHODS), default="erasepro")
-    m.add_argument("--schedule", choices=list(get_args(Schedule)))
-    m.add_argument("--layers", type=lambda s: [int(v) for v in s.split(",") if v.strip()])
-    m.add_argument("--tokens", choices=list(get_args(TokenPolicy)))
-    m.add_argument("--preserve-tokens", choices=list(get_args(PreserveTokens)))
-    m.add_argument("--harden", type=int)
+    add_method_flags(m)
     m.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any flat spec setting of the method, e.g. --set uce_lambda=0.5 (repeatable)")
     m.add_argument("--no-default-preserve", action="store_true")

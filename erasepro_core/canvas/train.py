@@ -39,6 +39,7 @@ from erasepro_core.canvas.world import (
 )
 from erasepro_core.delta import save_tensors
 from erasepro_core.io import write_json_atomic
+from erasepro_core.prompt_files import PRESERVE_FILE
 from erasepro_core.shapes.train import (
     _ema_update,
     _load_optimizer_state,
@@ -433,7 +434,7 @@ def export_pipeline(cfg: CanvasTrainConfig, out: Path, dest: Path, ema: dict[str
     unet.load_state_dict({k: v.float() for k, v in state.items()})
     pipe = build_pipeline(te, vae, unet, cfg.max_length).to(torch.float16)
     pipe.save_pretrained(dest, safe_serialization=True)
-    (Path(dest) / "erasepro_preserve.txt").write_text("\n".join(preserve_prompts()) + "\n", encoding="utf-8")
+    (Path(dest) / PRESERVE_FILE).write_text("\n".join(preserve_prompts()) + "\n", encoding="utf-8")
     ask_loaders_for_float32(dest)
     return Path(dest)
 

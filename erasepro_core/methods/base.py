@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import torch
 
-    from erasepro_core.preserve import SiteStats
     from erasepro_core.solver import Metric
+    from erasepro_core.stats import SiteStats
 
 Schedule = Literal["uniform", "front", "none"]
 TokenPolicy = Literal["last", "to_eos", "to_end"]
@@ -48,8 +48,10 @@ class MethodConfig(BaseModel):
 
     name: str
 
-    # Flat (wire) names of this method's settings are ``flat_prefix + field name`` (see spec.ErasureSpec).
+    # Flat (wire) names of this method's settings are ``flat_prefix + field name`` (see spec.ErasureSpec); the CLI
+    # flag of each is ``--wire-name``, plus any older spelling named in ``cli_aliases`` (field -> flag).
     flat_prefix: ClassVar[str] = ""
+    cli_aliases: ClassVar[dict[str, str]] = {}
 
     def pairing_policy(self) -> TokenPolicy:
         """Which target tokens are paired with anchor tokens."""
@@ -70,6 +72,10 @@ class MethodConfig(BaseModel):
     def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
         """The progressive text-encoder stage's schedule and layers (``none``: K/V only)."""
         return "none", None
+
+    def hardening_rounds(self) -> int:
+        """Closed-form adversarial hardening rounds of the K/V edit (:mod:`erasepro_core.harden`); 0: none."""
+        return 0
 
     def solver_weights(self) -> tuple[float, float] | None:
         """``(λ, α)`` of the zero-residual solve, or None for a method that solves otherwise."""

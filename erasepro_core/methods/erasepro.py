@@ -7,9 +7,9 @@ From n ≥ ρ·d columns on (``exact_below`` ρ), the soft residual  G = (Xᵀ M
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from erasepro_core.methods.base import EditInputs, KVEdit, MethodConfig, PreserveTokens, Schedule, TokenPolicy
 
@@ -27,6 +27,8 @@ class EraseProConfig(MethodConfig):
     ``residual_ridge`` τ, ``exact_below`` ρ: from n/d ≥ ρ columns per context width on, the constraint is made
     soft (see :mod:`erasepro_core.solver`; measured on canvas, docs/method.md); τ = 0 keeps it always exact.
     ``harden_rounds``: closed-form adversarial hardening rounds of the K/V edit (erasepro_core.harden)."""
+
+    cli_aliases: ClassVar[dict[str, str]] = {"token_policy": "--tokens", "harden_rounds": "--harden"}
 
     name: Literal["erasepro"] = "erasepro"
     schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V edit "
@@ -61,6 +63,12 @@ class EraseProConfig(MethodConfig):
             raise ValueError("layers must be text-encoder layer indices")
         return v
 
+    @model_validator(mode="after")
+    def _layers_need_progressive(self) -> EraseProConfig:
+        if self.layers is not None and self.schedule == "none":
+            raise ValueError("layers: only the progressive stage uses them; set schedule to 'front' or 'uniform'")
+        return self
+
     def pairing_policy(self) -> TokenPolicy:
         return self.token_policy
 
@@ -69,6 +77,9 @@ class EraseProConfig(MethodConfig):
 
     def progressive_stage(self) -> tuple[Schedule, list[int] | None]:
         return self.schedule, self.layers
+
+    def hardening_rounds(self) -> int:
+        return self.harden_rounds
 
     def solver_weights(self) -> tuple[float, float]:
         return self.preserve_weight, self.ridge

@@ -167,3 +167,19 @@ def evaluate_judge(judge: Judge, n: int = 2000, seed: int = 12345, images_labels
     imgs, labels = images_labels if images_labels is not None else render_dataset(n, seed=seed)
     pred = judge.predict_indices(imgs)
     return {h: float((pred[h] == np.asarray(labels)[:, j]).mean()) for j, h in enumerate(HEADS)}
+
+
+def attribute_judge(value: str, judge: Judge | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """An attack judge (:data:`erasepro_core.attacks.JudgeFn`): P(attribute == ``value``) from the shapes world's
+    judge CNN (the shipped one unless ``judge`` is given), read off the head that holds ``value`` (shape, colour,
+    size or style)."""
+    head = next((h for h, values in ATTRIBUTES.items() if value in values), None)
+    if head is None:
+        raise ValueError(f"{value!r} is not an attribute value of the shapes world")
+    j = judge or load_judge()
+    idx = list(ATTRIBUTES[head]).index(value)
+
+    def p_target(images: np.ndarray) -> np.ndarray:
+        return j.probabilities(images)[head][:, idx]
+
+    return p_target

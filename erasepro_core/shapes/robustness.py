@@ -40,8 +40,8 @@ def efficacy(edited: Any, target: str, seed: int = 0, sampling: Any = None,
              sets: tuple[str, ...] = PROMPT_SETS) -> dict[str, float | None]:
     """{set: share of the set's prompts asking for ``target`` still judged ``target``} (None: no such prompt);
     one image per prompt and seed, all sets drawn in one batch."""
-    from erasepro_core.attacks.judges import attribute_judge
     from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, judged, sample_prompts
+    from erasepro_core.shapes.judge import attribute_judge
 
     cfg = sampling or DEFAULT_SAMPLING
     kind = attribute_kind(target)
@@ -63,9 +63,10 @@ def evaluate_shapes_erasure(base: Any, delta: Any, targets: list[str], budgets: 
                             sampling: Any = None, progress: Any = None) -> dict[str, Any]:
     """:func:`erasepro_core.attacks.evaluate_robustness` with the shipped judge, plus ``efficacy``:
     {target: {set: share}} of the edited model (``base`` + ``delta``; ``base`` is left unchanged)."""
-    from erasepro_core.attacks import attribute_judge, evaluate_robustness
+    from erasepro_core.attacks import evaluate_robustness
     from erasepro_core.attacks.sampling import DEFAULT_SAMPLING
     from erasepro_core.delta import apply_delta
+    from erasepro_core.shapes.judge import attribute_judge
 
     cfg = sampling or DEFAULT_SAMPLING
     for t in targets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from erasepro_jobs.storage.base import (
     InvalidKey,
@@ -21,8 +21,14 @@ from erasepro_jobs.storage.base import (
 )
 from erasepro_jobs.storage.fs import FileStorage
 
-if TYPE_CHECKING:
-    from erasepro_jobs.settings import Settings
+
+class StorageSettings(Protocol):
+    """What :func:`open_storage` reads of :class:`erasepro_jobs.settings.Settings` (named here, not imported: the
+    settings check their storage URL with :func:`parse_storage_url`)."""
+
+    storage_url: str | None
+    data_dir: Path
+    s3_endpoint_url: str | None
 
 __all__ = ["FileStorage", "InvalidKey", "InvalidRange", "ObjectInfo", "ObjectNotFound", "Storage", "StorageError",
            "check_key", "open_storage", "parse_storage_url"]
@@ -52,7 +58,7 @@ def parse_storage_url(url: str) -> tuple[str, str, str]:
     raise ValueError(f"ERASEPRO_STORAGE_URL is file:///path or s3://bucket/prefix, got {url!r}")
 
 
-def open_storage(settings: Settings) -> Storage:
+def open_storage(settings: StorageSettings) -> Storage:
     """The store this process's settings name: unset -> files under ``$ERASEPRO_DATA_DIR``; ``file:///path``
     -> files under that path; ``s3://bucket/prefix`` -> :class:`~erasepro_jobs.storage.s3.S3Storage`."""
     if not settings.storage_url:

@@ -136,6 +136,10 @@ class Storage(ABC):
         start with ``near/`` (on the file system it lies beside them, so ``put_file(move=True)`` is a rename).
         Its name starts with ``.tmp-{tag}-`` so a worker can tell whose leftovers it finds after a crash."""
 
+    def scratch_roots(self) -> list[Path]:
+        """The local folders :meth:`scratch` directories are made in (where a crashed worker's are found)."""
+        return []
+
     # -------------------------------------------------------------------------------------- helpers
     def get_bytes(self, key: str, limit: int = 64 << 20) -> bytes:
         """The whole (small) object; a :class:`StorageError` past ``limit`` bytes (manifests, not tars)."""

@@ -200,6 +200,9 @@ class FileStorage(Storage):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    def scratch_roots(self) -> list[Path]:
+        return list((self.root / "tenants").glob("*/erasures"))  # scratch lies beside the checkpoints
+
     @contextmanager
     def scratch(self, near: str, tag: str) -> Iterator[Path]:
         # beside the folder the keys will land in: same file system, so put_file(move=True) is a rename, and a

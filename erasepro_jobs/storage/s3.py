@@ -171,6 +171,9 @@ class S3Storage(Storage):
         return len(keys)
 
     # ---------------------------------------------------------------------------------------- local
+    def scratch_roots(self) -> list[Path]:
+        return [self.scratch_root]
+
     @contextmanager
     def scratch(self, near: str, tag: str) -> Iterator[Path]:
         check_key(near)
