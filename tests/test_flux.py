@@ -73,7 +73,9 @@ def test_features_are_the_pipelines(pipe) -> None:
     assert (unpadded - ref[:, 0]).norm() > 1e-3 * ref[:, 0].norm()
 
 
-@pytest.mark.parametrize("kw", [{"schedule": "front"}, {"token_policy": "to_eos"}, {"method": "uce"}])
+# to_eos puts more columns than a quarter of the tiny T5's width: residual_ridge 0 keeps that solve exact
+@pytest.mark.parametrize("kw", [{"schedule": "front"}, {"token_policy": "to_eos", "residual_ridge": 0.0},
+                                {"method": "uce"}])
 def test_sites_map_targets_onto_anchors(pipe, kw: dict) -> None:
     result = erase(pipe, _spec(**kw))
     sites = {s["site"]: s for s in result.report["sites"]}
