@@ -289,6 +289,8 @@ class PresetView(BaseModel):
     templates: list[str]
     preserve: list[str]
     eval_prompts: list[str] = Field(description="What an evaluation draws (a name at '{}').")
+    eval_concept: dict[str, str] | None = Field(default=None, description="What a target-vs-anchor judge "
+                                                "compares on a fixed preset's prompts.")
     judge: str = Field(description="The judge that reads its evaluation images.")
 
 

@@ -85,6 +85,8 @@ class Preset(BaseModel):
     templates: list[Template] = Field(min_length=1)
     preserve: list[Concept] = Field(default_factory=list)
     eval_prompts: list[str] = Field(min_length=1, description="Prompts an evaluation draws (a name at '{}').")
+    eval_concept: dict[Literal["target", "anchor"], str] | None = Field(
+        default=None, description="What a target-vs-anchor judge (CLIP) compares on the fixed presets' prompts.")
     judge: str = Field(description="The judge that reads its evaluation images (see erasepro_core.judges).")
 
     @property
@@ -107,14 +109,19 @@ class Preset(BaseModel):
                       "anchor": self.edit.get("anchor", "").replace("{anchor}", anchor)} for n in p.names]
             if any(e["target"].lower() == e["anchor"].lower() for e in edits):
                 raise PresetError("anchor", f"{anchor!r} is also one of the names")
-            prompts = [t.replace("{}", n) for n in p.names for t in self.eval_prompts]
+            # template-major, so the first prompts of a capped evaluation cover every name once
+            items = [{"prompt": t.replace("{}", n), "target": n, "anchor": anchor}
+                     for t in self.eval_prompts for n in p.names]
         else:
             edits = [e.model_dump() for e in self.edits]
-            prompts = list(self.eval_prompts)
+            concept = self.eval_concept or {"target": edits[0]["target"], "anchor": edits[0]["anchor"]}
+            items = [{"prompt": t, "target": concept["target"], "anchor": concept.get("anchor", "")}
+                     for t in self.eval_prompts]
         erased = {e["target"].lower() for e in edits}
         preserve = [c for c in self.preserve if c.lower() not in erased]
         used = {k: v for k, v in p.model_dump().items() if v is not None}
-        return {"edits": edits, "preserve": preserve, "templates": list(self.templates), "eval_prompts": prompts,
+        return {"edits": edits, "preserve": preserve, "templates": list(self.templates),
+                "eval_prompts": [i["prompt"] for i in items], "eval_items": items, "judge": self.judge,
                 "preset": {"name": self.name, "version": self.version, "params": used}}
 
     def describe(self) -> dict[str, Any]:
@@ -124,7 +131,8 @@ class Preset(BaseModel):
                 "params": {"names": "required" if self.takes_names else "not accepted",
                            "anchor": self.params.get("anchor", "not accepted")},
                 "edits": [e.model_dump() for e in self.edits], "edit": self.edit, "templates": list(self.templates),
-                "preserve": list(self.preserve), "eval_prompts": list(self.eval_prompts), "judge": self.judge}
+                "preserve": list(self.preserve), "eval_prompts": list(self.eval_prompts),
+                "eval_concept": self.eval_concept, "judge": self.judge}
 
 
 def _params(params: PresetParams | dict[str, Any] | None) -> PresetParams:
@@ -180,9 +188,14 @@ def apply_preset(data: dict[str, Any], name: str, params: PresetParams | dict[st
 
 def eval_prompts(ref: PresetRef | dict[str, Any]) -> list[str]:
     """The evaluation prompts of the preset an erasure used (its ``spec.preset``)."""
+    return eval_items(ref)["eval_prompts"]
+
+
+def eval_items(ref: PresetRef | dict[str, Any]) -> dict[str, Any]:
+    """The preset an erasure used (its ``spec.preset``) expanded again: ``eval_items`` (prompt, target, anchor)."""
     ref = ref if isinstance(ref, PresetRef) else PresetRef.model_validate(ref)
-    return expand_preset(ref.name, ref.params)["eval_prompts"]
+    return expand_preset(ref.name, ref.params)
 
 
 __all__ = ["MAX_NAME_CHARS", "MAX_PRESET_NAMES", "PRESETS", "PRESET_DIR", "Preset", "PresetError", "PresetParams",
-           "apply_preset", "eval_prompts", "expand_preset", "get_preset"]
+           "apply_preset", "eval_items", "eval_prompts", "expand_preset", "get_preset"]
