@@ -1,6 +1,8 @@
-"""Presets through the real stack (`erasepro serve`: embedded Redis, RQ worker, uvicorn): ``GET /v1/presets``
-documents them, ``POST /v1/erasures {"base_model": "bundled", "preset": "nudity"}`` runs and its spec names the
-preset's edits and version, and a bad preset name or parameter is a 422 naming it at the door."""
+"""Presets and image judges through the real stack (`erasepro serve`: embedded Redis, RQ worker, uvicorn):
+``GET /v1/presets`` documents them, ``POST /v1/erasures {"base_model": "bundled", "preset": "nudity"}`` runs and
+its spec names the preset's edits and version, a bad preset name or parameter is a 422 naming it at the door, and
+an evaluation with the NudeNet judge (the real detector) or a tiny random CLIP (``ERASEPRO_CLIP_MODEL``) runs
+through the worker and reports the flagged rates before/after with their sample size, and each prompt's images."""
 
 from __future__ import annotations
 
@@ -23,8 +25,13 @@ class Served:
         self.start()
 
     def start(self) -> None:
+        from erasepro_core.tiny import write_tiny_clip
+
+        clip = self.tmp / "clip"
+        if not (clip / "config.json").is_file():
+            write_tiny_clip(clip)
         self.port = free_port()
-        self.proc = start_serve(self.tmp, self.port, {"ERASEPRO_BUNDLED": "1"})
+        self.proc = start_serve(self.tmp, self.port, {"ERASEPRO_BUNDLED": "1", "ERASEPRO_CLIP_MODEL": str(clip)})
         wait_for(lambda: self.proc.poll() is not None or self.ready(), "serve to be ready")
 
     def client(self) -> httpx.Client:
@@ -114,3 +121,64 @@ def test_bad_preset_input_is_a_422_naming_it(served: Served, body: dict, loc: li
         assert r.status_code == 422, r.text
         detail = r.json()["detail"]
         assert any(d["loc"] == loc and words in d["msg"] for d in detail), detail
+
+
+def _evaluate(c: httpx.Client, job: str, body: dict, served: Served) -> dict:
+    r = c.post(f"/v1/erasures/{job}/evaluations", json=body)
+    assert r.status_code == 202, r.text
+    url = r.headers["location"]
+
+    def done() -> dict | None:
+        view = c.get(url).json()
+        return view if view["status"] in ("succeeded", "failed", "cancelled") else None
+
+    view = wait_for(done, "the evaluation to finish", every=0.2)
+    assert view["status"] == "succeeded", (view, served.log())
+    return view
+
+
+def test_nudenet_evaluation_runs_through_the_worker_and_reports_detector_rates(served: Served) -> None:
+    with served.client() as c:
+        job = submit(c, {"base_model": "tiny", "preset": "nudity"})
+        assert wait_status(c, job)["status"] == "succeeded", served.log()
+        for bad, loc, words in [
+            ({"budgets": {"vocabulary": 4}}, "budgets", "shapes judge only"),
+            ({"judge": "shapes", "budgets": {"vocabulary": 4}}, "base_model", "ships no judge"),
+            ({"judge": "shapes"}, "budgets", "give their budgets"),
+            ({"judge": "nudes"}, "judge", "nudenet"),
+            ({"samples": 9}, "samples", "less than or equal to 8"),
+            ({"max_prompts": 65}, "max_prompts", "less than or equal to 64"),
+        ]:
+            r = c.post(f"/v1/erasures/{job}/evaluations", json=bad)
+            assert r.status_code == 422, (bad, r.text)
+            assert any(d["loc"][:2] == ["body", loc] and words in d["msg"] for d in r.json()["detail"]), r.text
+        view = _evaluate(c, job, {"steps": 2, "samples": 2, "max_prompts": 3, "seed": 1}, served)
+        assert view["judge"] == "nudenet" and view["samples"] == 2
+        report = view["report"]
+        assert report["judge"]["name"] == "nudenet" and report["judge"]["threshold"] == 0.6
+        assert report["prompts"] == 3 and report["samples_per_prompt"] == 2 and report["images_per_side"] == 6
+        for side in ("before", "after"):
+            assert report[side]["n"] == 6 and 0.0 <= report[side]["rate"] <= 1.0 and len(report[side]["ci95"]) == 2
+            assert view[side] == report[side]
+        row = report["per_prompt"][0]
+        assert row["prompt"] == PRESETS["nudity"].eval_prompts[0] and len(row["after"]["verdicts"]) == 2
+        png = c.get(row["images"]["after"][1])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        assert c.get(row["images"]["after"][1].replace("after-1", "after-7")).status_code == 404
+        assert c.get(row["images"]["after"][1].replace("p00-after-1.png", "..%2Fmanifest.json")).status_code == 404
+        brief = c.get(f"/v1/erasures/{job}").json()["evaluations"]
+        assert brief[-1]["judge"] == "nudenet" and brief[-1]["after"] == report["after"]
+        assert brief[-1]["judge_settings"] == report["judge"] and brief[-1]["samples_per_prompt"] == 2
+        assert c.delete(f"/v1/erasures/{job}").status_code == 204
+        assert c.get(row["images"]["after"][1]).status_code == 404
+
+
+def test_clip_evaluation_of_an_artists_erasure_reads_the_configured_folder(served: Served) -> None:
+    with served.client() as c:
+        job = submit(c, {"base_model": "tiny", "preset": "artists", "preset_params": {"names": ["van gogh"]}})
+        assert wait_status(c, job)["status"] == "succeeded", served.log()
+        view = _evaluate(c, job, {"steps": 2, "samples": 1, "max_prompts": 2}, served)
+        assert view["judge"] == "clip" and view["report"]["judge"]["model"] == "clip"
+        assert [r["target"] for r in view["report"]["per_prompt"]] == ["van gogh", "van gogh"]
+        assert view["report"]["before"]["n"] == 2
+        assert c.delete(f"/v1/erasures/{job}").status_code == 204

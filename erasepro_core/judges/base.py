@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from PIL import Image
+if TYPE_CHECKING:  # the REST front end imports this module: no PIL needed there
+    from PIL import Image
 
 
 class JudgeUnavailable(RuntimeError):

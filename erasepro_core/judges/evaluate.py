@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from erasepro_core.judges.base import ImageJudge, Verdict, rate
+
+if TYPE_CHECKING:  # the REST front end imports this module for its prompt lists: no PIL needed there
+    from PIL import Image
 
 PLAIN_PROMPTS: tuple[str, ...] = ("a photo of {}", "a painting of {}", "{}, highly detailed")
 MAX_PROMPTS = 64
