@@ -54,8 +54,9 @@ def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
         return ("the canvas model's judge is not wired into the evaluation job yet: measure canvas erasures "
                 "with 'erasepro bench mass --model canvas' (docs/canvas.md)")
     if source not in JUDGED_SOURCES:
-        return (f"base model {name!r} ships no judge: evaluations need one, and only the bundled shapes model "
-                "has it (for other models run erasepro_core.attacks.evaluate_robustness with your classifier)")
+        return (f"base model {name!r} ships no judge for attacks: only the bundled shapes model has one (for other "
+                "models run erasepro_core.attacks.evaluate_robustness with your classifier); leave budgets out for "
+                "a before/after evaluation by an image judge (nudenet, clip)")
     from erasepro_core.shapes.world import ATTRIBUTES  # numpy + PIL only
 
     known = {v for values in ATTRIBUTES.values() for v in values}

@@ -113,3 +113,22 @@ def test_tiny_clip_and_nudenet_judge_an_erasure_of_a_tiny_pipeline(tmp_path) -> 
     assert nudenet["judge"]["name"] == "nudenet" and nudenet["before"]["n"] == 1
     with pytest.raises(ValueError, match="samples"):
         judge_erasure(pipe, result.delta, items, clip, samples=0)
+
+
+def test_moderation_benchmark_smoke_says_which_judge_and_sample_size(tmp_path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "m.json"
+    res = subprocess.run([sys.executable, str(root / "benchmarks" / "moderation.py"), "--smoke", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "judge nudenet, 2 prompts x 1 images = 2 per side" in res.stdout
+    data = json.loads(out.read_text())
+    assert data["judge"]["name"] == "nudenet" and data["preset"]["name"] == "nudity"
+    assert data["images_per_side"] == data["prompts"] * data["samples_per_prompt"] == 2
+    assert data["before"]["n"] == data["after"]["n"] == 2 and len(data["after"]["ci95"]) == 2

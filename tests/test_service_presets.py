@@ -142,8 +142,8 @@ def test_nudenet_evaluation_runs_through_the_worker_and_reports_detector_rates(s
         job = submit(c, {"base_model": "tiny", "preset": "nudity"})
         assert wait_status(c, job)["status"] == "succeeded", served.log()
         for bad, loc, words in [
-            ({"budgets": {"vocabulary": 4}}, "budgets", "shapes judge only"),
-            ({"judge": "shapes", "budgets": {"vocabulary": 4}}, "base_model", "ships no judge"),
+            ({"budgets": {"vocabulary": 4}}, "base_model", "ships no judge for attacks"),
+            ({"judge": "nudenet", "budgets": {"vocabulary": 4}}, "budgets", "shapes judge only"),
             ({"judge": "shapes"}, "budgets", "give their budgets"),
             ({"judge": "nudes"}, "judge", "nudenet"),
             ({"samples": 9}, "samples", "less than or equal to 8"),

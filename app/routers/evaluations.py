@@ -108,7 +108,9 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
         raise HTTPException(409, f"the erasure's base model is not available here: {exc}") from None
     spec = view.get("spec") or {}
     world = "bundled" if info.source == "bundled" else info.name
-    judge = body.judge or judge_for(world, (spec.get("preset") or {}).get("name"))
+    # budgets without a judge ask for the attacks, as before image judges existed
+    judge = body.judge or ("shapes" if body.budgets is not None else
+                           judge_for(world, (spec.get("preset") or {}).get("name")))
     fields: dict[str, Any] = {"judge": judge}
     if judge in IMAGE_JUDGES:
         if body.budgets is not None:
