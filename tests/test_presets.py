@@ -85,3 +85,14 @@ def test_cli_preset(tmp_path, capsys) -> None:
     assert "--name: preset 'artists' erases the names you give" in capsys.readouterr().err
     assert main(["erase", "--name", "x", "--out", out]) == 2
     assert "need a --preset" in capsys.readouterr().err
+
+
+def test_a_presets_delta_and_model_card_name_the_preset() -> None:
+    from erasepro_core import erase
+    from erasepro_core.card import model_card
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    result = erase(tiny_sd_pipeline(seed=0), apply_preset({}, "brands", {"names": ["acme cola"]}))
+    assert result.delta.spec["preset"] == {"name": "brands", "version": 1, "params": {"names": ["acme cola"]}}
+    card = model_card(result.delta, "lora")
+    assert '- preset: `brands` version 1 (erasepro_core/presets), parameters `{"names": ["acme cola"]}`' in card
