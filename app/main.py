@@ -16,6 +16,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/generations/{id}[/images]         poll a generation that answered 202
     DELETE /v1/generations/{id}                  cancel a queued/running one, or delete it and its images
     GET    /v1/base-models                       the registry
+    GET    /v1/presets                           moderation presets (POST /v1/erasures {"preset": …})
     POST   /v1/webhook-endpoints                 register a tenant endpoint (201; its secret, shown once)
     GET    /v1/webhook-endpoints                 the tenant's endpoints, paginated (no secrets)
     GET/PATCH/DELETE /v1/webhook-endpoints/{id}  read, change, delete an endpoint

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from erasepro_core.methods import METHODS
+from erasepro_core.presets import PRESETS, PresetError, PresetParams, apply_preset
 from erasepro_core.spec import (
     MAX_EDITS,
     MAX_PRESERVE,
@@ -52,7 +53,8 @@ MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_KEYS)]
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-_TOP_LEVEL = ("edits", "preserve", "method")
+_TOP_LEVEL = ("edits", "preserve", "method", "preset")
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 
 # The registered methods when the API is built (a method registers before ``app`` is imported).
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
@@ -90,9 +92,15 @@ class ErasureRequest(BaseModel):
 
     base_model: str = Field(min_length=1, max_length=64, pattern=NAME_RE.pattern,
                             description="A name from GET /v1/base-models (never a path).")
-    edits: list[Edit] = Field(min_length=1, max_length=MAX_EDITS)
+    edits: list[Edit] = Field(default_factory=list, max_length=MAX_EDITS, description=(
+        "Target -> anchor pairs; at least one unless a preset gives them (then yours come after the preset's)."))
     preserve: list[Concept] = Field(default_factory=list, max_length=MAX_PRESERVE)
     method: Method = "erasepro"
+    preset: PresetName | None = Field(default=None, description=(
+        "A moderation preset (GET /v1/presets): its edits, preserve set and templates, merged with yours; "
+        "options.templates, given, replace the preset's."))
+    preset_params: PresetParams | None = Field(default=None, description=(
+        "The preset's parameters: 'names' for artists/characters/brands, optionally 'anchor'."))
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
@@ -110,6 +118,18 @@ class ErasureRequest(BaseModel):
         """The validated :class:`ErasureSpec`; raises ``RequestValidationError`` (422) naming the field."""
         payload = {"edits": [e.model_dump() for e in self.edits], "preserve": list(self.preserve),
                    "method": self.method, **self.options.model_dump(exclude_unset=True)}
+        if self.preset is None and self.preset_params is not None:
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", "preset_params"),
+                                           "msg": "preset_params needs a preset"}])
+        if self.preset is not None:
+            try:
+                payload = apply_preset(payload, self.preset, self.preset_params)
+            except PresetError as exc:
+                loc = ("body", "preset") if exc.field == "preset" else ("body", "preset_params", exc.field)
+                raise RequestValidationError([{"type": "value_error", "loc": loc, "msg": exc.message}]) from None
+        elif not self.edits:
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", "edits"),
+                                           "msg": "give at least one edit, or a preset"}])
         try:
             return ErasureSpec.model_validate(payload)
         except ValidationError as exc:
@@ -248,6 +268,32 @@ class BaseModelView(BaseModel):
     limits: ModelLimitsView
     text_layers: int | None = None
     preserve_prompts: int = 0
+
+
+class PresetView(BaseModel):
+    """A moderation preset (``erasepro_core/presets/<name>.json``)."""
+
+    name: str
+    version: int
+    title: str
+    description: str
+    targets: str = Field(description="What it erases.")
+    preserves: str = Field(description="What it keeps.")
+    params: dict[str, str] = Field(description="'names': required or not accepted; 'anchor': the default anchor "
+                                               "or not accepted.")
+    edits: list[dict[str, str]] = Field(description="Its fixed edits (empty for presets that take names).")
+    edit: dict[str, str] | None = Field(default=None, description="One edit per name: the name at '{}', the "
+                                        "anchor at '{anchor}'.")
+    templates: list[str]
+    preserve: list[str]
+    eval_prompts: list[str] = Field(description="What an evaluation draws (a name at '{}').")
+    eval_concept: dict[str, str] | None = Field(default=None, description="What a target-vs-anchor judge "
+                                                "compares on a fixed preset's prompts.")
+    judge: str = Field(description="The judge that reads its evaluation images.")
+
+
+class PresetList(BaseModel):
+    items: list[PresetView]
 
 
 class BaseModelList(BaseModel):

@@ -56,6 +56,10 @@ def model_card(delta: Delta, fmt: str, *, factors: dict | None = None, evaluatio
     for k in ("schedule", "layers", "token_policy", "lam", "alpha", "preserve_scale", "harden_rounds"):
         if k in report:
             lines.append(f"- {k}: `{json.dumps(report[k])}`")
+    if spec.get("preset"):  # a moderation preset's erasure says which preset, at which version
+        p = spec["preset"]
+        lines.append(f"- preset: `{p.get('name')}` version {p.get('version')} (erasepro_core/presets), "
+                     f"parameters `{json.dumps(p.get('params') or {})}`")
     lines += [f"- templates: {len(spec.get('templates') or [])}, preserve concepts: {len(spec.get('preserve') or [])}"
               f", generic preserve set: {spec.get('default_preserve', True)}", "", "## Edits", "",
               "| target | anchor |", "| --- | --- |"]

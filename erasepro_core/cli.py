@@ -64,8 +64,9 @@ def build_spec(args: argparse.Namespace) -> ErasureSpec:
     data.update({k: v for k, v in overrides.items() if v is not None} | method_flag_values(args))
     if args.no_default_preserve:
         data["default_preserve"] = False
+    data = _with_preset(data, args)
     if "edits" not in data:
-        raise CLIError("give at least one --target (or a --spec file with 'edits')")
+        raise CLIError("give at least one --target, a --preset, or a --spec file with 'edits'")
     try:
         return ErasureSpec.model_validate(data)
     except ValidationError as exc:
@@ -85,6 +86,43 @@ def _flag_type(ann: Any) -> dict[str, Any]:
         return {"type": _int_list if item is int else lambda text: [item(v) for v in text.split(",") if v.strip()],
                 "metavar": "A,B,..."}
     return {"type": ann, "metavar": "N" if ann is int else "X"}
+
+
+def _with_preset(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``--preset NAME [--name N …] [--preset-anchor A]`` (or ``"preset": "NAME"`` with ``"preset_params"`` in a
+    --spec file) merged into the spec's wire form: the preset's edits first, then yours."""
+    from erasepro_core.presets import PresetError, apply_preset
+
+    name, params = args.preset, {}
+    if name is None and isinstance(data.get("preset"), str):  # a --spec file naming a preset to expand
+        name, params = data.pop("preset"), data.pop("preset_params", None) or {}
+    if name is None:
+        if args.name or args.preset_anchor is not None:
+            raise CLIError("--name and --preset-anchor need a --preset")
+        return data
+    if args.name:
+        params["names"] = args.name
+    if args.preset_anchor is not None:
+        params["anchor"] = args.preset_anchor
+    try:
+        return apply_preset(data, name, params)
+    except PresetError as exc:
+        flag = {"preset": "--preset", "names": "--name", "anchor": "--preset-anchor"}.get(exc.field, exc.field)
+        raise CLIError(f"{flag}: {exc.message}") from exc
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """List the moderation presets: name, version, what each targets and preserves, its parameters."""
+    from erasepro_core.presets import PRESETS
+
+    if args.json:
+        print(json.dumps([p.describe() for p in PRESETS.values()], indent=2))
+        return 0
+    for p in PRESETS.values():
+        d = p.describe()
+        print(f"{p.name} (version {p.version}): {p.title}\n  targets:   {p.targets}\n  preserves: {p.preserves}\n"
+              f"  names: {d['params']['names']}; anchor: {d['params']['anchor']}; judge: {p.judge}")
+    return 0
 
 
 def _dest(wire: str) -> str:
@@ -254,6 +292,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument("--no-default-preserve", action="store_true",
                    help="do not add the generic preserve set (UCE's uce2025/uce2023 protocols never add it)")
     e.add_argument("--spec", help="JSON file with ErasureSpec fields (flags override it)")
+    e.add_argument("--preset", help="a moderation preset (see 'erasepro presets'): its edits, preserve set and "
+                                    "templates, before your own --target/--preserve")
+    e.add_argument("--name", action="append", help="a name for --preset artists|characters|brands (repeatable)")
+    e.add_argument("--preset-anchor", help="what each --name maps onto (default: the preset's)")
     e.add_argument("--template", action="append", help="prompt template containing {} (repeatable; for UCE's "
                    "uce2025/uce2023 protocols: phrasings of the erase prompts, as the authors' --expand_prompts)")
     add_method_flags(e)
@@ -295,6 +337,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--to", required=True, choices=["lora", "kohya", "diffusers"], help="the checkpoint format")
     c.add_argument("--out", required=True, help="the folder to write (created; must be empty if it exists)")
     c.set_defaults(func=cmd_convert)
+
+    pr = sub.add_parser("presets", help="list the moderation presets (what each erases and keeps)")
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+    pr.set_defaults(func=cmd_presets)
 
     i = sub.add_parser("inspect", help="show a delta's provenance and report")
     i.add_argument("path")

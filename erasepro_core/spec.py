@@ -110,6 +110,17 @@ class Edit(BaseModel):
         return self
 
 
+class PresetRef(BaseModel):
+    """Which moderation preset (``erasepro_core.presets``) an erasure's edits came from: provenance only, the
+    edits, preserve set and templates it gave are in the spec itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1)
+    params: dict[str, list[Concept] | Concept] = Field(default_factory=dict, max_length=8)
+
+
 class ErasureSpec(BaseModel):
     """An erasure job: edits, preservation, phrasings, and the method with its settings.
 
@@ -143,6 +154,9 @@ class ErasureSpec(BaseModel):
                                               description="Phrasings never used by the solve: the report "
                                                           "measures the leak on them.")
     method: MethodSpec = Field(default_factory=EraseProConfig)
+    preset: PresetRef | None = Field(default=None, description="The moderation preset whose edits, preserve set "
+                                     "and templates this spec holds (name, version, parameters); set by "
+                                     "erasepro_core.presets.apply_preset, provenance only.")
 
     @model_validator(mode="before")
     @classmethod
@@ -228,6 +242,8 @@ class ErasureSpec(BaseModel):
     def _flat(self, handler: Any) -> dict[str, Any]:
         """The wire form: the method's name, its settings beside the common fields."""
         out = handler(self)
+        if out.get("preset", 0) is None:  # only a preset's erasure carries the key: other specs dump as before
+            del out["preset"]
         method = out.pop("method")
         cfg = self.method
         out["method"] = cfg.name
@@ -279,6 +295,6 @@ def wire_fields() -> frozenset[str]:
 
 __all__ = [
     "DEFAULT_HELDOUT_TEMPLATES", "DEFAULT_TEMPLATES", "MAX_EDITS", "MAX_PRESERVE", "MAX_PROMPT_CHARS",
-    "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "MethodSpec", "PreserveTokens",
+    "MAX_TEMPLATES", "Concept", "Edit", "EraseProConfig", "ErasureSpec", "MethodSpec", "PresetRef", "PreserveTokens",
     "Schedule", "TokenPolicy", "UCEConfig", "check_template", "check_text", "flat_fields", "wire_errors", "wire_fields",
 ]

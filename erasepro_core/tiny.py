@@ -200,6 +200,24 @@ def write_tiny_sd3(directory: str | os.PathLike, seed: int = 0) -> Path:
     return directory
 
 
+def write_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
+    """A random-weights CLIP (text + vision towers, 32-pixel images) with the real CLIP tokenizer, saved as a
+    transformers folder: what the CLIP judge's tests point ``ERASEPRO_CLIP_MODEL`` at (its verdicts mean nothing)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    text = _text_config(32, 2, 2, 77).to_dict()
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    directory = Path(directory)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(
+        str(directory), safe_serialization=True)
+    clip_tokenizer(77).save_pretrained(str(directory))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        str(directory))
+    return directory
+
+
 # T5 v1.1 encoder sizes (d_model, d_ff, layers, heads); FLUX.1 uses xxl (4.7B parameters, ~19 GB in fp32).
 T5_SIZES: dict[str, tuple[int, int, int, int]] = {
     "small": (512, 1024, 8, 6), "base": (768, 2048, 12, 12), "large": (1024, 2816, 24, 16),

@@ -27,6 +27,22 @@ MAX_TARGETS = 16  # as erasepro_core.attacks.evaluate.MAX_TARGETS (no torch here
 JUDGED_SOURCES = ("bundled",)  # base models that ship a judge: only the bundled shapes model
 
 
+IMAGE_NAME_RE = r"p[0-9]{2}-(before|after)-[0-9]\.png"  # an image-judge evaluation's images, per prompt and side
+
+
+def image_name(prompt: int, side: str, k: int) -> str:
+    return f"p{prompt:02d}-{side}-{k}.png"
+
+
+def image_prefix(tenant: str, erasure_id: str, eval_id: str) -> str:
+    """Where an evaluation's images live: beside the checkpoint, so they go when the erasure is deleted."""
+    return store.checkpoint_key(tenant, erasure_id, f"evaluations/{eval_id}")
+
+
+def image_key(tenant: str, erasure_id: str, eval_id: str, name: str) -> str:
+    return f"{image_prefix(tenant, erasure_id, eval_id)}/{name}"
+
+
 def k_evaluations(erasure_id: str) -> str:
     """Redis list of the evaluation job ids of one erasure."""
     return f"{REDIS_PREFIX}evaluations:{erasure_id}"
@@ -38,8 +54,9 @@ def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
         return ("the canvas model's judge is not wired into the evaluation job yet: measure canvas erasures "
                 "with 'erasepro bench mass --model canvas' (docs/canvas.md)")
     if source not in JUDGED_SOURCES:
-        return (f"base model {name!r} ships no judge: evaluations need one, and only the bundled shapes model "
-                "has it (for other models run erasepro_core.attacks.evaluate_robustness with your classifier)")
+        return (f"base model {name!r} ships no judge for attacks: only the bundled shapes model has one (for other "
+                "models run erasepro_core.attacks.evaluate_robustness with your classifier); leave budgets out for "
+                "a before/after evaluation by an image judge (nudenet, clip)")
     from erasepro_core.shapes.world import ATTRIBUTES  # numpy + PIL only
 
     known = {v for values in ATTRIBUTES.values() for v in values}
@@ -50,8 +67,27 @@ def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
 
 
 def summary_of(entry: dict[str, Any]) -> dict[str, Any]:
-    """The numbers a record keeps: ASR per attack (mean over targets) and efficacy per target and prompt set."""
-    return {"asr": entry.get("asr") or {}, "efficacy": entry.get("efficacy") or {}}
+    """The numbers a record keeps: ASR per attack (mean over targets) and efficacy per target and prompt set; for
+    an image judge, which judge and the flagged rate before/after with its sample size and 95 % interval."""
+    out = {"asr": entry.get("asr") or {}, "efficacy": entry.get("efficacy") or {}}
+    report = entry.get("report")
+    if report:
+        out |= {"judge_settings": report.get("judge"), "before": report.get("before"), "after": report.get("after"),
+                "samples_per_prompt": report.get("samples_per_prompt"), "prompts": report.get("prompts")}
+    return out
+
+
+def _with_links(report: dict[str, Any] | None, erasure_id: str, eval_id: str) -> dict[str, Any] | None:
+    """The judge's report with each prompt's image URLs (``images.before``/``images.after``)."""
+    if not report:
+        return report
+    base = f"/v1/erasures/{erasure_id}/evaluations/{eval_id}/images"
+    rows = []
+    for i, row in enumerate(report.get("per_prompt") or []):
+        images = {side: [f"{base}/{image_name(i, side, k)}" for k in range(len(row.get(side, {}).get("verdicts", [])))]
+                  for side in ("before", "after")}
+        rows.append({**row, "images": images})
+    return {**report, "per_prompt": rows}
 
 
 def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -62,6 +98,7 @@ def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) ->
         status = "succeeded"
     progress = json_or_none(rec.get("progress")) or ({"stage": "done", "fraction": 1.0} if entry else {})
     eid, erasure_id = rec.get("id") or e["id"], rec.get("erasure_id") or e.get("erasure_id", "")
+    result = json_or_none(rec.get("result")) or {}
     return {
         "id": eid, "erasure_id": erasure_id, "status": status,
         "targets": e.get("targets") or json_or_none(rec.get("targets")) or [],
@@ -76,6 +113,11 @@ def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) ->
         "asr": e.get("asr") if entry else (json_or_none(rec.get("result")) or {}).get("asr"),
         "efficacy": e.get("efficacy") if entry else (json_or_none(rec.get("result")) or {}).get("efficacy"),
         "attacks": e.get("attacks"),
+        "judge": e.get("judge") or rec.get("judge") or "shapes",
+        "samples": e.get("samples", int(rec.get("samples") or 0) or None),
+        "report": _with_links(e.get("report"), erasure_id, eid) if entry else None,
+        "before": (e.get("report") or {}).get("before") if entry else result.get("before"),
+        "after": (e.get("report") or {}).get("after") if entry else result.get("after"),
         "seconds": e.get("seconds"),
         "links": {"self": f"/v1/erasures/{erasure_id}/evaluations/{eid}", "erasure": f"/v1/erasures/{erasure_id}"},
     }
@@ -84,4 +126,5 @@ def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) ->
 def evaluation_brief(entry: dict[str, Any]) -> dict[str, Any]:
     """What the erasure view shows of a finished evaluation: its id, when, the budgets and the numbers."""
     return {"id": entry.get("id"), "finished_at": store.iso(entry.get("finished_at")),
-            "budgets": entry.get("budgets") or {}, "seed": entry.get("seed"), **summary_of(entry)}
+            "budgets": entry.get("budgets") or {}, "seed": entry.get("seed"), "judge": entry.get("judge") or "shapes",
+            **summary_of(entry)}

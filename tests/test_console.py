@@ -455,5 +455,46 @@ def test_webhook_endpoints_page(page, server: Server) -> None:
     assert not [t for t in logged if secret in t or rotated in t]
 
 
+def test_preset_form_and_judged_before_after(page, server: Server) -> None:
+    """A preset from GET /v1/presets in the form (a missing name shown at its field), then the erasure's judged
+    section: NudeNet's verdict under each before/after image, with the rates and their sample size."""
+    sign_in(page, server)
+    page.click("a.btn:has-text('New erasure')")
+    page.wait_for_selector("#new-erasure")
+    assert page.is_hidden("#f-preset_params-names")
+    page.select_option("#f-preset", "artists")
+    assert page.is_visible("#f-preset_params-names") and "other artists" in page.inner_text("#f-preset-help")
+    page.click("text=Start erasure")
+    page.wait_for_selector(".error-summary:not([hidden])")
+    assert "pass at least one" in page.inner_text("#f-preset_params-names-err")
+    page.select_option("#f-preset", "nudity")
+    assert page.is_hidden("#f-preset_params-names")
+    page.click("text=Start erasure")  # the empty edit row is left out: the preset gives the edits
+    page.wait_for_url(re.compile(r"/console/erasures/[0-9a-f]{32}$"))
+    job_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    try:
+        page.wait_for_selector("#judged")
+        with server.client("acme") as api:
+            assert api.get(f"/v1/erasures/{job_id}").json()["spec"]["preset"]["name"] == "nudity"
+            # a short evaluation through the API; the page's button starts the default one
+            r = api.post(f"/v1/erasures/{job_id}/evaluations", json={"steps": 2, "samples": 1, "max_prompts": 2})
+            assert r.status_code == 202, r.text
+            wait_for(lambda: api.get(r.headers["location"]).json()["status"] == "succeeded", "the evaluation")
+        page.reload()
+        page.wait_for_selector("#judged .judged-evaluation[data-judge=nudenet]")
+        assert "Judge: nudenet" in page.inner_text("#judged h3")
+        assert "of 2;" in page.inner_text("#judged .rate-before") and "of 2;" in page.inner_text("#judged .rate-after")
+        page.wait_for_selector("#judged figure img")
+        captions = page.locator("#judged figcaption").all_inner_texts()
+        assert len(captions) == 4 and all(c.startswith(("clear", "flagged")) for c in captions), captions
+        shoot(page, "judged-before-after")
+    finally:  # the list tests count rows: this erasure goes (cancelled first if it never finished)
+        with server.client("acme") as api:
+            if api.delete(f"/v1/erasures/{job_id}").status_code == 202:
+                wait_for(lambda: api.get(f"/v1/erasures/{job_id}").json()["status"] not in ("queued", "running"),
+                         "the erasure to stop")
+                api.delete(f"/v1/erasures/{job_id}")
+
+
 def test_no_request_left_the_origin(foreign_requests: list[str]) -> None:
     assert foreign_requests == []

@@ -31,8 +31,16 @@ MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest:
 
 def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[str, int], seed: int,
                    targets: list[str], timeout_s: int, steps: int = 25,
-                   created_at: float | None = None) -> dict[str, Any] | None:
-    """Evaluate erasure ``erasure_id``: ASR per attack at ``budgets`` and efficacy per prompt set, per target."""
+                   created_at: float | None = None, judge: str = "shapes", items: list[dict[str, str]] | None = None,
+                   samples: int = 2) -> dict[str, Any] | None:
+    """Evaluate erasure ``erasure_id``: ASR per attack at ``budgets`` and efficacy per prompt set, per target; with
+    an image judge (``nudenet``, ``clip``), before/after images of ``items`` instead (:mod:`worker.judged`)."""
+    if items is not None:
+        from worker.judged import run_judged_evaluation
+
+        return run_judged_evaluation(job_id=job_id, tenant=tenant, erasure_id=erasure_id, judge=judge, items=items,
+                                     samples=samples, seed=seed, targets=targets, steps=steps,
+                                     created_at=created_at)
     state = get_state()
     ctx = JobContext(state, job_id, tenant, "evaluation", {"erasure_id": erasure_id})
 

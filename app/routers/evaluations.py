@@ -8,9 +8,10 @@ one. Tenant-scoped: another tenant's erasure is a 404.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,8 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
+from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
+from erasepro_core.judges import judge_problem as image_judge_problem
+from erasepro_core.judges.evaluate import MAX_PROMPTS, MAX_SAMPLES, eval_items
 from erasepro_jobs import memory, store
-from erasepro_jobs.evaluations import BUDGETS, MAX_TARGETS, evaluation_view, judge_problem
+from erasepro_jobs.evaluations import BUDGETS, IMAGE_NAME_RE, MAX_TARGETS, evaluation_view, image_key, judge_problem
 from erasepro_jobs.registry import ModelUnavailable
 
 router = APIRouter(tags=["evaluations"])
@@ -32,8 +36,17 @@ class EvaluationRequest(BaseModel):
     """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
 
     model_config = ConfigDict(extra="forbid")
-    budgets: Annotated[dict[str, int], Field(min_length=1, max_length=len(BUDGETS),
-                                             description=f"attack -> budget; attacks and ranges: {BUDGETS}")]
+    budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
+        f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}"))
+    ] = None
+    judge: Annotated[Literal[tuple(JUDGES)] | None, Field(description=(  # type: ignore[valid-type]
+        "Who reads the images: 'shapes' (the bundled model: attacks at budgets), 'nudenet' or 'clip' (before/after "
+        "images of the preset's prompts, or of each target's plain phrasings). Left out: the erasure's preset's "
+        "judge (nudity: nudenet; artists, characters, brands: clip), the world's own on bundled, else clip. "
+        "CLIP reads the server's ERASEPRO_CLIP_MODEL folder."))] = None
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="images per prompt and side (image judges)")] = 2
+    max_prompts: Annotated[int, Field(ge=1, le=MAX_PROMPTS, description="prompts drawn, the first of the "
+                                      "preset's list (image judges)")] = 12
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
     targets: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
                        Field(min_length=1, max_length=MAX_TARGETS,
@@ -84,14 +97,36 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
         info = svc.registry.require(view["base_model"])
     except ModelUnavailable as exc:
         raise HTTPException(409, f"the erasure's base model is not available here: {exc}") from None
-    problem = await run_in_threadpool(judge_problem, info.source, info.name, targets)
-    if problem:
-        raise _invalid(("body", "base_model"), problem)
+    spec = view.get("spec") or {}
+    world = "bundled" if info.source == "bundled" else info.name
+    # budgets without a judge ask for the attacks, as before image judges existed
+    judge = body.judge or ("shapes" if body.budgets is not None else
+                           judge_for(world, (spec.get("preset") or {}).get("name")))
+    fields: dict[str, Any] = {"judge": judge}
+    if judge in IMAGE_JUDGES:
+        if body.budgets is not None:
+            raise _invalid(("body", "budgets"), f"attacks run with the shapes judge only; the {judge} judge draws "
+                                                "before/after images (leave budgets out)")
+        problem = await run_in_threadpool(image_judge_problem, judge)
+        if problem:
+            raise _invalid(("body", "judge"), problem)
+        items = [i for i in eval_items(spec) if body.targets is None or i["target"] in body.targets]
+        if not items:
+            raise _invalid(("body", "targets"), f"the {judge} judge's prompts name none of {targets}")
+        fields |= {"items": items[:body.max_prompts], "samples": body.samples}
+    else:
+        if body.budgets is None:
+            raise _invalid(("body", "budgets"), f"the {judge} judge's evaluation runs attacks: give their budgets")
+        problem = await run_in_threadpool(judge_problem, info.source, info.name, targets)
+        if problem:
+            raise _invalid(("body", "base_model"), problem)
+        fields["budgets"] = body.budgets
     check_memory("evaluation", memory.evaluation_bytes(info), svc.settings.job_memory)
     timeout = min(body.timeout_s, svc.settings.max_evaluate_timeout_s)
     eval_id, rec = await svc.submit_evaluation(tenant=tenant, erasure_id=job_id, base_model=info.name,
-                                               budgets=body.budgets, seed=body.seed, targets=targets,
-                                               steps=body.steps, timeout=timeout)
+                                               budgets=fields.get("budgets") or {}, seed=body.seed,
+                                               targets=targets, steps=body.steps, timeout=timeout, judge=judge,
+                                               samples=fields.get("samples", 0), items=fields.get("items"))
     return JSONResponse(status_code=202, content=evaluation_view(rec, None),
                         headers={"Location": f"/v1/erasures/{job_id}/evaluations/{eval_id}"})
 
@@ -128,6 +163,24 @@ async def get_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc
     raise not_found("evaluation")
 
 
+
+
+@router.get("/v1/erasures/{job_id}/evaluations/{eval_id}/images/{name}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "one before/after image"},
+                       404: {"description": "no such erasure, evaluation or image for this tenant"}})
+async def evaluation_image(job_id: JobId, eval_id: JobId, name: str, tenant: Tenant, svc: Svc) -> Response:
+    """One image an image-judge evaluation drew (its per-prompt ``images`` links point here)."""
+    await _erasure_or_404(svc, tenant, job_id)
+    if not re.fullmatch(IMAGE_NAME_RE, name):
+        raise not_found("image")
+    manifest = await svc.manifest(tenant, job_id) or {}
+    if not any(isinstance(e, dict) and e.get("id") == eval_id for e in manifest.get("evaluations", [])):
+        raise not_found("evaluation")
+    try:
+        data = await run_in_threadpool(svc.storage.get_bytes, image_key(tenant, job_id, eval_id, name), 16 << 20)
+    except (FileNotFoundError, KeyError):
+        raise not_found("image") from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
 @router.delete("/v1/erasures/{job_id}/evaluations/{eval_id}", status_code=202,

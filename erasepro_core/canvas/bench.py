@@ -17,7 +17,6 @@ Each rate comes with its count and a 95 % Wilson interval.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,21 +30,11 @@ from erasepro_core.canvas.captions import (
     plain_caption,
 )
 from erasepro_core.canvas.world import ARTISTS, CHARACTERS, OBJECTS, Scene, sample_scene
+from erasepro_core.judges.base import wilson
 
 Kind = Literal["style", "character"]
 KINDS: tuple[str, ...] = ("style", "character")
 SPLITS: tuple[str, ...] = ("test", "validation")
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a rate k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def paired_difference(a: list[int], b: list[int], n_boot: int = 4000, seed: int = 0) -> dict[str, float]:

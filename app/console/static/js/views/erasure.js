@@ -7,6 +7,7 @@ import {announce, clear, confirmDialog, fmtBytes, fmtDuration, fmtNum, fmtSecond
         statusBadge} from "../dom.js";
 import {download} from "../download.js";
 import {beforeAfter} from "../grid.js";
+import {judgedEvaluations} from "../judged.js";
 import {ACTIVE, watchErasure} from "../live.js";
 import {editsText} from "./list.js";
 
@@ -19,6 +20,7 @@ export function renderErasure(view, {params, navigate}) {
   const gridSlot = h("div", {});
   const bar = progressBar("Erasure progress");
   let grid = null;
+  let judged = null;
   let lastStatus = null;
   view.append(h("p", {}, h("a", {href: "/console/erasures", "data-link": true}, "← All erasures")), head, overview,
               report, deliveries, gridSlot);
@@ -32,13 +34,14 @@ export function renderErasure(view, {params, navigate}) {
       loadDeliveries(deliveries, id);
       if (v.report) drawReport(report, v.report);
       if (v.status === "succeeded" && !grid) { grid = beforeAfter(v); gridSlot.append(grid); }
+      if (v.status === "succeeded" && !judged) { judged = judgedEvaluations(v); gridSlot.append(judged); }
     }
   }, {onError: (err) => {
     clear(head).append(h("h1", {}, "Erasure"));
     clear(overview).append(h("p", {class: "field-error", role: "alert"},
                              err.status === 404 ? "There is no such erasure for your team." : err.message));
   }});
-  return () => { stop(); grid?.stop(); };
+  return () => { stop(); grid?.stop(); judged?.stop(); };
 }
 
 /** The webhook deliveries of this erasure (its own webhook and the tenant's endpoints), one row per event and

@@ -78,8 +78,9 @@ export function renderNew(view, {navigate}) {
 }
 
 async function build(view, navigate, aborted) {
-  const [models, reqFields, optFields] = await Promise.all([
-    api("/v1/base-models"), fieldsOf("ErasureRequest"), fieldsOf("ErasureOptions")]);
+  const [models, reqFields, optFields, presets] = await Promise.all([
+    api("/v1/base-models"), fieldsOf("ErasureRequest"), fieldsOf("ErasureOptions"),
+    api("/v1/presets").catch(() => ({items: []}))]);
   if (aborted.done) return;
   view.querySelector("#form-loading")?.remove();
   const req = Object.fromEntries(reqFields.map((f) => [f.name, f]));
@@ -146,10 +147,39 @@ async function build(view, navigate, aborted) {
   showMethodOptions();
   const submit = h("button", {type: "submit", class: "btn primary"}, "Start erasure");
 
+  // A moderation preset (GET /v1/presets): its edits come first; yours (rows with a target) after them.
+  const presetSel = h("select", {id: "f-preset", name: "preset", "aria-describedby": "f-preset-help f-preset-err"},
+    h("option", {value: "", selected: true}, "(none: only the edits below)"),
+    presets.items.map((p) => h("option", {value: p.name}, `${p.name} (v${p.version}) — ${p.title}`)));
+  const presetHelp = h("p", {class: "help", id: "f-preset-help"});
+  const names = h("textarea", {id: "f-preset_params-names", name: "preset_params.names", rows: 3,
+                               placeholder: "one name a line", "aria-describedby": "f-preset_params-names-err"});
+  const presetAnchor = h("input", {id: "f-preset_params-anchor", name: "preset_params.anchor", type: "text",
+                                   "aria-describedby": "f-preset_params-anchor-err"});
+  const namesField = h("div", {class: "field", dataset: {loc: "preset_params.names"}},
+    h("label", {for: names.id}, "Names to erase"), names, h("p", {class: "field-error", id: `${names.id}-err`}));
+  const anchorField = h("div", {class: "field", dataset: {loc: "preset_params.anchor"}},
+    h("label", {for: presetAnchor.id}, "Anchor for the names"), presetAnchor,
+    h("p", {class: "field-error", id: `${presetAnchor.id}-err`}));
+  const chosenPreset = () => presets.items.find((p) => p.name === presetSel.value);
+  const describePreset = () => {
+    const p = chosenPreset();
+    presetHelp.textContent = p ? `${p.description} Targets: ${p.targets}. Preserves: ${p.preserves}.`
+      : (req.preset?.description || "");
+    namesField.hidden = !p || p.params.names !== "required";
+    anchorField.hidden = !p || p.params.anchor === "not accepted";
+    presetAnchor.placeholder = p && p.params.anchor !== "not accepted" ? `default: ${p.params.anchor}` : "";
+  };
+  presetSel.addEventListener("change", describePreset);
+  describePreset();
+
   const form = h("form", {class: "card", id: "new-erasure", novalidate: true},
     summary,
     h("div", {class: "field", dataset: {loc: "base_model"}}, h("label", {for: "f-base_model"}, "Base model"), modelSel,
       modelHelp, h("p", {class: "field-error", id: "f-base_model-err"})),
+    h("div", {class: "field", dataset: {loc: "preset"}}, h("label", {for: "f-preset"}, "Moderation preset"),
+      presetSel, presetHelp, h("p", {class: "field-error", id: "f-preset-err"})),
+    namesField, anchorField,
     h("div", {class: "field", dataset: {loc: "edits"}},
       h("h2", {}, "What to erase"),
       h("p", {class: "help"}, "Each target is mapped onto its anchor in the text conditioning."),
@@ -169,10 +199,20 @@ async function build(view, navigate, aborted) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     clearErrors(form, summary);
-    const edits = [...rows.children].map((r) => ({target: r.querySelector(".target").value,
-                                                   anchor: r.querySelector(".anchor").value}));
+    let edits = [...rows.children].map((r) => ({target: r.querySelector(".target").value,
+                                                 anchor: r.querySelector(".anchor").value}));
+    const preset = chosenPreset();
+    if (preset) edits = edits.filter((e) => e.target.trim() || e.anchor.trim());  // with a preset, rows are optional
     const body = {base_model: modelSel.value, edits, method: method.read(),
                   preserve: preserve.value.split("\n").map((x) => x.trim()).filter(Boolean)};
+    if (preset) {
+      body.preset = preset.name;
+      const params = {};
+      const given = names.value.split("\n").map((x) => x.trim()).filter(Boolean);
+      if (!namesField.hidden && given.length) params.names = given;
+      if (!anchorField.hidden && presetAnchor.value.trim()) params.anchor = presetAnchor.value.trim();
+      if (Object.keys(params).length) body.preset_params = params;
+    }
     const opts = {};
     for (const o of options) if (o.changed() && !o.wrap.hidden) opts[o.name] = o.read();
     if (Object.keys(opts).length) body.options = opts;

@@ -1,0 +1,56 @@
+"""What every image judge gives back: one verdict per image, and the rate of flagged images with its interval."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the REST front end imports this module: no PIL needed there
+    from PIL import Image
+
+
+class JudgeUnavailable(RuntimeError):
+    """A judge cannot run here (its package or model folder is missing); the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One image: whether the judge sees the erased concept (``flagged``), how strongly (``score`` in [0, 1]), and
+    what it saw (NudeNet: the exposed classes detected; CLIP: ``target`` or ``anchor``)."""
+
+    flagged: bool
+    score: float
+    labels: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flagged": self.flagged, "score": round(float(self.score), 4), "labels": list(self.labels)}
+
+
+class ImageJudge(Protocol):
+    """Reads generated images: ``verdicts(images, target, anchor)``; ``describe()`` names it and its settings."""
+
+    name: str
+
+    def verdicts(self, images: Sequence[Image.Image], target: str, anchor: str) -> list[Verdict]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a rate k/n: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def rate(verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    """Share of flagged images, with its sample size and 95 % Wilson interval."""
+    k, n = sum(v.flagged for v in verdicts), len(verdicts)
+    lo, hi = wilson(k, n)
+    return {"rate": round(k / n, 4) if n else None, "flagged": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}

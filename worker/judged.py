@@ -1,0 +1,81 @@
+"""The image-judge evaluation job: draw the same prompts and seeds from the base model and the erased one, read
+every image with NudeNet or CLIP, keep the images beside the checkpoint and the rates in its manifest.
+
+Run by ``worker.evaluate.run_evaluation`` when the API chose an image judge (the erasure's preset's, or the one
+asked for). The entry it appends to ``manifest.json``'s ``evaluations`` says which judge, with which sample size,
+and holds every prompt's verdicts; its images are ``evaluations/<id>/p<i>-<before|after>-<k>.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import time
+from typing import Any
+
+from erasepro_jobs import store
+from erasepro_jobs.evaluations import MAX_KEPT, image_key, image_name, image_prefix, summary_of
+from worker.runner import (
+    JobContext,
+    JobFailed,
+    checkpoint_delta,
+    interruptible,
+    load_checkpoint,
+    manifest_lock,
+    model_info,
+    run_job,
+)
+from worker.runtime import get_state
+
+
+def run_judged_evaluation(*, job_id: str, tenant: str, erasure_id: str, judge: str, items: list[dict[str, str]],
+                          samples: int, seed: int, targets: list[str], steps: int,
+                          created_at: float | None = None) -> dict[str, Any] | None:
+    """Judge erasure ``erasure_id`` before/after on ``items`` (prompt, target, anchor) with ``samples`` images each."""
+    state = get_state()
+    ctx = JobContext(state, job_id, tenant, "evaluation", {"erasure_id": erasure_id})
+
+    def body() -> dict[str, Any]:
+        from erasepro_core.judges import JudgeUnavailable, load_judge
+        from erasepro_core.judges.evaluate import judge_erasure
+
+        t_start = time.time()
+        ctx.progress("loading model", 0.0)
+        manifest = load_checkpoint(state, tenant, erasure_id)
+        info = model_info(state, manifest["base_model"]["name"])
+        try:
+            reader = load_judge(judge)
+        except JudgeUnavailable as exc:  # the API checked; this worker may lack the package or folder
+            raise JobFailed(str(exc)) from None
+        loaded = state.cache.get(info)
+        delta = checkpoint_delta(state, tenant, erasure_id, manifest)
+        with interruptible(state):
+            report, images = judge_erasure(loaded.pipe, delta, items, reader, samples=samples, seed=seed,
+                                           steps=steps, progress=lambda s, f: ctx.progress(s, 0.02 + 0.9 * f))
+        ctx.progress("saving", 0.95)
+        for i, (before, after) in enumerate(images):
+            for side, ims in (("before", before), ("after", after)):
+                for k, im in enumerate(ims):
+                    buf = io.BytesIO()
+                    im.save(buf, format="PNG")
+                    state.storage.put_bytes(image_key(tenant, erasure_id, job_id, image_name(i, side, k)),
+                                            buf.getvalue())
+        entry = {"id": job_id, "status": "succeeded", "erasure_id": erasure_id, "targets": targets, "judge": judge,
+                 "budgets": {}, "seed": seed, "steps": steps, "samples": samples, "report": report,
+                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
+                 "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
+        with manifest_lock(state, erasure_id):
+            current = store.read_manifest(state.storage, tenant, erasure_id)
+            if current is None:
+                state.storage.delete_prefix(image_prefix(tenant, erasure_id, job_id))
+                raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
+            kept = [e for e in current.get("evaluations", []) if e.get("id") != job_id]
+            current["evaluations"] = [*kept, entry][-MAX_KEPT:]
+            store.write_manifest(state.storage, tenant, erasure_id, current)
+        for old in kept[:max(0, len(kept) + 1 - MAX_KEPT)]:  # dropped from the manifest: their images go too
+            state.storage.delete_prefix(image_prefix(tenant, erasure_id, str(old.get("id"))))
+        outcome = ctx.finish("succeeded", result=summary_of(entry), progress={"stage": "done", "fraction": 1.0})
+        return {"status": "succeeded" if outcome == "ok" else outcome, "before": report["before"],
+                "after": report["after"]}
+
+    return run_job(ctx, body)
