@@ -9,8 +9,9 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/erasures/{id}/events              the job's event log (JSON pages, or SSE)
     GET    /v1/erasures/{id}/deliveries          every webhook delivery attempt, with its target
     GET    /v1/erasures/{id}/checkpoint          ?format=delta|diffusers (Content-Length, ETag, Range)
-    GET/POST /v1/erasures/{id}/evaluations      list the erasure's evaluations, or start one (attacks; 202)
+    GET/POST /v1/erasures/{id}/evaluations      list the erasure's evaluations, or start one (attacks or a judge; 202)
     GET/DELETE /v1/erasures/{id}/evaluations/{eval_id}   one evaluation, or cancel it
+    GET    /v1/erasures/{id}/evaluations/{eval_id}/images/{name}   a judged before/after image (PNG)
     POST   /v1/erasures/{id}/generate            images from the edited model (PNG, JSON, or 202 + job)
     POST   /v1/base-models/{name}/generate       the same from the unedited model
     GET    /v1/generations/{id}[/images]         poll a generation that answered 202
