@@ -290,6 +290,8 @@ class PresetView(BaseModel):
     eval_concept: dict[str, str] | None = Field(default=None, description="What a target-vs-anchor judge "
                                                 "compares on a fixed preset's prompts.")
     judge: str = Field(description="The judge that reads its evaluation images.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="ErasePro settings it chooses unless the "
+                                     "request sets them or picks another method (e.g. characters: token_policy).")
 
 
 class PresetList(BaseModel):

@@ -96,3 +96,17 @@ def test_a_presets_delta_and_model_card_name_the_preset() -> None:
     assert result.delta.spec["preset"] == {"name": "brands", "version": 1, "params": {"names": ["acme cola"]}}
     card = model_card(result.delta, "lora")
     assert '- preset: `brands` version 1 (erasepro_core/presets), parameters `{"names": ["acme cola"]}`' in card
+
+
+def test_a_preset_chooses_erasepro_settings_unless_the_request_does() -> None:
+    """characters constrains names through EOS (canvas: a last-token edit left a character visible)."""
+    from erasepro_core.presets import apply_preset
+    from erasepro_core.spec import ErasureSpec
+
+    spec = ErasureSpec.model_validate(apply_preset({}, "characters", {"names": ["Mickey"]}))
+    assert spec.method.token_policy == "to_eos"
+    mine = ErasureSpec.model_validate(apply_preset({"token_policy": "last"}, "characters", {"names": ["Mickey"]}))
+    assert mine.method.token_policy == "last"
+    uce = ErasureSpec.model_validate(apply_preset({"method": "uce"}, "characters", {"names": ["Mickey"]}))
+    assert uce.method.name == "uce"
+    assert ErasureSpec.model_validate(apply_preset({}, "artists", {"names": ["X"]})).method.token_policy == "last"

@@ -88,6 +88,9 @@ class Preset(BaseModel):
     eval_concept: dict[Literal["target", "anchor"], str] | None = Field(
         default=None, description="What a target-vs-anchor judge (CLIP) compares on the fixed presets' prompts.")
     judge: str = Field(description="The judge that reads its evaluation images (see erasepro_core.judges).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="ErasePro settings the preset chooses "
+                                     "(flat wire names, e.g. token_policy) unless the request sets them or "
+                                     "picks another method.")
 
     @property
     def takes_names(self) -> bool:
@@ -132,7 +135,7 @@ class Preset(BaseModel):
                            "anchor": self.params.get("anchor", "not accepted")},
                 "edits": [e.model_dump() for e in self.edits], "edit": self.edit, "templates": list(self.templates),
                 "preserve": list(self.preserve), "eval_prompts": list(self.eval_prompts),
-                "eval_concept": self.eval_concept, "judge": self.judge}
+                "eval_concept": self.eval_concept, "judge": self.judge, "settings": dict(self.settings)}
 
 
 def _params(params: PresetParams | dict[str, Any] | None) -> PresetParams:
@@ -183,6 +186,9 @@ def apply_preset(data: dict[str, Any], name: str, params: PresetParams | dict[st
     if out["templates"] is None:
         out["templates"] = x["templates"]
     out["preset"] = x["preset"]
+    if out.get("method", "erasepro") == "erasepro":
+        for key, value in get_preset(name).settings.items():
+            out.setdefault(key, value)
     return out
 
 
