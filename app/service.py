@@ -116,7 +116,8 @@ class Service:
         sync = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
         storage = open_storage(settings)
         return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
-                   keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn,
+                   keys=KeyStore(settings.keys_file, settings.api_keys_env, settings.admin_keys_env), r=r,
+                   rq_conn=rq_conn,
                    lifecycle=Lifecycle(sync, settings.data_dir, storage), storage=storage)
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from erasepro_jobs import store, webhooks
+from erasepro_jobs import metrics, store, webhooks
 from erasepro_jobs.endpoints import Endpoints
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 from erasepro_jobs.storage import FileStorage, Storage, StorageError
@@ -312,15 +312,30 @@ class Lifecycle:
                require_lease_lost: bool = False, data: dict[str, Any] | None = None, **fields: Any) -> str:
         """End the job: 'ok', or why not (see ``_FINISH``)."""
         data = {**(data or {}), **({"error": error} if error else {})}
-        return self._run("FINISH", job, outcome, data,
-                         [store.k_lease(job.id), store.k_done(job.id), K_RUNNING],
-                         [outcome, from_status, "lease" if require_lease_lost else "",
-                          *store.flatten({"error": error, **fields})])
+        result = self._run("FINISH", job, outcome, data,
+                           [store.k_lease(job.id), store.k_done(job.id), K_RUNNING],
+                           [outcome, from_status, "lease" if require_lease_lost else "",
+                            *store.flatten({"error": error, **fields})])
+        if result == "ok":
+            self._ended(job, outcome, fields.get("timings"))
+        return result
 
     def cancel(self, job: JobRef) -> str:
         """'cancelled' | 'cancelling' | the terminal status seen | 'missing'."""
-        return self._run("CANCEL", job, "cancelled", {"error": "cancelled before it started"},
-                         [store.k_done(job.id)], [])
+        result = self._run("CANCEL", job, "cancelled", {"error": "cancelled before it started"},
+                           [store.k_done(job.id)], [])
+        if result == "cancelled":
+            self._ended(job, "cancelled", None)
+        return result
+
+    def _ended(self, job: JobRef, status: str, timings: Any) -> None:
+        """The metrics of a job that just ended (see :mod:`erasepro_jobs.metrics`); never raises."""
+        try:
+            started = self.r.hget(store.k_job(job.id), "started_at")
+            run_s = store.now() - float(started) if started else None
+        except (redis.RedisError, ValueError):
+            run_s = None
+        metrics.job_ended(self.r, job.kind, status, timings if isinstance(timings, dict) else None, run_s)
 
     # ---------------------------------------------------------------------------------------- reaper
     def reap(self) -> int:

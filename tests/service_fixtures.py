@@ -30,6 +30,8 @@ from app.http_guard import PROTOCOL
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef",
         "bulk": "test-key-bulk-0123456789abcdef"}  # bulk: many jobs (test_service_listing.py)
+ADMIN_KEY = "test-admin-key-0123456789abcdef"  # ERASEPRO_ADMIN_KEYS: GET /v1/audit, /metrics
+METRICS_TOKEN = "test-metrics-token-0123456789"  # ERASEPRO_METRICS_TOKEN: GET /metrics
 LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
 SLOW_CLIENT_TIMEOUT_S = 2  # header and body deadlines of the test API (slow-client tests wait this long)
@@ -158,6 +160,7 @@ class Stack:
             "ERASEPRO_DATA_DIR": str(self.data_dir),
             "ERASEPRO_BASE_MODELS": str(self.tmp / "models.toml"),
             "ERASEPRO_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+            "ERASEPRO_ADMIN_KEYS": f"ops:{ADMIN_KEY}", "ERASEPRO_METRICS_TOKEN": METRICS_TOKEN,
             "ERASEPRO_LEASE_TTL_S": str(LEASE_TTL_S),
             "ERASEPRO_GENERATE_WAIT_S": "120",
             "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",

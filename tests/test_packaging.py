@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> distribution, where they differ (starlette ships with fastapi).
-DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings"}
+DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings",
+           "prometheus_client": "prometheus-client"}
 HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "torchvision", "open_clip_torch"}
 
 

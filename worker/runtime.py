@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from erasepro_jobs import store
+from erasepro_jobs import metrics, store
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import Settings
@@ -198,6 +198,7 @@ class Heartbeat(threading.Thread):
             try:
                 if elapsed >= interval:
                     self.beat()
+                    metrics.report_gpu(self.state.r, self.state.name, 3 * self.state.settings.lease_ttl_s)
                     # every worker also reaps: a job whose worker died is recorded (and its event sent) on this
                     # timer, whether or not anyone reads it
                     self.state.lifecycle.reap()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.routers import base_models, erasures, evaluations, events, generations, health, webhook_endpoints
+from app.routers import audit, base_models, erasures, evaluations, events, generations, health, webhook_endpoints
 
 ROUTERS: tuple[APIRouter, ...] = (health.router, base_models.router, erasures.router, events.router,
-                                  evaluations.router, generations.router, webhook_endpoints.router)
+                                  evaluations.router, generations.router, webhook_endpoints.router, audit.router)
