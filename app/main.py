@@ -44,6 +44,7 @@ from app.metrics import router as metrics_router
 from app.observe import Observe
 from app.routers import ROUTERS
 from app.service import IndexRebuilding, Service, TooManyJobs
+from erasepro_jobs import logs
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import ObjectNotFound, StorageError
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.data_dir.chmod(0o700)
         except OSError as exc:  # someone else's folder (a mount): leave it, say so
             log.warning("could not make %s private (0700): %s", settings.data_dir, exc)
+        if settings.log_format == "json":  # under `uvicorn app.main:app`, nobody else configures logging
+            logs.configure(logging.getLogger().level or logging.INFO, "json")
         svc = Service.create(settings)
         app.state.service = svc
         flusher = start_audit(app, settings, svc.storage)

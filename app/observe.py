@@ -26,6 +26,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.metrics import observe_http
+from erasepro_jobs import logs
 
 log = logging.getLogger("erasepro.access")
 
@@ -94,6 +95,11 @@ class Observe:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    @staticmethod
+    def json_logs(scope: Scope) -> bool:
+        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+        return getattr(settings, "log_format", "text") == "json"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -103,6 +109,7 @@ class Observe:
         request_id = given if REQUEST_ID_RE.match(given) else secrets.token_hex(12)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        token = logs.request_id.set(request_id)  # every log line of this request names it
         started = time.perf_counter()
         status = 500
         location = ""
@@ -120,6 +127,7 @@ class Observe:
             await self.app(scope, receive, wrapped)
         finally:
             self._done(scope, status, time.perf_counter() - started, request_id, location)
+            logs.request_id.reset(token)
 
     def _done(self, scope: Scope, status: int, seconds: float, request_id: str, location: str) -> None:
         try:
@@ -128,7 +136,9 @@ class Observe:
             observe_http(method, route, status, seconds)
             state = scope.get("state") or {}
             tenant, key_id = state.get("tenant"), state.get("key_id")
-            log.info("%s %s %d %.1f ms", method, route, status, seconds * 1e3, extra={
+            # an access line of our own in JSON mode (uvicorn's has no request id or tenant); DEBUG in text mode
+            level = logging.INFO if self.json_logs(scope) else logging.DEBUG
+            log.log(level, "%s %s %d %.1f ms", method, route, status, seconds * 1e3, extra={
                 "request_id": request_id, "route": route, "status": status, "tenant": tenant, "key_id": key_id,
                 "duration_ms": round(seconds * 1e3, 2)})
             audit = getattr(scope["app"].state, "audit", None) if "app" in scope else None

@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
+from erasepro_jobs import logs
 from erasepro_jobs.settings import Settings, redact_url
 from erasepro_jobs.storage import Storage, open_storage
 
@@ -257,8 +258,8 @@ def worker_name(pid: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, log_level: str = "info") -> int:
     """Run the service in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
+    logs.configure(log_level, settings.log_format)
     service = LocalService(settings, workers=workers)
     stop_signals: list[int] = []
 
