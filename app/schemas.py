@@ -180,6 +180,8 @@ class ErasureView(BaseModel):
     cancel_requested: bool = False
     report: dict[str, Any] | None = None
     error: str | None = None
+    attempt: int = Field(default=1, description="Which run this is: a job whose worker died is run again, up to "
+                                                "ERASEPRO_JOB_ATTEMPTS times")
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

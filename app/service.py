@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import KeyStore
 from erasepro_core.io import write_json_atomic
-from erasepro_jobs import store
+from erasepro_jobs import retry, store
 from erasepro_jobs.evaluations import evaluation_brief
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
@@ -530,6 +530,7 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "cancel_requested": rec.get("cancel_requested") == "1",
         "report": m.get("report") if manifest else _json(rec.get("report")),
         "error": rec.get("error") or None,
+        "attempt": retry.attempt_of(rec),
         "timings": m.get("timings") if manifest else _json(rec.get("timings")),
         "spec": spec,
         "metadata": _json(rec.get("metadata")) or m.get("metadata") or {},

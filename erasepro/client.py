@@ -67,6 +67,7 @@ class ErasureView(_Model):
     cancel_requested: bool = False
     report: dict[str, Any] | None = None
     error: str | None = None
+    attempt: int = 1
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -12,8 +12,8 @@ epoch, 19 digits, so names sort by time). A line's ``id`` is ``{ns:019d}-{8 hex}
 the pagination cursor.
 
 Reading (:meth:`AuditLog.read`) walks segments newest first, day by day from ``until`` back to ``since`` (31
-days before ``until`` unless given), and examines at most ``SCAN_BUDGET`` segments per call: a filter that
-matches little may return a short page with a cursor; follow it until it is ``None``.
+days before ``until`` unless given), and examines at most ``SCAN_BUDGET`` segments and ``DAY_BUDGET`` days per
+call: a filter that matches little may return a short page with a cursor; follow it until it is ``None``.
 
 Trade-off: a process killed with SIGKILL loses the lines of its last flush interval (at most 1 s by default);
 lines of other processes appear once they flush.
@@ -38,6 +38,7 @@ log = logging.getLogger("erasepro.audit")
 
 PREFIX = "audit"
 SCAN_BUDGET = 200  # segments one read examines at most
+DAY_BUDGET = 40  # days one read lists at most: the default window (32 days) in one request, years a page at a time
 MAX_BUFFER = 100_000  # lines a process keeps while the store is down; beyond, the oldest are dropped (and logged)
 DEFAULT_WINDOW_DAYS = 31
 ID_RE = re.compile(r"^[0-9]{19}-[0-9a-f]{8}$")
@@ -146,7 +147,8 @@ class AuditLog:
         """Lines matching ``filters``, newest first, strictly older than ``cursor`` (an id or a previous
         ``next_cursor``); returns ``(items, next_cursor)``, ``next_cursor`` None at the end of the window."""
         self.flush()  # this process's own lines are readable at once
-        top = time.time_ns() + 1 if filters.until is None else int(filters.until * 1e9)  # lines with ns < top
+        now = time.time_ns() + 1
+        top = now if filters.until is None else min(int(filters.until * 1e9), now)  # lines with ns < top
         bound_id = f"{top:019d}-00000000"
         if cursor is not None and cursor < bound_id:
             bound_id, top = cursor, id_ns(cursor) + 1
@@ -154,7 +156,7 @@ class AuditLog:
                  else top - DEFAULT_WINDOW_DAYS * 86400 * 10**9)
         found: list[dict[str, Any]] = []
         known: list[tuple[int, int, str]] = []
-        budget = SCAN_BUDGET
+        budget, days = SCAN_BUDGET, DAY_BUDGET
         day = datetime.fromtimestamp(top / 1e9, UTC).date()
         end_day = datetime.fromtimestamp(floor / 1e9, UTC).date()
         while True:
@@ -174,7 +176,8 @@ class AuditLog:
                              and filters.match(e))
             at_end = day <= end_day and not known
             done = [e for e in found if id_ns(e["id"]) >= complete_from]
-            if at_end or budget == 0 or len(done) > limit:
+            days -= 1
+            if at_end or budget == 0 or days == 0 or len(done) > limit:
                 break
             day -= timedelta(days=1)
         done.sort(key=lambda e: e["id"], reverse=True)

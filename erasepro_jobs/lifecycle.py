@@ -24,7 +24,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from erasepro_jobs import metrics, store, webhooks
+from erasepro_jobs import metrics, retry, store, webhooks
 from erasepro_jobs.endpoints import Endpoints
 from erasepro_jobs.settings import DELIVER_FUNC, REDIS_PREFIX, WEBHOOK_QUEUE
 from erasepro_jobs.storage import FileStorage, Storage, StorageError
@@ -356,6 +356,10 @@ class Lifecycle:
                 continue
             if lost == "ok":
                 reaped += 1
+        try:  # jobs a dead worker dequeued but never started (still 'queued')
+            reaped += retry.reap_unstarted(self)
+        except redis.RedisError as exc:
+            log.warning("reaper: unstarted jobs: %s", exc)
         return reaped
 
     def lease_lost(self, rec: dict[str, str]) -> str:
@@ -363,17 +367,22 @@ class Lifecycle:
         manifest = (store.read_manifest(self.storage, job.tenant, job.id) if job.kind == "erasure" else None)
         if manifest is not None:
             return self.finish(job, "succeeded", require_lease_lost=True, report=manifest.get("report"))
-        return self.finish(job, "failed", error=LEASE_LOST_MSG, require_lease_lost=True)
+        return retry.requeue_or_fail(self, job, rec, LEASE_LOST_MSG, require_lease_lost=True)
 
-    def release(self, worker_names: list[str], error: str) -> int:
-        """Record failed the running jobs these (stopped) workers held, without waiting for their leases."""
+    def release(self, worker_names: list[str], error: str, *, retry_jobs: bool = False) -> int:
+        """Record failed (``retry_jobs``: re-queue while attempts are left, see :mod:`erasepro_jobs.retry`) the
+        running jobs these (stopped) workers held, without waiting for their leases."""
         released = 0
         for job_id in self.r.smembers(K_RUNNING):
             if self.r.get(store.k_lease(job_id)) not in worker_names:
                 continue
             rec = self.r.hgetall(store.k_job(job_id))
-            if rec and self.finish(JobRef.of(rec), "failed", error=error) == "ok":
-                released += 1
+            if not rec:
+                continue
+            job = JobRef.of(rec)
+            outcome = (retry.requeue_or_fail(self, job, rec, error) if retry_jobs
+                       else self.finish(job, "failed", error=error))
+            released += outcome == "ok"
         return released
 
     # ---------------------------------------------------------------------------------------- events

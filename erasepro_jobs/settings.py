@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     admin_keys_env: str = Field("", validation_alias=AliasChoices("admin_keys_env", "ERASEPRO_ADMIN_KEYS"))
     audit: Flag = True  # the audit log (erasepro_jobs.audit); off: nothing recorded, GET /v1/audit 404
     audit_flush_s: float = Field(1.0, gt=0, le=60)  # how long an audit line may wait before its segment is stored
+    job_attempts: int = Field(2, ge=1, le=10)  # runs a job gets when its worker dies (erasepro_jobs.retry)
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per line with request and job ids
     s3_endpoint_url: str | None = Field(None, validation_alias=AliasChoices(
         "s3_endpoint_url", "ERASEPRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"))

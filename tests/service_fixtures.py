@@ -109,7 +109,8 @@ def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(ERASEPRO_DATA_DIR=str(tmp / "data"), ERASEPRO_BASE_MODELS=str(tmp / "models.toml"),
                ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT),
-               ERASEPRO_RATE_LIMIT="0", ERASEPRO_RATE_LIMIT_ADDRESS="0", ERASEPRO_RATE_LIMIT_UNAUTHENTICATED="0")
+               ERASEPRO_RATE_LIMIT="0", ERASEPRO_RATE_LIMIT_ADDRESS="0", ERASEPRO_RATE_LIMIT_UNAUTHENTICATED="0",
+               ERASEPRO_JOB_ATTEMPTS="1")  # the fault suite checks what one death leaves; retries: test_service_retry
     env.update(extra_env or {})
     log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -161,6 +162,8 @@ class Stack:
             "ERASEPRO_BASE_MODELS": str(self.tmp / "models.toml"),
             "ERASEPRO_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
             "ERASEPRO_ADMIN_KEYS": f"ops:{ADMIN_KEY}", "ERASEPRO_METRICS_TOKEN": METRICS_TOKEN,
+            # one run per job: the kill tests here check what a death leaves (tests/test_service_retry.py retries)
+            "ERASEPRO_JOB_ATTEMPTS": "1",
             "ERASEPRO_LEASE_TTL_S": str(LEASE_TTL_S),
             "ERASEPRO_GENERATE_WAIT_S": "120",
             "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",

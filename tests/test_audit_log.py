@@ -12,7 +12,7 @@ from erasepro_jobs.audit import AuditLog, Filters
 from erasepro_jobs.storage import FileStorage
 
 DAY = 86400 * 10**9
-MS = 10**6  # offsets well above a float timestamp's resolution (~240 ns in 2027)
+MS = 10**6  # offsets well above a float timestamp's resolution (~240 ns today)
 
 
 def _write(log: AuditLog, ns_list: list[int], **fields: object) -> None:
@@ -25,7 +25,7 @@ def _write(log: AuditLog, ns_list: list[int], **fields: object) -> None:
 def test_segments_are_new_objects_and_reads_merge_writers(tmp_path: Path) -> None:
     store = FileStorage(tmp_path)
     a, b = AuditLog(store, "a"), AuditLog(store, "b")
-    now = 1_800_000_000 * 10**9
+    now = 1_700_000_000 * 10**9
     _write(a, [now - 3 * DAY, now - DAY - 5 * MS, now - 10 * MS], tenant="acme")
     _write(b, [now - DAY, now - 20 * MS, now - 5 * MS], tenant="globex")
     _write(a, [now - 2 * MS], tenant="acme")
@@ -53,7 +53,7 @@ def test_segments_are_new_objects_and_reads_merge_writers(tmp_path: Path) -> Non
 def test_the_scan_budget_returns_a_cursor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = FileStorage(tmp_path)
     log = AuditLog(store, "w")
-    now = 1_800_000_000 * 10**9
+    now = 1_700_000_000 * 10**9
     for i in range(6):
         _write(log, [now - 100 * MS * i], tenant="acme")
     monkeypatch.setattr(audit, "SCAN_BUDGET", 2)
@@ -75,3 +75,17 @@ def test_only_known_fields_are_kept(tmp_path: Path) -> None:
     assert "authorization" not in e and "body" not in e
     log.flush()
     assert b"secret" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*.jsonl"))
+
+
+def test_a_window_of_years_is_walked_a_few_weeks_per_request(tmp_path: Path) -> None:
+    log = AuditLog(FileStorage(tmp_path), "w")
+    now = 1_700_000_000 * 10**9
+    _write(log, [now - 400 * DAY], tenant="acme")
+    seen, cursor, calls = [], None, 0
+    while True:
+        items, cursor = log.read(Filters(since=(now - 3650 * DAY) / 1e9, until=now / 1e9), cursor=cursor)
+        calls += 1
+        seen += items
+        if cursor is None:
+            break
+    assert len(seen) == 1 and 80 < calls < 110  # ten years, 40 days per request
