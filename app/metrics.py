@@ -41,7 +41,11 @@ HTTP_SECONDS = Histogram("erasepro_http_request_duration_seconds", "Time to answ
                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0))
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
+    method = method if method in METHODS else "other"  # a client's made-up method must not grow the label set
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_SECONDS.labels(method, route).observe(seconds)
 

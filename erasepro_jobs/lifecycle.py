@@ -36,8 +36,8 @@ MAX_EVENTS = 2000  # per subject stream (approximate trim); the disk copy keeps 
 PROGRESS_EVENT_STEP = 0.1  # a progress event per stage change or 10 %; the record itself moves by 1 %
 TERMINAL_EVENTS = ("erasure.succeeded", "erasure.failed", "erasure.cancelled")
 
-LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
-                  "no checkpoint was produced - submit the job again")
+LEASE_LOST_REASON = "the worker running this job stopped responding (process killed or machine lost)"
+LEASE_LOST_MSG = f"{LEASE_LOST_REASON}; no checkpoint was produced - submit the job again"
 
 
 def k_events(subject: str) -> str:
@@ -367,7 +367,7 @@ class Lifecycle:
         manifest = (store.read_manifest(self.storage, job.tenant, job.id) if job.kind == "erasure" else None)
         if manifest is not None:
             return self.finish(job, "succeeded", require_lease_lost=True, report=manifest.get("report"))
-        return retry.requeue_or_fail(self, job, rec, LEASE_LOST_MSG, require_lease_lost=True)
+        return retry.requeue_or_fail(self, job, rec, LEASE_LOST_REASON, require_lease_lost=True)
 
     def release(self, worker_names: list[str], error: str, *, retry_jobs: bool = False) -> int:
         """Record failed (``retry_jobs``: re-queue while attempts are left, see :mod:`erasepro_jobs.retry`) the

@@ -71,6 +71,10 @@ def attempt_of(rec: dict[str, str]) -> int:
         return 1
 
 
+def _final(reason: str, attempt: int, limit: int) -> str:
+    return f"{reason} (attempt {attempt} of {limit}: no attempts left); no checkpoint was produced - submit it again"
+
+
 def requeue_or_fail(lc: Lifecycle, job: JobRef, rec: dict[str, str], reason: str, *,
                     require_lease_lost: bool = False) -> str:
     """A running job lost its worker: queue it again if it has attempts left, else fail it saying so. Returns
@@ -78,10 +82,11 @@ def requeue_or_fail(lc: Lifecycle, job: JobRef, rec: dict[str, str], reason: str
     attempt, limit = attempt_of(rec), max_attempts()
     if attempt >= limit:
         return lc.finish(job, "failed", require_lease_lost=require_lease_lost,
-                         error=f"{reason} (attempt {attempt} of {limit}: no attempts left)")
+                         error=_final(reason, attempt, limit))
     rq_job = _rq_job(lc, job.id)
     if rq_job is None:  # nothing to run again (Redis lost it, or the job was never queued through RQ)
-        return lc.finish(job, "failed", error=reason, require_lease_lost=require_lease_lost)
+        return lc.finish(job, "failed", error=f"{reason}; no checkpoint was produced - submit the job again",
+                         require_lease_lost=require_lease_lost)
     if job.kind == "erasure":  # what the dead run stored without a manifest is nobody's: the retry writes anew
         store.delete_checkpoint(lc.storage, job.tenant, job.id)
     result = _transition(lc, job, ("running",), attempt + 1, reason, require_lease_lost)
@@ -163,7 +168,7 @@ def reap_unstarted(lc: Lifecycle) -> int:
             if attempt >= limit or rq_job is None:
                 _forget_runs(conn, queue, job_id)
                 lc.finish(job, "failed", from_status="queued",
-                          error=f"{reason} (attempt {attempt} of {limit}: no attempts left)")
+                          error=_final(reason, attempt, limit))
                 continue
             if _transition(lc, job, ("queued",), attempt + 1, reason, False) == "requeued":
                 _enqueue_again(lc, rq_job, reason)

@@ -57,6 +57,24 @@ def test_metrics_after_a_job(svc: Stack, acme: httpx.Client) -> None:
     acme.delete(f"/v1/erasures/{job_id}")
 
 
+def test_gpu_memory_of_live_workers(svc: Stack) -> None:
+    """What a CUDA worker's heartbeat publishes (erasepro_jobs.metrics.report_gpu; no GPU here) is scraped for
+    live workers only."""
+    from erasepro_jobs.metrics import k_gpu
+
+    alive = svc.r.zrange("erasepro:workers", 0, -1)[0]
+    values = {"cuda:0|allocated": 1024, "cuda:0|reserved": 2048, "cuda:0|total": 80 << 30}
+    svc.r.hset(k_gpu(alive), mapping=values)
+    svc.r.hset(k_gpu("erasepro-long-gone-1"), mapping=values)
+    try:
+        got = scrape(svc.base_url)
+        assert value(got, "erasepro_gpu_memory_bytes", worker=alive, device="cuda:0", kind="total") == 80 << 30
+        assert value(got, "erasepro_gpu_memory_bytes", worker=alive, device="cuda:0", kind="reserved") == 2048
+        assert not any("long-gone" in str(labels) for _, labels in got)
+    finally:
+        svc.r.delete(k_gpu(alive), k_gpu("erasepro-long-gone-1"))
+
+
 def test_metrics_show_a_waiting_job_in_its_queue(svc: Stack) -> None:
     """The fuzz API's queue has no worker: a submitted job waits there, and /metrics counts it."""
     base = svc.start_fuzz_api()

@@ -31,7 +31,10 @@ MEDIUM_SPEC = {**LONG_SPEC, "edits": LONG_SPEC["edits"][:200]}
 
 class Retrying(Served):
     def start(self) -> None:
-        self.proc = start_serve(self.tmp, self.port, {**EXTRA_ENV, "ERASEPRO_JOB_ATTEMPTS": "2"})
+        # serve's supervisor sees a killed worker at once; a longer lease keeps a live worker starved of CPU (this
+        # test's machine is shared) from being taken for dead, which would re-queue its job beside it
+        self.proc = start_serve(self.tmp, self.port, {**EXTRA_ENV, "ERASEPRO_JOB_ATTEMPTS": "2",
+                                                      "ERASEPRO_LEASE_TTL_S": "20"})
         wait_for(lambda: self.proc.poll() is not None or self.ready() == 200, "serve to be ready")
         assert self.proc.poll() is None, self.log()
 
