@@ -138,14 +138,20 @@ def reap_unstarted(lc: Lifecycle) -> int:
     from erasepro_jobs.lifecycle import JobRef
 
     conn = lc._rq()
+    queues = [Queue(name, connection=conn, serializer=JSONSerializer) for name in QUEUES]
+    with conn.pipeline(transaction=False) as p:  # one round trip per beat (the heartbeat thread runs this)
+        for queue in queues:
+            p.zrange(queue.started_job_registry.key, 0, -1)
+            p.lrange(queue.intermediate_queue_key, 0, -1)
+        got = p.execute()
+    if not any(got):
+        return 0
     sec, usec = lc.r.time()
     now = sec + usec / 1e6
     ttl = _settings().lease_ttl_s
     requeued = 0
-    for name in QUEUES:
-        queue = Queue(name, connection=conn, serializer=JSONSerializer)
-        ids = {m.decode().split(":", 1)[0] for m in conn.zrange(queue.started_job_registry.key, 0, -1)}
-        ids |= {m.decode() for m in conn.lrange(queue.intermediate_queue_key, 0, -1)}
+    for i, queue in enumerate(queues):
+        ids = {m.decode().split(":", 1)[0] for m in got[2 * i]} | {m.decode() for m in got[2 * i + 1]}
         for job_id in ids:
             if not store.JOB_ID_RE.match(job_id):
                 continue

@@ -1,8 +1,7 @@
 """At-least-once jobs (issue 21) against ``erasepro serve`` with ``ERASEPRO_JOB_ATTEMPTS=2``: a worker killed
 mid-erasure leads to the job succeeding on the replacement worker, with ``attempt`` 2 in its record and an
 ``erasure.requeued`` event, exactly one complete checkpoint and nothing partial; a worker that dies between RQ's
-dequeue and the job's start (the state RQ leaves: the job in the intermediate list and the started registry,
-under a worker that no longer beats) gets its job re-queued too; a job whose runs are used up fails saying so."""
+dequeue and the job's start (the job left in the queue's intermediate list) gets its job re-queued too; a job whose runs are used up fails saying so."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import hashlib
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,27 +106,33 @@ def test_the_attempts_run_out(served: Retrying) -> None:
 
 
 def test_a_job_dequeued_by_a_worker_that_died_is_requeued(served: Retrying) -> None:
-    """The worker is frozen (SIGSTOP) so the job waits in its queue; then the test leaves RQ's state exactly as a
-    worker that dequeued it and died before starting leaves it; the service must notice and run it."""
+    """The worker is frozen (SIGSTOP), the job is moved to the queue's intermediate list (what the worker's
+    blocking dequeue does; a dequeue already pending on the server does it by itself), then the frozen worker is
+    killed: it dequeued the job and died before starting it. The reaper must queue it again."""
     r = served.redis_client()
     pid = served.worker_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
         with served.client() as c:
             job_id = submit(c, SHORT_SPEC)
-            wait_for(lambda: job_id in r.lrange("rq:queue:erase", 0, -1), "the job to wait in its queue")
-            assert r.lrem("rq:queue:erase", 0, job_id) == 1
-            r.rpush("rq:queue:erase:intermediate", job_id)
-            r.hset(f"rq:job:{job_id}", mapping={"worker_name": "erasepro-gone-4242", "status": "started"})
-            r.zadd("rq:wip:erase", {f"{job_id}:dead-execution": time.time() + 3600})
-            os.kill(pid, signal.SIGCONT)
+            where = wait_for(lambda: ("queue" if job_id in r.lrange("rq:queue:erase", 0, -1) else
+                                      "intermediate" if job_id in r.lrange("rq:queue:erase:intermediate", 0, -1)
+                                      else None), "the job to wait in its queue")
+            if where == "queue":
+                assert r.lrem("rq:queue:erase", 0, job_id) == 1
+                r.rpush("rq:queue:erase:intermediate", job_id)
+            os.kill(pid, signal.SIGKILL)
             view = wait_status(c, job_id)
             assert view["status"] == "succeeded" and view["attempt"] == 2, (view, served.log())
             requeued = [e for e in _events(c, job_id) if e["type"] == "erasure.requeued"]
             assert len(requeued) == 1 and "before starting it" in requeued[0]["data"]["reason"]
+            assert job_id not in r.lrange("rq:queue:erase:intermediate", 0, -1)
             assert not [m for m in r.zrange("rq:wip:erase", 0, -1) if m.startswith(job_id)]
             _one_checkpoint(served, job_id)
             assert c.delete(f"/v1/erasures/{job_id}").status_code == 204
     finally:
-        os.kill(pid, signal.SIGCONT)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         r.close()
