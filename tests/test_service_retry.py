@@ -1,7 +1,8 @@
 """At-least-once jobs (issue 21) against ``erasepro serve`` with ``ERASEPRO_JOB_ATTEMPTS=2``: a worker killed
 mid-erasure leads to the job succeeding on the replacement worker, with ``attempt`` 2 in its record and an
 ``erasure.requeued`` event, exactly one complete checkpoint and nothing partial; a worker that dies between RQ's
-dequeue and the job's start (the job left in the queue's intermediate list) gets its job re-queued too; a job whose runs are used up fails saying so."""
+dequeue and the job's start (the job left in the queue's intermediate list) gets its job re-queued too; a job
+whose runs are used up fails saying so."""
 
 from __future__ import annotations
 
