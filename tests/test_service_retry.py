@@ -1,8 +1,8 @@
 """At-least-once jobs (issue 21) against ``erasepro serve`` with ``ERASEPRO_JOB_ATTEMPTS=2``: a worker killed
 mid-erasure leads to the job succeeding on the replacement worker, with ``attempt`` 2 in its record and an
 ``erasure.requeued`` event, exactly one complete checkpoint and nothing partial; a worker that dies between RQ's
-dequeue and the job's start (the job left in the queue's intermediate list) gets its job re-queued too; a job
-whose runs are used up fails saying so."""
+dequeue and the job's start (after RQ's bookkeeping: the job in its registries) gets its job re-queued too; a
+job whose runs are used up fails saying so."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,21 +108,20 @@ def test_the_attempts_run_out(served: Retrying) -> None:
 
 
 def test_a_job_dequeued_by_a_worker_that_died_is_requeued(served: Retrying) -> None:
-    """The worker is frozen (SIGSTOP), the job is moved to the queue's intermediate list (what the worker's
-    blocking dequeue does; a dequeue already pending on the server does it by itself), then the frozen worker is
-    killed: it dequeued the job and died before starting it. The reaper must queue it again."""
+    """The worker is frozen (SIGSTOP) and its pending dequeue takes the job; the test then leaves RQ's state as a
+    worker that dequeued and prepared the job and died before the job function started it (the job in the
+    intermediate list and the started registry, under a worker that no longer beats), and kills the frozen worker
+    so that it cannot run it. The reaper must queue it again; the replacement worker runs it."""
     r = served.redis_client()
     pid = served.worker_pid()
     os.kill(pid, signal.SIGSTOP)
     try:
         with served.client() as c:
             job_id = submit(c, SHORT_SPEC)
-            where = wait_for(lambda: ("queue" if job_id in r.lrange("rq:queue:erase", 0, -1) else
-                                      "intermediate" if job_id in r.lrange("rq:queue:erase:intermediate", 0, -1)
-                                      else None), "the job to wait in its queue")
-            if where == "queue":
-                assert r.lrem("rq:queue:erase", 0, job_id) == 1
-                r.rpush("rq:queue:erase:intermediate", job_id)
+            wait_for(lambda: job_id not in r.lrange("rq:queue:erase", 0, -1), "the frozen worker's dequeue")
+            r.rpush("rq:queue:erase:intermediate", job_id)
+            r.hset(f"rq:job:{job_id}", mapping={"worker_name": "erasepro-gone-4242", "status": "started"})
+            r.zadd("rq:wip:erase", {f"{job_id}:dead-execution": time.time() + 3600})
             os.kill(pid, signal.SIGKILL)
             view = wait_status(c, job_id)
             assert view["status"] == "succeeded" and view["attempt"] == 2, (view, served.log())
