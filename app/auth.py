@@ -59,6 +59,30 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid key belongs to: a tenant's key (``tenant`` set) or an admin key (``admin``: its name).
+    ``key_id`` names the key in logs and the audit log without revealing it: a file key's id, ``env-`` + the
+    first 12 hex digits of an environment key's SHA-256, ``admin-{name}`` for an admin key."""
+
+    key_id: str
+    tenant: str | None = None
+    admin: str | None = None
+
+
+def parse_admin_keys(text: str) -> dict[str, str]:
+    """``ERASEPRO_ADMIN_KEYS="name:key,..."`` -> ``{sha256(key): name}``; keys shorter than 20 characters are
+    refused (an admin key reads every tenant's audit trail)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, key = item.partition(":")
+        if not sep or not TENANT_RE.match(name) or len(key) < 20:
+            raise ValueError("ERASEPRO_ADMIN_KEYS entries are 'name:key' (name: 1-64 of A-Z a-z 0-9 _ -; key: 20+ "
+                             "characters) separated by commas")
+        out[hash_key(key)] = name
+    return out
+
+
 def parse_env_keys(text: str) -> dict[str, str]:
     """``"tenant:key,tenant2:key2"`` -> ``{sha256(key): tenant}``; malformed entries raise ValueError."""
     out: dict[str, str] = {}
@@ -74,9 +98,10 @@ def parse_env_keys(text: str) -> dict[str, str]:
 class KeyStore:
     """The hashed key file plus the environment's keys."""
 
-    def __init__(self, path: Path, env_keys: str = "") -> None:
+    def __init__(self, path: Path, env_keys: str = "", admin_keys: str = "") -> None:
         self.path = path
         self._env = parse_env_keys(env_keys)
+        self._admin = parse_admin_keys(admin_keys)
         self._lock = threading.Lock()
         self._stamp: tuple[float, int] | None = None
         self._by_id: dict[str, KeyRecord] = {}
@@ -102,23 +127,35 @@ class KeyStore:
             return self._by_id
 
     def authenticate(self, key: str) -> str | None:
-        """The tenant this key belongs to, or ``None`` (unknown, revoked or malformed)."""
+        """The tenant this key belongs to, or ``None`` (unknown, revoked, malformed, or an admin key)."""
+        who = self.identify(key)
+        return who.tenant if who is not None else None
+
+    def identify(self, key: str) -> Identity | None:
+        """Whose key this is (a tenant's or an admin's), or ``None`` (unknown, revoked or malformed)."""
         if not key or len(key) > MAX_KEY_CHARS:
             return None
         digest = hash_key(key)
-        tenant = None
+        found: Identity | None = None
         for h, t in self._env.items():  # constant-time compare against every env key
             if hmac.compare_digest(h, digest):
-                tenant = t
-        if tenant is not None:
-            return tenant
+                found = Identity(key_id=f"env-{h[:12]}", tenant=t)
+        for h, name in self._admin.items():
+            if hmac.compare_digest(h, digest):
+                found = Identity(key_id=f"admin-{name}", admin=name)
+        if found is not None:
+            return found
         m = KEY_RE.match(key)
         if not m:
             return None
         rec = self._records().get(m.group(1))
         if rec is None or rec.revoked_at is not None or not hmac.compare_digest(rec.sha256, digest):
             return None
-        return rec.tenant
+        return Identity(key_id=rec.id, tenant=rec.tenant)
+
+    def is_admin(self, key: str) -> bool:
+        who = self.identify(key)
+        return who is not None and who.admin is not None
 
     def list(self) -> list[KeyRecord]:
         return sorted(self._records().values(), key=lambda r: r.created_at)

@@ -9,6 +9,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import Identity
 from app.limits import RateLimiter, Verdict
 from app.service import Service
 from erasepro_jobs.settings import Settings
@@ -77,8 +78,8 @@ class Door:
                 if spent is not None:  # this address spent its failed-key budget: no more keys are tried
                     await self._limited(send, spent, "without a valid API key from this address")
                     return
-            tenant = self._authenticate(scope, headers.get(b"authorization", b""))
-            if tenant is None:
+            who = self._authenticate(scope, headers.get(b"authorization", b""))
+            if who is None:
                 verdict = await limiter.hit([("anon", addr)]) if limiter is not None else None
                 if verdict is not None and verdict.exceeded:
                     await self._limited(send, verdict, "without a valid API key from this address")
@@ -86,8 +87,14 @@ class Door:
                 await self._reply(send, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')",
                                   {"WWW-Authenticate": "Bearer", **(verdict.headers() if verdict else {})})
                 return
-            scope.setdefault("state", {})["tenant"] = tenant
-            verdict = await limiter.hit([("key", tenant), ("addr", addr)]) if limiter is not None else None
+            state = scope.setdefault("state", {})
+            state["key_id"] = who.key_id  # the audit log's and the logs' name for the key
+            if who.tenant is not None:
+                state["tenant"] = who.tenant
+            else:  # an admin key: no tenant, so every tenant route answers 401 (app.deps.tenant_of)
+                state["admin"] = who.admin
+            bucket = who.tenant if who.tenant is not None else who.key_id
+            verdict = await limiter.hit([("key", bucket), ("addr", addr)]) if limiter is not None else None
             if verdict is not None:
                 if verdict.exceeded:
                     await self._limited(send, verdict, "for this API key or address")
@@ -121,12 +128,12 @@ class Door:
 
         await self.app(scope, replay, send)
 
-    def _authenticate(self, scope: Scope, header: bytes) -> str | None:
+    def _authenticate(self, scope: Scope, header: bytes) -> Identity | None:
         scheme, _, key = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer":
             return None
         svc: Service = scope["app"].state.service
-        return svc.keys.authenticate(key.strip())
+        return svc.keys.identify(key.strip())
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or ``None`` after answering 413/408 (or when the client went away)."""

@@ -22,6 +22,8 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/webhook-endpoints                 the tenant's endpoints, paginated (no secrets)
     GET/PATCH/DELETE /v1/webhook-endpoints/{id}  read, change, delete an endpoint
     POST   /v1/webhook-endpoints/{id}/rotate-secret   a new secret (the old one signs too for grace_s)
+    GET    /v1/audit                             the audit log (admin keys only), filtered, paginated
+    GET    /metrics                              Prometheus (a Bearer of ERASEPRO_METRICS_TOKEN or an admin key)
     GET    /healthz  /readyz  /docs  /openapi.json
 
 (tests/test_route_table.py checks this table against the application's routes.)
@@ -41,11 +43,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from app.audit import start_audit, stop_audit
 from app.console import router as console_router
 from app.door import Door
 from app.headers import SecurityHeaders
+from app.metrics import router as metrics_router
+from app.observe import Observe
 from app.routers import ROUTERS
 from app.service import Service, TooManyJobs
+from erasepro_jobs import logs
 from erasepro_jobs.listing import IndexRebuilding
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
@@ -69,11 +75,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.data_dir.chmod(0o700)
         except OSError as exc:  # someone else's folder (a mount): leave it, say so
             log.warning("could not make %s private (0700): %s", settings.data_dir, exc)
+        if settings.log_format == "json":  # under `uvicorn app.main:app`, nobody else configures logging
+            logs.configure(logging.getLogger().level or logging.INFO, "json")
         svc = Service.create(settings)
         app.state.service = svc
+        flusher = start_audit(app, settings, svc.storage)
         try:
             yield
         finally:
+            await stop_audit(app, flusher)
             await svc.close()
 
     app = FastAPI(
@@ -90,11 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()] or ["*"]
     if hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts, www_redirect=False)
-    app.add_middleware(SecurityHeaders)  # outermost: every answer carries them, the door's and the 400s too
+    app.add_middleware(SecurityHeaders)  # every answer carries them, the door's and the 400s too
+    app.add_middleware(Observe)  # outermost: request id, HTTP metrics, audit line and access log of every answer
     app.state.settings = settings  # the Cfg dependency of the routers
     _install_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(metrics_router)  # GET /metrics (Prometheus; a metrics token or admin key)
     app.include_router(console_router)  # the web console at / and /console/… (static files, no auth)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -198,6 +198,8 @@ class ErasureView(BaseModel):
     cancel_requested: bool = False
     report: dict[str, Any] | None = None
     error: str | None = None
+    attempt: int = Field(default=1, description="Which run this is: a job whose worker died is run again, up to "
+                                                "ERASEPRO_JOB_ATTEMPTS times")
     timings: dict[str, Any] | None = None
     spec: dict[str, Any] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -411,3 +413,24 @@ class WebhookEndpointWithSecret(WebhookEndpointView):
 class WebhookEndpointList(BaseModel):
     items: list[WebhookEndpointView]
     next_cursor: str | None = None
+
+
+class AuditEntry(BaseModel):
+    """One line of the audit log (``GET /v1/audit``): who did what to which resource, and the answer."""
+
+    id: str = Field(description="Sortable by time; pass the last one back as `cursor`.")
+    at: str = Field(description="When the request was answered (UTC, ISO 8601).")
+    tenant: str | None = None
+    key_id: str | None = Field(default=None, description="The API key's id (never the key).")
+    action: str = Field(description="e.g. erasure.create, checkpoint.download, webhook_endpoint.rotate_secret")
+    resource: str = Field(default="", description="`{type}/{id}`, e.g. erasure/3f2c…")
+    result: int = Field(description="The HTTP status answered.")
+    request_id: str
+    method: str | None = None
+    route: str | None = None
+    address: str | None = Field(default=None, description="The client's address as the API saw it.")
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None = Field(default=None, description="Pass back as `cursor`; null: the end.")

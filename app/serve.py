@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
+from erasepro_jobs import logs
 from erasepro_jobs.settings import Settings, redact_url
 from erasepro_jobs.storage import Storage, open_storage
 
@@ -88,7 +89,7 @@ class WorkerSupervisor(threading.Thread):
         self._backoff[slot] = min(2 * delay, self.max_backoff_s)
         self.service.workers[slot] = None
         self._restart_at[slot] = now + delay
-        log.warning("worker %d (pid %d) exited with %s; %d job(s) recorded failed; restarting in %.0f s",
+        log.warning("worker %d (pid %d) exited with %s; %d job(s) re-queued or failed; restarting in %.0f s",
                     slot, proc.pid, code, released, delay)
 
     def stop(self) -> None:
@@ -147,8 +148,8 @@ class LocalService:
             log.warning("could not drop the heartbeat of %s: %s", name, exc)
         finally:
             client.close()
-        return self.release_leases([name], "the worker running this job died (its process exited); no "
-                                           "checkpoint was produced - submit the job again")
+        return self.release_leases([name], "the worker running this job died (its process exited)",
+                                   retry_jobs=True)
 
     def wait_ready(self, timeout_s: float = 300.0) -> bool:
         """Block until a worker heartbeats (or ``timeout_s``); False if a worker died first."""
@@ -195,7 +196,7 @@ class LocalService:
         """The artifact store (the reaper asks it whether a lost job's checkpoint is complete); opened once."""
         return open_storage(self.settings)
 
-    def release_leases(self, names: list[str], error: str = SHUTDOWN_MSG) -> int:
+    def release_leases(self, names: list[str], error: str = SHUTDOWN_MSG, *, retry_jobs: bool = False) -> int:
         """Record as failed the jobs our (now stopped) workers still held, instead of waiting for the leases to
         expire; returns how many. Only in embedded mode, where this process owns the workers."""
         import redis as redis_lib
@@ -206,7 +207,8 @@ class LocalService:
             return 0
         client = redis_lib.Redis.from_url(self.redis.url, decode_responses=True)
         try:
-            return Lifecycle(client, self.settings.data_dir, self.storage).release(names, error)
+            return Lifecycle(client, self.settings.data_dir, self.storage).release(names, error,
+                                                                                    retry_jobs=retry_jobs)
         except redis_lib.RedisError as exc:
             log.warning("could not release the stopped workers' jobs: %s", exc)
             return 0
@@ -257,8 +259,8 @@ def worker_name(pid: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8000, *, workers: int = 1, log_level: str = "info") -> int:
     """Run the service in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
+    logs.configure(log_level, settings.log_format)
     service = LocalService(settings, workers=workers)
     stop_signals: list[int] = []
 

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.auth import KeyStore
 from erasepro_core.io import json_or_none
-from erasepro_jobs import store
+from erasepro_jobs import retry, store
 from erasepro_jobs.evaluations import evaluation_brief, k_evaluations
 from erasepro_jobs.events import k_events
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
@@ -82,7 +82,8 @@ class Service:
         sync = redis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
         storage = open_storage(settings)
         return cls(settings=settings, registry=Registry(settings.base_models_file, settings.include_bundled),
-                   keys=KeyStore(settings.keys_file, settings.api_keys_env), r=r, rq_conn=rq_conn,
+                   keys=KeyStore(settings.keys_file, settings.api_keys_env, settings.admin_keys_env), r=r,
+                   rq_conn=rq_conn,
                    lifecycle=Lifecycle(sync, settings.data_dir, storage), storage=storage)
 
     async def close(self) -> None:
@@ -468,6 +469,7 @@ def erasure_view(rec: dict[str, str] | None, manifest: dict | None) -> dict:
         "cancel_requested": rec.get("cancel_requested") == "1",
         "report": m.get("report") if manifest else json_or_none(rec.get("report")),
         "error": rec.get("error") or None,
+        "attempt": retry.attempt_of(rec),
         "timings": m.get("timings") if manifest else json_or_none(rec.get("timings")),
         "spec": spec,
         "metadata": json_or_none(rec.get("metadata")) or m.get("metadata") or {},

@@ -27,4 +27,5 @@ HEALTHCHECK --interval=15s --timeout=3s --retries=3 \
   CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"
 # REDIS_URL must be set (the compose file does): this is a plain API process, workers run elsewhere.
 # The guarded HTTP protocol drops clients that are too slow sending their request headers (docs/service.md).
-CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${API_WORKERS:-2} --proxy-headers --http app.http_guard:GuardedH11Protocol"]
+# Several uvicorn processes share one Prometheus multiprocess folder (emptied at each start: app/metrics.py).
+CMD ["sh", "-c", "rm -rf /tmp/erasepro-metrics && mkdir -p /tmp/erasepro-metrics && export PROMETHEUS_MULTIPROC_DIR=/tmp/erasepro-metrics && exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${API_WORKERS:-2} --proxy-headers --http app.http_guard:GuardedH11Protocol"]

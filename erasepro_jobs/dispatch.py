@@ -69,11 +69,11 @@ class WebhookDispatch:
         """One delivery job per (subject, target), all in one round trip."""
         if not channels:
             return
-        Queue(WEBHOOK_QUEUE, connection=self._rq(), serializer=JSONSerializer).enqueue_many([
+        Queue(WEBHOOK_QUEUE, connection=self.rq_connection(), serializer=JSONSerializer).enqueue_many([
             Queue.prepare_data(DELIVER_FUNC, kwargs={"subject": subject, "target": target}, timeout=1200,
                                result_ttl=600, failure_ttl=86400) for subject, target in channels])
 
-    def _rq(self) -> redis.Redis:
+    def rq_connection(self) -> redis.Redis:
         """RQ needs a client that does not decode responses: one on the same server."""
         if self._rq_conn is None:
             pool = self.r.connection_pool

@@ -32,6 +32,7 @@ EVENT_TYPES: dict[str, tuple[str, str]] = {
     "erasure.succeeded": ("erasure", "succeeded"),
     "erasure.failed": ("erasure", "failed"),
     "erasure.cancelled": ("erasure", "cancelled"),
+    "erasure.requeued": ("erasure", "requeued"),  # its worker died: queued again for another attempt (retry.py)
     "generation.succeeded": ("generation", "succeeded"),
     "generation.failed": ("generation", "failed"),
     "generation.cancelled": ("generation", "cancelled"),

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from erasepro_jobs import store
+from erasepro_jobs import metrics, retry, store
 from erasepro_jobs.dispatch import WebhookDispatch
 from erasepro_jobs.events import MAX_EVENTS, EventLog, dumps, event_type, k_events
 from erasepro_jobs.settings import REDIS_PREFIX
@@ -28,8 +28,8 @@ log = logging.getLogger("erasepro.lifecycle")
 K_RUNNING = f"{REDIS_PREFIX}running"
 PROGRESS_EVENT_STEP = 0.1  # a progress event per stage change or 10 %; the record itself moves by 1 %
 
-LEASE_LOST_MSG = ("the worker running this job stopped responding (process killed or machine lost); "
-                  "no checkpoint was produced - submit the job again")
+LEASE_LOST_REASON = "the worker running this job stopped responding (process killed or machine lost)"
+LEASE_LOST_MSG = f"{LEASE_LOST_REASON}; no checkpoint was produced - submit the job again"
 
 
 @dataclass(frozen=True)
@@ -225,15 +225,30 @@ class Lifecycle:
                require_lease_lost: bool = False, data: dict[str, Any] | None = None, **fields: Any) -> str:
         """End the job: 'ok', or why not (see ``_FINISH``)."""
         data = {**(data or {}), **({"error": error} if error else {})}
-        return self._run("FINISH", job, outcome, data,
-                         [store.k_lease(job.id), store.k_done(job.id), K_RUNNING],
-                         [outcome, from_status, "lease" if require_lease_lost else "",
-                          *store.flatten({"error": error, **fields})])
+        result = self._run("FINISH", job, outcome, data,
+                           [store.k_lease(job.id), store.k_done(job.id), K_RUNNING],
+                           [outcome, from_status, "lease" if require_lease_lost else "",
+                            *store.flatten({"error": error, **fields})])
+        if result == "ok":
+            self._ended(job, outcome, fields.get("timings"))
+        return result
 
     def cancel(self, job: JobRef) -> str:
         """'cancelled' | 'cancelling' | the terminal status seen | 'missing'."""
-        return self._run("CANCEL", job, "cancelled", {"error": "cancelled before it started"},
-                         [store.k_done(job.id)], [])
+        result = self._run("CANCEL", job, "cancelled", {"error": "cancelled before it started"},
+                           [store.k_done(job.id)], [])
+        if result == "cancelled":
+            self._ended(job, "cancelled", None)
+        return result
+
+    def _ended(self, job: JobRef, status: str, timings: Any) -> None:
+        """The metrics of a job that just ended (see :mod:`erasepro_jobs.metrics`); never raises."""
+        try:
+            started = self.r.hget(store.k_job(job.id), "started_at")
+            run_s = store.now() - float(started) if started else None
+        except (redis.RedisError, ValueError):
+            run_s = None
+        metrics.job_ended(self.r, job.kind, status, timings if isinstance(timings, dict) else None, run_s)
 
     # ---------------------------------------------------------------------------------------- reaper
     def reap(self) -> int:
@@ -254,6 +269,10 @@ class Lifecycle:
                 continue
             if lost == "ok":
                 reaped += 1
+        try:  # jobs a dead worker dequeued but never started (still 'queued')
+            reaped += retry.reap_unstarted(self)
+        except redis.RedisError as exc:
+            log.warning("reaper: unstarted jobs: %s", exc)
         return reaped
 
     def lease_lost(self, rec: dict[str, str]) -> str:
@@ -261,17 +280,22 @@ class Lifecycle:
         manifest = (store.read_manifest(self.storage, job.tenant, job.id) if job.kind == "erasure" else None)
         if manifest is not None:
             return self.finish(job, "succeeded", require_lease_lost=True, report=manifest.get("report"))
-        return self.finish(job, "failed", error=LEASE_LOST_MSG, require_lease_lost=True)
+        return retry.requeue_or_fail(self, job, rec, LEASE_LOST_REASON, require_lease_lost=True)
 
-    def release(self, worker_names: list[str], error: str) -> int:
-        """Record failed the running jobs these (stopped) workers held, without waiting for their leases."""
+    def release(self, worker_names: list[str], error: str, *, retry_jobs: bool = False) -> int:
+        """Record failed (``retry_jobs``: re-queue while attempts are left, see :mod:`erasepro_jobs.retry`) the
+        running jobs these (stopped) workers held, without waiting for their leases."""
         released = 0
         for job_id in self.r.smembers(K_RUNNING):
             if self.r.get(store.k_lease(job_id)) not in worker_names:
                 continue
             rec = self.r.hgetall(store.k_job(job_id))
-            if rec and self.finish(JobRef.of(rec), "failed", error=error) == "ok":
-                released += 1
+            if not rec:
+                continue
+            job = JobRef.of(rec)
+            outcome = (retry.requeue_or_fail(self, job, rec, error) if retry_jobs
+                       else self.finish(job, "failed", error=error))
+            released += outcome == "ok"
         return released
 
     # ---------------------------------------------------------------------------------------- events

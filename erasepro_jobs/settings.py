@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -137,6 +137,14 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(5.0, ge=0.1)
     webhook_max_endpoints: int = Field(16, ge=1, le=1000)  # tenant endpoints (/v1/webhook-endpoints) per tenant
     storage_url: str | None = None  # file:///path or s3://bucket/prefix; unset: files under data_dir
+    # operations (issue 21): GET /metrics answers a Bearer of this token (or an admin key); unset: 404
+    metrics_token: str | None = None
+    # "name:key,..." admin keys (GET /v1/audit, /metrics); hashed in memory, never a tenant's
+    admin_keys_env: str = Field("", validation_alias=AliasChoices("admin_keys_env", "ERASEPRO_ADMIN_KEYS"))
+    audit: Flag = True  # the audit log (erasepro_jobs.audit); off: nothing recorded, GET /v1/audit 404
+    audit_flush_s: float = Field(1.0, gt=0, le=60)  # how long an audit line may wait before its segment is stored
+    job_attempts: int = Field(2, ge=1, le=10)  # runs a job gets when its worker dies (erasepro_jobs.retry)
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per line with request and job ids
     s3_endpoint_url: str | None = Field(None, validation_alias=AliasChoices(
         "s3_endpoint_url", "ERASEPRO_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"))
 

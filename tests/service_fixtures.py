@@ -30,6 +30,8 @@ from app.http_guard import PROTOCOL
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"acme": "test-key-acme-0123456789abcdef", "globex": "test-key-globex-0123456789abcdef",
         "bulk": "test-key-bulk-0123456789abcdef"}  # bulk: many jobs (test_service_listing.py)
+ADMIN_KEY = "test-admin-key-0123456789abcdef"  # ERASEPRO_ADMIN_KEYS: GET /v1/audit, /metrics
+METRICS_TOKEN = "test-metrics-token-0123456789"  # ERASEPRO_METRICS_TOKEN: GET /metrics
 LEASE_TTL_S = 5  # short, so a killed worker's job is declared failed soon; not too short for a busy CPU
 DEADLINE_S = 300.0  # a guard against hanging, never an assertion about speed
 SLOW_CLIENT_TIMEOUT_S = 2  # header and body deadlines of the test API (slow-client tests wait this long)
@@ -107,7 +109,8 @@ def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env.update(ERASEPRO_DATA_DIR=str(tmp / "data"), ERASEPRO_BASE_MODELS=str(tmp / "models.toml"),
                ERASEPRO_API_KEYS=f"acme:{SERVE_KEY}", ERASEPRO_BUNDLED="0", PYTHONPATH=str(ROOT),
-               ERASEPRO_RATE_LIMIT="0", ERASEPRO_RATE_LIMIT_ADDRESS="0", ERASEPRO_RATE_LIMIT_UNAUTHENTICATED="0")
+               ERASEPRO_RATE_LIMIT="0", ERASEPRO_RATE_LIMIT_ADDRESS="0", ERASEPRO_RATE_LIMIT_UNAUTHENTICATED="0",
+               ERASEPRO_JOB_ATTEMPTS="1")  # the fault suite checks what one death leaves; retries: test_service_retry
     env.update(extra_env or {})
     log = open(tmp / "serve.log", "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -160,6 +163,9 @@ class Stack:
             "ERASEPRO_DATA_DIR": str(self.data_dir),
             "ERASEPRO_BASE_MODELS": str(self.tmp / "models.toml"),
             "ERASEPRO_API_KEYS": ",".join(f"{t}:{k}" for t, k in KEYS.items()),
+            "ERASEPRO_ADMIN_KEYS": f"ops:{ADMIN_KEY}", "ERASEPRO_METRICS_TOKEN": METRICS_TOKEN,
+            # one run per job: the kill tests here check what a death leaves (tests/test_service_retry.py retries)
+            "ERASEPRO_JOB_ATTEMPTS": "1",
             "ERASEPRO_LEASE_TTL_S": str(LEASE_TTL_S),
             "ERASEPRO_GENERATE_WAIT_S": "120",
             "ERASEPRO_MAX_ERASE_TIMEOUT_S": "3600",

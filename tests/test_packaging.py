@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> distribution, where they differ (starlette ships with fastapi).
-DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings"}
+DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings",
+           "prometheus_client": "prometheus-client"}
 HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "torchvision", "open_clip_torch"}
 
 
@@ -53,7 +54,7 @@ def _top_level_imports(package: str) -> set[str]:
     return mods
 
 
-LOCAL = {"app", "worker", "erasepro_core", "erasepro_jobs"}
+LOCAL = {"app", "worker", "erasepro_core", "erasepro_jobs", "erasepro"}
 
 
 def _imports(package: str) -> set[str]:
@@ -68,7 +69,7 @@ def test_the_api_extra_pulls_no_torch():
 
 @pytest.mark.parametrize(("package", "extras"), [("app", ("api",)), ("worker", ("worker",)),
                                                  ("erasepro_core", ("worker",)), ("erasepro_jobs", ("api",)),
-                                                 ("erasepro_jobs", ("worker",))])
+                                                 ("erasepro_jobs", ("worker",)), ("erasepro", ("client",))])
 def test_every_import_is_declared(package, extras):
     missing = _imports(package) - _declared(*extras)
     assert not missing, f"{package} imports {sorted(missing)}, declared nowhere in {extras}"
@@ -84,6 +85,7 @@ def test_the_layers_stand_on_each_other_one_way():
     assert _local_imports("erasepro_jobs") <= {"erasepro_jobs", "erasepro_core"}
     assert "app" not in _local_imports("worker")
     assert _local_imports("erasepro_core") == {"erasepro_core"}
+    assert _local_imports("erasepro") <= {"erasepro"}  # the client stands alone (httpx and pydantic)
 
 
 def test_dockerfiles_install_the_extras_not_lists_of_their_own():

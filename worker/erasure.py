@@ -74,6 +74,8 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 # listing index must name it even if the API already rebuilt the index from storage before
                 # this manifest existed (the rebuild merges, so this entry survives one in progress)
                 state.r.zadd(store.k_index(tenant), {job_id: manifest["created_at"]}, nx=True)
+            if outcome == "succeeded":  # another run of this job (a retry beside a starved one) finished first:
+                return {"status": "succeeded"}  # its checkpoint is these same complete files; keep them
             if outcome not in ("ok", "missing"):
                 store.delete_checkpoint(storage, tenant, job_id)
                 if outcome == "cancel_requested":

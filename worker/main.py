@@ -27,6 +27,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from erasepro_jobs import logs
 from erasepro_jobs.registry import ModelUnavailable
 from erasepro_jobs.settings import (
     ERASE_QUEUE,
@@ -165,7 +166,7 @@ def run_worker(queues: Sequence[str], settings: Settings | None = None, *, name:
 
     settings = settings or Settings.from_env()
     os.umask(0o077)  # checkpoints, statistics and event logs are the operator's alone (folders 0700, files 0600)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(log_level, settings.log_format)
     from erasepro_core.pipeline import quiet_libraries
 
     quiet_libraries()

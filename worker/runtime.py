@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 
-from erasepro_jobs import store
+from erasepro_jobs import logs, metrics, store
 from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import Settings
@@ -90,11 +90,13 @@ class WorkerState:
         with self._lock:
             self.current_job, self.cancel_pending, self.interruptible = job_id, None, False
             self.deadline = deadline
+        logs.job_id.set(job_id)  # every log line of the job names it (ERASEPRO_LOG_FORMAT=json)
 
     def end(self) -> None:
         with self._lock:
             self.current_job, self.cancel_pending, self.interruptible = None, None, False
             self.deadline = None
+        logs.job_id.set(None)
 
     @contextmanager
     def interruptible_section(self):
@@ -198,6 +200,7 @@ class Heartbeat(threading.Thread):
             try:
                 if elapsed >= interval:
                     self.beat()
+                    metrics.report_gpu(self.state.r, self.state.name, 3 * self.state.settings.lease_ttl_s)
                     # every worker also reaps: a job whose worker died is recorded (and its event sent) on this
                     # timer, whether or not anyone reads it
                     self.state.lifecycle.reap()

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from erasepro_jobs import store
+from erasepro_jobs import metrics, store
 from erasepro_jobs.endpoints import Endpoints
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.webhooks import (
@@ -106,6 +106,7 @@ def deliver(*, subject: str, target: str = JOB_TARGET) -> dict[str, Any]:
         base = {"event_id": event["id"], "type": event["type"], "target": target}
         if isinstance(dest, str) and not isinstance(dest, Unresolved):  # refused for good: drop it
             _note(r, subject, {**base, "attempt": 0, "at": time.time(), "outcome": "dropped", "detail": dest})
+            metrics.webhook_attempt(r, "dropped")
             advance(keys=[k_pending(chan), k_lock(chan)])
             continue
         attempt = int(r.hincrby(k_attempts(chan), event["id"], 1))
@@ -113,6 +114,7 @@ def deliver(*, subject: str, target: str = JOB_TARGET) -> dict[str, Any]:
         gave_up = not ok and time.time() - float(event["created_at"]) > settings.webhook_retry_s
         outcome = "delivered" if ok else ("failed" if gave_up else "retrying")
         _note(r, subject, {**base, "attempt": attempt, "at": time.time(), "outcome": outcome, "detail": detail})
+        metrics.webhook_attempt(r, outcome)
         if ok or gave_up:
             r.hdel(k_attempts(chan), event["id"])
             advance(keys=[k_pending(chan), k_lock(chan)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.routers import (
+    audit,
     base_models,
     erasures,
     evaluations,
@@ -17,4 +18,4 @@ from app.routers import (
 
 ROUTERS: tuple[APIRouter, ...] = (health.router, base_models.router, erasures.router, events.router,
                                   evaluations.router, generations.router, presets.router,
-                                  webhook_endpoints.router)
+                                  webhook_endpoints.router, audit.router)
