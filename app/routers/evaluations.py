@@ -56,8 +56,8 @@ class EvaluationRequest(BaseModel):
 
     @field_validator("budgets")
     @classmethod
-    def _in_range(cls, v: dict[str, int]) -> dict[str, int]:
-        for name, budget in v.items():
+    def _in_range(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        for name, budget in (v or {}).items():
             if name not in BUDGETS:
                 raise ValueError(f"unknown attack {name!r}; attacks are {sorted(BUDGETS)}")
             lo, hi = BUDGETS[name]
