@@ -557,6 +557,8 @@ def generation_view(rec: dict[str, str]) -> dict:
         "error": rec.get("error") or None, "timings": _json(rec.get("timings")),
         "links": {"self": f"/v1/generations/{job_id}", "images": f"/v1/generations/{job_id}/images"},
     }
+    if rec.get("guard"):
+        view["guard"] = _json(rec.get("guard"))
     return view
 
 

@@ -11,7 +11,7 @@ settings beside the common fields; :meth:`ErasureSpec.model_dump` writes that fo
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -147,6 +147,10 @@ class ErasureSpec(BaseModel):
                                               description="Phrasings never used by the solve: the report "
                                                           "measures the leak on them.")
     method: MethodSpec = Field(default_factory=EraseProConfig)
+    prompt_guard: Literal["off", "refuse", "log"] = Field(
+        default="off", description="A prompt guard built from this erasure's features (erasepro_core/guard.py): "
+        "'refuse' makes generation with this erasure answer 422 for prompts near an erased concept, 'log' "
+        "generates and records the flag; 'off' (default) builds none. Its threshold is set on the preserve set.")
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ manifest is stored. A crash at any point leaves either nothing the API serves, o
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import shutil
@@ -201,6 +202,10 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 entry = {"sha256": sha256_file(delta_path), "size": delta_path.stat().st_size}
                 storage.put_file(store.checkpoint_key(tenant, job_id, store.DELTA_FILE), delta_path, move=True,
                                  sha256=entry["sha256"])
+                files = {store.DELTA_FILE: entry}
+                guard_info = None
+                if erasure_spec.prompt_guard != "off":  # the guard's two files, beside the delta
+                    files, guard_info = _save_guard(state, loaded.pipe, erasure_spec, tenant, job_id, tmp, files)
             timings["save_s"] = round(time.perf_counter() - t0, 4)
             finished = store.now()
             manifest = {
@@ -208,7 +213,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
                                "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
                 "spec": erasure_spec.model_dump(mode="json"), "report": result.report, "metadata": metadata or {},
-                "files": {store.DELTA_FILE: entry},
+                "files": files, **({"guard": guard_info} if guard_info else {}),
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
                 "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
             }
@@ -236,6 +241,43 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
             raise
 
     return _run(ctx, body)
+
+
+def _save_guard(state: WorkerState, pipe: Any, spec: Any, tenant: str, job_id: str, tmp: Path,
+                files: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build the erasure's prompt guard on the base model (before any delta) and put its files."""
+    from erasepro_core.guard import GUARD_JSON, GUARD_TENSORS, guard_for_spec
+
+    with _interruptible(state):
+        guard = guard_for_spec(pipe, spec)
+    guard.save(tmp)
+    files = dict(files)
+    for name in (GUARD_TENSORS, GUARD_JSON):
+        path = tmp / name
+        files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+        state.storage.put_file(store.checkpoint_key(tenant, job_id, name), path, move=True,
+                               sha256=files[name]["sha256"])
+    return files, {"mode": guard.mode, "threshold": guard.threshold, "targets": guard.targets,
+                   "signature_columns": guard.stats.get("signature_columns")}
+
+
+def _guard_verdict(state: WorkerState, tenant: str, erasure_id: str, manifest: dict, pipe: Any,
+                   prompt: str) -> Any:
+    """The erasure's prompt guard on ``prompt`` (``None`` when the erasure has no guard), read with the base text
+    encoder (before the delta is applied)."""
+    from erasepro_core.guard import GUARD_JSON, GUARD_TENSORS, PromptGuard
+
+    guard_files = manifest.get("files", {})
+    if not manifest.get("guard") or GUARD_TENSORS not in guard_files or GUARD_JSON not in guard_files:
+        return None
+    blobs = {}
+    for name in (GUARD_TENSORS, GUARD_JSON):
+        data = state.storage.get_bytes(store.checkpoint_key(tenant, erasure_id, name))
+        if hashlib.sha256(data).hexdigest() != guard_files[name]["sha256"]:
+            raise JobFailed(f"the prompt guard of erasure {erasure_id} does not match its checksum")
+        blobs[name] = data
+    guard = PromptGuard.from_bytes(blobs[GUARD_TENSORS], blobs[GUARD_JSON])
+    return guard, guard.check(pipe, prompt)
 
 
 # -------------------------------------------------------------------------------------------- generation
@@ -271,8 +313,21 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
         kwargs = {k: params[k] for k in ("negative_prompt", "seed", "steps", "guidance", "width", "height",
                                          "num_images") if k in params}
         t1 = time.perf_counter()
+        guard_view = None
         if erasure_id:
-            delta = _delta(state, tenant, erasure_id, _load_checkpoint(state, tenant, erasure_id))
+            manifest = _load_checkpoint(state, tenant, erasure_id)
+            checked = _guard_verdict(state, tenant, erasure_id, manifest, loaded.pipe, params["prompt"])
+            if checked is not None:
+                guard, verdict = checked
+                guard_view = {**verdict.as_dict(), "mode": guard.mode}
+                if verdict.flagged:
+                    log.warning("generation %s: prompt guard of erasure %s flagged the prompt (%s, mode %s)",
+                                job_id, erasure_id, verdict.reason(), guard.mode)
+                if verdict.flagged and guard.mode == "refuse":
+                    ctx.finish("failed", error=f"refused by the erasure's prompt guard: {verdict.reason()}",
+                               guard=guard_view)
+                    return {"status": "refused", "guard": guard_view}
+            delta = _delta(state, tenant, erasure_id, manifest)
             try:
                 with _interruptible(state), applied_delta(loaded.pipe, delta):
                     images = generate(loaded.pipe, params["prompt"], **kwargs)
@@ -296,7 +351,7 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
             p.rpush(key, *encoded)
             p.expire(key, state.settings.result_ttl_s)
             p.execute()
-        outcome = ctx.finish("succeeded", timings=timings)
+        outcome = ctx.finish("succeeded", timings=timings, **({"guard": guard_view} if guard_view else {}))
         return {"status": "succeeded" if outcome == "ok" else outcome, "timings": timings}
 
     return _run(ctx, body)
