@@ -56,7 +56,10 @@ def main() -> int:
     ap.add_argument("--ns", default="1,10")
     ap.add_argument("--n", type=int, default=200, help="prompts per attack category and per held-out set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
+    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="the guard's margin (reported)")
+    ap.add_argument("--margins", default="0,0.02,0.05,0.1,0.15,0.2,0.3",
+                    help="margins the JSON also reports detection/false positives at (for choosing on a validation "
+                         "seed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -71,36 +74,50 @@ def main() -> int:
             erased = choose_concepts(kind, n_c, args.seed)
             others = [c for c in concepts_of(kind) if c not in erased]
             preserve = generic_preserve_prompts(pipe)
-            guard = build_guard(pipe, erased, solver_templates(kind), preserve, others, margin=args.margin)
-            res: dict = {"kind": kind, "concepts": n_c, "erased": erased, "threshold": guard.threshold,
-                         "guard_stats": guard.stats, "detection": {}, "false_positive": {}}
+            guard = build_guard(pipe, erased, preserve, others, margin=0.0)  # margins applied below
+            res: dict = {"kind": kind, "concepts": n_c, "erased": erased, "threshold_min": guard.threshold,
+                         "guard_stats": guard.stats, "margin": args.margin, "detection": {}, "false_positive": {},
+                         "scores": {}}
+            margins = [float(m) for m in args.margins.split(",")]
+
+            def flag(texts: list[str], key: str) -> np.ndarray:
+                sc = guard.scores(pipe, texts)  # margin over the margin-0 thresholds
+                res["scores"][key] = [round(float(v), 4) for v in sc]
+                return sc >= args.margin
             attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed)
             pooled = []
             for cat, ps in attacks.items():
-                flags = guard.scores(pipe, [p.text for p in ps]) >= guard.threshold
+                flags = flag([p.text for p in ps], f"detection: {cat}")
                 res["detection"][cat] = _rate(flags)
                 if cat != "canonical":
                     pooled.append(flags)
                 missed = [p.text for p, f in zip(ps, flags, strict=True) if not f]
                 res["detection"][cat]["missed_examples"] = missed[:8]
             res["detection"]["T1 pooled"] = _rate(np.concatenate(pooled))
-            pres_prompts = preserve + [t.format(c) for c in others for t in solver_templates(kind)]
-            res["false_positive"]["preserve set"] = _rate(guard.scores(pipe, pres_prompts) >= guard.threshold)
+            pres_prompts = preserve + others + [t.format(c) for c in others for t in solver_templates(kind)]
+            res["false_positive"]["preserve set"] = _rate(flag(pres_prompts, "false_positive: preserve set"))
             held_all = []
             for name, texts in heldout_sets(kind, erased, args.n, args.seed).items():
-                flags = guard.scores(pipe, texts) >= guard.threshold
+                flags = flag(texts, f"false_positive: {name}")
                 res["false_positive"][name] = _rate(flags)
                 res["false_positive"][name]["flagged_examples"] = [t for t, f in zip(texts, flags, strict=True)
                                                                    if f][:8]
                 held_all.append(flags)
             res["false_positive"]["held-out pooled"] = _rate(np.concatenate(held_all))
+            res["by_margin"] = {}
+            for m in margins:
+                det = np.concatenate([np.asarray(v) >= m for k, v in res["scores"].items()
+                                      if k.startswith("detection") and "canonical" not in k])
+                fp = np.concatenate([np.asarray(v) >= m for k, v in res["scores"].items()
+                                     if k.startswith("false_positive") and "preserve set" not in k])
+                res["by_margin"][str(m)] = {"detection": _rate(det), "heldout_fp": _rate(fp)}
             res["seconds"] = round(time.time() - t0, 1)
             (out / f"guard-{kind}-{n_c}-s{args.seed}.json").write_text(json.dumps(res, indent=1))
             for group in ("detection", "false_positive"):
                 for name, r in res[group].items():
                     lines.append(f"| {kind} | {n_c} | {group}: {name} | {r['rate']:.3f} [{r['ci95'][0]:.3f}, "
                                  f"{r['ci95'][1]:.3f}] | {r['n']} |")
-            print(f"{kind} N={n_c}: threshold {guard.threshold:.3f}, T1 detection "
+            print(f"{kind} N={n_c}: thresholds from {guard.threshold:.3f}, T1 detection "
                   f"{res['detection']['T1 pooled']['rate']:.3f}, held-out FP "
                   f"{res['false_positive']['held-out pooled']['rate']:.3f} ({res['seconds']}s)", file=sys.stderr,
                   flush=True)
