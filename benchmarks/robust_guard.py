@@ -80,7 +80,7 @@ def main() -> int:
                          "scores": {}}
             margins = [float(m) for m in args.margins.split(",")]
 
-            def flag(texts: list[str], key: str) -> np.ndarray:
+            def flag(texts: list[str], key: str, guard=guard, res=res) -> np.ndarray:
                 sc = guard.scores(pipe, texts)  # margin over the margin-0 thresholds
                 res["scores"][key] = [round(float(v), 4) for v in sc]
                 return sc >= args.margin
