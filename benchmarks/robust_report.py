@@ -24,14 +24,14 @@ def ci(r: dict) -> str:
 
 def t1_tables() -> str:
     out = []
-    for kind in ("style", "character"):
+    for kind, n_c in (("style", 1), ("character", 1), ("style", 10), ("character", 10)):
         rows: dict[str, dict] = {}
-        for f in sorted(RESULTS.glob(f"t1-{kind}-1-s0-n40-*.json")):
+        for f in sorted(RESULTS.glob(f"t1-{kind}-{n_c}-s0-n40-*.json")):
             rows.update(json.loads(f.read_text())["methods"])
         if not rows:
             continue
         base = rows.get("unedited")
-        out += [f"#### {kind}, N = 1", "",
+        out += [f"#### {kind}, N = {n_c}", "",
                 "| method | " + " | ".join(CATS) + " | T1 pooled ↓ | Δ T1 vs unedited | preserved ↑ | objects ↑ |",
                 "|---|" + "---|" * (len(CATS) + 4)]
         for name, row in rows.items():
