@@ -236,6 +236,9 @@ class GenerationView(BaseModel):
     finished_at: str | None = None
     error: str | None = None
     timings: dict[str, Any] | None = None
+    guard: dict[str, Any] | None = Field(default=None, description="The erasure's prompt guard on this prompt "
+                                         "(only when the erasure has one): flagged, score, threshold, nearest "
+                                         "erased concept, mode.")
     links: dict[str, str] = Field(default_factory=dict)
 
 

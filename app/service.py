@@ -498,4 +498,6 @@ def generation_view(rec: dict[str, str]) -> dict:
         "error": rec.get("error") or None, "timings": json_or_none(rec.get("timings")),
         "links": {"self": f"/v1/generations/{job_id}", "images": f"/v1/generations/{job_id}/images"},
     }
+    if rec.get("guard"):
+        view["guard"] = json_or_none(rec.get("guard"))
     return view

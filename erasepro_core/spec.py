@@ -12,7 +12,7 @@ fields; :meth:`ErasureSpec.model_dump` writes that form and validation reads it.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -157,6 +157,10 @@ class ErasureSpec(BaseModel):
     preset: PresetRef | None = Field(default=None, description="The moderation preset whose edits, preserve set "
                                      "and templates this spec holds (name, version, parameters); set by "
                                      "erasepro_core.presets.apply_preset, provenance only.")
+    prompt_guard: Literal["off", "refuse", "log"] = Field(
+        default="off", description="A prompt guard built from this erasure's features (erasepro_core/guard.py): "
+        "'refuse' makes generation with this erasure answer 422 for prompts near an erased concept, 'log' "
+        "generates and records the flag; 'off' (default) builds none. Its threshold is set on the preserve set.")
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 from erasepro_jobs import store
 from erasepro_jobs.storage.base import sha256_file
+from worker.guard import save_guard
 from worker.runner import JobContext, interruptible, model_info, run_job
 from worker.runtime import get_state
 
@@ -54,6 +55,10 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 entry = {"sha256": sha256_file(delta_path), "size": delta_path.stat().st_size}
                 storage.put_file(store.checkpoint_key(tenant, job_id, store.DELTA_FILE), delta_path, move=True,
                                  sha256=entry["sha256"])
+                files = {store.DELTA_FILE: entry}
+                guard_info = None
+                if erasure_spec.prompt_guard != "off":  # the guard's two files, beside the delta
+                    files, guard_info = save_guard(state, loaded.pipe, erasure_spec, tenant, job_id, tmp, files)
             timings["save_s"] = round(time.perf_counter() - t0, 4)
             finished = store.now()
             manifest = {
@@ -61,7 +66,7 @@ def run_erasure(*, job_id: str, tenant: str, base_model: str, spec: dict[str, An
                 "base_model": {"name": info.name, "ref": info.ref, "source": info.source, "family": info.family,
                                "dtype": loaded.dtype, "fingerprint": result.delta.fingerprint},
                 "spec": erasure_spec.model_dump(mode="json"), "report": result.report, "metadata": metadata or {},
-                "files": {store.DELTA_FILE: entry},
+                "files": files, **({"guard": guard_info} if guard_info else {}),
                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": finished,
                 "timings": timings, "worker": state.name, "host": socket.gethostname(), "device": loaded.device,
             }

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import time
 from typing import Any
 
 from erasepro_jobs import store
+from worker.guard import guard_verdict
 from worker.runner import JobContext, checkpoint_delta, interruptible, load_checkpoint, model_info, run_job
 from worker.runtime import get_state
+
+log = logging.getLogger("erasepro.worker")
 
 
 def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str | None,
@@ -30,8 +34,21 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
         kwargs = {k: params[k] for k in ("negative_prompt", "seed", "steps", "guidance", "width", "height",
                                          "num_images") if k in params}
         t1 = time.perf_counter()
+        guard_view = None
         if erasure_id:
-            delta = checkpoint_delta(state, tenant, erasure_id, load_checkpoint(state, tenant, erasure_id))
+            manifest = load_checkpoint(state, tenant, erasure_id)
+            checked = guard_verdict(state, tenant, erasure_id, manifest, loaded.pipe, params["prompt"])
+            if checked is not None:
+                guard, verdict = checked
+                guard_view = {**verdict.as_dict(), "mode": guard.mode}
+                if verdict.flagged:
+                    log.warning("generation %s: prompt guard of erasure %s flagged the prompt (%s, mode %s)",
+                                job_id, erasure_id, verdict.reason(), guard.mode)
+                if verdict.flagged and guard.mode == "refuse":
+                    ctx.finish("failed", error=f"refused by the erasure's prompt guard: {verdict.reason()}",
+                               guard=guard_view)
+                    return {"status": "refused", "guard": guard_view}
+            delta = checkpoint_delta(state, tenant, erasure_id, manifest)
             try:
                 with interruptible(state), applied_delta(loaded.pipe, delta):
                     images = generate(loaded.pipe, params["prompt"], **kwargs)
@@ -55,7 +72,7 @@ def run_generation(*, job_id: str, tenant: str, base_model: str, erasure_id: str
             p.rpush(key, *encoded)
             p.expire(key, state.settings.result_ttl_s)
             p.execute()
-        outcome = ctx.finish("succeeded", timings=timings)
+        outcome = ctx.finish("succeeded", timings=timings, **({"guard": guard_view} if guard_view else {}))
         return {"status": "succeeded" if outcome == "ok" else outcome, "timings": timings}
 
     return run_job(ctx, body)

@@ -41,6 +41,11 @@ async def _generation_result(svc: Service, tenant: str, job_id: str, accept: str
     if status in store.ACTIVE:
         return JSONResponse(status_code=pending_status, content=view,
                             headers={"Location": f"/v1/generations/{job_id}", "Retry-After": "1"})
+    guard = view.get("guard") or {}
+    if status == "failed" and guard.get("flagged") and guard.get("mode") == "refuse":
+        # the erasure's prompt guard refused the prompt: the caller's input, not a server fault
+        return JSONResponse(status_code=422, content={"detail": rec.get("error") or "refused by the prompt guard",
+                                                      "guard": guard, "job": view})
     if status != "succeeded":
         erasure_id = rec.get("erasure_id")
         if erasure_id and await svc.erasure(tenant, erasure_id) is None:
@@ -65,6 +70,8 @@ gen_responses: dict[int | str, dict[str, Any]] = {
           "description": "one image as PNG, or several as base64 PNGs in JSON"},
     202: {"model": GenerationView, "description": "still running after the wait limit: poll the job"},
     404: {"description": "not found"}, 415: {"description": "not JSON"},
+    422: {"description": "invalid parameters, or the prompt was refused by the erasure's prompt guard (its "
+                         "`prompt_guard` option is 'refuse'): the body's `guard` says why"},
 }
 
 @router.post("/v1/erasures/{job_id}/generate", tags=["generation"], response_model=None,
