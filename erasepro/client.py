@@ -103,6 +103,7 @@ class GenerationView(_Model):
     finished_at: str | None = None
     error: str | None = None
     timings: dict[str, Any] | None = None
+    guard: dict[str, Any] | None = None  # the erasure's prompt guard on this prompt, when it has one
     links: dict[str, str] = Field(default_factory=dict)
 
 

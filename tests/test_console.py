@@ -30,6 +30,7 @@ pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import KEYS, ROOT, wait_for  # noqa: E402
 
 from app.embedded import free_port, stop_process  # noqa: E402
+from erasepro_jobs.events import EVENT_TYPES  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -394,7 +395,7 @@ def test_webhook_endpoints_page(page, server: Server) -> None:
     # The event checkboxes come from the API's own vocabulary (/openapi.json).
     page.wait_for_selector("#wh-events input[value='erasure.succeeded']")
     offered = page.eval_on_selector_all("#wh-events input", "els => els.map(e => e.value)")
-    assert "evaluation.cancelled" in offered and len(offered) == 15, offered
+    assert "evaluation.cancelled" in offered and len(offered) == len(EVENT_TYPES), offered
 
     # Loopback is refused by this server (webhook_allow_private is off): the page shows the API's message.
     page.fill("#wh-url", "http://127.0.0.1:9/hook")

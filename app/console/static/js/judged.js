@@ -75,8 +75,8 @@ export function judgedEvaluations(v) {
     const items = (await api(`/v1/erasures/${v.id}/evaluations`)).items || [];
     const judged = items.filter((e) => e.report && e.status === "succeeded");
     urls.splice(0).forEach((u) => URL.revokeObjectURL(u));
-    clear(list).append(judged.length ? judged.reverse().map((e) => drawOne(e, urls))
-      : h("p", {class: "muted"}, "No judged evaluation yet."));
+    clear(list).append(...(judged.length ? judged.reverse().map((e) => drawOne(e, urls))
+      : [h("p", {class: "muted"}, "No judged evaluation yet.")]));
   };
   run.addEventListener("click", async () => {
     run.disabled = true;
