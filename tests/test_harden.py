@@ -3,8 +3,6 @@ hardening columns hold with zero residual, and the CLI/spec carry ``harden_round
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
@@ -49,9 +47,7 @@ def test_harden_validates_rounds():
 
 
 def test_cli_flag_sets_the_rounds():
-    from erasepro_core.cli import build_spec
+    from erasepro_core.cli import build_parser, build_spec
 
-    ns = argparse.Namespace(spec=None, target=["van gogh"], anchor=["art"], preserve=None, method=None,
-                            schedule=None, layers=None, tokens=None, preserve_tokens=None, template=None,
-                            no_default_preserve=False, harden=2)
-    assert build_spec(ns).method.harden_rounds == 2
+    argv = ["erase", "--target", "van gogh", "--anchor", "art", "--harden", "2", "--out", "x.safetensors"]
+    assert build_spec(build_parser(argv).parse_args(argv)).method.harden_rounds == 2
