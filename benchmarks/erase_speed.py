@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -53,25 +52,10 @@ METHODS = {"UCE": {"method": "uce"}, "UCE 2023": {"method": "uce", "uce_protocol
 
 def _peak_rss_during(fn):
     """Run fn(); return (result, peak RSS increase in MB) sampled from /proc every 5 ms."""
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
+    from erasepro_core.cost import peak_rss_during
 
-    base, peak, stop = rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        out = fn()
-    finally:
-        stop.set()
-        t.join()
-    return out, max(peak[0] - base, 0) / 2**20
+    out, peak = peak_rss_during(fn)
+    return out, peak / 2**20
 
 
 def build(model: str, device: str):

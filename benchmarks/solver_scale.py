@@ -22,13 +22,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from erase_speed import ANCHORS, WORDS  # noqa: E402
+
+from erasepro_core.cost import peak_rss_during  # noqa: E402
 
 # UCE's own code, SD-1.4, CPU, 2 threads, its `last`-token protocol (docs/benchmarks.md; 1000: issue 29).
 UCE_REFERENCE_S = {1: 1.1, 10: 1.9, 100: 14.3, 1000: 104.0}
@@ -42,30 +43,6 @@ def concepts(n: int) -> list[dict[str, str]]:
         out.append({"target": word if i < len(WORDS) else f"{word} {i // len(WORDS) + 1}",
                     "anchor": ANCHORS[i % len(ANCHORS)]})
     return out
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-
-
-def peak_rss_during(fn):
-    """(fn(), peak RSS during it minus RSS before it, in bytes)."""
-    base, peak, stop = _rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss())
-            time.sleep(0.005)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        out = fn()
-    finally:
-        stop.set()
-        t.join()
-    return out, max(peak[0] - base, 0)
 
 
 def sdxl_text_path():

@@ -19,6 +19,9 @@ peak overlap, plus a fixed allowance for the allocator and per-call transients, 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,3 +195,29 @@ def erase_memory(spec: ErasureSpec | dict, dims: ModelDims) -> MemoryEstimate:
     parts["pairs"] = (n + n_held) * 256
     parts["fixed"] = FIXED_BYTES
     return MemoryEstimate(n_all, d, parts)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux: ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def peak_rss_during(fn: Callable[[], Any], every_s: float = 0.005) -> tuple[Any, int]:
+    """``(fn(), peak resident set while it ran minus the one before it, in bytes)``, sampled every ``every_s``
+    in a thread: what the estimates above are checked against (tests/test_cost.py, benchmarks/)."""
+    base, peak, stop = rss_bytes(), [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            time.sleep(every_s)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        out = fn()
+    finally:
+        stop.set()
+        t.join()
+    return out, max(peak[0] - base, 0)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
@@ -53,28 +51,6 @@ def test_column_estimate_bounds_the_real_count(sd_pipe, policy):
     assert pairs.n_columns <= est.columns <= 1.5 * pairs.n_columns + 10
 
 
-def _peak_above(fn) -> tuple[object, int]:
-    def rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * 4096
-
-    base, peak, stop = rss(), [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(0.002)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    try:
-        out = fn()
-    finally:
-        stop.set()
-        t.join()
-    return out, max(peak[0] - base, 0)
-
-
 def test_estimate_bounds_the_measured_peak_of_a_dspace_job():
     """A job whose columns dominate (300 concepts to_end: ~100k columns of width 128): the estimate is above the
     measured peak (what a memory limit needs) and not absurdly so."""
@@ -89,7 +65,7 @@ def test_estimate_bounds_the_measured_peak_of_a_dspace_job():
     cache = FeatureCache(store=None)
     erase(pipe, {"edits": _edits(1)}, cache=cache)  # warm-up: statistics, library buffers
     spec = {"edits": _edits(300), "token_policy": "to_end"}
-    res, peak = _peak_above(lambda: erase(pipe, spec, cache=cache))
+    res, peak = cost.peak_rss_during(lambda: erase(pipe, spec, cache=cache), every_s=0.002)
     est = cost.erase_memory(spec, cost.model_dims_of(pipe))
     assert est.dspace and est.columns >= res.report["n_constraints"]
     assert peak <= est.total, (peak, est.parts)

@@ -24,7 +24,7 @@ from worker.runner import (
     model_info,
     run_job,
 )
-from worker.runtime import get_state
+from worker.runtime import WorkerState, get_state
 
 MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest: loading, efficacy, saving)
 
@@ -64,19 +64,27 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
                                              Sampling(steps=steps, max_seconds=per_call),
                                              progress=lambda s, f: ctx.progress(s, 0.02 + 0.95 * f))
         ctx.progress("saving", 0.98)
-        entry = {"id": job_id, "status": "succeeded", "erasure_id": erasure_id, "targets": targets,
-                 "budgets": budgets, "seed": seed, "steps": steps, "asr": result["asr"],
-                 "efficacy": result["efficacy"], "attacks": result["attacks"],
-                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
-                 "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
-        with manifest_lock(state, erasure_id):
-            current = store.read_manifest(state.storage, tenant, erasure_id)
-            if current is None:
-                raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
-            kept = [e for e in current.get("evaluations", []) if e.get("id") != job_id]
-            current["evaluations"] = [*kept, entry][-MAX_KEPT:]
-            store.write_manifest(state.storage, tenant, erasure_id, current)
+        entry, _ = record_evaluation(state, tenant, erasure_id, job_id, t_start, created_at, {
+            "targets": targets, "budgets": budgets, "seed": seed, "steps": steps, "asr": result["asr"],
+            "efficacy": result["efficacy"], "attacks": result["attacks"]})
         outcome = ctx.finish("succeeded", result=summary_of(entry), progress={"stage": "done", "fraction": 1.0})
         return {"status": "succeeded" if outcome == "ok" else outcome, "asr": result["asr"]}
 
     return run_job(ctx, body)
+
+
+def record_evaluation(state: WorkerState, tenant: str, erasure_id: str, job_id: str, t_start: float,
+                      created_at: float | None, fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Add a succeeded evaluation's entry (``fields`` + id, status, times, worker) to the erasure's manifest, which
+    keeps the last ``MAX_KEPT``: the entry and the older entries that fell out. JobFailed if the checkpoint is gone."""
+    entry = {"id": job_id, "status": "succeeded", "erasure_id": erasure_id, **fields,
+             "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
+             "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
+    with manifest_lock(state, erasure_id):
+        current = store.read_manifest(state.storage, tenant, erasure_id)
+        if current is None:
+            raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
+        kept = [e for e in current.get("evaluations", []) if e.get("id") != job_id]
+        current["evaluations"] = [*kept, entry][-MAX_KEPT:]
+        store.write_manifest(state.storage, tenant, erasure_id, current)
+    return entry, kept[:max(0, len(kept) + 1 - MAX_KEPT)]

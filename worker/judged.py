@@ -9,19 +9,17 @@ and holds every prompt's verdicts; its images are ``evaluations/<id>/p<i>-<befor
 from __future__ import annotations
 
 import io
-import socket
 import time
 from typing import Any
 
-from erasepro_jobs import store
-from erasepro_jobs.evaluations import MAX_KEPT, image_key, image_name, image_prefix, summary_of
+from erasepro_jobs.evaluations import image_key, image_name, image_prefix, summary_of
+from worker.evaluate import record_evaluation
 from worker.runner import (
     JobContext,
     JobFailed,
     checkpoint_delta,
     interruptible,
     load_checkpoint,
-    manifest_lock,
     model_info,
     run_job,
 )
@@ -60,19 +58,14 @@ def run_judged_evaluation(*, job_id: str, tenant: str, erasure_id: str, judge: s
                     im.save(buf, format="PNG")
                     state.storage.put_bytes(image_key(tenant, erasure_id, job_id, image_name(i, side, k)),
                                             buf.getvalue())
-        entry = {"id": job_id, "status": "succeeded", "erasure_id": erasure_id, "targets": targets, "judge": judge,
-                 "budgets": {}, "seed": seed, "steps": steps, "samples": samples, "report": report,
-                 "created_at": float(created_at or t_start), "started_at": t_start, "finished_at": store.now(),
-                 "seconds": round(time.time() - t_start, 2), "worker": state.name, "host": socket.gethostname()}
-        with manifest_lock(state, erasure_id):
-            current = store.read_manifest(state.storage, tenant, erasure_id)
-            if current is None:
-                state.storage.delete_prefix(image_prefix(tenant, erasure_id, job_id))
-                raise JobFailed(f"checkpoint {erasure_id} was deleted during the evaluation")
-            kept = [e for e in current.get("evaluations", []) if e.get("id") != job_id]
-            current["evaluations"] = [*kept, entry][-MAX_KEPT:]
-            store.write_manifest(state.storage, tenant, erasure_id, current)
-        for old in kept[:max(0, len(kept) + 1 - MAX_KEPT)]:  # dropped from the manifest: their images go too
+        try:
+            entry, dropped = record_evaluation(state, tenant, erasure_id, job_id, t_start, created_at, {
+                "targets": targets, "judge": judge, "budgets": {}, "seed": seed, "steps": steps,
+                "samples": samples, "report": report})
+        except JobFailed:  # the checkpoint went meanwhile: so do this evaluation's images
+            state.storage.delete_prefix(image_prefix(tenant, erasure_id, job_id))
+            raise
+        for old in dropped:  # dropped from the manifest: their images go too
             state.storage.delete_prefix(image_prefix(tenant, erasure_id, str(old.get("id"))))
         outcome = ctx.finish("succeeded", result=summary_of(entry), progress={"stage": "done", "fraction": 1.0})
         return {"status": "succeeded" if outcome == "ok" else outcome, "before": report["before"],
