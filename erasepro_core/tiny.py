@@ -22,7 +22,14 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    T5TokenizerFast,
+)
 
 from erasepro_core.tokenizer import clip_tokenizer, t5_tokenizer
 
@@ -225,19 +232,26 @@ T5_SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+def _full_t5(t5: str, max_sequence_length: int) -> tuple[T5EncoderModel, T5TokenizerFast]:
+    """A random T5 encoder of the :data:`T5_SIZES` entry ``t5`` (real vocabulary size) and its tokenizer."""
+    d_model, d_ff, layers, heads = T5_SIZES[t5]
+    tok = t5_tokenizer(max_sequence_length)
+    encoder = T5EncoderModel(T5Config(
+        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
+        feed_forward_proj="gated-gelu",
+    ))
+    return encoder, tok
+
+
 def flux_text_path_pipeline(t5: str = "xl", max_sequence_length: int = 512, seed: int = 0) -> FluxPipeline:
     """FLUX.1's text path at full size but for T5 (``t5`` names a :data:`T5_SIZES` entry): CLIP ViT-L/14's text
     tower, and the transformer's ``context_embedder`` and pooled ``text_embedder`` into its 3072-wide stream.
 
     The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
     """
-    d_model, d_ff, layers, heads = T5_SIZES[t5]
     torch.manual_seed(seed)
-    tok = t5_tokenizer(max_sequence_length)
-    encoder = T5EncoderModel(T5Config(
-        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
-        feed_forward_proj="gated-gelu",
-    ))
+    encoder, tok = _full_t5(t5, max_sequence_length)
+    d_model = encoder.config.d_model
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=64, num_layers=0, num_single_layers=0, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=d_model, pooled_projection_dim=768, guidance_embeds=True,
@@ -257,13 +271,9 @@ def sd3_text_path_pipeline(t5: str = "xxl", max_sequence_length: int = 256, seed
 
     The transformer has no blocks and the VAE is tiny: erasure never runs them (for benchmarks, not sampling).
     """
-    d_model, d_ff, layers, heads = T5_SIZES[t5]
     torch.manual_seed(seed)
-    tok = t5_tokenizer(max_sequence_length)
-    encoder = T5EncoderModel(T5Config(
-        vocab_size=max(32128, len(tok)), d_model=d_model, d_kv=64, d_ff=d_ff, num_layers=layers, num_heads=heads,
-        feed_forward_proj="gated-gelu",
-    ))
+    encoder, tok = _full_t5(t5, max_sequence_length)
+    d_model = encoder.config.d_model
     transformer = SD3Transformer2DModel(
         sample_size=128, patch_size=2, in_channels=16, num_layers=0, attention_head_dim=64, num_attention_heads=24,
         joint_attention_dim=d_model, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
