@@ -48,6 +48,16 @@ def gram_shift(gram_trace: float, n: int, gram_ridge: float) -> float:
     return gram_ridge * gram_trace / max(n, 1) if gram_ridge > 0 else 0.0
 
 
+def _soften(gram: torch.Tensor, n: int, gram_ridge: float, rcond: float) -> int | None:
+    """The soft residual in place: ``gram`` += εI (:func:`gram_shift`); returns the unshifted Gram's rank by the
+    exact solve's cut (eigenvalues above ``rcond``·λmax), or None when τ = 0 leaves the solve exact."""
+    if gram_ridge <= 0:
+        return None
+    rank = int(torch.linalg.matrix_rank(gram, hermitian=True, rtol=rcond))
+    gram.diagonal().add_(gram_shift(float(gram.trace()), n, gram_ridge))
+    return rank
+
+
 def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND, gram_ridge: float = 0.0
                    ) -> tuple[torch.Tensor, int]:
     """G = (Xᵀ M⁻¹ X + εI)⁺ Xᵀ M⁻¹ (n × d_in) and the numerical rank of X, so that Δ = R G.
@@ -59,10 +69,7 @@ def constraint_map(x: torch.Tensor, metric: Metric, rcond: float = RCOND, gram_r
     z = metric.solve(x)  # M⁻¹X, d_in × n
     gram = x.T @ z
     gram = 0.5 * (gram + gram.T)
-    rank = None
-    if gram_ridge > 0:
-        rank = int(torch.linalg.matrix_rank(gram, hermitian=True, rtol=rcond))
-        gram.diagonal().add_(gram_shift(float(gram.trace()), x.shape[1], gram_ridge))
+    rank = _soften(gram, x.shape[1], gram_ridge, rcond)
     # Full column rank is the common case: a Cholesky factor is ~10x cheaper than an eigendecomposition.
     chol, info = torch.linalg.cholesky_ex(gram)
     if int(info) == 0:
@@ -119,23 +126,20 @@ def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = 
     k = tri(chol_m, tri(chol_m, s, upper=False).T, upper=False)  # L⁻¹ (L⁻¹ S)ᵀ = L⁻¹ S L⁻ᵀ (S symmetric)
     k = 0.5 * (k + k.T)
     a = tri(chol_m, t.T, upper=False).T  # T L⁻ᵀ
-    if gram_ridge > 0:
-        rank = gram_rank(k, n)
-        k.diagonal().add_(gram_shift(float(k.trace()), n, gram_ridge))
-        eye = torch.eye(k.shape[0], dtype=torch.float64, device=k.device)
-        return a, torch.cholesky_solve(tri(chol_m, eye, upper=False), torch.linalg.cholesky(k)), rank
+    rank = _soften(k, n, gram_ridge, rcond)
     chol, info = torch.linalg.cholesky_ex(k)
     if int(info) == 0:  # full rank d: the same cheap test as the n-space solve
         pivots = chol.diagonal() ** 2
         if float(pivots.min()) > rcond * float(k.diagonal().max()) * 1e3:
             eye = torch.eye(k.shape[0], dtype=torch.float64, device=k.device)
-            return a, torch.cholesky_solve(tri(chol_m, eye, upper=False), chol), k.shape[0]  # K⁻¹ L⁻¹
+            b = torch.cholesky_solve(tri(chol_m, eye, upper=False), chol)  # K⁻¹ L⁻¹
+            return a, b, k.shape[0] if rank is None else rank
     evals, evecs = torch.linalg.eigh(k)
     keep = evals > rcond * max(float(evals[-1]), 0.0)
     v = evecs[:, keep]
     # B = Λ⁻¹ Vᵀ L⁻¹ = (L⁻ᵀ V Λ⁻¹)ᵀ
     b = (tri(chol_m.T, v, upper=True) / evals[keep]).T
-    return a @ v, b, int(keep.sum())
+    return a @ v, b, int(keep.sum()) if rank is None else rank
 
 
 def gram_rank(s: torch.Tensor, n: int) -> int:
