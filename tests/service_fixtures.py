@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,45 @@ def start_serve(tmp: Path, port: int, extra_env: dict[str, str] | None = None) -
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
+
+
+class ServeProcess:
+    """One ``erasepro serve`` (:func:`start_serve`) on a free port with ``env``, ready once constructed."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp, self.env = tmp, env
+        self.start()
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.proc = start_serve(self.tmp, self.port, self.env)
+        wait_for(lambda: self.proc.poll() is not None or self.ready(), "serve to be ready")
+
+    def client(self, key: str = SERVE_KEY) -> httpx.Client:
+        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60,
+                            headers={"Authorization": f"Bearer {key}"})
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return (self.tmp / "serve.log").read_text(errors="replace")[-4000:]
+
+
+def serving(tmp: Path, env: dict[str, str]) -> Iterator[ServeProcess]:
+    """A module fixture's body: :class:`ServeProcess` up (on another port if the embedded Redis took the first),
+    stopped after."""
+    s = ServeProcess(tmp, env)
+    try:
+        if s.proc.poll() is not None and "address already in use" in s.log():
+            s.start()  # the embedded Redis took the free port chosen for the API first: another port
+        assert s.proc.poll() is None, s.log()
+        yield s
+    finally:
+        stop_process(s.proc, grace_s=60)
 
 
 class Stack:

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 pytest.register_assert_rewrite("service_fixtures")
-from service_fixtures import LONG_SPEC, SERVE_KEY, SHORT_SPEC, start_serve, submit, wait_for, wait_status  # noqa: E402
-
-from app.embedded import free_port, stop_process  # noqa: E402
+from service_fixtures import (  # noqa: E402
+    LONG_SPEC,
+    SERVE_KEY,
+    SHORT_SPEC,
+    serving,
+    submit,
+    wait_for,
+    wait_status,
+)
+from service_fixtures import ServeProcess as Served  # noqa: E402
 
 pytestmark = pytest.mark.attacks
 
@@ -25,41 +30,10 @@ OTHER_KEY = "globex-eval-key-0123456789"
 TINY_BUDGET = {"vocabulary": 8, "closed_form": 1}
 
 
-class Served:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.start()
-
-    def start(self) -> None:
-        self.port = free_port()
-        env = {"ERASEPRO_BUNDLED": "1", "ERASEPRO_API_KEYS": f"acme:{SERVE_KEY},globex:{OTHER_KEY}"}
-        self.proc = start_serve(self.tmp, self.port, env)
-        wait_for(lambda: self.proc.poll() is not None or self.ready(), "serve to be ready")
-
-    def client(self, key: str = SERVE_KEY) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60,
-                            headers={"Authorization": f"Bearer {key}"})
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return (self.tmp / "serve.log").read_text(errors="replace")[-4000:]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = Served(tmp_path_factory.mktemp("evaluations"))
-    try:
-        if s.proc.poll() is not None and "address already in use" in s.log():
-            s.start()  # the embedded Redis took the free port chosen for the API first: another port
-        assert s.proc.poll() is None, s.log()
-        yield s
-    finally:
-        stop_process(s.proc, grace_s=60)
+    env = {"ERASEPRO_BUNDLED": "1", "ERASEPRO_API_KEYS": f"acme:{SERVE_KEY},globex:{OTHER_KEY}"}
+    yield from serving(tmp_path_factory.mktemp("evaluations"), env)
 
 
 @pytest.fixture(scope="module")

@@ -7,57 +7,29 @@ through the worker and reports the flagged rates before/after with their sample 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.register_assert_rewrite("service_fixtures")
-from service_fixtures import SERVE_KEY, start_serve, submit, wait_for, wait_status  # noqa: E402
+from service_fixtures import ServeProcess as Served  # noqa: E402
+from service_fixtures import (  # noqa: E402
+    serving,
+    submit,
+    wait_for,
+    wait_status,
+)
 
-from app.embedded import free_port, stop_process  # noqa: E402
 from erasepro_core.presets import MAX_PRESET_NAMES, PRESETS  # noqa: E402
-
-
-class Served:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.start()
-
-    def start(self) -> None:
-        from erasepro_core.tiny import write_tiny_clip
-
-        clip = self.tmp / "clip"
-        if not (clip / "config.json").is_file():
-            write_tiny_clip(clip)
-        self.port = free_port()
-        self.proc = start_serve(self.tmp, self.port, {"ERASEPRO_BUNDLED": "1", "ERASEPRO_CLIP_MODEL": str(clip)})
-        wait_for(lambda: self.proc.poll() is not None or self.ready(), "serve to be ready")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60,
-                            headers={"Authorization": f"Bearer {SERVE_KEY}"})
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def log(self) -> str:
-        return (self.tmp / "serve.log").read_text(errors="replace")[-4000:]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    s = Served(tmp_path_factory.mktemp("presets"))
-    try:
-        if s.proc.poll() is not None and "address already in use" in s.log():
-            s.start()  # the embedded Redis took the free port chosen for the API first: another port
-        assert s.proc.poll() is None, s.log()
-        yield s
-    finally:
-        stop_process(s.proc, grace_s=60)
+    from erasepro_core.tiny import write_tiny_clip
+
+    tmp = tmp_path_factory.mktemp("presets")
+    write_tiny_clip(tmp / "clip")
+    yield from serving(tmp, {"ERASEPRO_BUNDLED": "1", "ERASEPRO_CLIP_MODEL": str(tmp / "clip")})
 
 
 def test_presets_are_listed_and_documented(served: Served) -> None:
