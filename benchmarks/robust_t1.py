@@ -27,6 +27,8 @@ from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
 METHODS: dict[str, dict | None] = {
     "unedited": None,
     "default": {"method": "erasepro"},
+    # the `characters` preset's token policy: the name's tokens through EOS (a causal encoder carries a name forward)
+    "to_eos": {"method": "erasepro", "token_policy": "to_eos"},
     "uce2025": {"method": "uce"},
     "uce2023": {"method": "uce", "uce_protocol": "uce2023"},
     "uce_custom": {"method": "uce", "uce_protocol": "custom"},
