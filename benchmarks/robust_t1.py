@@ -29,6 +29,7 @@ METHODS: dict[str, dict | None] = {
     "default": {"method": "erasepro"},
     # the `characters` preset's token policy: the name's tokens through EOS (a causal encoder carries a name forward)
     "to_eos": {"method": "erasepro", "token_policy": "to_eos"},
+    "to_end": {"method": "erasepro", "token_policy": "to_end"},  # through padding, as UCE's 2023 protocol pairs
     "uce2025": {"method": "uce"},
     "uce2023": {"method": "uce", "uce_protocol": "uce2023"},
     "uce_custom": {"method": "uce", "uce_protocol": "custom"},
