@@ -21,6 +21,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from erasepro_core.lazy import lazy_names
+
 MAX_TARGETS = 16  # an evaluation attacks at most this many targets: a bound on its time
 
 
@@ -64,33 +66,15 @@ register(Attack("soft_token", "erasepro_core.attacks.soft_prompt:soft_token", (0
 register(Attack("concept_direction", "erasepro_core.attacks.direction:concept_direction", (1, 8), "strengths tried"))
 register(Attack("closed_form", "erasepro_core.attacks.context_solve:closed_form", (1, 8), "ridge values tried"))
 
-_LAZY = {
-    "closed_form": "erasepro_core.attacks.context_solve",
-    "kv_grams": "erasepro_core.attacks.context_solve",
-    "reproduce_kv": "erasepro_core.attacks.context_solve",
-    "concept_direction": "erasepro_core.attacks.direction",
-    "concept_direction_vector": "erasepro_core.attacks.direction",
-    "evaluate_robustness": "erasepro_core.attacks.evaluate",
-    "AttackResult": "erasepro_core.attacks.result",
-    "JudgeFn": "erasepro_core.attacks.result",
-    "Progress": "erasepro_core.attacks.result",
-    "AttackBudgetError": "erasepro_core.attacks.sampling",
-    "Sampling": "erasepro_core.attacks.sampling",
-    "soft_token": "erasepro_core.attacks.soft_prompt",
-    "probe_words": "erasepro_core.attacks.vocabulary",
-    "vocabulary_probe": "erasepro_core.attacks.vocabulary",
-    "word_search": "erasepro_core.attacks.search",
-}
+__getattr__ = lazy_names(__name__, {
+    "erasepro_core.attacks.context_solve": ("closed_form", "kv_grams", "reproduce_kv"),
+    "erasepro_core.attacks.direction": ("concept_direction", "concept_direction_vector"),
+    "erasepro_core.attacks.evaluate": ("evaluate_robustness",),
+    "erasepro_core.attacks.result": ("AttackResult", "JudgeFn", "Progress"),
+    "erasepro_core.attacks.sampling": ("AttackBudgetError", "Sampling"),
+    "erasepro_core.attacks.soft_prompt": ("soft_token",),
+    "erasepro_core.attacks.vocabulary": ("probe_words", "vocabulary_probe"),
+    "erasepro_core.attacks.search": ("word_search",),
+})
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "ATTACKS", "MAX_TARGETS", "Attack", "AttackBudgetError", "AttackResult", "JudgeFn", "Progress", "Sampling",
-    "budgets", "closed_form", "concept_direction", "concept_direction_vector", "evaluate_robustness", "kv_grams",
-    "probe_words", "register", "reproduce_kv", "soft_token", "vocabulary_probe", "word_search",
-]
+__all__ = ["ATTACKS", "MAX_TARGETS", "Attack", "budgets", "register", *__getattr__.names]
