@@ -10,7 +10,7 @@ pagination cursor and the SSE ``Last-Event-ID``. Object stores have no append, h
 read lists the subject's objects and fetches only those its page needs that the stream no longer holds.
 
 Logs written before this layout (``tenants/{t}/events/{erasure id}.jsonl``, one line per event, in the data dir)
-are still read, through the store, and removed with the subject.
+are still read where the store is that folder, and removed with the subject.
 
 :data:`EVENT_TYPES` is the one list of event types: the REST schemas (``webhook_events``, endpoint filters), the
 transitions' event names and the terminal set are derived from it.
@@ -145,10 +145,15 @@ class EventLog:
         return ev if isinstance(ev, dict) and "id" in ev else None
 
     def _legacy(self, tenant: str, subject: str) -> list[dict[str, Any]]:
-        """The events of a log written as JSON lines before one object per event (none: [])."""
+        """The events of a log written as JSON lines before one object per event (none: []). Such logs were only
+        ever written to the local data dir, so only a store on the local file system can hold one (an object
+        store is not asked: no request per read for a file that cannot be there)."""
+        path = self.storage.local_path(legacy_key(tenant, subject))
+        if path is None:
+            return []
         try:
-            text = self.storage.get_bytes(legacy_key(tenant, subject)).decode("utf-8", "replace")
-        except ObjectNotFound:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
         for line in text.splitlines():
