@@ -16,7 +16,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from erasepro_core.io import write_json_atomic
 from erasepro_core.prompt_files import PRESERVE_FILE
 from erasepro_core.shapes.train import (
     ask_loaders_for_float32,
+    begin_run,
     beta_schedule,
     build_pipeline,
     encode_texts,
@@ -348,11 +348,7 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
 
     from erasepro_core.tokenizer import clip_tokenizer
 
-    torch.set_num_threads(cfg.threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    t_all = time.time()
+    out, t_all = begin_run(cfg, out), time.time()
     _log(f"[data] rendering {cfg.n_images} scenes", log)
     imgs_np, scenes = _cached_dataset(out, cfg)
     images = _images_to_tensor(imgs_np)

@@ -468,6 +468,16 @@ def ask_loaders_for_float32(dest: str | os.PathLike) -> None:
 # ----------------------------------------------------------------------------------------------- driver
 
 
+def begin_run(cfg: Any, out: str | os.PathLike) -> Path:
+    """Start (or resume) a training run in ``out``: torch's thread count from the recipe, the folder, and the
+    recipe written as ``out/config.json``. Returns ``out``."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", asdict(cfg))
+    return out
+
+
 def run_training(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, stop_at: int | None = None,
                  log: Callable[[str], None] | None = None) -> Path:
     """All stages; returns the exported pipeline directory ``out/pipeline``."""
@@ -476,11 +486,7 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = Tru
 
     from erasepro_core.tokenizer import clip_tokenizer
 
-    torch.set_num_threads(cfg.threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    t_all = time.time()
+    out, t_all = begin_run(cfg, out), time.time()
     _log(f"[data] rendering {cfg.n_images} images", log)
     imgs_np, labels = render_dataset(cfg.n_images, seed=cfg.seed)
     images = _images_to_tensor(imgs_np)
