@@ -130,15 +130,6 @@ def test_enqueue_failure_fails_a_queued_job(lc: Lifecycle) -> None:
 
 
 # ------------------------------------------------------------------ the durable log goes through the artifact store
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory):
-    from s3_server import S3Server
-
-    server = S3Server(tmp_path_factory.mktemp("s3")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["fs", "s3"])
 def shared_store(request: pytest.FixtureRequest, tmp_path: Path):
     """One artifact store that two machines (two Lifecycles, each with its own data dir) share."""
