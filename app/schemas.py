@@ -22,8 +22,9 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
-from erasepro_core.methods import METHODS
+from erasepro_core.methods import METHODS, flat_settings
 from erasepro_core.presets import PRESETS, PresetError, PresetParams, apply_preset
 from erasepro_core.spec import (
     MAX_EDITS,
@@ -59,13 +60,27 @@ PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 # The registered methods when the API is built (a method registers before ``app`` is imported).
 Method = Literal[tuple(METHODS)]  # type: ignore[valid-type]
 
+# Option (wire name) -> the registered method whose setting it is; the common fields belong to none.
+METHOD_OF_OPTION = {wire: name for name, settings in flat_settings().items() for wire in settings}
+
+
+def _option(name: str, f: FieldInfo) -> FieldInfo:
+    """The spec's field as an option; a method's setting names its method in the schema (``x-method``), which the
+    console's form reads to show it with that method only."""
+    f = copy.copy(f)
+    if name in METHOD_OF_OPTION:
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        f.json_schema_extra = {**extra, "x-method": METHOD_OF_OPTION[name]}
+    return f
+
+
 # Every wire field of the spec except the top-level ones becomes an option, with the spec's types and bounds
 # (each method's settings included; the spec rejects a setting of another method, naming it).
 ErasureOptions = create_model(  # type: ignore[call-overload]
     "ErasureOptions",
     __config__=ConfigDict(extra="forbid", strict=True),
     __doc__="Solver options: every ErasureSpec field other than edits/preserve/method (see docs/service.md).",
-    **{name: (ann, copy.copy(f)) for name, (ann, f) in flat_fields().items() if name not in _TOP_LEVEL},
+    **{name: (ann, _option(name, f)) for name, (ann, f) in flat_fields().items() if name not in _TOP_LEVEL},
 )
 
 

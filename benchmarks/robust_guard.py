@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from erasepro_core.canvas.bench import choose_concepts, concepts_of, solver_templates, wilson  # noqa: E402
+from erasepro_core.canvas.bench import canvas_on_one_cpu, choose_concepts, concepts_of, solver_templates, wilson  # noqa: E402
 from erasepro_core.canvas.captions import prompt_set  # noqa: E402
 from erasepro_core.guard import DEFAULT_MARGIN, build_guard  # noqa: E402
-from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 from erasepro_core.preserve import generic_preserve_prompts  # noqa: E402
 from erasepro_core.robust.measure import t1_prompt_sets  # noqa: E402
 from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
@@ -62,9 +60,7 @@ def main() -> int:
                          "seed)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    quiet_libraries()
-    pipe = load_pipeline("canvas", device="cpu", dtype="float32")
+    pipe = canvas_on_one_cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["| kind | N | prompt set | flagged | n |", "|---|---:|---|---|---:|"]

@@ -14,13 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from erasepro_core.canvas.bench import canvas_on_one_cpu  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
-from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 from erasepro_core.robust.measure import run_t1  # noqa: E402
 from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
 
@@ -71,9 +69,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    quiet_libraries()
-    pipe = load_pipeline("canvas", device="cpu", dtype="float32")
+    pipe = canvas_on_one_cpu()
     judge = load_judge()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

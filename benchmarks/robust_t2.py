@@ -14,15 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from erasepro_core.attacks import ATTACKS, Sampling  # noqa: E402
-from erasepro_core.canvas.bench import build_spec, choose_concepts, wilson  # noqa: E402
+from erasepro_core.canvas.bench import build_spec, canvas_on_one_cpu, choose_concepts, wilson  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
-from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 from erasepro_core.robust.t2 import T2_TEMPLATES, canvas_judge_fn  # noqa: E402
 
 METHODS = {"default": {"method": "erasepro"}, "uce2023": {"method": "uce", "uce_protocol": "uce2023"},
@@ -43,9 +40,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    quiet_libraries()
-    base = load_pipeline("canvas", device="cpu", dtype="float32")
+    base = canvas_on_one_cpu()
     judge = load_judge()
     name = choose_concepts(args.kind, 1, args.seed)[0]
     jf = canvas_judge_fn(args.kind, name, judge)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from erasepro_core.families import Sizes, hub_sizes
 from erasepro_core.spec import ErasureSpec
 
 # Mirrors of the library's constants (asserted equal in tests/test_cost.py; importing them would pull torch).
@@ -59,17 +60,13 @@ class ModelDims:
         return sum(t.width for t in self.towers)
 
 
-def _sd_kv(widths: list[int], d: int) -> int:
-    return 2 * d * sum(widths)  # to_k and to_v per transformer block
+def dims_of(sizes: Sizes) -> ModelDims:
+    """The text path of a family row's hub sizes (:class:`erasepro_core.families.Sizes`)."""
+    return ModelDims(tuple(TowerDims(*t) for t in sizes.towers), sizes.kv_params)
 
 
-PRESETS: dict[str, ModelDims] = {
-    # SD-1.4: CLIP ViT-L/14 text tower; 16 transformer blocks (320 ×2+3, 640 ×2+3, 1280 ×2+1+3).
-    "sd-sized": ModelDims((TowerDims(768, 12, 3072),), _sd_kv([320] * 5 + [640] * 5 + [1280] * 6, 768)),
-    # SDXL: CLIP ViT-L/14 + OpenCLIP bigG/14 (penultimate layers); 70 transformer blocks (640 ×10, 1280 ×60).
-    "sdxl-sized": ModelDims((TowerDims(768, 11, 3072), TowerDims(1280, 31, 5120)),
-                            _sd_kv([640] * 10 + [1280] * 60, 2048)),
-}
+# SD-1.4 and SDXL sizes, from their rows in erasepro_core.families.
+PRESETS: dict[str, ModelDims] = {"sd-sized": dims_of(hub_sizes("sd1")), "sdxl-sized": dims_of(hub_sizes("sdxl"))}
 
 
 def model_dims(name: str) -> ModelDims:

@@ -13,6 +13,7 @@ back), FLUX by its diffusers module path (``lora_transformer_context_embedder``,
 maps; diffusers ≤ 0.42 silently drops the BFL spelling ``lora_unet_txt_in`` of these two layers), CLIP towers as
 ``lora_te_`` (SD) or ``lora_te1_``/``lora_te2_`` (SDXL, FLUX). T5 has no LoRA key in any of these loaders. SD-3's
 two sites have diffusers/PEFT keys (``StableDiffusion3Pipeline.load_lora_weights`` reads them) but no kohya names.
+Which of these a family has is its row's ``lora`` (:class:`erasepro_core.families.LoraKeys`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from erasepro_core.families import FAMILIES, LoraKeys
+
 CHECKPOINT_FORMATS = ("delta", "diffusers", "lora", "kohya")
 LORA_FORMATS = ("lora", "kohya")
 LEGACY_TEXT_PREFIX = "text_model."  # the CLIP module prefix every published checkpoint (and loader) uses
 
-# FLUX: the two linear layers ErasePro edits (the kohya converters of diffusers and ComfyUI know both).
-_FLUX_KOHYA = ("context_embedder", "time_text_embed.text_embedder.linear_1")
 _SGM_DOWN = re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$")
 _SGM_UP = re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)$")
 _SGM_MID = re.compile(r"^mid_block\.attentions\.0\.(.+)$")
@@ -48,9 +49,15 @@ def _text_module(module: str) -> str:
     return module if module.startswith(LEGACY_TEXT_PREFIX) else LEGACY_TEXT_PREFIX + module
 
 
+def _keys(family: str) -> LoraKeys:
+    """The family row's LoRA names (the default map for a family without one: check_format refuses it first)."""
+    row = FAMILIES.get(family)
+    return row.lora if row is not None and row.lora is not None else LoraKeys()
+
+
 def _is_clip(family: str, component: str) -> bool:
     # FLUX's text_encoder_2 is T5: its blocks live under ``encoder.block.N`` and no loader has keys for them.
-    return component == "text_encoder" or (component == "text_encoder_2" and family == "sdxl")
+    return component in _keys(family).text_prefixes
 
 
 def peft_name(family: str, key: str) -> str | None:
@@ -82,19 +89,19 @@ def kohya_name(family: str, key: str, layers_per_block: int | None = None) -> st
     """The kohya (A1111/ComfyUI) LoRA name of a delta key (``None``: no such loader addresses it).
     ``layers_per_block``: the SDXL UNet's (the sgm block numbering depends on it)."""
     component, module = split_key(key)
+    keys = _keys(family)
     flat = lambda s: s.replace(".", "_")  # noqa: E731
     if component == "unet":
-        if family == "sdxl":
+        if keys.kohya_unet == "sgm":
             if layers_per_block is None:
                 return None
             sgm = sgm_unet_name(module, layers_per_block)
             return None if sgm is None else f"lora_unet_{flat(sgm)}"
         return f"lora_unet_{flat(module)}"
     if component == "transformer":
-        return f"lora_transformer_{flat(module)}" if family == "flux" and module in _FLUX_KOHYA else None
-    if _is_clip(family, component):
-        prefix = "lora_te" if family == "sd" else ("lora_te1" if component == "text_encoder" else "lora_te2")
-        return f"{prefix}_{flat(_text_module(module))}"
+        return f"lora_transformer_{flat(module)}" if module in keys.kohya_transformer else None
+    if component in keys.text_prefixes:
+        return f"{keys.text_prefixes[component]}_{flat(_text_module(module))}"
     return None
 
 
@@ -104,7 +111,7 @@ def unaddressable(family: str, keys: Iterable[str], fmt: str, layers_per_block: 
         return [k for k in keys if peft_name(family, k) is None]
     if fmt == "kohya":
         # The sgm numbering needs the UNet's layers_per_block only to name a site, not to know it has a name.
-        lpb = 1 if family == "sdxl" and layers_per_block is None else layers_per_block
+        lpb = 1 if _keys(family).kohya_unet == "sgm" and layers_per_block is None else layers_per_block
         return [k for k in keys if kohya_name(family, k, lpb) is None]
     return []
 
@@ -113,7 +120,7 @@ def check_format(family: str, keys: Iterable[str], fmt: str, layers_per_block: i
     """Raise :class:`FormatError` when ``fmt`` is unknown or cannot carry every edited site of this family."""
     if fmt not in CHECKPOINT_FORMATS:
         raise FormatError(f"unknown checkpoint format {fmt!r}; one of {', '.join(CHECKPOINT_FORMATS)}")
-    if family not in ("sd", "sdxl", "flux", "sd3"):
+    if family not in FAMILIES or FAMILIES[family].lora is None:
         if fmt in LORA_FORMATS:
             raise FormatError(f"no {fmt} key map for model family {family!r}")
         return

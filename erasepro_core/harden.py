@@ -1,7 +1,7 @@
 """Closed-form adversarial hardening of the K/V edit, entirely in context space (no images, no encoder pass).
 
 Every method's K/V edit is  W_s = W_o,s Q  with Q = I + A B shared by all sites. Round r attacks the current
-edit with the closed-form embedding attack (erasepro_core.attacks.closed_form):
+edit with the closed-form embedding attack (erasepro_core.attacks.context_solve):
     c'_j = argmin_c Σ_s ‖W_s c − W_o,s c_t,j‖² + λτ‖c‖²  =  (QᵀG Q + λτI)⁻¹ QᵀG c_t,j,   G = Σ_s W_o,sᵀ W_o,s,
 for each constrained target column c_t,j, adds the found c'_j as constraint columns whose target is the
 anchor's column y_j (W c'_j = W_o y_j) and re-solves the method's edit (zero residual for ErasePro) under the

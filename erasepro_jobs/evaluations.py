@@ -14,16 +14,6 @@ from erasepro_jobs import store
 from erasepro_jobs.settings import REDIS_PREFIX
 
 MAX_KEPT = 20  # evaluations kept in a manifest (oldest dropped): a bound on its size
-# Budget ranges per attack (units: vocabulary = probe prompts, word_search = queries per instance, soft_token =
-# Adam steps, concept_direction = strengths tried, closed_form = ridge values tried); each is also bounded in time.
-BUDGETS: dict[str, tuple[int, int]] = {
-    "vocabulary": (1, 2000),
-    "word_search": (1, 128),
-    "soft_token": (0, 200),
-    "concept_direction": (1, 8),
-    "closed_form": (1, 8),
-}
-MAX_TARGETS = 16  # as erasepro_core.attacks.evaluate.MAX_TARGETS (no torch here)
 JUDGED_SOURCES = ("bundled",)  # base models that ship a judge: only the bundled shapes model
 
 

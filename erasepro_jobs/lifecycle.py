@@ -175,7 +175,7 @@ class Lifecycle:
         # the artifact store, where a lost job's checkpoint may already be complete (see lease_lost)
         self.storage = storage if storage is not None else FileStorage(self.data_dir)
         self._scripts = {name: r.register_script(src) for name, src in SCRIPTS.items()}
-        self.log = EventLog(r, self.data_dir)
+        self.log = EventLog(r, self.storage)
         self.dispatch = WebhookDispatch(r)
         self.endpoints = self.dispatch.endpoints
 

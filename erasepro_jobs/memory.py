@@ -31,8 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from erasepro_core.cost import PRESETS, ModelDims, TowerDims, erase_memory
-from erasepro_core.families import DEFAULT_LABEL
+from erasepro_core.cost import PRESETS, ModelDims, TowerDims, dims_of, erase_memory
+from erasepro_core.families import DEFAULT_LABEL, hub_sizes
 from erasepro_core.io import read_config
 
 GiB, MiB = 2**30, 2**20
@@ -141,18 +141,17 @@ def _folder_facts(folder: str, stamp: float) -> ModelFacts | None:
                       int(vae_width), weights or 4 * GiB)
 
 
-# Per registry label (erasepro_core.families): a hub model's sizes, whose configs are not on this machine.
-_FAMILY_PRESETS = {"sd1": ModelFacts(PRESETS["sd-sized"], 1280, 512, int(2.2 * GiB)),
-                   "sd2": ModelFacts(ModelDims((TowerDims(1024, 23, 4096),), 2 * 1024 * (320 * 5 + 640 * 5 +
-                                                                                       1280 * 6)), 1280, 512,
-                                     int(2.6 * GiB)),
-                   "sdxl": ModelFacts(PRESETS["sdxl-sized"], 1280, 512, int(6.9 * GiB))}
+def hub_facts(label: str) -> ModelFacts:
+    """A hub model's facts (its configs are not on this machine): its family row's sizes for this registry label
+    (:func:`erasepro_core.families.hub_sizes`; SD-1's for an unknown label)."""
+    sizes = hub_sizes(label)
+    return ModelFacts(dims_of(sizes), sizes.denoiser_width, sizes.vae_width, sizes.weight_bytes)
 
 
 def model_facts(info: Any) -> ModelFacts:
     """The facts of a registry entry (:class:`erasepro_jobs.registry.BaseModelInfo`): read from its diffusers
-    folder (configs and safetensors headers) when it is on this machine, else its family's preset (SD-1 sizes for
-    an unknown family: the preset a missing folder most often means)."""
+    folder (configs and safetensors headers) when it is on this machine, else its family row's sizes
+    (:func:`hub_facts`)."""
     source = getattr(info, "source", "")
     folder = None
     if source == "bundled":
@@ -169,7 +168,7 @@ def model_facts(info: Any) -> ModelFacts:
         facts = _folder_facts(str(folder), stamp)
         if facts is not None:
             return facts
-    return _FAMILY_PRESETS.get(str(getattr(info, "family", DEFAULT_LABEL)), _FAMILY_PRESETS[DEFAULT_LABEL])
+    return hub_facts(str(getattr(info, "family", DEFAULT_LABEL)))
 
 
 # -------------------------------------------------------------------------------------------- estimates

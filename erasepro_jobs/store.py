@@ -18,7 +18,7 @@ Redis keys (prefix ``erasepro:``)::
     export:{erasure id}[:{fmt}]   the id of the job exporting that erasure as a diffusers (lora, kohya) tar
     workers                       zset: worker name -> last heartbeat (Redis server time)
     running                       set: ids of running jobs (the reaper's list; see erasepro_jobs/lifecycle.py)
-    events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}.jsonl)
+    events:{erasure id}           stream: the erasure's event log (durable copy: tenants/{t}/events/{id}/ in the store)
     wh:{erasure id}[:{endpoint}]:… webhook delivery queues, one per (erasure, target) (erasepro_jobs/webhooks.py)
     whep:{endpoint id}            hash: a tenant webhook endpoint (erasepro_jobs/endpoints.py)
     tenant:{tenant}:webhook_endpoints  zset: the tenant's endpoint ids

@@ -29,3 +29,13 @@ def sdxl_pipe():
 @pytest.fixture
 def sd_copy(sd_pipe):
     return copy.deepcopy(sd_pipe)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (SeaweedFS, tests/s3_server.py) for one test module."""
+    from s3_server import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()

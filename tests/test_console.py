@@ -189,9 +189,12 @@ def test_bad_form_shows_errors_next_to_fields(page, server: Server) -> None:
     page.click("details.advanced summary")
     ridge_help = page.inner_text("#f-options-ridge-help")
     assert "keeps the update small" in ridge_help and "at most 1000000" in ridge_help
-    assert page.is_hidden("#f-options-uce_lambda")  # UCE's own settings show with UCE only
+    # Each method's own settings show with that method only (the schema's x-method, from the method registry);
+    # the common options always.
+    assert page.is_hidden("#f-options-uce_lambda") and page.is_visible("#f-options-schedule")
     page.select_option("#f-method", "uce")
-    assert page.is_visible("#f-options-uce_lambda")
+    assert page.is_visible("#f-options-uce_lambda") and page.is_hidden("#f-options-schedule")
+    assert page.is_visible("#f-options-templates")
     page.select_option("#f-method", "erasepro")
     page.fill(".target", "circle")
     page.fill(".anchor", "Circle")

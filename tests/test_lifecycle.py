@@ -127,3 +127,62 @@ def test_enqueue_failure_fails_a_queued_job(lc: Lifecycle) -> None:
     assert lc.finish(job, "failed", from_status="queued", error="could not enqueue: boom") == "ok"
     assert types(lc, job.id) == ["erasure.created", "erasure.failed"]
     assert lc.events("acme", job.id)[-1]["data"] == {"error": "could not enqueue: boom"}
+
+
+# ------------------------------------------------------------------ the durable log goes through the artifact store
+@pytest.fixture(params=["fs", "s3"])
+def shared_store(request: pytest.FixtureRequest, tmp_path: Path):
+    """One artifact store that two machines (two Lifecycles, each with its own data dir) share."""
+    if request.param == "fs":
+        from erasepro_jobs.storage import FileStorage
+
+        return FileStorage(tmp_path / "shared")
+    import uuid
+
+    from erasepro_jobs.storage.s3 import S3Storage
+
+    server = request.getfixturevalue("s3_server")
+    return S3Storage(server.bucket, f"ev-{uuid.uuid4().hex[:8]}", tmp_path / "scratch", client=server.client())
+
+
+def test_every_machine_reads_the_whole_log_from_the_shared_store(rserver: EmbeddedRedis, tmp_path: Path,
+                                                                  shared_store) -> None:
+    """The API machine logs the creation, a worker machine the rest: after a Redis flush either one reads all of
+    it from the store (each used to keep its own partial copy in its data dir), pages included; deleting the
+    erasure removes the store's copy."""
+    client = redis.Redis.from_url(rserver.url, decode_responses=True)
+    client.flushall()
+    api = Lifecycle(client, tmp_path / "api", shared_store)
+    worker = Lifecycle(client, tmp_path / "worker", shared_store)
+    job = _create(api)
+    assert worker.start(job, "w1", 30, {}) == "running"
+    worker.progress(job, {"stage": "solve", "fraction": 0.5}, event=True)
+    assert worker.finish(job, "succeeded") == "ok"
+    before = api.events("acme", job.id)
+    assert [e["type"] for e in before] == ["erasure.created", "erasure.started", "erasure.progress",
+                                           "erasure.succeeded"]
+    keys = [o.key for o in shared_store.list(f"tenants/acme/events/{job.id}")]
+    assert len(keys) == 4 and keys == sorted(keys)
+    assert not (tmp_path / "api" / "tenants").exists() and not (tmp_path / "worker" / "tenants").exists()
+    client.flushall()
+    for machine in (api, worker):
+        assert machine.events("acme", job.id) == before
+        page = machine.events("acme", job.id, after=before[0]["id"], limit=2)
+        assert page == before[1:3]
+    api.forget("acme", job.id)
+    assert shared_store.list(f"tenants/acme/events/{job.id}") == [] and api.events("acme", job.id) == []
+    client.close()
+
+
+def test_a_log_written_as_json_lines_is_still_read(lc: Lifecycle, tmp_path: Path) -> None:
+    """A log from before one object per event (``tenants/{t}/events/{id}.jsonl`` in the data dir) merges in."""
+    import json
+
+    job = _create(lc)
+    old = {"id": "1000-0", "type": "erasure.created", "created_at": 1.0, "data": {"base_model": "tiny"}}
+    legacy = tmp_path / "tenants" / "acme" / "events" / f"{job.id}.jsonl"
+    legacy.write_text(json.dumps(old) + "\n" + '{"id": "cut mid-wri', encoding="utf-8")
+    got = lc.events("acme", job.id)
+    assert got[0] == old and [e["type"] for e in got[1:]] == ["erasure.created"]
+    lc.forget("acme", job.id)
+    assert not legacy.exists() and lc.events("acme", job.id) == []

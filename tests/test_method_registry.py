@@ -103,7 +103,9 @@ print(json.dumps({"method": schemas["ErasureRequest"]["properties"]["method"],
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert "toy" in got["method"]["enum"]
-    # The console's new-erasure form shows an option under the method its prefix names ("toy_…": toy).
+    # The console's new-erasure form shows an option under the method its schema names (x-method).
+    assert got["options"]["toy_strength"]["x-method"] == got["options"]["toy_note"]["x-method"] == "toy"
+    assert got["options"]["ridge"]["x-method"] == "erasepro" and "x-method" not in got["options"]["templates"]
     strength = got["options"]["toy_strength"]
     assert strength["exclusiveMinimum"] == 0 and strength["maximum"] == 10 and "Toy: the scale" in \
         strength["description"]

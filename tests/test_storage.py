@@ -28,13 +28,6 @@ from erasepro_jobs.storage.s3 import S3Storage
 PART = 5 << 20  # S3's smallest multipart part: files above it go up in parts in these tests
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory):
-    server = S3Server(tmp_path_factory.mktemp("s3")).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["fs", "s3"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     if request.param == "fs":

@@ -1,9 +1,9 @@
 """``/v1/erasures/{id}/evaluations``: attack a finished erasure on a worker and read the numbers back.
 
-``POST`` starts an evaluation job (attacks and budgets in :data:`erasepro_jobs.evaluations.BUDGETS`' ranges, a seed, the
-erasure's targets or some of them, a time bound) and answers 202 with its id; ``GET`` lists the erasure's
-evaluations (finished ones from its manifest, newest last, then queued/running/failed ones from Redis) or shows
-one. Tenant-scoped: another tenant's erasure is a 404.
+``POST`` starts an evaluation job (attacks, each at a budget in the range its registration in
+:data:`erasepro_core.attacks.ATTACKS` gives, a seed, the erasure's targets or some of them, a time bound) and
+answers 202 with its id; ``GET`` lists the erasure's evaluations (finished ones from its manifest, newest last,
+then queued/running/failed ones from Redis) or shows one. Tenant-scoped: another tenant's erasure is a 404.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from starlette.concurrency import run_in_threadpool
 
 from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
+from erasepro_core.attacks import MAX_TARGETS
+from erasepro_core.attacks import budgets as attack_budgets
 from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
 from erasepro_core.judges import judge_problem as image_judge_problem
 from erasepro_core.judges.evaluate import MAX_PROMPTS, MAX_SAMPLES, eval_items
 from erasepro_jobs import memory, store
-from erasepro_jobs.evaluations import BUDGETS, IMAGE_NAME_RE, MAX_TARGETS, evaluation_view, image_key, judge_problem
+from erasepro_jobs.evaluations import IMAGE_NAME_RE, evaluation_view, image_key, judge_problem
 from erasepro_jobs.registry import ModelUnavailable
 
 router = APIRouter(tags=["evaluations"])
@@ -36,8 +38,9 @@ class EvaluationRequest(BaseModel):
     """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
 
     model_config = ConfigDict(extra="forbid")
-    budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
-        f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}"))
+    budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(attack_budgets()), description=(
+        "attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: "
+        f"{attack_budgets()}"))
     ] = None
     judge: Annotated[Literal[tuple(JUDGES)] | None, Field(description=(  # type: ignore[valid-type]
         "Who reads the images: 'shapes' (the bundled model: attacks at budgets), 'nudenet' or 'clip' (before/after "
@@ -57,10 +60,11 @@ class EvaluationRequest(BaseModel):
     @field_validator("budgets")
     @classmethod
     def _in_range(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        ranges = attack_budgets()  # the attack registry's, read now: an attack registered after import counts
         for name, budget in (v or {}).items():
-            if name not in BUDGETS:
-                raise ValueError(f"unknown attack {name!r}; attacks are {sorted(BUDGETS)}")
-            lo, hi = BUDGETS[name]
+            if name not in ranges:
+                raise ValueError(f"unknown attack {name!r}; attacks are {sorted(ranges)}")
+            lo, hi = ranges[name]
             if not lo <= budget <= hi:
                 raise ValueError(f"{name}: budget must be in {lo}..{hi}, got {budget}")
         return v

@@ -11,10 +11,9 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from erasepro_core.attacks import ATTACKS, MAX_TARGETS
 from erasepro_core.attacks.result import JudgeFn, Progress
 from erasepro_core.attacks.sampling import DEFAULT_SAMPLING, Sampling
-
-MAX_TARGETS = 16  # an evaluation attacks at most this many targets: a bound on its time
 
 
 def evaluate_robustness(base: Any, delta: Any, targets: Sequence[str], judge_for: Callable[[str], JudgeFn],
@@ -23,7 +22,6 @@ def evaluate_robustness(base: Any, delta: Any, targets: Sequence[str], judge_for
     """{"attacks": {target: {attack: AttackResult.summary()}}, "asr": {attack: mean ASR over targets}} for
     the edited model ``base`` + ``delta`` (``base`` itself is left unchanged). ``budgets`` maps attack names
     of :data:`erasepro_core.attacks.ATTACKS` to their budget."""
-    from erasepro_core.attacks import ATTACKS
     from erasepro_core.delta import apply_delta
 
     unknown = sorted(set(budgets) - set(ATTACKS))

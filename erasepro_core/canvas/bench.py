@@ -37,6 +37,18 @@ KINDS: tuple[str, ...] = ("style", "character")
 SPLITS: tuple[str, ...] = ("test", "validation")
 
 
+def canvas_on_one_cpu() -> Any:
+    """The canvas pipeline in float32 on one CPU thread, with the libraries' logging quiet: how the robustness
+    benchmarks load the world (one thread, so their timings do not depend on the machine's other load)."""
+    import torch
+
+    from erasepro_core.pipeline import load_pipeline, quiet_libraries
+
+    torch.set_num_threads(1)
+    quiet_libraries()
+    return load_pipeline("canvas", device="cpu", dtype="float32")
+
+
 def paired_difference(a: list[int], b: list[int], n_boot: int = 4000, seed: int = 0) -> dict[str, float]:
     """Rate(a) - rate(b) on the same prompts with a 95 % paired-bootstrap interval."""
     x, y = np.asarray(a, float), np.asarray(b, float)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from erasepro_core.shapes.config import LoopConfig
+
 
 @dataclass
-class CanvasTrainConfig:
-    """Every knob of the recipe (defaults = the shipped model)."""
+class CanvasTrainConfig(LoopConfig):
+    """Every knob of the recipe (defaults = the shipped model; the shared loops' knobs in :class:`LoopConfig`)."""
 
-    seed: int = 0
     n_images: int = 60_000
     captions_per_image: int = 3
     max_length: int = 40
@@ -22,18 +23,7 @@ class CanvasTrainConfig:
     clip_lr: float = 1e-3
     vae_steps: int = 1000
     vae_batch: int = 48
-    vae_lr: float = 1e-3
-    vae_kl: float = 1e-6
     unet_channels: tuple[int, ...] = (32, 64, 128)
     unet_steps: int = 6000
     batch: int = 64
     lr: float = 5e-4
-    cross_attn_lr_mult: float = 2.0
-    warmup: int = 200
-    ema: float = 0.999
-    p_empty: float = 0.1
-    min_snr: float = 5.0
-    log_every: int = 50
-    gap_every: int = 250
-    ckpt_every: int = 250
-    threads: int = 2

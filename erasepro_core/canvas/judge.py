@@ -8,7 +8,6 @@ weights ship as safetensors in ``erasepro_core/canvas/judge/``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from erasepro_core.bundled import CANVAS_JUDGE_DIR
 from erasepro_core.canvas.world import (
@@ -34,6 +33,7 @@ from erasepro_core.canvas.world import (
     scene_labels,
     style_id_of,
 )
+from erasepro_core.judges.cnn import conv_block, fit_heads, load_weights, saved_width
 
 JUDGE_DIR = CANVAS_JUDGE_DIR
 #: (name, number of classes) of each head, in label-column order (see ``world.scene_labels``).
@@ -50,11 +50,7 @@ class CanvasJudgeNet(torch.nn.Module):
 
     def __init__(self, width: int = 48) -> None:
         super().__init__()
-        w = width
-
-        def block(i: int, o: int) -> torch.nn.Sequential:
-            return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
-
+        w, block = width, conv_block
         self.features = torch.nn.Sequential(
             block(3, w), block(w, w), torch.nn.MaxPool2d(2),
             block(w, 2 * w), block(2 * w, 2 * w), torch.nn.MaxPool2d(2),
@@ -133,10 +129,7 @@ def style_ids(labels: np.ndarray) -> np.ndarray:
 def load_judge(path: str | Path | None = None) -> CanvasJudge:
     """The shipped canvas judge (or one saved by :func:`train_judge` in ``path``)."""
     d = Path(path) if path is not None else JUDGE_DIR
-    conf = json.loads((d / "config.json").read_text())
-    net = CanvasJudgeNet(width=conf["width"])
-    net.load_state_dict({k: v.float() for k, v in load_file(str(d / "judge.safetensors")).items()})
-    return CanvasJudge(net)
+    return CanvasJudge(load_weights(CanvasJudgeNet(width=saved_width(d)), d))
 
 
 def judge_available(path: str | Path | None = None) -> bool:
@@ -213,22 +206,9 @@ def train_judge(out: str | Path = JUDGE_DIR, *, n_images: int = 40_000, steps: i
     net = CanvasJudgeNet(width)
     if init is not None:
         net.load_state_dict(load_judge(init).net.state_dict())
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
-    net.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(n_images, (batch,), generator=g)
-        x = augment(x_all[idx].float() / 255.0, g)
-        logits = net(x)
-        y = y_all[idx]
-        loss = sum(F.cross_entropy(lg, y[:, j]) for j, lg in enumerate(logits))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 250 == 0 or step == steps - 1:
-            log(f"[judge] step {step} loss {float(loss):.4f} ({time.time() - t0:.0f}s)")
+    fit_heads(net, lambda idx: augment(x_all[idx].float() / 255.0, g), y_all, steps=steps, batch=batch, lr=lr,
+              g=g, log=log, log_every=250)
     net.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +40,13 @@ from erasepro_core.delta import save_tensors
 from erasepro_core.io import write_json_atomic
 from erasepro_core.prompt_files import PRESERVE_FILE
 from erasepro_core.shapes.train import (
-    _ema_update,
-    _load_optimizer_state,
-    _optimizer_state,
     ask_loaders_for_float32,
+    begin_run,
     beta_schedule,
     build_pipeline,
     encode_texts,
-    fold_latent_stats,
-    loss_gap,
+    fit_unet,
+    fit_vae,
     tokenize,
 )
 
@@ -298,37 +295,13 @@ def clip_heldout_accuracy(te, img_enc, text_proj, images: torch.Tensor, texts: l
 
 
 def train_vae(cfg: CanvasTrainConfig, out: Path, images: torch.Tensor, log: Log = None):
-    """Stage 2: the VAE; latent channel mean/std folded into the quant convs; saved to ``out/vae``."""
+    """Stage 2 (:func:`erasepro_core.shapes.train.fit_vae`, with an L1 term and the thread tuner): the VAE; latent
+    channel mean/std folded into the quant convs; saved to ``out/vae``."""
     torch.manual_seed(cfg.seed + 1)
     vae = make_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
     t0 = time.time()
-    vae.train()
-    tuner = ThreadTuner(cfg.threads)
-    for step in range(cfg.vae_steps):
-        tuner.before(step)
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x = images[torch.randint(len(images), (cfg.vae_batch,), generator=g)]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        mse = F.mse_loss(rec, x)
-        loss = mse + F.l1_loss(rec, x) * 0.1 + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        tuner.after(step)
-        if step % 100 == 0 or step == cfg.vae_steps - 1:
-            _log(f"[vae] step {step} mse {mse.item():.5f} ({time.time() - t0:.0f}s)", log)
-    vae.eval()
+    mean, std = fit_vae(cfg, vae, images, l1_weight=0.1, chunk=1024, timer=ThreadTuner(cfg.threads), log=log)
     with torch.no_grad():
-        n_stat = min(8192, len(images))
-        mu = torch.cat([vae.encode(images[i : i + 1024]).latent_dist.mean for i in range(0, n_stat, 1024)])
-        mean, std = mu.mean((0, 2, 3)), mu.std((0, 2, 3))
-        fold_latent_stats(vae, mean, std)
         z = vae.encode(images[:1024]).latent_dist.mean
         mse = F.mse_loss(vae.decode(z).sample, images[:1024]).item()
         _log(f"[vae] folded mean {mean.tolist()} std {std.tolist()}; recon mse {mse:.5f}", log)
@@ -340,86 +313,11 @@ def train_vae(cfg: CanvasTrainConfig, out: Path, images: torch.Tensor, log: Log 
 def train_unet(cfg: CanvasTrainConfig, out: Path, latents: torch.Tensor, emb: torch.Tensor, empty: torch.Tensor,
                gap_batch: dict[str, torch.Tensor], resume: bool = True, log: Log = None,
                stop_at: int | None = None) -> dict[str, torch.Tensor]:
-    """Stage 3. ``emb``: (n_images, k, L, H) caption states per image. Returns the EMA state."""
+    """Stage 3 (:func:`erasepro_core.shapes.train.fit_unet`, with a cool-down and the thread tuner). ``emb``:
+    (n_images, k, L, H) caption states per image. Returns the EMA state."""
     torch.manual_seed(cfg.seed + 2)
-    unet = make_unet(cfg)
-    unet.train()
-    names = {id(p): n for n, p in unet.named_parameters()}
-    cross = [p for n, p in unet.named_parameters() if "attn2" in n]
-    rest = [p for n, p in unet.named_parameters() if "attn2" not in n]
-    opt = torch.optim.AdamW([{"params": rest, "lr_mult": 1.0},
-                             {"params": cross, "lr_mult": cfg.cross_attn_lr_mult}], lr=cfg.lr, weight_decay=0.01)
-    ckpt = out / "unet_ckpt"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start, rewarm_from = 0, 0
-    if resume and (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
-        unet.load_state_dict({k: v.float() for k, v in load_file(str(ckpt / "unet.safetensors")).items()})
-        ema = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
-        start = state["step"]
-        if (ckpt / "optim.safetensors").exists():
-            _load_optimizer_state(opt, names, load_file(str(ckpt / "optim.safetensors")))
-        else:  # from a snapshot: fresh Adam moments, so warm the learning rate up again
-            rewarm_from = start
-        _log(f"[unet] resumed at step {start}", log)
-    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
-    abar = torch.cumprod(1 - betas, 0).float()
-    snr = abar / (1 - abar)
-    weight = snr.clamp(max=cfg.min_snr) / snr
-    n, k = len(latents), emb.shape[1]
-    log_path = out / "unet_log.jsonl"
-    t0, last = time.time(), time.time()
-    end = cfg.unet_steps if stop_at is None else min(stop_at, cfg.unet_steps)
-    running, count = 0.0, 0
-    tuner = ThreadTuner(cfg.threads)
-    for step in range(start, end):
-        tuner.before(step)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(n, (cfg.batch,), generator=g)
-        x0 = latents[idx].float()
-        cap = emb[idx, torch.randint(k, (cfg.batch,), generator=g)].float()
-        drop = torch.rand(cfg.batch, generator=g) < cfg.p_empty
-        cap[drop] = empty.float()
-        t = torch.randint(1000, (cfg.batch,), generator=g)
-        noise = torch.randn(x0.shape, generator=g)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(xt, t, cap).sample
-        loss = ((pred - noise).pow(2).mean((1, 2, 3)) * weight[t]).mean()
-        lr = cfg.lr * min(1.0, (step + 1 - rewarm_from) / cfg.warmup)
-        if step > 0.8 * cfg.unet_steps:  # a short linear cool-down at the end
-            lr *= max(0.1, (cfg.unet_steps - step) / (0.2 * cfg.unet_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        _ema_update(ema, unet, min(cfg.ema, (1 + step) / (10 + step)))
-        tuner.after(step)
-        running += loss.item()
-        count += 1
-        done = step + 1
-        record: dict[str, float] = {}
-        if done % cfg.log_every == 0:
-            now = time.time()
-            record = {"step": done, "loss": running / count, "s_per_step": (now - last) / count, "elapsed": now - t0,
-                      "threads": tuner.current}
-            running, count, last = 0.0, 0, now
-        if done % cfg.gap_every == 0 or done == end:
-            record.update({"step": done, **loss_gap(unet, gap_batch, abar)})
-        if record:
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            _log("[unet] " + " ".join(f"{a}={b:.4g}" if isinstance(b, float) else f"{a}={b}"
-                                      for a, b in record.items()), log)
-        if done % cfg.ckpt_every == 0 or done == end:
-            save_tensors(ckpt / "unet.safetensors", unet.state_dict())
-            save_tensors(ckpt / "ema.safetensors", ema)
-            save_tensors(ckpt / "optim.safetensors", _optimizer_state(opt, names))
-            write_json_atomic(ckpt / "state.json", {"step": done, "config": asdict(cfg)})
-    return ema
+    return fit_unet(cfg, out, make_unet(cfg), latents, emb, empty, gap_batch, resume=resume, log=log,
+                    stop_at=stop_at, cool_down=True, timer=ThreadTuner(cfg.threads))
 
 
 def export_pipeline(cfg: CanvasTrainConfig, out: Path, dest: Path, ema: dict[str, torch.Tensor] | None = None) -> Path:
@@ -450,11 +348,7 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
 
     from erasepro_core.tokenizer import clip_tokenizer
 
-    torch.set_num_threads(cfg.threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    t_all = time.time()
+    out, t_all = begin_run(cfg, out), time.time()
     _log(f"[data] rendering {cfg.n_images} scenes", log)
     imgs_np, scenes = _cached_dataset(out, cfg)
     images = _images_to_tensor(imgs_np)

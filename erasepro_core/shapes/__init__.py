@@ -11,9 +11,6 @@ Importing this package is cheap (numpy and PIL only); the judge and evaluation l
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from erasepro_core.bundled import (
     JUDGE_DIR,
     MODEL_DIR,
@@ -21,6 +18,7 @@ from erasepro_core.bundled import (
     bundled_model_available,
     bundled_model_path,
 )
+from erasepro_core.lazy import lazy_names
 from erasepro_core.shapes.captions import (
     COLOUR_WORDS,
     COMPLEX_TEMPLATES,
@@ -54,28 +52,17 @@ from erasepro_core.shapes.world import (
     render_random,
 )
 
-_LAZY = {
-    "Judge": "erasepro_core.shapes.judge",
-    "load_judge": "erasepro_core.shapes.judge",
-    "train_judge": "erasepro_core.shapes.judge",
-    "evaluate_pipeline": "erasepro_core.shapes.evaluate",
-    "sample_array": "erasepro_core.shapes.evaluate",
-    "score": "erasepro_core.shapes.evaluate",
-    "TrainConfig": "erasepro_core.shapes.config",
-    "run_training": "erasepro_core.shapes.train",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'erasepro_core.shapes' has no attribute {name!r}")
-
+__getattr__ = lazy_names(__name__, {
+    "erasepro_core.shapes.judge": ("Judge", "load_judge", "train_judge"),
+    "erasepro_core.shapes.evaluate": ("evaluate_pipeline", "sample_array", "score"),
+    "erasepro_core.shapes.config": ("TrainConfig",),
+    "erasepro_core.shapes.train": ("run_training",),
+})
 
 __all__ = [
     "ATTRIBUTES", "COLOURS", "COLOUR_WORDS", "COMPLEX_TEMPLATES", "HELDOUT_TEMPLATES", "JUDGE_DIR", "MODEL_DIR",
     "PARAPHRASE_TEMPLATES", "PLAIN_TEMPLATES", "PROMPT_SETS", "RESOLUTION", "SHAPES", "SHAPE_WORDS", "SIZES",
     "SIZE_WORDS", "SOLVER_TEMPLATES", "STYLES", "STYLE_WORDS", "TRAIN_TEMPLATES", "WORDS", "Attributes", "Prompt",
     "all_attributes", "bundled_judge_available", "bundled_model_available", "bundled_model_path", "caption",
-    "fill", "prompt_set", "render", "render_dataset", "render_random", "solver_prompts", *_LAZY,
+    "fill", "prompt_set", "render", "render_dataset", "render_random", "solver_prompts", *__getattr__.names,
 ]

@@ -7,7 +7,6 @@ generated images; weights ship as safetensors in ``erasepro_core/shapes/judge/``
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from erasepro_core.bundled import JUDGE_DIR
+from erasepro_core.judges.cnn import conv_block, fit_heads, load_weights, saved_width
 from erasepro_core.shapes.world import ATTRIBUTES, RESOLUTION, render_dataset
 
 HEADS: tuple[str, ...] = ("shape", "colour", "size", "style")
@@ -30,11 +30,7 @@ class JudgeNet(torch.nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
-        w = width
-
-        def block(i: int, o: int) -> torch.nn.Sequential:
-            return torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU())
-
+        w, block = width, conv_block
         self.features = torch.nn.Sequential(
             block(3, w), block(w, w), torch.nn.MaxPool2d(2),
             block(w, 2 * w), block(2 * w, 2 * w), torch.nn.MaxPool2d(2),
@@ -105,10 +101,7 @@ class Judge:
 def load_judge(path: str | Path | None = None) -> Judge:
     """The shipped judge (or one saved by :func:`train_judge` in ``path``)."""
     d = Path(path) if path is not None else JUDGE_DIR
-    conf = json.loads((d / "config.json").read_text())
-    net = JudgeNet(width=conf["width"])
-    net.load_state_dict({k: v.float() for k, v in load_file(str(d / "judge.safetensors")).items()})
-    return Judge(net)
+    return Judge(load_weights(JudgeNet(width=saved_width(d)), d))
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -136,21 +129,10 @@ def train_judge(out: str | Path, *, seed: int = 0, steps: int = 800, batch: int 
     x_all = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
     y_all = torch.from_numpy(labels)
     net = JudgeNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     t0 = time.time()
-    net.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.randint(len(x_all), (batch,), generator=g)
-        logits = net(augment(x_all[idx], g))
-        loss = sum(F.cross_entropy(lg, y_all[idx, j]) for j, lg in enumerate(logits))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 500 == 0 or step == steps - 1:
-            log(f"[judge] step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)")
+    fit_heads(net, lambda idx: augment(x_all[idx], g), y_all, steps=steps, batch=batch, lr=lr, g=g, log=log,
+              log_every=500)
     judge = Judge(net.eval())
     acc = evaluate_judge(judge, n=5000, seed=seed + 2000)
     log(f"[judge] held-out accuracy {acc}")

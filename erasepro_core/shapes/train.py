@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -200,31 +201,9 @@ def train_vae(cfg: TrainConfig, out: Path, images: torch.Tensor, log: Callable[[
     """Stage 2: the VAE; the latents' channel mean/std folded into quant convs; saved to ``out/vae``."""
     torch.manual_seed(cfg.seed + 1)
     vae = make_vae()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(cfg.seed + 1)
     t0 = time.time()
-    vae.train()
-    for step in range(cfg.vae_steps):
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x = images[torch.randint(len(images), (cfg.vae_batch,), generator=g)]
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=None)).sample
-        mse = F.mse_loss(rec, x)
-        loss = mse + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        if step % 100 == 0 or step == cfg.vae_steps - 1:
-            _log(f"[vae] step {step} mse {mse.item():.5f} ({time.time() - t0:.0f}s)", log)
-    vae.eval()
+    mean, std = fit_vae(cfg, vae, images, chunk=2048, log=log)
     with torch.no_grad():
-        n_stat = min(8192, len(images))
-        mu = torch.cat([vae.encode(images[i : i + 2048]).latent_dist.mean for i in range(0, n_stat, 2048)])
-        mean, std = mu.mean((0, 2, 3)), mu.std((0, 2, 3))
-        fold_latent_stats(vae, mean, std)
         z = vae.encode(images[:2048]).latent_dist.mean
         rec = vae.decode(z).sample
         _log(f"[vae] folded mean {mean.tolist()} std {std.tolist()}; now mean {z.mean().item():.3f} "
@@ -232,6 +211,49 @@ def train_vae(cfg: TrainConfig, out: Path, images: torch.Tensor, log: Callable[[
     vae.save_pretrained(out / "vae", safe_serialization=True)
     write_json_atomic(out / "vae_done.json", {"seconds": time.time() - t0, "mean": mean.tolist(), "std": std.tolist()})
     return vae
+
+
+def fit_vae(cfg: Any, vae: Any, images: torch.Tensor, *, l1_weight: float = 0.0, chunk: int = 2048,
+            timer: StepTimer | None = None, log: Callable[[str], None] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE stage both worlds train with: ``cfg.vae_steps`` AdamW steps (learning rate ``cfg.vae_lr``, linear
+    warm-up over 50 steps, then cosine) on  ‖x̂ − x‖² + ``l1_weight``·|x̂ − x| + ``cfg.vae_kl``·KL  for batches of
+    ``cfg.vae_batch`` images (seed ``cfg.seed + 1``); then the channel mean and std of the first 8192 images'
+    latent means (encoded ``chunk`` at a time) are folded into the quant convs (:func:`fold_latent_stats`).
+    Leaves ``vae`` in eval mode; returns (mean, std)."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    t0 = time.time()
+    vae.train()
+    for step in range(cfg.vae_steps):
+        if timer is not None:
+            timer.before(step)
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = images[torch.randint(len(images), (cfg.vae_batch,), generator=g)]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        mse = F.mse_loss(rec, x)
+        if l1_weight:
+            loss = mse + F.l1_loss(rec, x) * l1_weight + cfg.vae_kl * post.kl().mean()
+        else:
+            loss = mse + cfg.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if timer is not None:
+            timer.after(step)
+        if step % 100 == 0 or step == cfg.vae_steps - 1:
+            _log(f"[vae] step {step} mse {mse.item():.5f} ({time.time() - t0:.0f}s)", log)
+    vae.eval()
+    with torch.no_grad():
+        n_stat = min(8192, len(images))
+        mu = torch.cat([vae.encode(images[i : i + chunk]).latent_dist.mean for i in range(0, n_stat, chunk)])
+        mean, std = mu.mean((0, 2, 3)), mu.std((0, 2, 3))
+        fold_latent_stats(vae, mean, std)
+    return mean, std
 
 
 @torch.no_grad()
@@ -279,7 +301,34 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
                log: Callable[[str], None] | None = None, stop_at: int | None = None) -> dict[str, torch.Tensor]:
     """Stage 3. ``emb``: (n_combos, k, L, H) caption embeddings per combination. Returns the EMA state."""
     torch.manual_seed(cfg.seed + 2)
-    unet = make_unet(cfg)
+    return fit_unet(cfg, out, make_unet(cfg), latents, emb, empty, gap_batch, rows=combo, resume=resume, log=log,
+                    stop_at=stop_at)
+
+
+class StepTimer(Protocol):
+    """Called around each training step (e.g. the canvas world's thread tuner); ``current``: what it logs."""
+
+    current: int
+
+    def before(self, step: int) -> None: ...
+
+    def after(self, step: int) -> None: ...
+
+
+def fit_unet(cfg: Any, out: Path, unet: torch.nn.Module, latents: torch.Tensor, emb: torch.Tensor,
+             empty: torch.Tensor, gap_batch: dict[str, torch.Tensor], *, rows: torch.Tensor | None = None,
+             resume: bool = True, log: Callable[[str], None] | None = None, stop_at: int | None = None,
+             cool_down: bool = False, timer: StepTimer | None = None) -> dict[str, torch.Tensor]:
+    """The UNet stage both worlds train with; returns the EMA state (decay min(``cfg.ema``, (1+s)/(10+s))).
+
+    Step s draws ``cfg.batch`` latents x0 (``latents[i]``), one of the k captions of each (``emb[rows[i]]``,
+    ``rows`` None: ``emb[i]``), the empty caption with probability ``cfg.p_empty``, t ~ U{0..999} and noise ε;
+    x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε on the linear β schedule (1e-4..0.02), and minimises the min-SNR-γ weighted
+    ε-loss  mean_i w(t_i)‖ε̂ − ε‖²,  w(t) = min(SNR(t), γ)/SNR(t),  γ = ``cfg.min_snr``. AdamW, cross-attention
+    at ``cfg.cross_attn_lr_mult`` × the learning rate, which warms up linearly over ``cfg.warmup`` steps (again
+    after resuming from a snapshot, which has no Adam moments) and, with ``cool_down``, falls linearly to a
+    tenth over the last 20 %. Every ``cfg.log_every`` steps a loss line, every ``cfg.gap_every`` the
+    :func:`loss_gap`, every ``cfg.ckpt_every`` a checkpoint in ``out/unet_ckpt`` (resumed from with ``resume``)."""
     unet.train()
     names = {id(p): n for n, p in unet.named_parameters()}
     cross = [p for n, p in unet.named_parameters() if "attn2" in n]
@@ -289,13 +338,16 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
     ckpt = out / "unet_ckpt"
     ckpt.mkdir(parents=True, exist_ok=True)
     ema = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-    start = 0
+    start, rewarm_from = 0, 0
     if resume and (ckpt / "state.json").exists():
         state = json.loads((ckpt / "state.json").read_text())
-        unet.load_state_dict(load_file(str(ckpt / "unet.safetensors")))
-        ema = load_file(str(ckpt / "ema.safetensors"))
-        _load_optimizer_state(opt, names, load_file(str(ckpt / "optim.safetensors")))
+        unet.load_state_dict({k: v.float() for k, v in load_file(str(ckpt / "unet.safetensors")).items()})
+        ema = {k: v.float() for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
         start = state["step"]
+        if (ckpt / "optim.safetensors").exists():
+            _load_optimizer_state(opt, names, load_file(str(ckpt / "optim.safetensors")))
+        else:  # from a snapshot: fresh Adam moments, so warm the learning rate up again
+            rewarm_from = start
         _log(f"[unet] resumed at step {start}", log)
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
     abar = torch.cumprod(1 - betas, 0).float()
@@ -307,10 +359,12 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
     end = cfg.unet_steps if stop_at is None else min(stop_at, cfg.unet_steps)
     running, count = 0.0, 0
     for step in range(start, end):
+        if timer is not None:
+            timer.before(step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         idx = torch.randint(n, (cfg.batch,), generator=g)
-        x0 = latents[idx]
-        cap = emb[combo[idx], torch.randint(k, (cfg.batch,), generator=g)].float()
+        x0 = latents[idx].float()
+        cap = emb[idx if rows is None else rows[idx], torch.randint(k, (cfg.batch,), generator=g)].float()
         drop = torch.rand(cfg.batch, generator=g) < cfg.p_empty
         cap[drop] = empty.float()
         t = torch.randint(1000, (cfg.batch,), generator=g)
@@ -319,7 +373,9 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, cap).sample
         loss = ((pred - noise).pow(2).mean((1, 2, 3)) * weight[t]).mean()
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+        lr = cfg.lr * min(1.0, (step + 1 - rewarm_from) / cfg.warmup)
+        if cool_down and step > 0.8 * cfg.unet_steps:  # a short linear cool-down at the end
+            lr *= max(0.1, (cfg.unet_steps - step) / (0.2 * cfg.unet_steps))
         for group in opt.param_groups:
             group["lr"] = lr * group["lr_mult"]
         opt.zero_grad(set_to_none=True)
@@ -327,6 +383,8 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         _ema_update(ema, unet, min(cfg.ema, (1 + step) / (10 + step)))
+        if timer is not None:
+            timer.after(step)
         running += loss.item()
         count += 1
         done = step + 1
@@ -334,7 +392,7 @@ def train_unet(cfg: TrainConfig, out: Path, latents: torch.Tensor, combo: torch.
         if done % cfg.log_every == 0:
             now = time.time()
             record = {"step": done, "loss": running / count, "s_per_step": (now - last) / count,
-                      "elapsed": now - t0}
+                      "elapsed": now - t0, **({"threads": timer.current} if timer is not None else {})}
             running, count, last = 0.0, 0, now
         if done % cfg.gap_every == 0 or done == end:
             record.update({"step": done, **loss_gap(unet, gap_batch, abar)})
@@ -410,6 +468,16 @@ def ask_loaders_for_float32(dest: str | os.PathLike) -> None:
 # ----------------------------------------------------------------------------------------------- driver
 
 
+def begin_run(cfg: Any, out: str | os.PathLike) -> Path:
+    """Start (or resume) a training run in ``out``: torch's thread count from the recipe, the folder, and the
+    recipe written as ``out/config.json``. Returns ``out``."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", asdict(cfg))
+    return out
+
+
 def run_training(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, stop_at: int | None = None,
                  log: Callable[[str], None] | None = None) -> Path:
     """All stages; returns the exported pipeline directory ``out/pipeline``."""
@@ -418,11 +486,7 @@ def run_training(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = Tru
 
     from erasepro_core.tokenizer import clip_tokenizer
 
-    torch.set_num_threads(cfg.threads)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", asdict(cfg))
-    t_all = time.time()
+    out, t_all = begin_run(cfg, out), time.time()
     _log(f"[data] rendering {cfg.n_images} images", log)
     imgs_np, labels = render_dataset(cfg.n_images, seed=cfg.seed)
     images = _images_to_tensor(imgs_np)

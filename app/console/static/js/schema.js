@@ -37,6 +37,7 @@ function field(doc, name, raw, required) {
     min: s.minimum, max: s.maximum, exclusiveMin: s.exclusiveMinimum, exclusiveMax: s.exclusiveMaximum,
     minLength: s.minLength, maxLength: s.maxLength, minItems: s.minItems, maxItems: s.maxItems,
     multipleOf: s.multipleOf,
+    method: raw["x-method"] ?? s["x-method"] ?? null,  // the method whose setting this is (none: common to all)
   };
 }
 

@@ -134,14 +134,10 @@ async function build(view, navigate, aborted) {
   const method = control(req.method, "method");
   const timeout = control(req.timeout_s, "timeout_s");
   const options = optFields.map((f) => control(f, `options.${f.name}`));
-  // A method's own settings carry its name as prefix on the wire ("uce_lambda"): show them with that method only.
-  const methods = req.method.enum || [];
-  const ownerOf = (name) => methods.find((m) => name.startsWith(`${m}_`));
+  // A method's own settings name their method in the schema ("x-method", from the method registry): show them
+  // with that method only; the common options show always.
   const showMethodOptions = () => {
-    for (const o of options) {
-      const owner = ownerOf(o.name);
-      o.wrap.hidden = Boolean(owner) && owner !== method.read();
-    }
+    optFields.forEach((f, i) => { options[i].wrap.hidden = Boolean(f.method) && f.method !== method.read(); });
   };
   method.input.addEventListener("change", showMethodOptions);
   showMethodOptions();
