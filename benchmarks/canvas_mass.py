@@ -55,7 +55,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "canvas_mass"))
     ap.add_argument("--tune-uce", action="store_true",
                     help="add a 'uce_tuned' row: the best of UCE's sweep (λ x s_p x protocol) by preserved - erased "
-                         "on the validation split (other prompts and seeds, same concepts), then run on the test split")
+                         "on the validation split (same concepts; other seeds and prompts, none equal to a test "
+                         "prompt), then run on the test split")
     ap.add_argument("--val-images", type=int, default=24, help="validation images (erased, and again preserved)")
     ap.add_argument("--from-results", action="store_true",
                     help="print the table of the runs already under --out instead of running anything")
@@ -109,6 +110,7 @@ def main() -> int:
                                pipe=pipe, judge=judge)
                 res["name"] = "uce_tuned"
                 res["tuned"] = {"settings": tuned.settings, "validation_score": tuned.score,
+                                "validation_images": args.val_images,
                                 "tried": [[t, sc] for t, sc in tuned.tried], "label": tuned.label()}
                 (out / f"{kind}-{n}-uce_tuned-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
                 runs["uce_tuned"] = res
