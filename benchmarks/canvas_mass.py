@@ -72,6 +72,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    unedited: dict = {}  # the unedited model's judgements per point and split, generated once for all rows
     for kind in args.kinds.split(","):
         for n in (int(v) for v in args.ns.split(",")):
             if kind == "character" and n > 10:
@@ -81,7 +82,7 @@ def main() -> int:
                 t = time.time()
                 res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=METHODS[name],
                                n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
-                               pipe=pipe, judge=judge)
+                               pipe=pipe, judge=judge, unedited_cache=unedited)
                 res["name"] = name
                 (out / f"{kind}-{n}-{name}-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
                 runs[name] = res
@@ -101,13 +102,14 @@ def main() -> int:
                             "uce_preserve_scale": m.preserve_scale}
                     v = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=opts,
                                  n_erased_images=args.val_images, n_preserved_images=args.val_images,
-                                 steps=args.steps, pipe=pipe, judge=judge, split="validation")
+                                 steps=args.steps, pipe=pipe, judge=judge, split="validation",
+                                 unedited_cache=unedited)
                     return v["preserved_accuracy"] - v["erased_rate"]
 
                 tuned = tune_uce(make_spec, validate, log=lambda m: print(m, file=sys.stderr, flush=True))
                 res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=tuned.settings,
                                n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
-                               pipe=pipe, judge=judge)
+                               pipe=pipe, judge=judge, unedited_cache=unedited)
                 res["name"] = "uce_tuned"
                 res["tuned"] = {"settings": tuned.settings, "validation_score": tuned.score,
                                 "validation_images": args.val_images,

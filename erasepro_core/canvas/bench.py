@@ -177,12 +177,13 @@ def _rate(x: np.ndarray) -> dict[str, Any]:
 def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, seed: int = 0,
              options: dict[str, Any] | None = None, n_erased_images: int = 48, n_preserved_images: int = 48,
              steps: int = 20, guidance: float = 5.0, preserve_others: bool = True, pipe=None, judge=None,
-             log=None, split: str = "test") -> dict[str, Any]:
+             log=None, split: str = "test", unedited_cache: dict | None = None) -> dict[str, Any]:
     """Erase ``concepts`` concepts of ``kind`` and judge erased and preserved prompts before and after.
 
     ``split="validation"`` draws other prompts (none equal to a test prompt, see :func:`split_prompts`) and
     other sampling seeds for the same concepts, for tuning settings; a tuned method is then reported on
-    ``"test"``."""
+    ``"test"``. ``unedited_cache`` (a dict the caller keeps for one ``pipe``) holds the unedited model's
+    judgements per point, so a sweep of settings generates them once."""
     import torch
 
     from erasepro_core.canvas.judge import load_judge
@@ -199,8 +200,14 @@ def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, 
     e_prompts, p_prompts = split_prompts(kind, erased, others, n_erased_images, n_preserved_images, seed, split)
     salt = 2 * SPLITS.index(split)
     seed_e, seed_p = seed + 1_000_000 * salt, seed + 100_000 + 1_000_000 * salt
-    before_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
-    before_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
+    key = (kind, concepts, seed, split, n_erased_images, n_preserved_images, steps, guidance)
+    if unedited_cache is not None and key in unedited_cache:
+        before_e, before_p = unedited_cache[key]
+    else:
+        before_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
+        before_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
+        if unedited_cache is not None:
+            unedited_cache[key] = (before_e, before_p)
     t_erase = time.time()
     result = erase(pipe, spec)
     t_erase = time.time() - t_erase
