@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from erasepro_core.canvas.bench import paired_difference, run_mass  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
+from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, tune_uce  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 
 #: name -> flat spec options (``method`` and its settings)
@@ -55,8 +56,15 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "canvas_mass"))
     ap.add_argument("--tune-uce", action="store_true",
                     help="add a 'uce_tuned' row: the best of UCE's sweep (λ x s_p x protocol) by preserved - erased "
-                         "on the validation split (other prompts and seeds, same concepts), then run on the test split")
+                         "on the validation split (same concepts; other seeds and prompts, none equal to a test "
+                         "prompt), then run on the test split")
     ap.add_argument("--val-images", type=int, default=24, help="validation images (erased, and again preserved)")
+    ap.add_argument("--tune-lambdas", type=float, nargs="+", default=list(SWEEP["uce_lambda"]),
+                    help="the sweep's λ values (default: uce_tuning.SWEEP's)")
+    ap.add_argument("--tune-scales", type=float, nargs="+", default=list(SWEEP["uce_preserve_scale"]),
+                    help="the sweep's s_p values (default: uce_tuning.SWEEP's)")
+    ap.add_argument("--tune-protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
+                    help="the protocols the sweep tries")
     ap.add_argument("--from-results", action="store_true",
                     help="print the table of the runs already under --out instead of running anything")
     args = ap.parse_args()
@@ -71,16 +79,17 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    unedited: dict = {}  # the unedited model's judgements per point and split, generated once for all rows
     for kind in args.kinds.split(","):
         for n in (int(v) for v in args.ns.split(",")):
             if kind == "character" and n > 10:
                 continue
             runs = {}
-            for name in args.methods.split(","):
+            for name in [m for m in args.methods.split(",") if m]:  # "" runs none (e.g. only --tune-uce)
                 t = time.time()
                 res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=METHODS[name],
                                n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
-                               pipe=pipe, judge=judge)
+                               pipe=pipe, judge=judge, unedited_cache=unedited)
                 res["name"] = name
                 (out / f"{kind}-{n}-{name}-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
                 runs[name] = res
@@ -89,7 +98,6 @@ def main() -> int:
                       f"({time.time() - t:.0f}s)", file=sys.stderr, flush=True)
             if args.tune_uce:
                 from erasepro_core.canvas.bench import build_spec, choose_concepts
-                from erasepro_core.methods.uce_tuning import tune_uce
 
                 def make_spec(settings: dict, kind: str = kind, n: int = n):
                     return build_spec(kind, choose_concepts(kind, n, args.seed), settings)
@@ -100,15 +108,20 @@ def main() -> int:
                             "uce_preserve_scale": m.preserve_scale}
                     v = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=opts,
                                  n_erased_images=args.val_images, n_preserved_images=args.val_images,
-                                 steps=args.steps, pipe=pipe, judge=judge, split="validation")
+                                 steps=args.steps, pipe=pipe, judge=judge, split="validation",
+                                 unedited_cache=unedited)
                     return v["preserved_accuracy"] - v["erased_rate"]
 
-                tuned = tune_uce(make_spec, validate, log=lambda m: print(m, file=sys.stderr, flush=True))
+                grid = {"uce_lambda": tuple(args.tune_lambdas), "uce_preserve_scale": tuple(args.tune_scales)}
+                tuned = tune_uce(make_spec, validate, grid=grid, protocols=tuple(args.tune_protocols),
+                                 log=lambda m: print(m, file=sys.stderr, flush=True))
                 res = run_mass(args.model, kind=kind, concepts=n, seed=args.seed, options=tuned.settings,
                                n_erased_images=args.images, n_preserved_images=args.images, steps=args.steps,
-                               pipe=pipe, judge=judge)
+                               pipe=pipe, judge=judge, unedited_cache=unedited)
                 res["name"] = "uce_tuned"
                 res["tuned"] = {"settings": tuned.settings, "validation_score": tuned.score,
+                                "validation_images": args.val_images, "grid": grid,
+                                "protocols": list(args.tune_protocols),
                                 "tried": [[t, sc] for t, sc in tuned.tried], "label": tuned.label()}
                 (out / f"{kind}-{n}-uce_tuned-s{args.seed}-i{args.images}.json").write_text(json.dumps(res, indent=1))
                 runs["uce_tuned"] = res

@@ -37,6 +37,7 @@ import torch
 
 from erasepro_core.delta import applied_delta
 from erasepro_core.erasure import erase
+from erasepro_core.judges.base import wilson
 from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, UCE_ROWS, tune_uce
 from erasepro_core.pipeline import load_pipeline, quiet_libraries
 from erasepro_core.prompt_files import PRESERVE_FILE, read_prompt_file
@@ -141,8 +142,12 @@ def _accuracy(pred: list[dict[str, str]], prompts: list[Prompt], idx: list[int])
 
 
 def case_metrics(edits: list[tuple[str, str]], res: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """Per prompt set: efficacy, anchor, specificity and its change, drift; plus ``pooled``, the counts over
+    every set (``efficacy``: target-prompt images still judged as their target, over all targets;
+    ``specificity``: the other images judged right) with 95 % Wilson intervals."""
     out: dict[str, Any] = {"efficacy": {}, "efficacy_literal": {}, "anchor": {}, "specificity": {},
                            "specificity_change": {}, "drift": {}}
+    eff_k = eff_n = spec_k = spec_n = 0
     for name, r in res.items():
         prompts, pred = r["prompts"], r["pred"]
         eff, lit, anc = [], [], []
@@ -151,7 +156,9 @@ def case_metrics(edits: list[tuple[str, str]], res: dict[str, Any], base: dict[s
             idx = [i for i, p in enumerate(prompts) if matches(p, kind, target)]
             if not idx:
                 continue
-            eff.append(np.mean([pred[i][kind] == target for i in idx]))
+            hits = [pred[i][kind] == target for i in idx]
+            eff_k, eff_n = eff_k + int(sum(hits)), eff_n + len(hits)
+            eff.append(np.mean(hits))
             lit_idx = [i for i in idx if target in prompts[i].text.split()]
             if lit_idx:
                 lit.append(np.mean([pred[i][kind] == target for i in lit_idx]))
@@ -160,6 +167,8 @@ def case_metrics(edits: list[tuple[str, str]], res: dict[str, Any], base: dict[s
         others = [i for i, p in enumerate(prompts)
                   if not any(matches(p, kind_of(t), t) for t, _ in edits)]
         spec_now = _accuracy(pred, prompts, others)
+        if spec_now is not None:
+            spec_k, spec_n = spec_k + round(spec_now * len(others)), spec_n + len(others)
         spec_base = _accuracy(base[name]["pred"], prompts, others)
         out["efficacy"][name] = float(np.mean(eff)) if eff else None
         out["efficacy_literal"][name] = float(np.mean(lit)) if lit else None
@@ -169,7 +178,16 @@ def case_metrics(edits: list[tuple[str, str]], res: dict[str, Any], base: dict[s
         if others:
             diff = np.abs(r["images"][others].astype(np.float32) - base[name]["images"][others].astype(np.float32))
             out["drift"][name] = float(diff.mean() / 255.0)
+    out["pooled"] = {key: {"k": k, "n": n, "rate": k / n if n else None, "ci95": list(wilson(k, n)) if n else None}
+                     for key, k, n in (("efficacy", eff_k, eff_n), ("specificity", spec_k, spec_n))}
     return out
+
+
+def fmt_ci(d: dict[str, Any]) -> str:
+    """A pooled rate as ``0.05 [0.01, 0.24] (1/20)``."""
+    if not d or d.get("rate") is None:
+        return "   -  "
+    return f"{d['rate']:.2f} [{d['ci95'][0]:.2f}, {d['ci95'][1]:.2f}] ({d['k']}/{d['n']})"
 
 
 def build_spec(edits: list[tuple[str, str]], overrides: dict[str, Any], n_layers: int,
@@ -277,9 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         results["cases"][case] = {"unedited": base_m}
         print(f"\n## {case}\n")
         names = [s.name for s in sets]
-        print("| method | " + " | ".join(f"eff {n}" for n in names) + " | anchor (plain) | spec (all) | "
-              "Δspec | drift | K/V res | held-out | ‖Δ‖/‖W‖ by depth | K/V ‖Δ‖/‖W‖ |")
-        print("|---|" + "---:|" * (len(names) + 8))
+        print("| method | " + " | ".join(f"eff {n}" for n in names) + " | eff pooled [95 %] (k/n) | anchor (plain) | "
+              "spec (all) | spec pooled [95 %] (k/n) | Δspec | drift | K/V res | held-out | ‖Δ‖/‖W‖ by depth | "
+              "K/V ‖Δ‖/‖W‖ |")
+        print("|---|" + "---:|" * (len(names) + 10))
 
         def row(label: str, m: dict[str, Any], rep: dict[str, Any] | None, names: list[str] = names) -> None:
             spec_all = [v for v in m["specificity"].values() if v is not None]
@@ -287,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             drift = [v for v in m["drift"].values() if v is not None]
             s = rep["summary"] if rep else {}
             print(f"| {label} | " + " | ".join(fmt(m["efficacy"][n]) for n in names)
+                  + f" | {fmt_ci(m['pooled']['efficacy'])}"
                   + f" | {fmt(m['anchor'].get('plain'))} | {fmt(float(np.mean(spec_all)) if spec_all else None)}"
+                  f" | {fmt_ci(m['pooled']['specificity'])}"
                   f" | {fmt(float(np.mean(dspec)) if dspec else None, pct=True)}"
                   f" | {np.mean(drift) if drift else 0:.3f}"
                   f" | {s.get('kv_residual', 0) or 0:.1e} | {fmt(s.get('kv_heldout_residual'))}"

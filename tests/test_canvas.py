@@ -201,3 +201,26 @@ def test_shipped_model_is_small_loads_by_name_and_is_registered() -> None:
     assert pipe.text_encoder.config.hidden_size == 128 and pipe.unet.config.sample_size == 16
     info = Registry(None).get("canvas")
     assert info is not None and info.available and info.family == "sd1"
+
+
+def test_validation_prompts_never_equal_test_prompts() -> None:
+    """The split a tuned baseline is chosen on shares no prompt with the test split (where draws do collide)."""
+    from erasepro_core.canvas.bench import TEST_POOL, choose_concepts, concept_prompts, concepts_of, split_prompts
+
+    for kind, n in (("style", 10), ("character", 1), ("character", 10)):
+        erased = choose_concepts(kind, n, 0)
+        others = [c for c in concepts_of(kind) if c not in erased]
+        test = {p.text for p in concept_prompts(kind, erased, TEST_POOL, 0, 1)}
+        test |= {p.text for p in concept_prompts(kind, others, TEST_POOL, 0, 2)}
+        # drawn without the exclusion, the validation streams do repeat test prompts...
+        raw = [p.text for p in concept_prompts(kind, erased, 48, 0, 3) + concept_prompts(kind, others, 48, 0, 4)]
+        collide = sum(t in test for t in raw)
+        # ...the validation split does not, and it still names each concept in turn
+        ve, vp = split_prompts(kind, erased, others, 48, 48, 0, "validation")
+        assert not {p.text for p in ve + vp} & test
+        assert [erased[i % n] in p.text for i, p in enumerate(ve)] == [True] * 48
+        if kind == "character":
+            assert collide > 0
+    # the test split is the plain stream (so earlier results stand)
+    e, _ = split_prompts("style", ["jasper quintrell"], ["katarina wolstencroft"], 5, 1, 0, "test")
+    assert [p.text for p in e] == [p.text for p in concept_prompts("style", ["jasper quintrell"], 5, 0, 1)]

@@ -41,6 +41,13 @@ def test_smoke_benchmark_numbers_are_in_range(tmp_path):
                 assert v is None or 0.0 <= v <= 1.0, (method, key, v)
         for v in m["specificity_change"].values():
             assert v is None or -1.0 <= v <= 1.0
+        # pooled counts: efficacy over every set's target prompts, specificity over the others, with intervals
+        eff, spec = m["pooled"]["efficacy"], m["pooled"]["specificity"]
+        assert 0 < eff["n"] and 0 < spec["n"] and 0 <= eff["k"] <= eff["n"] and 0 <= spec["k"] <= spec["n"]
+        assert eff["ci95"][0] <= eff["rate"] <= eff["ci95"][1]
+        set_rates = [v for v in m["efficacy"].values() if v is not None]
+        assert min(set_rates) <= eff["rate"] <= max(set_rates)
+    assert "eff pooled [95 %] (k/n)" in res.stdout
     rep = case["erasepro front, all layers"]["report"]["summary"]
     assert rep["kv_residual"] < 1e-4  # the zero-residual constraint holds on the shipped model
 

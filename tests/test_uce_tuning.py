@@ -36,3 +36,12 @@ def test_tune_picks_the_best_validation_score_and_reports_every_try():
     assert tuned.label() == "UCE tuned (uce2023, λ=2, s_p=0.1)"
     flat = tune_uce(_make, lambda spec: 1.0, protocols=("uce2025",))  # ties: the first setting tried
     assert flat.settings == sweep_settings(protocols=("uce2025",))[0]
+
+
+def test_scores_equal_but_for_float_rounding_tie_to_the_first_setting():
+    """2/12 - 1/12 and 3/12 - 2/12 differ in the last bit; the stated tie rule must still pick the earlier."""
+    scores = iter([2 / 12 - 1 / 12, 0.0, 3 / 12 - 2 / 12])
+    assert 2 / 12 - 1 / 12 < 3 / 12 - 2 / 12  # the float trap this guards against
+    grid = {"uce_lambda": (0.5,), "uce_preserve_scale": (0.1, 1.0, 10.0)}
+    tuned = tune_uce(_make, lambda spec: next(scores), grid=grid, protocols=("uce2025",))
+    assert tuned.settings["uce_preserve_scale"] == 0.1

@@ -74,18 +74,53 @@ def choose_concepts(kind: str, n: int, seed: int) -> list[str]:
     return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
 
 
-def concept_prompts(kind: str, names: list[str], n_images: int, seed: int, salt: int) -> list[Prompt]:
-    """``n_images`` canonical prompts cycling over ``names`` (1-2 objects with a style, character + 1 object)."""
+#: a validation split never uses a prompt among the first this many test prompts of either group (every test
+#: run in docs/benchmarks.md uses at most 200; the test draws are prefixes of one stream, so this covers them)
+TEST_POOL = 400
+
+
+def concept_prompts(kind: str, names: list[str], n_images: int, seed: int, salt: int,
+                    exclude: frozenset[str] | set[str] = frozenset()) -> list[Prompt]:
+    """``n_images`` canonical prompts cycling over ``names`` (1-2 objects with a style, character + 1 object).
+
+    A draw whose text is in ``exclude`` is skipped and drawn again for the same name, so with nothing excluded
+    the prompts are the first ``n_images`` of one stream (a run with fewer images is a prefix of one with more).
+    """
     rng = np.random.default_rng([seed, 11, salt])
-    out = []
-    for i in range(n_images):
-        name = names[i % len(names)]
+    out: list[Prompt] = []
+    tries = 0
+    while len(out) < n_images:
+        tries += 1
+        if tries > 100 * n_images + 100:
+            raise ValueError(f"could not draw {n_images} {kind} prompts outside the {len(exclude)} excluded ones")
+        name = names[len(out) % len(names)]
         # a character comes with one more object, so no prompt is a bare name (a solver prompt)
         n_obj = 1 + int(rng.integers(2)) if kind == "style" else 2
         scene = (sample_scene(rng, n_objects=n_obj, artist=name, character=False) if kind == "style"
                  else sample_scene(rng, n_objects=n_obj, artist=False, character=name))
-        out.append(Prompt(plain_caption(scene), scene, "plain"))
+        text = plain_caption(scene)
+        if text not in exclude:
+            out.append(Prompt(text, scene, "plain"))
     return out
+
+
+def split_prompts(kind: str, erased: list[str], others: list[str], n_erased: int, n_preserved: int, seed: int,
+                  split: str = "test") -> tuple[list[Prompt], list[Prompt]]:
+    """The erased-concept and other-concept prompts of a split.
+
+    ``"test"`` is the benchmark's prompts; ``"validation"`` (for tuning a method's settings) draws from other
+    streams and skips every prompt among the first :data:`TEST_POOL` test prompts of either group, so the two
+    splits share no prompt text.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
+    salt = 2 * SPLITS.index(split)
+    exclude: set[str] = set()
+    if split != "test":
+        exclude = {p.text for p in concept_prompts(kind, erased, TEST_POOL, seed, 1)}
+        exclude |= {p.text for p in concept_prompts(kind, others, TEST_POOL, seed, 2)}
+    return (concept_prompts(kind, erased, n_erased, seed, 1 + salt, exclude),
+            concept_prompts(kind, others, n_preserved, seed, 2 + salt, exclude))
 
 
 def solver_templates(kind: str) -> list[str]:
@@ -154,11 +189,13 @@ def _rate(x: np.ndarray) -> dict[str, Any]:
 def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, seed: int = 0,
              options: dict[str, Any] | None = None, n_erased_images: int = 48, n_preserved_images: int = 48,
              steps: int = 20, guidance: float = 5.0, preserve_others: bool = True, pipe=None, judge=None,
-             log=None, split: str = "test") -> dict[str, Any]:
+             log=None, split: str = "test", unedited_cache: dict | None = None) -> dict[str, Any]:
     """Erase ``concepts`` concepts of ``kind`` and judge erased and preserved prompts before and after.
 
-    ``split="validation"`` draws other prompts and sampling seeds for the same concepts (for tuning settings;
-    a tuned method is then reported on ``"test"``)."""
+    ``split="validation"`` draws other prompts (none equal to a test prompt, see :func:`split_prompts`) and
+    other sampling seeds for the same concepts, for tuning settings; a tuned method is then reported on
+    ``"test"``. ``unedited_cache`` (a dict the caller keeps for one ``pipe``) holds the unedited model's
+    judgements per point, so a sweep of settings generates them once."""
     import torch
 
     from erasepro_core.canvas.judge import load_judge
@@ -172,14 +209,17 @@ def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, 
     spec = build_spec(kind, erased, options, preserve_others=preserve_others)
     pipe = pipe if pipe is not None else load_pipeline(model, device="cpu", dtype="float32")
     judge = judge if judge is not None else load_judge()
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}")
+    e_prompts, p_prompts = split_prompts(kind, erased, others, n_erased_images, n_preserved_images, seed, split)
     salt = 2 * SPLITS.index(split)
-    e_prompts = concept_prompts(kind, erased, n_erased_images, seed, 1 + salt)
-    p_prompts = concept_prompts(kind, others, n_preserved_images, seed, 2 + salt)
     seed_e, seed_p = seed + 1_000_000 * salt, seed + 100_000 + 1_000_000 * salt
-    before_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
-    before_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
+    key = (kind, concepts, seed, split, n_erased_images, n_preserved_images, steps, guidance)
+    if unedited_cache is not None and key in unedited_cache:
+        before_e, before_p = unedited_cache[key]
+    else:
+        before_e = judge_prompts(pipe, judge, kind, e_prompts, seed_e, steps, guidance)
+        before_p = judge_prompts(pipe, judge, kind, p_prompts, seed_p, steps, guidance)
+        if unedited_cache is not None:
+            unedited_cache[key] = (before_e, before_p)
     t_erase = time.time()
     result = erase(pipe, spec)
     t_erase = time.time() - t_erase

@@ -3,7 +3,8 @@
 * ``UCE 2025 defaults`` — ``method="uce"`` and nothing else: the authors' current script as it runs by default.
 * ``UCE 2023`` — ``uce_protocol="uce2023"``: the paper-era script's inputs and s_p.
 * ``UCE tuned`` — the best of :data:`SWEEP` (λ × s_p, on each protocol) by a score the caller computes on a
-  *validation* split of prompts, never on the test prompts; ties go to the earlier (smaller) setting.
+  *validation* split of prompts, never on the test prompts; ties (equal to :data:`TIE_DIGITS` decimals) go to
+  the earlier (smaller) setting.
 
 A benchmark passes its own ``validate(spec) -> float`` (higher is better) and reports the chosen settings.
 """
@@ -21,6 +22,7 @@ from erasepro_core.spec import ErasureSpec
 # brackets their defaults (λ = 0.5; s_p = 1, or max(0.1, 1/N) in 2023) by about a decade each way.
 SWEEP: dict[str, tuple[float, ...]] = {"uce_lambda": (0.1, 0.5, 2.0), "uce_preserve_scale": (0.1, 1.0, 10.0)}
 PROTOCOLS: tuple[str, ...] = ("uce2025", "uce2023")
+TIE_DIGITS = 9  # validation scores equal to this many decimals are a tie
 
 # label -> the wire settings of that row (besides edits and preserve); "UCE tuned" is filled by tune_uce.
 UCE_ROWS: dict[str, dict[str, Any]] = {
@@ -65,5 +67,7 @@ def tune_uce(make_spec: Callable[[dict[str, Any]], ErasureSpec], validate: Calla
         if log:
             log(f"  tune {settings['uce_protocol']} λ={settings['uce_lambda']:g} "
                 f"s_p={settings['uce_preserve_scale']:g}: {score:.3f}")
-    best = max(range(len(tried)), key=lambda i: (tried[i][1], -i))
+    # scores are compared to TIE_DIGITS decimals, so rates that differ only in float rounding (2/12 - 1/12 and
+    # 3/12 - 2/12) tie, and the tie goes to the earlier setting as stated
+    best = max(range(len(tried)), key=lambda i: (round(tried[i][1], TIE_DIGITS), -i))
     return Tuned(tried[best][0], tried[best][1], tried)
