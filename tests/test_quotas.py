@@ -205,11 +205,11 @@ def test_a_sweep_runs_once_per_interval_across_processes(redis_url: str, where: 
 pytest.register_assert_rewrite("service_fixtures")
 from service_fixtures import SHORT_SPEC, Stack, wait_for, wait_status  # noqa: E402
 
-QUOTA = 16 * 2**20
+QUOTA = 64 * 2**20  # above the tiny model's 20 MiB export: that one goes by its TTL, not the quota
 
 
 class RetentionStack(Stack):
-    """The service on the tiny model with a 4 s export TTL swept every second and a 16 MiB quota (a 30 s lease:
+    """The service on the tiny model with a 20 s export TTL swept every second and a 64 MiB quota (a 30 s lease:
     no worker is killed here, and a loaded machine must not lose one); its worker
     serves erase/generate/webhooks and starts its heavy lane (exports) as a second process."""
 
@@ -222,7 +222,7 @@ class RetentionStack(Stack):
                                               encoding="utf-8")
 
     def start_worker(self) -> None:
-        self.env.update(ERASEPRO_EXPORT_TTL_S="4", ERASEPRO_RETENTION_INTERVAL_S="1",
+        self.env.update(ERASEPRO_EXPORT_TTL_S="20", ERASEPRO_RETENTION_INTERVAL_S="1",
                         ERASEPRO_TENANT_STORAGE=str(QUOTA), ERASEPRO_LEASE_TTL_S="30")
         super().start_worker()
 
@@ -246,7 +246,8 @@ def test_retention_runs_in_the_worker_and_the_door_refuses_exports(retention_sta
         url = f"/v1/erasures/{job['id']}/checkpoint"
         tar = wait_for(lambda: (r := acme.get(url, params={"format": "diffusers"}, follow_redirects=True))
                        .status_code == 200 and r, "the export", every=0.5)
-        assert acme.get("/v1/usage").json()["storage"]["by_kind"]["exports"] == len(tar.content)
+        usage = acme.get("/v1/usage").json()["storage"]
+        assert usage["by_kind"]["exports"] == len(tar.content) and usage["used_bytes"] < QUOTA, usage
         wait_for(lambda: "pipeline.tar" not in acme.get(f"/v1/erasures/{job['id']}").json()["artifacts"],
                  "retention to remove the export", deadline_s=60, every=0.5)
         assert not (stack.data_dir / store.checkpoint_key("acme", job["id"], "pipeline.tar")).exists()
