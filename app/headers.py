@@ -3,13 +3,15 @@
 Everywhere: ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY`` (with CSP ``frame-ancestors 'none'``)
 and ``Referrer-Policy: no-referrer``. API answers (``/v1``, ``/healthz``, ``/readyz``, ``/openapi.json``) are data,
 never a page: ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'``. The console and
-``/docs`` are pages with scripts: they get ``frame-ancestors 'none'`` only (``/docs`` loads swagger-ui from a
-CDN; ``ERASEPRO_DOCS=0`` turns it off).
+``/docs`` are pages with scripts: the console gets ``frame-ancestors 'none'``, ``/docs`` (served from local files,
+:mod:`app.docs`) a policy that loads nothing from another host (:data:`app.docs.DOCS_CSP`).
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.docs import DOCS_CSP, DOCS_PATH
 
 COMMON = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
           (b"referrer-policy", b"no-referrer")]
@@ -28,8 +30,10 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        api = scope["path"].startswith(API_PREFIXES)
-        extra = [*COMMON, (b"content-security-policy", API_CSP if api else PAGE_CSP)]
+        path = scope["path"]
+        csp = (API_CSP if path.startswith(API_PREFIXES) else
+               DOCS_CSP if path == DOCS_PATH or path.startswith(DOCS_PATH + "/") else PAGE_CSP)
+        extra = [*COMMON, (b"content-security-policy", csp)]
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":

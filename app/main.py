@@ -22,6 +22,7 @@ Routes (all under ``/v1`` need ``Authorization: Bearer <key>``)::
     GET    /v1/webhook-endpoints                 the tenant's endpoints, paginated (no secrets)
     GET/PATCH/DELETE /v1/webhook-endpoints/{id}  read, change, delete an endpoint
     POST   /v1/webhook-endpoints/{id}/rotate-secret   a new secret (the old one signs too for grace_s)
+    GET    /v1/usage                             the caller's stored bytes by kind, active jobs, limits
     GET    /v1/audit                             the audit log (admin keys only), filtered, paginated
     GET    /metrics                              Prometheus (a Bearer of ERASEPRO_METRICS_TOKEN or an admin key)
     GET    /healthz  /readyz  /docs  /openapi.json
@@ -45,6 +46,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.audit import start_audit, stop_audit
 from app.console import router as console_router
+from app.docs import install_docs
 from app.door import Door
 from app.headers import SecurityHeaders
 from app.metrics import router as metrics_router
@@ -56,6 +58,7 @@ from erasepro_jobs.listing import IndexRebuilding
 from erasepro_jobs.registry import RegistryError
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import ObjectNotFound, StorageError
+from erasepro_jobs.usage import QuotaExceeded
 
 log = logging.getLogger("erasepro.api")
 
@@ -92,9 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Closed-form concept erasure for text-to-image diffusion models, as a service.",
         lifespan=lifespan,
         redirect_slashes=False,  # a slash redirect's Location echoed the request's Host
-        docs_url="/docs" if settings.docs else None,
-        redoc_url="/redoc" if settings.docs else None,
+        docs_url=None,  # app.docs serves /docs from local files; ReDoc would load from a CDN: not served
+        redoc_url=None,
     )
+    if settings.docs:
+        install_docs(app)
     app.add_middleware(Door, max_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
                        settings=settings)
     hosts = [h.strip() for h in settings.trusted_hosts.split(",") if h.strip()] or ["*"]
@@ -131,7 +136,8 @@ def _openapi(app: FastAPI) -> dict:
             responses.setdefault("401", {"description": "missing or invalid API key"})
             responses.setdefault("429", {
                 "description": "rate limit (per API key, per client address, or per address for failed keys; "
-                               "ERASEPRO_RATE_LIMIT*) or the tenant's active-job limit",
+                               "ERASEPRO_RATE_LIMIT*), the tenant's active-job limit, or its storage quota "
+                               "(ERASEPRO_TENANT_STORAGE: the body's `quota` and `used`, in bytes)",
                 "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}},
                             **RATE_HEADERS}})
     app.openapi_schema = doc
@@ -168,6 +174,10 @@ def _install_handlers(app: FastAPI) -> None:
     async def _too_many(request: Request, exc: TooManyJobs) -> JSONResponse:
         return JSONResponse(status_code=429, content={"detail": str(exc), "limit": exc.limit},
                             headers={"Retry-After": str(RETRY_AFTER_LIMIT_S)})
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return JSONResponse(status_code=429, content={"detail": str(exc), "quota": exc.quota, "used": exc.used})
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError) -> JSONResponse:

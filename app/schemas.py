@@ -452,3 +452,30 @@ class AuditEntry(BaseModel):
 class AuditList(BaseModel):
     items: list[AuditEntry]
     next_cursor: str | None = Field(default=None, description="Pass back as `cursor`; null: the end.")
+
+
+class StorageUsage(BaseModel):
+    used_bytes: int = Field(description="bytes this tenant keeps in the artifact store")
+    quota_bytes: int | None = Field(description="ERASEPRO_TENANT_STORAGE (null: no quota); at or past it new jobs "
+                                                "are 429")
+    by_kind: dict[Literal["checkpoints", "exports", "images", "other"], int] = Field(
+        description="checkpoints (deltas, manifests), exports (diffusers/lora/kohya tars), images (evaluations' "
+                    "judged images), other (event logs, idempotency records)")
+
+
+class JobUsage(BaseModel):
+    active: int = Field(description="queued + running jobs of every kind")
+    limit: int = Field(description="the most queued + running jobs this tenant may have")
+    by_kind: dict[str, int] = Field(description="active jobs by kind (erasure, generation, export, evaluation)")
+
+
+class RetentionView(BaseModel):
+    export_ttl_s: int | None = Field(description="exports are removed this long after they were written (null: "
+                                                 "only when over the quota)")
+    image_ttl_s: int | None = Field(description="evaluations' judged images, likewise")
+
+
+class UsageView(BaseModel):
+    storage: StorageUsage
+    jobs: JobUsage
+    retention: RetentionView

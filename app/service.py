@@ -37,6 +37,7 @@ from erasepro_jobs.settings import (
     Settings,
 )
 from erasepro_jobs.storage import ObjectInfo, Storage, open_storage
+from erasepro_jobs.usage import Usage, check_quota, tenant_usage, usage_view
 from erasepro_jobs.webhooks import k_deliveries
 
 log = logging.getLogger("erasepro.api")
@@ -106,6 +107,8 @@ class Service:
         count against the tenant's queued + running limit)."""
         job = JobRef(store.new_job_id(), kind, tenant, str(fields.get("erasure_id") or ""))
         limit = self.settings.active_limit(tenant) if limited else 0
+        if not (idempotency_key and await self.r.exists(store.k_idem(tenant, idempotency_key))):
+            await self.check_storage(tenant)  # a replay is not new work; anything else writes to the store
         existing = await run_in_threadpool(
             self.lifecycle.create, job, fields=fields, created=store.now(), idem_key=idempotency_key,
             body_hash=body_hash, idem_ttl_s=self.settings.idempotency_ttl_s, limit=limit,
@@ -122,6 +125,26 @@ class Service:
         if kind != "erasure":
             await self.r.expire(key, self.settings.result_ttl_s)
         return job_id, True
+
+    async def check_storage(self, tenant: str) -> Usage:
+        """The tenant's stored bytes; :class:`~erasepro_jobs.usage.QuotaExceeded` (429) at or past its quota."""
+        return await run_in_threadpool(check_quota, self.storage, tenant, self.settings.tenant_storage)
+
+    async def usage(self, tenant: str) -> dict[str, Any]:
+        """``GET /v1/usage``: stored bytes by kind, active jobs by kind, and the limits."""
+        stored = await run_in_threadpool(tenant_usage, self.storage, tenant)
+        ids = list(await self.r.smembers(store.k_active(tenant)))
+        active: dict[str, int] = {}
+        if ids:
+            async with self.r.pipeline(transaction=False) as p:
+                for job_id in ids:
+                    p.hmget(store.k_job(job_id), "kind", "status")
+                recs = await p.execute()
+            for kind, status in recs:
+                if status in store.ACTIVE:
+                    active[kind or "erasure"] = active.get(kind or "erasure", 0) + 1
+        return usage_view(stored, self.settings.tenant_storage, active, self.settings.active_limit(tenant),
+                          self.settings)
 
     # Idempotency keys also live in the artifact store, so that a replay after a Redis flush finds a finished
     # erasure.

@@ -82,7 +82,15 @@ def _default_job_memory() -> int:
     return default_job_memory()
 
 
+def _quota(value: object) -> object:
+    """A storage quota: a size (``"20GiB"``), or ``0``/``off``/``none`` for none."""
+    if isinstance(value, str) and value.strip().lower() in ("0", "off", "none", "unlimited"):
+        return 0
+    return _bytes(value)
+
+
 Bytes = Annotated[int, BeforeValidator(_bytes), Field(ge=1)]
+Quota = Annotated[int, BeforeValidator(_quota), Field(ge=0)]
 Seconds = Annotated[int, Field(ge=1)]
 
 
@@ -137,6 +145,11 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = Field(5.0, ge=0.1)
     webhook_max_endpoints: int = Field(16, ge=1, le=1000)  # tenant endpoints (/v1/webhook-endpoints) per tenant
     storage_url: str | None = None  # file:///path or s3://bucket/prefix; unset: files under data_dir
+    # bytes a tenant may keep in the artifact store (erasepro_jobs.usage): at or past it, new jobs are 429
+    tenant_storage: Quota = 20 * 2**30
+    export_ttl_s: int = Field(7 * 24 * 3600, ge=0)  # exports (diffusers/lora/kohya tars) are removed after this
+    image_ttl_s: int = Field(7 * 24 * 3600, ge=0)  # evaluations' judged images are removed after this (0: kept)
+    retention_interval_s: Seconds = 300  # how often one worker sweeps (TTLs, then oldest first over the quota)
     # operations (issue 21): GET /metrics answers a Bearer of this token (or an admin key); unset: 404
     metrics_token: str | None = None
     # "name:key,..." admin keys (GET /v1/audit, /metrics); hashed in memory, never a tenant's

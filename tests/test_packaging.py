@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Import name -> distribution, where they differ (starlette ships with fastapi).
 DIST_OF = {"PIL": "pillow", "starlette": "fastapi", "yaml": "pyyaml", "pydantic_settings": "pydantic-settings",
-           "prometheus_client": "prometheus-client"}
+           "prometheus_client": "prometheus-client", "swagger_ui_bundle": "swagger-ui-bundle"}
 HEAVY = {"torch", "diffusers", "transformers", "accelerate", "safetensors", "torchvision", "open_clip_torch"}
 
 

@@ -181,6 +181,27 @@ def test_docs_off_by_a_setting(redis_url: str, tmp_path: Path) -> None:
         assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
 
 
+def test_docs_page_is_self_hosted(redis_url: str, tmp_path: Path) -> None:
+    """``/docs`` loaded swagger-ui from a CDN without integrity; now every asset it names is served here, its
+    policy lets the browser load from nowhere else, and Swagger UI's validator badge (a call out) is off."""
+    import re
+
+    with api(redis_url, tmp_path) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text, page.text
+        refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""", page.text)
+        urls = [a or b for a, b in refs]
+        assert len(urls) >= 4, urls  # stylesheet, icon, script, the OpenAPI document
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), url  # no scheme, no other host
+            assert c.get(url).status_code == 200, url
+        assert not re.search(r"https?://|//[a-z]", page.text.replace("http://www.w3.org", "")), page.text
+        assert '"validatorUrl": null' in page.text
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "http" not in csp and "*" not in csp, csp
+        assert c.get("/redoc").status_code == 404  # ReDoc would come from a CDN: not served
+
+
 def test_no_filesystem_paths_in_base_models(redis_url: str, tmp_path: Path) -> None:
     with api(redis_url, tmp_path) as c:
         text = c.get("/v1/base-models").text

@@ -7,6 +7,9 @@ The heartbeat thread keeps three promises while the main thread runs jobs:
 * a cancellation request for the current job is noticed within half a second: the thread sends the process
   ``SIGUSR1`` and the handler raises :class:`JobCancelled` in the job, but only while the job is inside an
   interruptible section (the solve, the export); elsewhere the job checks the flag itself between steps.
+
+With the reaper it also starts the retention sweep (:class:`erasepro_jobs.usage.Retention`, one worker per
+``ERASEPRO_RETENTION_INTERVAL_S``) in a thread of its own, so a slow store never delays a lease refresh.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from erasepro_jobs.lifecycle import JobRef, Lifecycle
 from erasepro_jobs.registry import Registry
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.storage import Storage, open_storage
+from erasepro_jobs.usage import Retention
 from worker.cache import DeltaCache, PipelineCache
 
 log = logging.getLogger("erasepro.worker")
@@ -149,6 +153,22 @@ class Heartbeat(threading.Thread):
         self.state = state
         self.stop_event = threading.Event()
         self.main_pid = os.getpid()
+        self.retention = Retention(state.r, state.storage, state.settings)
+        self._sweeper: threading.Thread | None = None
+
+    def sweep_retention(self) -> None:
+        """Start the retention sweep in its own thread unless one is still running (it runs only when due)."""
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+
+        def sweep() -> None:
+            try:
+                self.retention.sweep_if_due()
+            except Exception as exc:  # an unreachable store or Redis: the next due sweep tries again
+                log.warning("retention sweep: %s", exc)
+
+        self._sweeper = threading.Thread(target=sweep, name="erasepro-retention", daemon=True)
+        self._sweeper.start()
 
     def beat(self) -> None:
         s = self.state
@@ -204,6 +224,7 @@ class Heartbeat(threading.Thread):
                     # every worker also reaps: a job whose worker died is recorded (and its event sent) on this
                     # timer, whether or not anyone reads it
                     self.state.lifecycle.reap()
+                    self.sweep_retention()  # exports and images past their TTL, or over a tenant's quota
                     elapsed = 0.0
                 self.poll_cancel()
                 self.enforce_deadline()

@@ -13,9 +13,10 @@ from app.routers import (
     generations,
     health,
     presets,
+    usage,
     webhook_endpoints,
 )
 
 ROUTERS: tuple[APIRouter, ...] = (health.router, base_models.router, erasures.router, events.router,
                                   evaluations.router, generations.router, presets.router,
-                                  webhook_endpoints.router, audit.router)
+                                  webhook_endpoints.router, usage.router, audit.router)

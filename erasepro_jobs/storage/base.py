@@ -55,6 +55,7 @@ class ObjectInfo:
     size: int
     version: str  # changes whenever the object does (fs: inode/mtime/size; S3: the ETag)
     sha256: str | None = None
+    modified: float | None = None  # when it was written (epoch seconds), in listings: retention's age
 
 
 def check_key(key: str) -> str:

@@ -166,7 +166,8 @@ class FileStorage(Storage):
                     st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue
-                out.append(ObjectInfo(key=key, size=st.st_size, version=f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"))
+                out.append(ObjectInfo(key=key, size=st.st_size, version=f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}",
+                                      modified=st.st_mtime))
         return sorted(out, key=lambda o: o.key)
 
     # --------------------------------------------------------------------------------------- delete

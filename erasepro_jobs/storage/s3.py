@@ -144,8 +144,10 @@ class S3Storage(Storage):
         try:
             for page in pages:
                 for o in page.get("Contents", []):
+                    modified = o.get("LastModified")
                     out.append(ObjectInfo(key=self._unprefix(o["Key"]), size=int(o["Size"]),
-                                          version=str(o.get("ETag", ""))))
+                                          version=str(o.get("ETag", "")),
+                                          modified=modified.timestamp() if modified is not None else None))
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"list {prefix or '/'} on {self.description}: {exc}") from exc
         return sorted(out, key=lambda o: o.key)
