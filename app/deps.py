@@ -14,7 +14,7 @@ from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from erasepro_jobs.settings import Settings
 from erasepro_jobs.webhooks import check_target
 
-JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
+JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters; any other id is 404).")]
 
 
 def service(request: Request) -> Service:
@@ -59,8 +59,14 @@ async def require_webhook_target(url: str, settings: Settings, loc: tuple[str, .
 
 
 def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
-    """The registered, installed model (decided by :meth:`Registry.require`); 422 naming ``loc`` otherwise."""
+    """The registered, installed model (decided by :meth:`Registry.require`). Otherwise: a name the request
+    gives that is not registered is 422 naming ``loc`` in a body, 404 in the path (a missing resource); a
+    registered model that is not installed, or an erasure's model that is gone, is 409 (the server's state)."""
     try:
         return svc.registry.require(name)
     except ModelUnavailable as exc:
-        raise validation_error(loc, str(exc)) from None
+        if not exc.registered and loc[0] == "body":
+            raise validation_error(loc, str(exc)) from None
+        if not exc.registered and loc == ("path", "name"):
+            raise HTTPException(404, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None

@@ -22,6 +22,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from erasepro_core.methods import METHODS
 from erasepro_core.presets import PRESETS, PresetError, PresetParams, apply_preset
@@ -368,14 +369,16 @@ class WebhookEndpointCreate(BaseModel):
 
 
 class WebhookEndpointUpdate(BaseModel):
-    """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all)."""
+    """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all; the
+    other fields may be left out, never null, and the schema says so)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"events": ["erasure.succeeded"], "enabled": False}]})
 
-    url: WebhookUrl | None = None
+    url: WebhookUrl | SkipJsonSchema[None] = None
     events: EventFilter | None = None
-    description: Description | None = None
-    enabled: bool | None = None
+    description: Description | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
 
     @field_validator("url", "description", "enabled")
     @classmethod
@@ -388,7 +391,7 @@ class WebhookEndpointUpdate(BaseModel):
 class RotateSecretRequest(BaseModel):
     """``POST /v1/webhook-endpoints/{id}/rotate-secret``: how long the current secret keeps verifying."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"grace_s": 3600}]})
 
     grace_s: int = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
         "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "

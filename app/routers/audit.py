@@ -34,7 +34,8 @@ async def read_audit(
     since: Annotated[datetime | None, Query(description="From this time (inclusive; default: 31 days before "
                                                         "`until`).")] = None,
     until: Annotated[datetime | None, Query(description="Before this time (default: now).")] = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=40, pattern=ID_RE.pattern,
+                                        description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     """State-changing and download requests of every tenant, newest first, filtered by exact matches. Each

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from app.bounds import check_memory
@@ -35,10 +35,14 @@ MAX_LISTED = 100  # live (unfinished or failed) evaluations listed per erasure, 
 class EvaluationRequest(BaseModel):
     """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"judge": "clip", "samples": 2, "max_prompts": 4, "seed": 0, "steps": 20, "timeout_s": 1800}]})
     budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
-        f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}"))
-    ] = None
+        f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}")),
+        WithJsonSchema({"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
+                                   "properties": {name: {"type": "integer", "minimum": lo, "maximum": hi}
+                                                  for name, (lo, hi) in BUDGETS.items()}},
+                                  {"type": "null"}]})] = None
     judge: Annotated[Literal[tuple(JUDGES)] | None, Field(description=(  # type: ignore[valid-type]
         "Who reads the images: 'shapes' (the bundled model: attacks at budgets), 'nudenet' or 'clip' (before/after "
         "images of the preset's prompts, or of each target's plain phrasings). Left out: the erasure's preset's "
@@ -183,11 +187,12 @@ async def evaluation_image(job_id: JobId, eval_id: JobId, name: str, tenant: Ten
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
-@router.delete("/v1/erasures/{job_id}/evaluations/{eval_id}", status_code=202,
-               responses={404: {"description": "no such erasure or evaluation for this tenant"},
-                          409: {"description": "the evaluation has finished"}})
+@router.post("/v1/erasures/{job_id}/evaluations/{eval_id}/cancel", status_code=202,
+             responses={404: {"description": "no such erasure or evaluation for this tenant"},
+                        409: {"description": "the evaluation has finished: nothing to cancel"}})
 async def cancel_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    """Cancel a queued or running evaluation (a running one stops at its next progress step)."""
+    """Cancel a queued or running evaluation (a running one stops at its next progress step). Finished
+    evaluations stay with the erasure's checkpoint and go with the erasure's ``DELETE``."""
     await _erasure_or_404(svc, tenant, job_id)
     rec = await svc.record(eval_id, tenant, "evaluation")
     if rec is None or rec.get("erasure_id") != job_id:
