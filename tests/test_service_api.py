@@ -91,7 +91,7 @@ def test_base_models_registry(acme: httpx.Client) -> None:
 
 # ------------------------------------------------------------------------------------------- bad input
 def _err_locs(r: httpx.Response) -> list[str]:
-    return [".".join(str(p) for p in e["loc"]) for e in r.json()["detail"]]
+    return [".".join(str(p) for p in e["loc"]) for e in r.json()["errors"]]
 
 
 def _edits(n: int) -> list[dict]:
@@ -144,7 +144,7 @@ def test_erasure_bounds_are_422_naming_the_field(acme: httpx.Client, body: objec
     r = acme.post("/v1/erasures", json=body)
     assert r.status_code == 422, r.text
     assert any(found.startswith(loc) for found in _err_locs(r)), (loc, r.json())
-    assert loc.split(".")[-1] in r.json()["message"] or loc == "body"
+    assert loc.split(".")[-1] in r.json()["detail"] or loc == "body"
 
 
 BAD_GENERATIONS = [
@@ -176,7 +176,7 @@ def test_generation_bounds_are_422_naming_the_field(acme: httpx.Client, finished
 def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished: dict) -> None:
     as_json = {"Content-Type": "application/json"}
     r = acme.post("/v1/erasures", content=b'{"base_model": "tiny", "edits": [', headers=as_json)
-    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert r.status_code == 422 and r.json()["errors"][0]["type"] == "json_invalid"
     r = acme.post("/v1/erasures", content=b"NaN", headers=as_json)
     assert r.status_code == 422
     r = acme.post("/v1/erasures", content=json.dumps(SHORT_SPEC).encode(), headers={"Content-Type": "text/plain"})

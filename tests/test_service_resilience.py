@@ -41,9 +41,11 @@ def test_cancel_queued_and_running_jobs(svc: Stack, acme: httpx.Client) -> None:
     _running(acme, long_id)
     queued_id = submit(acme, SHORT_SPEC)  # one worker, busy: this one waits in the queue
     assert acme.get(f"/v1/erasures/{queued_id}").json()["status"] == "queued"
-    r = acme.delete(f"/v1/erasures/{queued_id}")
+    busy = acme.delete(f"/v1/erasures/{long_id}")  # DELETE removes finished jobs only: it names the way to cancel
+    assert busy.status_code == 409 and f"POST /v1/erasures/{long_id}/cancel" in busy.json()["detail"], busy.text
+    r = acme.post(f"/v1/erasures/{queued_id}/cancel")
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
-    r = acme.delete(f"/v1/erasures/{long_id}")
+    r = acme.post(f"/v1/erasures/{long_id}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
     view = wait_status(acme, long_id)
     assert view["status"] == "cancelled", view
