@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.routing import Match, Route
+from starlette.routing import Match
 from starlette.types import Scope
 
 from app.problems import document_errors
@@ -93,21 +93,11 @@ def _close_base_models(schemas: dict[str, Any], names: list[str]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- routing
-def _routes(app: Any) -> list[Route]:
-    return [r for r in app.router.routes if isinstance(r, Route)]
-
-
 def allowed_methods(app: Any, scope: Scope) -> list[str]:
     """Every method some route serves at this request's path (``Allow`` of a 405), OPTIONS excluded."""
-    probe = {**scope, "type": "http"}
-    methods: set[str] = set()
-    for route in _routes(app):
-        match, _ = route.matches(probe)
-        if match is not Match.NONE:
-            methods |= set(route.methods or ())
-    return [m for m in METHOD_ORDER if m in methods] + sorted(methods - set(METHOD_ORDER))
+    return [m for m in METHOD_ORDER if routed(app, {**scope, "type": "http", "method": m})]
 
 
 def routed(app: Any, scope: Scope) -> bool:
     """Whether a route serves this method at this path (otherwise the router answers 404 or 405)."""
-    return any(route.matches(scope)[0] is Match.FULL for route in _routes(app))
+    return any(route.matches(scope)[0] is Match.FULL for route in app.router.routes)

@@ -56,7 +56,12 @@ class Problem(BaseModel):
     job: dict[str, Any] | None = Field(default=None, description="The generation job a 404/409/422 is about.")
 
 
+TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}  # RFC 9110's names (Python has the old ones)
+
+
 def title(status: int) -> str:
+    if status in TITLES:
+        return TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

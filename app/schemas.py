@@ -47,6 +47,10 @@ MAX_IDEMPOTENCY_KEY = 255
 MAX_METADATA_KEYS = 16
 METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
 MAX_METADATA_VALUE = 256
+# what a webhook URL looks like before its host is resolved (erasepro_jobs.webhooks.resolve_target): http(s),
+# a host name or IPv4 address without credentials, a port in 1..65535, then anything
+PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL_RE = rf"^https?://[A-Za-z0-9.-]+(?::{PORT_RE})?(?:[/?#]\S*)?$"
 
 EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
@@ -105,7 +109,7 @@ class ErasureRequest(BaseModel):
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
-    webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
+    webhook: str | None = Field(default=None, min_length=8, max_length=2048, pattern=WEBHOOK_URL_RE, description=(
         "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
         "answer, once. Loopback and private addresses are refused unless the server allows them."))
     webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES),
@@ -144,7 +148,7 @@ class ErasureRequest(BaseModel):
 class GenerateRequest(BaseModel):
     """``POST .../generate``: sampling parameters (bounded: prompt length, steps, image size and count)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"prompt": "a photo of a red circle", "seed": 0, "steps": 25, "guidance": 5.0, "num_images": 1}]})
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
@@ -348,7 +352,7 @@ class DeliveryList(BaseModel):
 
 
 # ------------------------------------------------------------------------------------- webhook endpoints
-WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, description=(
+WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_RE, description=(
     "An http(s) URL; loopback and private addresses are refused unless the server allows them."))]
 EventFilter = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES), description=(
     "Only these event types (omitted or null: all)."))]
@@ -358,7 +362,7 @@ Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 class WebhookEndpointCreate(BaseModel):
     """``POST /v1/webhook-endpoints``: a URL that receives the events of all the tenant's erasures."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"url": "https://hooks.example.com/erasepro", "events": ["erasure.succeeded", "erasure.failed"],
          "description": "moderation pipeline"}]})
 
@@ -372,7 +376,7 @@ class WebhookEndpointUpdate(BaseModel):
     """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all; the
     other fields may be left out, never null, and the schema says so)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"events": ["erasure.succeeded"], "enabled": False}]})
 
     url: WebhookUrl | SkipJsonSchema[None] = None
@@ -391,7 +395,7 @@ class WebhookEndpointUpdate(BaseModel):
 class RotateSecretRequest(BaseModel):
     """``POST /v1/webhook-endpoints/{id}/rotate-secret``: how long the current secret keeps verifying."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"grace_s": 3600}]})
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"grace_s": 3600}]})
 
     grace_s: int = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
         "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "

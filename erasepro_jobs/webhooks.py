@@ -99,7 +99,7 @@ def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: byt
 
 
 class Unresolved(str):
-    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door refuses it)."""
+    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door accepts it)."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import validation_error
@@ -14,7 +15,7 @@ from erasepro_jobs.audit import ID_RE, Filters
 
 router = APIRouter(tags=["audit"])
 
-Short = Annotated[str | None, Query(max_length=200)]
+Short = Annotated[str | SkipJsonSchema[None], Query(max_length=200)]
 
 
 def _admin(request: Request) -> str:
@@ -30,11 +31,11 @@ async def read_audit(
     request: Request,
     tenant: Short = None, key_id: Short = None, action: Short = None, resource: Short = None,
     request_id: Short = None,
-    result: Annotated[int | None, Query(ge=100, le=599, description="Only this HTTP status.")] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive; default: 31 days before "
-                                                        "`until`).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (default: now).")] = None,
-    cursor: Annotated[str | None, Query(max_length=40, pattern=ID_RE.pattern,
+    result: Annotated[int | SkipJsonSchema[None], Query(ge=100, le=599, description="Only this HTTP status.")] = None,
+    since: Annotated[datetime | SkipJsonSchema[None], Query(
+        description="From this time (inclusive; default: 31 days before `until`).")] = None,
+    until: Annotated[datetime | SkipJsonSchema[None], Query(description="Before this time (default: now).")] = None,
+    cursor: Annotated[str | SkipJsonSchema[None], Query(max_length=40, pattern=ID_RE.pattern,
                                         description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
@@ -101,7 +102,7 @@ def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
                      415: {"description": "not JSON"}, 413: {"description": "body too large"}})
 async def submit_erasure(
     body: ErasureRequest, tenant: Tenant, svc: Svc, settings: Cfg, response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    idempotency_key: Annotated[str | SkipJsonSchema[None], Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
 ) -> dict:
     """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
     spec = body.to_spec()
@@ -137,9 +138,9 @@ async def submit_erasure(
 async def list_erasures(
     request: Request, tenant: Tenant, svc: Svc,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200, pattern=cursor_pattern(),
+    cursor: Annotated[str | SkipJsonSchema[None], Query(max_length=200, pattern=cursor_pattern(),
                                         description="The previous page's next_cursor.")] = None,
-    status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
+    status: Annotated[Status | SkipJsonSchema[None], Query(description="Only jobs in this status.")] = None,
 ) -> dict:
     """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page
     (``null``: the end). ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata

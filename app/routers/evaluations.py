@@ -35,7 +35,7 @@ MAX_LISTED = 100  # live (unfinished or failed) evaluations listed per erasure, 
 class EvaluationRequest(BaseModel):
     """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"judge": "clip", "samples": 2, "max_prompts": 4, "seed": 0, "steps": 20, "timeout_s": 1800}]})
     budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
         f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}")),

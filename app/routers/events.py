@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from app.deps import JobId, Svc, Tenant, not_found
 from app.schemas import DeliveryList, EventList
@@ -29,7 +30,7 @@ KEEPALIVE_S = 15.0
 BLOCK_MS = 1000
 EVENT_ID_RE = r"^[0-9]{1,20}-[0-9]{1,20}$"
 
-After = Annotated[str | None, Query(max_length=41, pattern=EVENT_ID_RE,
+After = Annotated[str | SkipJsonSchema[None], Query(max_length=41, pattern=EVENT_ID_RE,
                                     description="Return events after this event id (the previous page's "
                                                 "next_cursor).")]
 
@@ -45,7 +46,8 @@ def _item(ev: dict[str, Any]) -> dict[str, Any]:
 async def erasure_events(job_id: JobId, tenant: Tenant, svc: Svc, after: After = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100,
                          accept: Annotated[str, Header()] = "",
-                         last_event_id: Annotated[str | None, Header(max_length=41, pattern=EVENT_ID_RE)] = None,
+                         last_event_id: Annotated[str | SkipJsonSchema[None],
+                                                  Header(max_length=41, pattern=EVENT_ID_RE)] = None,
                          ) -> Any:
     """Oldest first. With ``Accept: text/event-stream``: a live stream that resumes after ``Last-Event-ID``."""
     if await svc.erasure(tenant, job_id) is None:

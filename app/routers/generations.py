@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import SkipJsonSchema
 
 from app.bounds import check_generation
 from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model
@@ -19,7 +20,7 @@ from erasepro_jobs.settings import Settings
 
 router = APIRouter(tags=["generation"])
 
-WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
+WaitS = Annotated[float | SkipJsonSchema[None], Query(ge=0, le=3600, allow_inf_nan=False,
                                       description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
 

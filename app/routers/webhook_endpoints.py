@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic.json_schema import SkipJsonSchema
 
 from app.deps import Cfg, Svc, Tenant, not_found, require_webhook_target, validation_error
 from app.schemas import (
@@ -52,9 +53,9 @@ async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc,
 @router.get("/v1/webhook-endpoints", response_model=WebhookEndpointList)
 async def list_endpoints(tenant: Tenant, svc: Svc,
                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                         cursor: Annotated[str | None, Query(max_length=200, pattern=cursor_pattern(ENDPOINT_ID_RE),
-                                                             description="The previous page's next_cursor.")]
-                         = None) -> dict:
+                         cursor: Annotated[str | SkipJsonSchema[None], Query(
+                             max_length=200, pattern=cursor_pattern(ENDPOINT_ID_RE),
+                             description="The previous page's next_cursor.")] = None) -> dict:
     """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     try:
         after = decode_cursor(cursor, ENDPOINT_ID_RE) if cursor else None
