@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -52,6 +53,19 @@ MAX_METADATA_VALUE = 256
 PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 WEBHOOK_URL_RE = rf"^https?://[A-Za-z0-9.-]+(?::{PORT_RE})?(?:[/?#]\S*)?$"
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number without a fractional part (``3.0`` included), never a bool or a
+    string; used with ``strict=True`` models, which would refuse ``3.0``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
@@ -153,14 +167,14 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)
     # None: the base model family's defaults (SD 25 steps / 5.0, FLUX 28 / 3.5, SD-3 28 / 7.0); likewise the
     # resolution.
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    steps: JsonInt | None = Field(default=None, ge=1, le=MAX_STEPS)
     guidance: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
-    width: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    height: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    width: JsonInt | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
+    height: JsonInt | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
+    num_images: JsonInt = Field(default=1, ge=1, le=MAX_IMAGES)
 
     @field_validator("prompt")
     @classmethod
@@ -397,7 +411,7 @@ class RotateSecretRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"grace_s": 3600}]})
 
-    grace_s: int = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
+    grace_s: JsonInt = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
         "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "
         "revokes it at once."))
 

@@ -35,7 +35,7 @@ async def read_audit(
     since: Annotated[datetime | SkipJsonSchema[None], Query(
         description="From this time (inclusive; default: 31 days before `until`).")] = None,
     until: Annotated[datetime | SkipJsonSchema[None], Query(description="Before this time (default: now).")] = None,
-    cursor: Annotated[str | SkipJsonSchema[None], Query(max_length=40, pattern=ID_RE.pattern,
+    cursor: Annotated[str | SkipJsonSchema[None], Query(pattern=ID_RE.pattern,
                                         description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:

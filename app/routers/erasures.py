@@ -138,7 +138,7 @@ async def submit_erasure(
 async def list_erasures(
     request: Request, tenant: Tenant, svc: Svc,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | SkipJsonSchema[None], Query(max_length=200, pattern=cursor_pattern(),
+    cursor: Annotated[str | SkipJsonSchema[None], Query(pattern=cursor_pattern(),
                                         description="The previous page's next_cursor.")] = None,
     status: Annotated[Status | SkipJsonSchema[None], Query(description="Only jobs in this status.")] = None,
 ) -> dict:

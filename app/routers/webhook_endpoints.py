@@ -54,7 +54,7 @@ async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc,
 async def list_endpoints(tenant: Tenant, svc: Svc,
                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
                          cursor: Annotated[str | SkipJsonSchema[None], Query(
-                             max_length=200, pattern=cursor_pattern(ENDPOINT_ID_RE),
+                             pattern=cursor_pattern(ENDPOINT_ID_RE),
                              description="The previous page's next_cursor.")] = None) -> dict:
     """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     try:
