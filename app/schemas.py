@@ -49,9 +49,9 @@ MAX_METADATA_KEYS = 16
 METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
 MAX_METADATA_VALUE = 256
 # what a webhook URL looks like before its host is resolved (erasepro_jobs.webhooks.resolve_target): http(s),
-# a host name or IPv4 address without credentials, a port in 1..65535, then anything
+# a host name, IPv4 address or bracketed IPv6 address without credentials, a port in 1..65535, then anything
 PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
-WEBHOOK_URL_RE = rf"^https?://[A-Za-z0-9.-]+(?::{PORT_RE})?(?:[/?#]\S*)?$"
+WEBHOOK_URL_RE = rf"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::{PORT_RE})?(?:[/?#]\S*)?$"
 
 def _json_integer(value: Any) -> Any:
     """JSON Schema's ``integer``: a number without a fractional part (``3.0`` included), never a bool or a
