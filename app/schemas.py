@@ -65,7 +65,16 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+def json_int(**constraints: Any) -> Any:
+    """An ``int`` field of a ``strict=True`` model that reads JSON Schema's integers (see :func:`_json_integer`),
+    with its bounds (``ge``, ``le``, ``multiple_of``) in the document."""
+    return Annotated[Annotated[int, Field(**constraints)], BeforeValidator(_json_integer)]
+
+
+def omittable(tp: Any, **constraints: Any) -> Any:
+    """A value that may be left out but is never ``null`` (a query parameter or header: ``None`` when absent),
+    its constraints stated on the value in the document."""
+    return (Annotated[tp, Field(**constraints)] if constraints else tp) | SkipJsonSchema[None]
 EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
@@ -167,14 +176,14 @@ class GenerateRequest(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    seed: JsonInt = Field(default=0, ge=0, le=2**31 - 1)
+    seed: json_int(ge=0, le=2**31 - 1) = 0
     # None: the base model family's defaults (SD 25 steps / 5.0, FLUX 28 / 3.5, SD-3 28 / 7.0); likewise the
     # resolution.
-    steps: JsonInt | None = Field(default=None, ge=1, le=MAX_STEPS)
+    steps: json_int(ge=1, le=MAX_STEPS) | None = None
     guidance: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
-    width: JsonInt | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    height: JsonInt | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    num_images: JsonInt = Field(default=1, ge=1, le=MAX_IMAGES)
+    width: json_int(ge=8, le=MAX_SIDE, multiple_of=8) | None = None
+    height: json_int(ge=8, le=MAX_SIDE, multiple_of=8) | None = None
+    num_images: json_int(ge=1, le=MAX_IMAGES) = 1
 
     @field_validator("prompt")
     @classmethod
@@ -411,7 +420,7 @@ class RotateSecretRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"grace_s": 3600}]})
 
-    grace_s: JsonInt = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
+    grace_s: json_int(ge=0, le=MAX_ROTATION_GRACE_S) = Field(default=DEFAULT_ROTATION_GRACE_S, description=(
         "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "
         "revokes it at once."))
 

@@ -10,12 +10,12 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import validation_error
-from app.schemas import AuditList
+from app.schemas import AuditList, omittable
 from erasepro_jobs.audit import ID_RE, Filters
 
 router = APIRouter(tags=["audit"])
 
-Short = Annotated[str | SkipJsonSchema[None], Query(max_length=200)]
+Short = Annotated[omittable(str, max_length=200), Query()]
 
 
 def _admin(request: Request) -> str:
@@ -31,12 +31,12 @@ async def read_audit(
     request: Request,
     tenant: Short = None, key_id: Short = None, action: Short = None, resource: Short = None,
     request_id: Short = None,
-    result: Annotated[int | SkipJsonSchema[None], Query(ge=100, le=599, description="Only this HTTP status.")] = None,
+    result: Annotated[omittable(int, ge=100, le=599), Query(description="Only this HTTP status.")] = None,
     since: Annotated[datetime | SkipJsonSchema[None], Query(
         description="From this time (inclusive; default: 31 days before `until`).")] = None,
     until: Annotated[datetime | SkipJsonSchema[None], Query(description="Before this time (default: now).")] = None,
-    cursor: Annotated[str | SkipJsonSchema[None], Query(pattern=ID_RE.pattern,
-                                        description="The previous page's next_cursor.")] = None,
+    cursor: Annotated[omittable(str, pattern=ID_RE.pattern),
+                      Query(description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     """State-changing and download requests of every tenant, newest first, filtered by exact matches. Each

@@ -28,6 +28,7 @@ from app.schemas import (
     ErasureView,
     ExportAccepted,
     Status,
+    omittable,
 )
 from app.service import IdempotencyConflict, Service
 from erasepro_core.formats import FormatError, check_format
@@ -102,7 +103,7 @@ def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
                      415: {"description": "not JSON"}, 413: {"description": "body too large"}})
 async def submit_erasure(
     body: ErasureRequest, tenant: Tenant, svc: Svc, settings: Cfg, response: Response,
-    idempotency_key: Annotated[str | SkipJsonSchema[None], Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    idempotency_key: Annotated[omittable(str, max_length=MAX_IDEMPOTENCY_KEY), Header()] = None,
 ) -> dict:
     """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
     spec = body.to_spec()
@@ -138,8 +139,8 @@ async def submit_erasure(
 async def list_erasures(
     request: Request, tenant: Tenant, svc: Svc,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | SkipJsonSchema[None], Query(pattern=cursor_pattern(),
-                                        description="The previous page's next_cursor.")] = None,
+    cursor: Annotated[omittable(str, pattern=cursor_pattern()),
+                      Query(description="The previous page's next_cursor.")] = None,
     status: Annotated[Status | SkipJsonSchema[None], Query(description="Only jobs in this status.")] = None,
 ) -> dict:
     """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
-from app.schemas import JsonInt
+from app.schemas import json_int
 from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
 from erasepro_core.judges import judge_problem as image_judge_problem
 from erasepro_core.judges.evaluate import MAX_PROMPTS, MAX_SAMPLES, eval_items
@@ -38,7 +38,7 @@ class EvaluationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"judge": "clip", "samples": 2, "max_prompts": 4, "seed": 0, "steps": 20, "timeout_s": 1800}]})
-    budgets: Annotated[dict[str, JsonInt] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
+    budgets: Annotated[dict[str, json_int()] | None, Field(min_length=1, max_length=len(BUDGETS), description=(
         f"attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: {BUDGETS}")),
         WithJsonSchema({"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
                                    "properties": {name: {"type": "integer", "minimum": lo, "maximum": hi}
@@ -49,16 +49,16 @@ class EvaluationRequest(BaseModel):
         "images of the preset's prompts, or of each target's plain phrasings). Left out: the erasure's preset's "
         "judge (nudity: nudenet; artists, characters, brands: clip), the world's own on bundled, else clip. "
         "CLIP reads the server's ERASEPRO_CLIP_MODEL folder."))] = None
-    samples: Annotated[JsonInt, Field(ge=1, le=MAX_SAMPLES,
+    samples: Annotated[json_int(ge=1, le=MAX_SAMPLES), Field(
                                       description="images per prompt and side (image judges)")] = 2
-    max_prompts: Annotated[JsonInt, Field(ge=1, le=MAX_PROMPTS, description="prompts drawn, the first of the "
+    max_prompts: Annotated[json_int(ge=1, le=MAX_PROMPTS), Field(description="prompts drawn, the first of the "
                                       "preset's list (image judges)")] = 12
-    seed: Annotated[JsonInt, Field(ge=0, le=2**31 - 1)] = 0
+    seed: json_int(ge=0, le=2**31 - 1) = 0
     targets: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
                        Field(min_length=1, max_length=MAX_TARGETS,
                              description="some of the erasure's targets (default: all of them)")] = None
-    steps: Annotated[JsonInt, Field(ge=2, le=50, description="denoising steps per image the attacks draw")] = 25
-    timeout_s: Annotated[JsonInt, Field(ge=10, le=MAX_TIMEOUT_S, description="the job's time bound")] = 1800
+    steps: Annotated[json_int(ge=2, le=50), Field(description="denoising steps per image the attacks draw")] = 25
+    timeout_s: Annotated[json_int(ge=10, le=MAX_TIMEOUT_S), Field(description="the job's time bound")] = 1800
 
     @field_validator("budgets")
     @classmethod

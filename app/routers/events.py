@@ -15,10 +15,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
-from pydantic.json_schema import SkipJsonSchema
 
 from app.deps import JobId, Svc, Tenant, not_found
-from app.schemas import DeliveryList, EventList
+from app.schemas import DeliveryList, EventList, omittable
 from app.service import Service
 from erasepro_jobs import store
 from erasepro_jobs.events import TERMINAL_EVENTS
@@ -30,8 +29,8 @@ KEEPALIVE_S = 15.0
 BLOCK_MS = 1000
 EVENT_ID_RE = r"^[0-9]{1,19}-[0-9]{1,19}$"  # a Redis stream id (two 64-bit numbers; 19 digits always fit)
 
-After = Annotated[str | SkipJsonSchema[None], Query(pattern=EVENT_ID_RE,
-                                    description="Return events after this event id (the previous page's "
+After = Annotated[omittable(str, pattern=EVENT_ID_RE),
+                  Query(description="Return events after this event id (the previous page's "
                                                 "next_cursor).")]
 
 
@@ -46,8 +45,7 @@ def _item(ev: dict[str, Any]) -> dict[str, Any]:
 async def erasure_events(job_id: JobId, tenant: Tenant, svc: Svc, after: After = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100,
                          accept: Annotated[str, Header()] = "",
-                         last_event_id: Annotated[str | SkipJsonSchema[None],
-                                                  Header(pattern=EVENT_ID_RE)] = None,
+                         last_event_id: Annotated[omittable(str, pattern=EVENT_ID_RE), Header()] = None,
                          ) -> Any:
     """Oldest first. With ``Accept: text/event-stream``: a live stream that resumes after ``Last-Event-ID``."""
     if await svc.erasure(tenant, job_id) is None:

@@ -8,20 +8,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic.json_schema import SkipJsonSchema
 
 from app.bounds import check_generation
 from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model
 from app.problems import problem
-from app.schemas import GeneratedImages, GenerateRequest, GenerationView
+from app.schemas import GeneratedImages, GenerateRequest, GenerationView, omittable
 from app.service import Service, generation_view
 from erasepro_jobs import store
 from erasepro_jobs.settings import Settings
 
 router = APIRouter(tags=["generation"])
 
-WaitS = Annotated[float | SkipJsonSchema[None], Query(ge=0, le=3600, allow_inf_nan=False,
-                                      description="Seconds to wait before answering 202 (capped by the server's "
+WaitS = Annotated[omittable(float, ge=0, le=3600, allow_inf_nan=False),
+                  Query(description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
-from pydantic.json_schema import SkipJsonSchema
 
 from app.deps import Cfg, Svc, Tenant, not_found, require_webhook_target, validation_error
 from app.schemas import (
@@ -20,6 +19,7 @@ from app.schemas import (
     WebhookEndpointUpdate,
     WebhookEndpointView,
     WebhookEndpointWithSecret,
+    omittable,
 )
 from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
 from erasepro_jobs.listing import cursor_pattern, decode_cursor, encode_cursor
@@ -53,9 +53,8 @@ async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc,
 @router.get("/v1/webhook-endpoints", response_model=WebhookEndpointList)
 async def list_endpoints(tenant: Tenant, svc: Svc,
                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                         cursor: Annotated[str | SkipJsonSchema[None], Query(
-                             pattern=cursor_pattern(ENDPOINT_ID_RE),
-                             description="The previous page's next_cursor.")] = None) -> dict:
+                         cursor: Annotated[omittable(str, pattern=cursor_pattern(ENDPOINT_ID_RE)),
+                                           Query(description="The previous page's next_cursor.")] = None) -> dict:
     """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     try:
         after = decode_cursor(cursor, ENDPOINT_ID_RE) if cursor else None

@@ -34,8 +34,10 @@ async function wait(id) {
 // the model: ERASEPRO_EXAMPLE_MODEL, else the first one installed
 const models = await api.GET("/v1/base-models");
 check(models.data, `GET /v1/base-models: ${models.error?.detail}`);
-const model = process.env.ERASEPRO_EXAMPLE_MODEL
-  ?? models.data?.items.find((m) => m.available)?.name ?? "bundled";
+// (the document lists the server's registered models as base_model's closed set: a name from the environment is
+// cast to it, and the server answers 422 if it is not one)
+const model = /** @type {import("./schema.d.ts").components["schemas"]["ErasureRequest"]["base_model"]} */ (
+  process.env.ERASEPRO_EXAMPLE_MODEL ?? models.data?.items.find((m) => m.available)?.name ?? "bundled");
 
 // erase
 const made = await api.POST("/v1/erasures", {
