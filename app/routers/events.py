@@ -27,7 +27,8 @@ router = APIRouter(tags=["erasures"])
 MAX_STREAM_S = 600.0
 KEEPALIVE_S = 15.0
 BLOCK_MS = 1000
-EVENT_ID_RE = r"^[0-9]{1,19}-[0-9]{1,19}$"  # a Redis stream id (two 64-bit numbers; 19 digits always fit)
+# a Redis stream id, ``<ms>[-<seq>]`` (two 64-bit numbers; 19 digits always fit; a missing seq is 0)
+EVENT_ID_RE = r"^[0-9]{1,19}(?:-[0-9]{1,19})?$"
 
 After = Annotated[omittable(str, pattern=EVENT_ID_RE),
                   Query(description="Return events after this event id (the previous page's "
