@@ -128,7 +128,6 @@ BAD_ERASURES = [
     ({**SHORT_SPEC, "options": {"layers": list(range(129))}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"path": "/etc/passwd"}}, "body.options.path"),
     ({**SHORT_SPEC, "base_model": "nope"}, "body.base_model"),
-    ({**SHORT_SPEC, "base_model": "absent"}, "body.base_model"),
     ({**SHORT_SPEC, "base_model": "../../etc"}, "body.base_model"),
     ({**SHORT_SPEC, "base_model": "/models/sd15"}, "body.base_model"),
     ({**SHORT_SPEC, "timeout_s": 0}, "body.timeout_s"),
@@ -205,10 +204,13 @@ def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished
         assert acme.get(f"/v1/erasures/{bad}").status_code == 404
         assert acme.delete(f"/v1/erasures/{bad}").status_code == 404
         assert acme.get(f"/v1/generations/{bad}").status_code == 404
-    # "registered and installed" is decided in one place (Registry.require) and answers one status code
-    for name, says in (("nope", "unknown base model"), ("absent", "registered but not installed")):
+    # "registered and installed" is decided in one place (Registry.require): an unknown name in the path is a
+    # missing resource (404), a registered model that is not installed is the server's state (409, body too)
+    for name, status, says in (("nope", 404, "unknown base model"), ("absent", 409, "registered but not installed")):
         r = acme.post(f"/v1/base-models/{name}/generate", json={"prompt": "x"})
-        assert r.status_code == 422 and says in r.text and _err_locs(r) == ["path.name"], r.text
+        assert r.status_code == status and says in r.json()["detail"], r.text
+    r = acme.post("/v1/erasures", json={**SHORT_SPEC, "base_model": "absent"})
+    assert r.status_code == 409 and "registered but not installed" in r.json()["detail"], r.text
 
 
 # ------------------------------------------------------------------------------------------- idempotency
@@ -241,7 +243,8 @@ def test_tenant_isolation_on_every_route(acme: httpx.Client, globex: httpx.Clien
     missing = globex.get("/v1/erasures/" + "f" * 32)
     theirs = globex.get(f"/v1/erasures/{jid}")
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json() == missing.json()  # indistinguishable from a missing id
+    # indistinguishable from a missing id (but for the path each problem names as its instance)
+    assert {**theirs.json(), "instance": ""} == {**missing.json(), "instance": ""}
     assert globex.get(f"/v1/erasures/{jid}/checkpoint").status_code == 404
     assert globex.head(f"/v1/erasures/{jid}/checkpoint").status_code == 404
     assert globex.get(f"/v1/erasures/{jid}/checkpoint", params={"format": "diffusers"}).status_code == 404

@@ -264,5 +264,5 @@ def test_slow_body_client_gets_408(svc: Stack) -> None:
         while chunk := s.recv(1000):  # the server closes the connection after its answer
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 408"), reply
-    assert b"application/json" in reply and b"did not arrive within" in reply
+    assert b"application/problem+json" in reply and b"did not arrive within" in reply
     assert time.monotonic() - start < SLOW_CLIENT_TIMEOUT_S + 5
