@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from app.service import Service
 from erasepro_jobs.registry import BaseModelInfo, ModelUnavailable
 from erasepro_jobs.settings import Settings
-from erasepro_jobs.webhooks import check_target
+from erasepro_jobs.webhooks import Unresolved, resolve_target
 
-JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters).")]
+JobId = Annotated[str, Path(max_length=64, description="A job id (32 hex characters; any other id is 404).")]
 
 
 def service(request: Request) -> Service:
@@ -51,16 +51,24 @@ def validation_error(loc: tuple[str, ...], msg: str, kind: str = "value_error") 
 
 async def require_webhook_target(url: str, settings: Settings, loc: tuple[str, ...]) -> None:
     """The door for every webhook URL (a job's ``webhook``, an endpoint's ``url``): 422 naming ``loc`` when
-    :func:`check_target` refuses it (it resolves the host, so it runs in a thread)."""
-    problem = await run_in_threadpool(check_target, url, settings.webhook_allow_private,
-                                       settings.webhook_port_set)
-    if problem:
-        raise validation_error(loc, problem)
+    :func:`resolve_target` refuses it (it resolves the host, so it runs in a thread). A host that does not
+    resolve (yet) is accepted: every delivery resolves it again and retries an unresolved one, as it would a
+    name that stopped resolving, so DNS at registration time proves nothing either way."""
+    found = await run_in_threadpool(resolve_target, url, settings.webhook_allow_private,
+                                    settings.webhook_port_set)
+    if isinstance(found, str) and not isinstance(found, Unresolved):
+        raise validation_error(loc, found)
 
 
 def require_model(svc: Service, name: str, loc: tuple[str, ...]) -> BaseModelInfo:
-    """The registered, installed model (decided by :meth:`Registry.require`); 422 naming ``loc`` otherwise."""
+    """The registered, installed model (decided by :meth:`Registry.require`). Otherwise: a name the request
+    gives that is not registered is 422 naming ``loc`` in a body, 404 in the path (a missing resource); a
+    registered model that is not installed, or an erasure's model that is gone, is 409 (the server's state)."""
     try:
         return svc.registry.require(name)
     except ModelUnavailable as exc:
-        raise validation_error(loc, str(exc)) from None
+        if not exc.registered and loc[0] == "body":
+            raise validation_error(loc, str(exc)) from None
+        if not exc.registered and loc == ("path", "name"):
+            raise HTTPException(404, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None

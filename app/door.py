@@ -4,32 +4,34 @@ read, so an unauthenticated client cannot make the server buffer or parse anythi
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import Identity
+from app.contract import routed
 from app.limits import RateLimiter, Verdict
+from app.problems import MEDIA_TYPE, problem_bytes
 from app.service import Service
 from erasepro_jobs.settings import Settings
 
 
-def _json_response(status: int, detail: Any, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
-    payload = json.dumps({"detail": detail}).encode()
-    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+def _problem_response(status: int, detail: str, headers: dict[str, str] | None = None,
+                      instance: str | None = None) -> tuple[dict, bytes]:
+    payload = problem_bytes(status, detail, instance)
+    hdrs = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(payload)).encode())]
     hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     return {"type": "http.response.start", "status": status, "headers": hdrs}, payload
 
 
 class Door:
-    """Everything checked before a handler runs, in this order, with JSON errors:
+    """Everything checked before a handler runs, in this order, with problem details (:mod:`app.problems`):
 
     1. ``/v1``: the rate limits (429, see :mod:`app.limits`) and the API key (401) — before the body is read, so
        no key + bad JSON is 401, not 422;
     2. bodies (POST/PUT/PATCH): ``Content-Type`` JSON (415; an empty body may have none), size (413, chunked
        included), and the whole body within ``body_timeout_s`` (408: a slow-body client does not hold a
-       connection for ever).
+       connection for ever). A method no route serves at the path skips these: the router answers its 404 or
+       405 (with ``Allow``).
 
     The tenant is left in ``scope["state"]["tenant"]`` for the handlers.
     """
@@ -100,7 +102,7 @@ class Door:
                     await self._limited(send, verdict, "for this API key or address")
                     return
                 send = self._with_headers(send, verdict.headers())
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["method"] not in ("POST", "PUT", "PATCH") or not routed(scope["app"], scope):
             await self.app(scope, receive, send)
             return
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
@@ -162,6 +164,6 @@ class Door:
 
     @staticmethod
     async def _reply(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        start, payload = _json_response(status, detail, headers)
+        start, payload = _problem_response(status, detail, headers)
         await send(start)
         await send({"type": "http.response.body", "body": payload})

@@ -22,13 +22,13 @@ from typing import Any
 
 import redis
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
 
+from app.problems import problem
 from erasepro_jobs import metrics, store
 
 router = APIRouter(tags=["health"])
@@ -150,10 +150,10 @@ def _authorized(request: Request) -> bool | None:
 async def prometheus_metrics(request: Request) -> Response:
     ok = _authorized(request)
     if ok is None:
-        return JSONResponse(status_code=404, content={"detail": "metrics are off: set ERASEPRO_METRICS_TOKEN (or "
-                                                                "ERASEPRO_ADMIN_KEYS) and scrape with that Bearer"})
+        return problem(404, "metrics are off: set ERASEPRO_METRICS_TOKEN (or ERASEPRO_ADMIN_KEYS) and scrape "
+                            "with that Bearer", instance="/metrics")
     if not ok:
-        return JSONResponse(status_code=401, content={"detail": "send 'Authorization: Bearer <metrics token or "
-                                                                "admin key>'"}, headers={"WWW-Authenticate": "Bearer"})
+        return problem(401, "send 'Authorization: Bearer <metrics token or admin key>'",
+                       {"WWW-Authenticate": "Bearer"}, "/metrics")
     body = await run_in_threadpool(generate_latest, _registry(request))
     return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -23,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
 
 from erasepro_core.methods import METHODS, flat_settings
 from erasepro_core.presets import PRESETS, PresetError, PresetParams, apply_preset
@@ -47,7 +49,33 @@ MAX_IDEMPOTENCY_KEY = 255
 MAX_METADATA_KEYS = 16
 METADATA_KEY_RE = r"^[A-Za-z0-9_.\-]{1,40}$"
 MAX_METADATA_VALUE = 256
+# what a webhook URL looks like before its host is resolved (erasepro_jobs.webhooks.resolve_target): http(s),
+# a host name, IPv4 address or bracketed IPv6 address without credentials, a port in 1..65535, then anything
+PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+WEBHOOK_URL_RE = rf"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::{PORT_RE})?(?:[/?#]\S*)?$"
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number without a fractional part (``3.0`` included), never a bool or a
+    string; used with ``strict=True`` models, which would refuse ``3.0``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+def json_int(**constraints: Any) -> Any:
+    """An ``int`` field of a ``strict=True`` model that reads JSON Schema's integers (see :func:`_json_integer`),
+    with its bounds (``ge``, ``le``, ``multiple_of``) in the document."""
+    return Annotated[Annotated[int, Field(**constraints)], BeforeValidator(_json_integer)]
+
+
+def omittable(tp: Any, **constraints: Any) -> Any:
+    """A value that may be left out but is never ``null`` (a query parameter or header: ``None`` when absent),
+    its constraints stated on the value in the document."""
+    return (Annotated[tp, Field(**constraints)] if constraints else tp) | SkipJsonSchema[None]
 EventType = Literal[tuple(EVENT_TYPES)]  # type: ignore[valid-type]
 MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_RE)]
 MetadataValue = Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)]
@@ -119,7 +147,7 @@ class ErasureRequest(BaseModel):
     options: ErasureOptions = Field(default_factory=ErasureOptions)  # type: ignore[valid-type]
     timeout_s: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_S,
                                   description="Job timeout; defaults to and is capped by the server's setting.")
-    webhook: str | None = Field(default=None, min_length=8, max_length=2048, description=(
+    webhook: str | None = Field(default=None, min_length=8, max_length=2048, pattern=WEBHOOK_URL_RE, description=(
         "An http(s) URL that receives this erasure's events, signed (Standard Webhooks); the secret is in the 202 "
         "answer, once. Loopback and private addresses are refused unless the server allows them."))
     webhook_events: list[EventType] | None = Field(default=None, min_length=1, max_length=len(EVENT_TYPES),
@@ -158,19 +186,19 @@ class ErasureRequest(BaseModel):
 class GenerateRequest(BaseModel):
     """``POST .../generate``: sampling parameters (bounded: prompt length, steps, image size and count)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"prompt": "a photo of a red circle", "seed": 0, "steps": 25, "guidance": 5.0, "num_images": 1}]})
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: json_int(ge=0, le=2**31 - 1) = 0
     # None: the base model family's defaults (SD 25 steps / 5.0, FLUX 28 / 3.5, SD-3 28 / 7.0); likewise the
     # resolution.
-    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    steps: json_int(ge=1, le=MAX_STEPS) | None = None
     guidance: float | None = Field(default=None, ge=0, le=50, allow_inf_nan=False)
-    width: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    height: int | None = Field(default=None, ge=8, le=MAX_SIDE, multiple_of=8)
-    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    width: json_int(ge=8, le=MAX_SIDE, multiple_of=8) | None = None
+    height: json_int(ge=8, le=MAX_SIDE, multiple_of=8) | None = None
+    num_images: json_int(ge=1, le=MAX_IMAGES) = 1
 
     @field_validator("prompt")
     @classmethod
@@ -362,7 +390,7 @@ class DeliveryList(BaseModel):
 
 
 # ------------------------------------------------------------------------------------- webhook endpoints
-WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, description=(
+WebhookUrl = Annotated[str, Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_RE, description=(
     "An http(s) URL; loopback and private addresses are refused unless the server allows them."))]
 EventFilter = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES), description=(
     "Only these event types (omitted or null: all)."))]
@@ -372,7 +400,7 @@ Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
 class WebhookEndpointCreate(BaseModel):
     """``POST /v1/webhook-endpoints``: a URL that receives the events of all the tenant's erasures."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"url": "https://hooks.example.com/erasepro", "events": ["erasure.succeeded", "erasure.failed"],
          "description": "moderation pipeline"}]})
 
@@ -383,14 +411,16 @@ class WebhookEndpointCreate(BaseModel):
 
 
 class WebhookEndpointUpdate(BaseModel):
-    """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all)."""
+    """``PATCH /v1/webhook-endpoints/{id}``: only the fields sent change (``"events": null`` means all; the
+    other fields may be left out, never null, and the schema says so)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"events": ["erasure.succeeded"], "enabled": False}]})
 
-    url: WebhookUrl | None = None
+    url: WebhookUrl | SkipJsonSchema[None] = None
     events: EventFilter | None = None
-    description: Description | None = None
-    enabled: bool | None = None
+    description: Description | SkipJsonSchema[None] = None
+    enabled: bool | SkipJsonSchema[None] = None
 
     @field_validator("url", "description", "enabled")
     @classmethod
@@ -403,9 +433,9 @@ class WebhookEndpointUpdate(BaseModel):
 class RotateSecretRequest(BaseModel):
     """``POST /v1/webhook-endpoints/{id}/rotate-secret``: how long the current secret keeps verifying."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"grace_s": 3600}]})
 
-    grace_s: int = Field(default=DEFAULT_ROTATION_GRACE_S, ge=0, le=MAX_ROTATION_GRACE_S, description=(
+    grace_s: json_int(ge=0, le=MAX_ROTATION_GRACE_S) = Field(default=DEFAULT_ROTATION_GRACE_S, description=(
         "Seconds the current secret stays valid beside the new one (deliveries carry both signatures); 0 "
         "revokes it at once."))
 

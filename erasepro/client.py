@@ -11,7 +11,8 @@ with Client("http://127.0.0.1:8000", api_key="…") as ep:
 ```
 
 Typed answers (:class:`ErasureView`, :class:`EventView`, …) mirror the API's OpenAPI components; a test keeps
-them in step with ``/openapi.json``. Errors are :class:`ApiError` with the status and the server's ``detail``.
+them in step with ``/openapi.json``. Errors are :class:`ApiError`: the status, the server's RFC 9457 problem
+details (``detail``; ``errors`` names each offending field of a 422) and the request id.
 :func:`verify_webhook` checks a Standard Webhooks delivery (``webhook-id``, ``webhook-timestamp``,
 ``webhook-signature``) against the endpoint's ``whsec_`` secret.
 """
@@ -137,10 +138,15 @@ SCHEMAS: dict[type[BaseModel], str] = {ErasureView: "ErasureView", ErasureAccept
 
 # ------------------------------------------------------------------------------------------------ errors
 class ApiError(Exception):
-    """A non-success answer: ``status``, the server's ``detail`` and the ``request_id`` to quote."""
+    """A non-success answer: ``status``, the problem's ``detail``, its ``errors`` (a 422's offending fields:
+    ``loc``, ``msg``, ``type``), the whole ``problem`` (RFC 9457 problem details) and the ``request_id`` to
+    quote."""
 
-    def __init__(self, status: int, detail: Any, request_id: str | None = None) -> None:
+    def __init__(self, status: int, detail: Any, request_id: str | None = None,
+                 problem: Mapping[str, Any] | None = None) -> None:
         self.status, self.detail, self.request_id = status, detail, request_id
+        self.problem: dict[str, Any] = dict(problem or {})
+        self.errors: list[dict[str, Any]] = list(self.problem.get("errors") or [])
         super().__init__(f"HTTP {status}: {detail}" + (f" (request {request_id})" if request_id else ""))
 
 
@@ -148,10 +154,11 @@ def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
     try:
-        detail = resp.json().get("message") or resp.json().get("detail")
+        problem = resp.json()
+        detail = problem.get("detail")
     except (ValueError, AttributeError):
-        detail = resp.text[:500]
-    raise ApiError(resp.status_code, detail, resp.headers.get("x-request-id"))
+        problem, detail = None, resp.text[:500]
+    raise ApiError(resp.status_code, detail, resp.headers.get("x-request-id"), problem)
 
 
 # ------------------------------------------------------------------------------------------------ client
@@ -220,8 +227,14 @@ class Client:
                 return
             params["cursor"] = page["next_cursor"]
 
+    def cancel(self, erasure_id: str) -> ErasureView:
+        """Cancel a queued or running erasure (``POST …/cancel``); a running one stops at its next progress step
+        (``cancel_requested`` until then). A finished one is an :class:`ApiError` 409."""
+        return ErasureView.model_validate(self._json("POST", f"/v1/erasures/{erasure_id}/cancel"))
+
     def delete(self, erasure_id: str) -> None:
-        """Cancel a queued/running erasure, or delete a finished one with its checkpoint."""
+        """Delete a finished erasure with its checkpoint (afterwards it is 404). A queued or running one is an
+        :class:`ApiError` 409: :meth:`cancel` it first."""
         self._json("DELETE", f"/v1/erasures/{erasure_id}")
 
     def events(self, erasure_id: str, *, after: str | None = None, reconnects: int = 100) -> Iterator[EventView]:
@@ -316,6 +329,14 @@ class Client:
         _raise_for(resp)
         return [base64.b64decode(img) for img in resp.json()["images"]]
 
+    def cancel_generation(self, generation_id: str) -> GenerationView:
+        """Cancel a queued or running generation (``POST /v1/generations/{id}/cancel``; 409 once finished)."""
+        return GenerationView.model_validate(self._json("POST", f"/v1/generations/{generation_id}/cancel"))
+
+    def delete_generation(self, generation_id: str) -> None:
+        """Delete a finished generation and its images (409 while it runs: cancel it first)."""
+        self._json("DELETE", f"/v1/generations/{generation_id}")
+
     def base_models(self) -> list[BaseModelView]:
         return [BaseModelView.model_validate(m) for m in self._json("GET", "/v1/base-models")["items"]]
 
@@ -363,6 +384,9 @@ class Erasure:
     def generate(self, prompt: str, **params: Any) -> bytes:
         """The first image (PNG bytes) from the edited model; :meth:`Client.generate` for several."""
         return self.client.generate(prompt, erasure_id=self.id, **params)[0]
+
+    def cancel(self) -> ErasureView:
+        return self.client.cancel(self.id)
 
     def delete(self) -> None:
         self.client.delete(self.id)

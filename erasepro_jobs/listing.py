@@ -8,8 +8,6 @@ index and its marker together; the first listing after that rebuilds the index f
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import secrets
@@ -123,18 +121,23 @@ class ListingIndex:
         return bool(merged)
 
 
+CURSOR_SCORE = r"[0-9]{1,20}(?:\.[0-9]{1,20})?(?:e[+-]?[0-9]{1,3})?"  # repr() of a non-negative float
+
+
+def cursor_pattern(id_re: re.Pattern[str] = store.JOB_ID_RE) -> str:
+    """The regular expression of every cursor over ids matching ``id_re``: the OpenAPI document states it, and
+    every string it matches is a cursor (a position in the listing; it need not name an existing item)."""
+    return f"^{CURSOR_SCORE}-{id_re.pattern.strip('^$')}$"
+
+
 def encode_cursor(cursor: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(f"{cursor[0]!r}:{cursor[1]}".encode()).decode().rstrip("=")
+    """``<score>-<id>``: the last item's sort key (its score exactly, as ``repr``) and id."""
+    return f"{cursor[0]!r}-{cursor[1]}"
 
 
 def decode_cursor(text: str, id_re: re.Pattern[str] = store.JOB_ID_RE) -> tuple[float, str]:
     """Inverse of :func:`encode_cursor` for ids matching ``id_re`` (job ids by default); ValueError otherwise."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        ts, _, job_id = raw.partition(":")
-        value = float(ts)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a cursor returned by this API") from None
-    if not id_re.match(job_id) or value != value:
+    if not re.fullmatch(cursor_pattern(id_re), text):
         raise ValueError("not a cursor returned by this API")
-    return value, job_id
+    ts, _, job_id = text.rpartition("-")
+    return float(ts), job_id

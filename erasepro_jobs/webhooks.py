@@ -99,7 +99,7 @@ def signature_header(secrets_: list[str], msg_id: str, timestamp: int, body: byt
 
 
 class Unresolved(str):
-    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door refuses it)."""
+    """Why a host did not resolve: perhaps only for now, so a delivery retries it (the door accepts it)."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,11 @@ def resolve_target(url: str, allow_private: bool, ports: frozenset[int] | None =
     delivery call this same function."""
     if len(url) > MAX_URL:
         return f"at most {MAX_URL} characters"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - a malformed bracketed host raises here
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL with a host"
     if parts.username or parts.password:

@@ -15,4 +15,13 @@ if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   echo "test.sh: installing chromium for the browser tests" >&2
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
+# The generated TypeScript client's journey (tests/test_service_typescript.py) runs on Debian's Node; its npm
+# packages come from package-lock.json (the test runs `npm ci` when node_modules is missing).
+if ! command -v npm >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test.sh: installing nodejs and npm for the TypeScript client test" >&2
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null
+fi
+if [ ! -d clients/typescript/node_modules ] && command -v npm >/dev/null; then
+  (cd clients/typescript && npm ci --no-audit --no-fund >/dev/null)
+fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -91,7 +91,7 @@ def test_base_models_registry(acme: httpx.Client) -> None:
 
 # ------------------------------------------------------------------------------------------- bad input
 def _err_locs(r: httpx.Response) -> list[str]:
-    return [".".join(str(p) for p in e["loc"]) for e in r.json()["detail"]]
+    return [".".join(str(p) for p in e["loc"]) for e in r.json()["errors"]]
 
 
 def _edits(n: int) -> list[dict]:
@@ -128,7 +128,6 @@ BAD_ERASURES = [
     ({**SHORT_SPEC, "options": {"layers": list(range(129))}}, "body.options.layers"),
     ({**SHORT_SPEC, "options": {"path": "/etc/passwd"}}, "body.options.path"),
     ({**SHORT_SPEC, "base_model": "nope"}, "body.base_model"),
-    ({**SHORT_SPEC, "base_model": "absent"}, "body.base_model"),
     ({**SHORT_SPEC, "base_model": "../../etc"}, "body.base_model"),
     ({**SHORT_SPEC, "base_model": "/models/sd15"}, "body.base_model"),
     ({**SHORT_SPEC, "timeout_s": 0}, "body.timeout_s"),
@@ -144,7 +143,7 @@ def test_erasure_bounds_are_422_naming_the_field(acme: httpx.Client, body: objec
     r = acme.post("/v1/erasures", json=body)
     assert r.status_code == 422, r.text
     assert any(found.startswith(loc) for found in _err_locs(r)), (loc, r.json())
-    assert loc.split(".")[-1] in r.json()["message"] or loc == "body"
+    assert loc.split(".")[-1] in r.json()["detail"] or loc == "body"
 
 
 BAD_GENERATIONS = [
@@ -176,7 +175,7 @@ def test_generation_bounds_are_422_naming_the_field(acme: httpx.Client, finished
 def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished: dict) -> None:
     as_json = {"Content-Type": "application/json"}
     r = acme.post("/v1/erasures", content=b'{"base_model": "tiny", "edits": [', headers=as_json)
-    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert r.status_code == 422 and r.json()["errors"][0]["type"] == "json_invalid"
     r = acme.post("/v1/erasures", content=b"NaN", headers=as_json)
     assert r.status_code == 422
     r = acme.post("/v1/erasures", content=json.dumps(SHORT_SPEC).encode(), headers={"Content-Type": "text/plain"})
@@ -205,10 +204,13 @@ def test_malformed_bodies_and_queries_are_clear_4xx(acme: httpx.Client, finished
         assert acme.get(f"/v1/erasures/{bad}").status_code == 404
         assert acme.delete(f"/v1/erasures/{bad}").status_code == 404
         assert acme.get(f"/v1/generations/{bad}").status_code == 404
-    # "registered and installed" is decided in one place (Registry.require) and answers one status code
-    for name, says in (("nope", "unknown base model"), ("absent", "registered but not installed")):
+    # "registered and installed" is decided in one place (Registry.require): an unknown name in the path is a
+    # missing resource (404), a registered model that is not installed is the server's state (409, body too)
+    for name, status, says in (("nope", 404, "unknown base model"), ("absent", 409, "registered but not installed")):
         r = acme.post(f"/v1/base-models/{name}/generate", json={"prompt": "x"})
-        assert r.status_code == 422 and says in r.text and _err_locs(r) == ["path.name"], r.text
+        assert r.status_code == status and says in r.json()["detail"], r.text
+    r = acme.post("/v1/erasures", json={**SHORT_SPEC, "base_model": "absent"})
+    assert r.status_code == 409 and "registered but not installed" in r.json()["detail"], r.text
 
 
 # ------------------------------------------------------------------------------------------- idempotency
@@ -241,7 +243,8 @@ def test_tenant_isolation_on_every_route(acme: httpx.Client, globex: httpx.Clien
     missing = globex.get("/v1/erasures/" + "f" * 32)
     theirs = globex.get(f"/v1/erasures/{jid}")
     assert theirs.status_code == missing.status_code == 404
-    assert theirs.json() == missing.json()  # indistinguishable from a missing id
+    # indistinguishable from a missing id (but for the path each problem names as its instance)
+    assert {**theirs.json(), "instance": ""} == {**missing.json(), "instance": ""}
     assert globex.get(f"/v1/erasures/{jid}/checkpoint").status_code == 404
     assert globex.head(f"/v1/erasures/{jid}/checkpoint").status_code == 404
     assert globex.get(f"/v1/erasures/{jid}/checkpoint", params={"format": "diffusers"}).status_code == 404

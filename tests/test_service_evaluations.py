@@ -107,9 +107,9 @@ def test_no_judge_is_422_and_unfinished_is_409_and_unknown_is_404(served: Served
         long = submit(c, LONG_SPEC)
         r = c.post(f"/v1/erasures/{long}/evaluations", json={"budgets": TINY_BUDGET})
         assert r.status_code == 409 and "only a succeeded erasure" in r.text, r.text
-        c.delete(f"/v1/erasures/{long}")
+        c.post(f"/v1/erasures/{long}/cancel")
         assert c.get(f"/v1/erasures/{erased}/evaluations/{'0' * 32}").status_code == 404
-        assert c.delete(f"/v1/erasures/{erased}/evaluations/{'0' * 32}").status_code == 404
+        assert c.post(f"/v1/erasures/{erased}/evaluations/{'0' * 32}/cancel").status_code == 404
         assert c.post(f"/v1/erasures/{'0' * 32}/evaluations", json={"budgets": TINY_BUDGET}).status_code == 404
 
 
@@ -118,10 +118,13 @@ def test_an_evaluation_can_be_cancelled(served: Served, erased: str) -> None:
         r = c.post(f"/v1/erasures/{erased}/evaluations", json={"budgets": {"vocabulary": 2000}, "steps": 50})
         assert r.status_code == 202, r.text
         url = r.headers["location"]
-        assert other.delete(url).status_code == 404
-        assert c.delete(url).status_code == 202
+        assert other.post(f"{url}/cancel").status_code == 404
+        refused = c.delete(url)  # finished evaluations go with their erasure; cancelling is POST …/cancel
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD", refused.headers
+        assert c.post(f"{url}/cancel").status_code == 202
         view = wait_for(lambda: (v := c.get(url).json())["status"] in ("cancelled", "failed", "succeeded") and v,
                         "the evaluation to stop", every=0.2)
         assert view["status"] == "cancelled", view
-        assert c.delete(url).status_code == 409
+        again = c.post(f"{url}/cancel")
+        assert again.status_code == 409 and again.headers["content-type"] == "application/problem+json", again.text
         assert view["id"] not in [e["id"] for e in c.get(f"/v1/erasures/{erased}").json()["evaluations"]]

@@ -229,7 +229,7 @@ def test_worker_killed_mid_generation_is_replaced(served: Served) -> None:
             c.get(f"/v1/generations/{gid}").json()), "the generation to be recorded failed")
         assert "died" in view["error"]
         img = c.get(f"/v1/generations/{gid}/images")
-        assert img.status_code == 409 and img.headers["content-type"] == "application/json", img.text
+        assert img.status_code == 409 and img.headers["content-type"] == "application/problem+json", img.text
         wait_for(lambda: served.ready() == 200, "a new worker")
         ok = c.post("/v1/base-models/tiny/generate", json={"prompt": "x", "steps": 2})
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"

@@ -82,7 +82,7 @@ def test_layers_out_of_the_models_range_are_422(acme: httpx.Client, layers: list
     model's text_encoder/config.json (4 layers: valid -4..3)."""
     r = acme.post("/v1/erasures", json={**SHORT_SPEC, "options": {"layers": layers, "schedule": "front"}})
     assert r.status_code == 422, r.text
-    locs = [".".join(map(str, e["loc"])) for e in r.json()["detail"]]
+    locs = [".".join(map(str, e["loc"])) for e in r.json()["errors"]]
     assert locs and all(loc.startswith("body.options.layers") for loc in locs), locs
     if by_registry:
         assert "4 layers" in r.text and locs == [f"body.options.layers.{len(layers) - 1}"]
@@ -98,7 +98,7 @@ def test_erasure_cost_over_the_limit_is_422(acme: httpx.Client) -> None:
     body["edits"] = body["edits"][:200]  # 200 × 64 × 1420 = 18.2 M: under the default 20 M
     ok = acme.post("/v1/erasures", json=body)
     assert ok.status_code == 202, ok.text
-    assert acme.delete(f"/v1/erasures/{ok.json()['id']}").status_code == 202
+    assert acme.post(f"/v1/erasures/{ok.json()['id']}/cancel").status_code == 202
 
 
 @pytest.mark.parametrize("body, loc", [
@@ -110,7 +110,7 @@ def test_generation_over_the_models_bounds_is_422(acme: httpx.Client, finished: 
     for url in ("/v1/base-models/tiny/generate", f"/v1/erasures/{finished['id']}/generate"):
         r = acme.post(url, json=body)
         assert r.status_code == 422, r.text
-        assert loc in [".".join(map(str, e["loc"])) for e in r.json()["detail"]]
+        assert loc in [".".join(map(str, e["loc"])) for e in r.json()["errors"]]
 
 
 def test_bundled_model_bounds_come_from_its_configs() -> None:
@@ -136,7 +136,7 @@ def test_tenant_limit_on_queued_and_running_jobs(svc: Stack) -> None:
         assert int(r.headers["retry-after"]) > 0 and r.json()["limit"] == FUZZ_LIMIT
         gen = c.post("/v1/base-models/tiny/generate", json={"prompt": "x"}, params={"wait": 0})
         assert gen.status_code == 429  # generations count too
-        assert c.delete(f"/v1/erasures/{(ids or active)[0]}").json()["status"] == "cancelled"
+        assert c.post(f"/v1/erasures/{(ids or active)[0]}/cancel").json()["status"] == "cancelled"
         assert c.post("/v1/erasures", json={**SHORT_SPEC, "edits": [{"target": "now it fits"}]}).status_code == 202
 
 
@@ -146,10 +146,13 @@ def test_queued_generation_can_be_cancelled(svc: Stack) -> None:
         r = c.post("/v1/base-models/tiny/generate", json={"prompt": "x"}, params={"wait": 0})
         assert r.status_code == 202, r.text
         gid = r.json()["id"]
-        gone = c.delete(f"/v1/generations/{gid}")
+        early = c.delete(f"/v1/generations/{gid}")  # DELETE removes a finished generation; a queued one is 409
+        assert early.status_code == 409 and f"/v1/generations/{gid}/cancel" in early.json()["detail"], early.text
+        gone = c.post(f"/v1/generations/{gid}/cancel")
         assert gone.status_code == 202 and gone.json()["status"] == "cancelled"
+        assert c.post(f"/v1/generations/{gid}/cancel").status_code == 409
         img = c.get(f"/v1/generations/{gid}/images")
-        assert img.status_code == 409 and img.headers["content-type"] == "application/json"
+        assert img.status_code == 409 and img.headers["content-type"] == "application/problem+json"
         assert "generation cancelled" in img.json()["detail"]
         assert c.delete(f"/v1/generations/{gid}").status_code == 204
         assert c.get(f"/v1/generations/{gid}").status_code == 404
@@ -160,7 +163,7 @@ def test_auth_is_checked_before_the_body(svc: Stack) -> None:
     for headers in ({"Content-Type": "application/json"}, {"Content-Type": "text/plain"}, {}):
         r = httpx.post(f"{svc.base_url}/v1/erasures", content=b"{not json", headers=headers)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", r.text
-        assert r.headers["content-type"] == "application/json"
+        assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_preconditions_and_ranges_follow_rfc_9110(acme: httpx.Client, finished: dict) -> None:
@@ -179,7 +182,7 @@ def test_preconditions_and_ranges_follow_rfc_9110(acme: httpx.Client, finished: 
     r = acme.get(url, headers={"Range": f"bytes={size + 10}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}" and "outside" in r.json()["detail"]
     r = acme.get(url, headers={"Range": "bytes=abc"})
-    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
     r = acme.get(url, headers={"Range": "bytes=0-9"})
     assert r.status_code == 206 and r.content == full.content[:10]
 
@@ -220,7 +223,7 @@ def test_generation_of_a_deleted_erasure_is_404_not_500(svc: Stack, acme: httpx.
     assert r.status_code == 202, r.text
     gid = r.json()["id"]
     assert acme.delete(f"/v1/erasures/{doomed}").status_code == 204
-    assert acme.delete(f"/v1/erasures/{blocker}").status_code == 202
+    assert acme.post(f"/v1/erasures/{blocker}/cancel").status_code == 202
     view = wait_for(lambda: (lambda v: v if v["status"] in ("failed", "succeeded") else None)(
         acme.get(f"/v1/generations/{gid}").json()), "the orphaned generation to end")
     assert view["status"] == "failed" and "deleted" in view["error"], view
@@ -261,5 +264,5 @@ def test_slow_body_client_gets_408(svc: Stack) -> None:
         while chunk := s.recv(1000):  # the server closes the connection after its answer
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 408"), reply
-    assert b"application/json" in reply and b"did not arrive within" in reply
+    assert b"application/problem+json" in reply and b"did not arrive within" in reply
     assert time.monotonic() - start < SLOW_CLIENT_TIMEOUT_S + 5

@@ -82,7 +82,7 @@ def test_metrics_show_a_waiting_job_in_its_queue(svc: Stack) -> None:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEYS['bulk']}"}, timeout=30) as c:
         job_id = submit(c, SHORT_SPEC)
         assert value(scrape(base), "erasepro_queue_depth", queue="erase") == depth + 1
-        assert c.delete(f"/v1/erasures/{job_id}").status_code == 202  # cancelled while queued
+        assert c.post(f"/v1/erasures/{job_id}/cancel").status_code == 202  # cancelled while queued
     assert value(scrape(base), "erasepro_jobs_total", kind="erasure", status="cancelled") >= 1
 
 

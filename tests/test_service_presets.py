@@ -95,7 +95,7 @@ def test_bad_preset_input_is_a_422_naming_it(served: Served, body: dict, loc: li
     with served.client() as c:
         r = c.post("/v1/erasures", json={"base_model": "tiny", **body})
         assert r.status_code == 422, r.text
-        detail = r.json()["detail"]
+        detail = r.json()["errors"]
         assert any(d["loc"] == loc and words in d["msg"] for d in detail), detail
 
 
@@ -127,7 +127,7 @@ def test_nudenet_evaluation_runs_through_the_worker_and_reports_detector_rates(s
         ]:
             r = c.post(f"/v1/erasures/{job}/evaluations", json=bad)
             assert r.status_code == 422, (bad, r.text)
-            assert any(d["loc"][:2] == ["body", loc] and words in d["msg"] for d in r.json()["detail"]), r.text
+            assert any(d["loc"][:2] == ["body", loc] and words in d["msg"] for d in r.json()["errors"]), r.text
         view = _evaluate(c, job, {"steps": 2, "samples": 2, "max_prompts": 3, "seed": 1}, served)
         assert view["judge"] == "nudenet" and view["samples"] == 2
         report = view["report"]

@@ -41,9 +41,11 @@ def test_cancel_queued_and_running_jobs(svc: Stack, acme: httpx.Client) -> None:
     _running(acme, long_id)
     queued_id = submit(acme, SHORT_SPEC)  # one worker, busy: this one waits in the queue
     assert acme.get(f"/v1/erasures/{queued_id}").json()["status"] == "queued"
-    r = acme.delete(f"/v1/erasures/{queued_id}")
+    busy = acme.delete(f"/v1/erasures/{long_id}")  # DELETE removes finished jobs only: it names the way to cancel
+    assert busy.status_code == 409 and f"POST /v1/erasures/{long_id}/cancel" in busy.json()["detail"], busy.text
+    r = acme.post(f"/v1/erasures/{queued_id}/cancel")
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
-    r = acme.delete(f"/v1/erasures/{long_id}")
+    r = acme.post(f"/v1/erasures/{long_id}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"] is True
     view = wait_status(acme, long_id)
     assert view["status"] == "cancelled", view
@@ -89,7 +91,8 @@ def test_worker_killed_mid_job(svc: Stack, acme: httpx.Client) -> None:
         # /readyz says so once the last heartbeat is older than the lease TTL
         ready = wait_for(lambda: (lambda r: r if r.status_code == 503 else None)(
             httpx.get(f"{svc.base_url}/readyz")), "/readyz to report no worker", deadline_s=2 * LEASE_TTL_S)
-        assert ready.json() == {"ready": False, "redis": "ok", "workers": 0}
+        body = ready.json()
+        assert (body["ready"], body["redis"], body["workers"]) == (False, "ok", 0), body
     finally:
         svc.restart_worker()
     assert httpx.get(f"{svc.base_url}/readyz").status_code == 200

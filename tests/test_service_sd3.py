@@ -31,7 +31,7 @@ def test_sd3_registry_entry_and_bounds(acme: httpx.Client) -> None:
     # a progressive layer T5 does not have is refused at the door, naming the field
     r = acme.post("/v1/erasures", json={**SPEC, "options": {**SPEC["options"], "layers": [0, 2]}})
     assert r.status_code == 422, r.text
-    assert any(e["loc"][-2:] == ["layers", 1] for e in r.json()["detail"]), r.text
+    assert any(e["loc"][-2:] == ["layers", 1] for e in r.json()["errors"]), r.text
 
 
 def test_sd3_erasure_and_generation_over_http(svc: Stack, acme: httpx.Client, tmp_path) -> None:

@@ -243,7 +243,7 @@ def test_private_urls_refused_unless_allowed(svc: Stack) -> None:
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {KEYS['acme']}"}) as c:
         for url in ("http://127.0.0.1:9/x", "http://10.0.0.1/x", "http://169.254.169.254/latest", "http://[::1]/"):
             r = c.post(BASE, json={"url": url})
-            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "url"], r.text
+            assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "url"], r.text
         ep = c.post(BASE, json={"url": "https://8.8.8.8/hook", "enabled": False}).json()  # public: accepted
         r = c.patch(f"{BASE}/{ep['id']}", json={"url": "http://192.168.1.1/"})
         assert r.status_code == 422 and c.get(f"{BASE}/{ep['id']}").json()["url"] == "https://8.8.8.8/hook"

@@ -6,15 +6,16 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import validation_error
-from app.schemas import AuditList
+from app.schemas import AuditList, omittable
 from erasepro_jobs.audit import ID_RE, Filters
 
 router = APIRouter(tags=["audit"])
 
-Short = Annotated[str | None, Query(max_length=200)]
+Short = Annotated[omittable(str, max_length=200), Query()]
 
 
 def _admin(request: Request) -> str:
@@ -30,11 +31,12 @@ async def read_audit(
     request: Request,
     tenant: Short = None, key_id: Short = None, action: Short = None, resource: Short = None,
     request_id: Short = None,
-    result: Annotated[int | None, Query(ge=100, le=599, description="Only this HTTP status.")] = None,
-    since: Annotated[datetime | None, Query(description="From this time (inclusive; default: 31 days before "
-                                                        "`until`).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (default: now).")] = None,
-    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    result: Annotated[omittable(int, ge=100, le=599), Query(description="Only this HTTP status.")] = None,
+    since: Annotated[datetime | SkipJsonSchema[None], Query(
+        description="From this time (inclusive; default: 31 days before `until`).")] = None,
+    until: Annotated[datetime | SkipJsonSchema[None], Query(description="Before this time (default: now).")] = None,
+    cursor: Annotated[omittable(str, pattern=ID_RE.pattern),
+                      Query(description="The previous page's next_cursor.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     """State-changing and download requests of every tenant, newest first, filtered by exact matches. Each

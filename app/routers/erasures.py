@@ -1,4 +1,4 @@
-"""``/v1/erasures``: submit, list, read, cancel/delete an erasure, and download its checkpoint."""
+"""``/v1/erasures``: submit, list, read, cancel and delete an erasure, and download its checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic.json_schema import SkipJsonSchema
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from app.bounds import check_erasure, check_memory
 from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model, require_webhook_target, validation_error
+from app.problems import problem
 from app.schemas import (
     MAX_IDEMPOTENCY_KEY,
     MAX_METADATA_KEYS,
@@ -26,11 +28,12 @@ from app.schemas import (
     ErasureView,
     ExportAccepted,
     Status,
+    omittable,
 )
 from app.service import IdempotencyConflict, Service
 from erasepro_core.formats import FormatError, check_format
 from erasepro_jobs import memory, store
-from erasepro_jobs.listing import decode_cursor, encode_cursor
+from erasepro_jobs.listing import cursor_pattern, decode_cursor, encode_cursor
 from erasepro_jobs.storage import Storage
 from erasepro_jobs.webhooks import new_secret
 
@@ -48,29 +51,30 @@ def _opaque(tag: str) -> str:
 
 def conditional_response(request: Request, etag: str, size: int) -> Response | None:
     """RFC 9110 §13 for one strong ``etag``: If-Match (strong comparison; ``*``) → 412, then If-None-Match
-    (weak comparison; ``*``) → 304 for GET/HEAD; then a Range the file cannot satisfy → JSON 416/400."""
+    (weak comparison; ``*``) → 304 for GET/HEAD; then a Range the file cannot satisfy → 416/400 (problem
+    details)."""
     if_match = request.headers.get("if-match")
     if if_match is not None:
         tags = _etags(if_match)
         if "*" not in tags and etag not in tags:  # strong: a W/ tag never matches
-            return JSONResponse(status_code=412, headers={"ETag": etag},
-                                content={"detail": f"If-Match does not match the current ETag {etag}"})
+            return problem(412, f"If-Match does not match the current ETag {etag}", {"ETag": etag},
+                           request.url.path)
     if_none = request.headers.get("if-none-match")
     if if_none is not None:
         tags = _etags(if_none)
         if "*" in tags or etag in [_opaque(t) for t in tags]:
             if request.method in ("GET", "HEAD"):
                 return Response(status_code=304, headers={"ETag": etag})
-            return JSONResponse(status_code=412, content={"detail": "If-None-Match matched the current ETag"})
+            return problem(412, "If-None-Match matched the current ETag", None, request.url.path)
     http_range = request.headers.get("range")
     if http_range is not None and request.method == "GET":
         try:
             FileResponse._parse_range_header(http_range, size)
         except MalformedRangeHeader as exc:
-            return JSONResponse(status_code=400, content={"detail": f"Range {http_range!r}: {exc.content}"})
+            return problem(400, f"Range {http_range!r}: {exc.content}", None, request.url.path)
         except RangeNotSatisfiable:
-            return JSONResponse(status_code=416, headers={"Content-Range": f"bytes */{size}"},
-                                content={"detail": f"Range {http_range!r} is outside the {size}-byte file"})
+            return problem(416, f"Range {http_range!r} is outside the {size}-byte file",
+                           {"Content-Range": f"bytes */{size}"}, request.url.path)
     return None
 
 
@@ -99,7 +103,7 @@ def metadata_filter(params: list[tuple[str, str]]) -> dict[str, str]:
                      415: {"description": "not JSON"}, 413: {"description": "body too large"}})
 async def submit_erasure(
     body: ErasureRequest, tenant: Tenant, svc: Svc, settings: Cfg, response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=MAX_IDEMPOTENCY_KEY)] = None,
+    idempotency_key: Annotated[omittable(str, max_length=MAX_IDEMPOTENCY_KEY), Header()] = None,
 ) -> dict:
     """Queue an erasure of a registered base model. Answers 202 with the job id and links."""
     spec = body.to_spec()
@@ -135,8 +139,9 @@ async def submit_erasure(
 async def list_erasures(
     request: Request, tenant: Tenant, svc: Svc,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    status: Annotated[Status | None, Query(description="Only jobs in this status.")] = None,
+    cursor: Annotated[omittable(str, pattern=cursor_pattern()),
+                      Query(description="The previous page's next_cursor.")] = None,
+    status: Annotated[Status | SkipJsonSchema[None], Query(description="Only jobs in this status.")] = None,
 ) -> dict:
     """The caller's erasures, newest first; pass ``next_cursor`` back as ``cursor`` for the next page
     (``null``: the end). ``?status=succeeded&metadata[team]=red`` keeps the jobs in that status whose metadata
@@ -161,18 +166,36 @@ async def get_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
         raise not_found()
     return view
 
-@router.delete("/v1/erasures/{job_id}", tags=["erasures"], status_code=202,
-            responses={202: {"model": ErasureView, "description": "cancelled or cancellation requested"},
-                       204: {"description": "finished job deleted with its artifacts"},
-                       404: {"description": "no such erasure for this tenant"}})
+@router.post("/v1/erasures/{job_id}/cancel", tags=["erasures"], status_code=202, response_model=ErasureView,
+             responses={202: {"description": "cancelled (a queued job), or cancellation requested (a running job "
+                                             "stops at its next progress step: `cancel_requested`)"},
+                        404: {"description": "no such erasure for this tenant"},
+                        409: {"description": "the erasure has finished: nothing to cancel"}})
+async def cancel_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+    """Cancel a queued or running erasure (OpenAI's and Replicate's ``POST …/cancel``). The job ends
+    ``cancelled`` and its webhook and event log say ``erasure.cancelled``; then ``DELETE`` removes it."""
+    view = await svc.erasure(tenant, job_id)
+    if view is None:
+        raise not_found()
+    if view["status"] not in store.ACTIVE:
+        raise HTTPException(409, f"erasure {job_id} is {view['status']}: only a queued or running job can be "
+                                 "cancelled")
+    await svc.cancel(tenant, job_id)
+    return await svc.erasure(tenant, job_id) or view
+
+@router.delete("/v1/erasures/{job_id}", tags=["erasures"], status_code=204, response_class=Response,
+               responses={204: {"description": "deleted with its checkpoint and exports; now 404"},
+                          404: {"description": "no such erasure for this tenant"},
+                          409: {"description": "the erasure is queued or running: cancel it first "
+                                               "(POST /v1/erasures/{job_id}/cancel)"}})
 async def delete_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
-    """Cancel a queued/running job (202), or delete a finished one and its checkpoint (204)."""
+    """Delete a finished erasure (succeeded, failed or cancelled) and its checkpoint; afterwards it is 404."""
     view = await svc.erasure(tenant, job_id)
     if view is None:
         raise not_found()
     if view["status"] in store.ACTIVE:
-        await svc.cancel(tenant, job_id)
-        return JSONResponse(status_code=202, content=await svc.erasure(tenant, job_id) or view)
+        raise HTTPException(409, f"erasure {job_id} is {view['status']}: cancel it first (POST "
+                                 f"/v1/erasures/{job_id}/cancel), then delete it once it has stopped")
     await svc.delete(tenant, job_id)
     return Response(status_code=204)
 
@@ -181,7 +204,11 @@ async def delete_erasure(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
          responses={200: {"content": {"application/octet-stream": {}, "application/x-tar": {}},
                           "description": "the checkpoint (Range supported)"},
                     202: {"model": ExportAccepted, "description": "diffusers/lora/kohya export in progress"},
+                    206: {"content": {"application/octet-stream": {}, "application/x-tar": {},
+                                      "multipart/byteranges": {}}, "description": "the Range asked for"},
                     304: {"description": "If-None-Match matched"},
+                    307: {"description": "the export finished meanwhile: the same URL serves it now"},
+                    400: {"description": "a malformed Range header"},
                     412: {"description": "If-Match did not match"},
                     416: {"description": "Range not satisfiable"},
                     404: {"description": "no such erasure for this tenant"},

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from app.bounds import check_memory
 from app.deps import JobId, Svc, Tenant, not_found
+from app.schemas import json_int
 from erasepro_core.attacks import MAX_TARGETS
 from erasepro_core.attacks import budgets as attack_budgets
 from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
@@ -37,25 +38,30 @@ MAX_LISTED = 100  # live (unfinished or failed) evaluations listed per erasure, 
 class EvaluationRequest(BaseModel):
     """Which attacks at which budget, with which seed, on which of the erasure's targets, within how long."""
 
-    model_config = ConfigDict(extra="forbid")
-    budgets: Annotated[dict[str, int] | None, Field(min_length=1, max_length=len(attack_budgets()), description=(
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
+        {"judge": "clip", "samples": 2, "max_prompts": 4, "seed": 0, "steps": 20, "timeout_s": 1800}]})
+    budgets: Annotated[dict[str, json_int()] | None, Field(min_length=1, max_length=len(attack_budgets()), description=(
         "attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: "
-        f"{attack_budgets()}"))
-    ] = None
+        f"{attack_budgets()}")),
+        WithJsonSchema({"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
+                                   "properties": {name: {"type": "integer", "minimum": lo, "maximum": hi}
+                                                  for name, (lo, hi) in attack_budgets().items()}},
+                                  {"type": "null"}]})] = None
     judge: Annotated[Literal[tuple(JUDGES)] | None, Field(description=(  # type: ignore[valid-type]
         "Who reads the images: 'shapes' (the bundled model: attacks at budgets), 'nudenet' or 'clip' (before/after "
         "images of the preset's prompts, or of each target's plain phrasings). Left out: the erasure's preset's "
         "judge (nudity: nudenet; artists, characters, brands: clip), the world's own on bundled, else clip. "
         "CLIP reads the server's ERASEPRO_CLIP_MODEL folder."))] = None
-    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description="images per prompt and side (image judges)")] = 2
-    max_prompts: Annotated[int, Field(ge=1, le=MAX_PROMPTS, description="prompts drawn, the first of the "
+    samples: Annotated[json_int(ge=1, le=MAX_SAMPLES), Field(
+                                      description="images per prompt and side (image judges)")] = 2
+    max_prompts: Annotated[json_int(ge=1, le=MAX_PROMPTS), Field(description="prompts drawn, the first of the "
                                       "preset's list (image judges)")] = 12
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    seed: json_int(ge=0, le=2**31 - 1) = 0
     targets: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
                        Field(min_length=1, max_length=MAX_TARGETS,
                              description="some of the erasure's targets (default: all of them)")] = None
-    steps: Annotated[int, Field(ge=2, le=50, description="denoising steps per image the attacks draw")] = 25
-    timeout_s: Annotated[int, Field(ge=10, le=MAX_TIMEOUT_S, description="the job's time bound")] = 1800
+    steps: Annotated[json_int(ge=2, le=50), Field(description="denoising steps per image the attacks draw")] = 25
+    timeout_s: Annotated[json_int(ge=10, le=MAX_TIMEOUT_S), Field(description="the job's time bound")] = 1800
 
     @field_validator("budgets")
     @classmethod
@@ -187,11 +193,12 @@ async def evaluation_image(job_id: JobId, eval_id: JobId, name: str, tenant: Ten
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=31536000, immutable"})
 
 
-@router.delete("/v1/erasures/{job_id}/evaluations/{eval_id}", status_code=202,
-               responses={404: {"description": "no such erasure or evaluation for this tenant"},
-                          409: {"description": "the evaluation has finished"}})
+@router.post("/v1/erasures/{job_id}/evaluations/{eval_id}/cancel", status_code=202,
+             responses={404: {"description": "no such erasure or evaluation for this tenant"},
+                        409: {"description": "the evaluation has finished: nothing to cancel"}})
 async def cancel_evaluation(job_id: JobId, eval_id: JobId, tenant: Tenant, svc: Svc) -> dict[str, Any]:
-    """Cancel a queued or running evaluation (a running one stops at its next progress step)."""
+    """Cancel a queued or running evaluation (a running one stops at its next progress step). Finished
+    evaluations stay with the erasure's checkpoint and go with the erasure's ``DELETE``."""
     await _erasure_or_404(svc, tenant, job_id)
     rec = await svc.record(eval_id, tenant, "evaluation")
     if rec is None or rec.get("erasure_id") != job_id:

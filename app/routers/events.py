@@ -17,7 +17,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from app.deps import JobId, Svc, Tenant, not_found
-from app.schemas import DeliveryList, EventList
+from app.schemas import DeliveryList, EventList, omittable
 from app.service import Service
 from erasepro_jobs import store
 from erasepro_jobs.events import TERMINAL_EVENTS
@@ -27,10 +27,11 @@ router = APIRouter(tags=["erasures"])
 MAX_STREAM_S = 600.0
 KEEPALIVE_S = 15.0
 BLOCK_MS = 1000
-EVENT_ID_RE = r"^[0-9]{1,20}-[0-9]{1,20}$"
+# a Redis stream id, ``<ms>[-<seq>]`` (two 64-bit numbers; 19 digits always fit; a missing seq is 0)
+EVENT_ID_RE = r"^[0-9]{1,19}(?:-[0-9]{1,19})?$"
 
-After = Annotated[str | None, Query(max_length=41, pattern=EVENT_ID_RE,
-                                    description="Return events after this event id (the previous page's "
+After = Annotated[omittable(str, pattern=EVENT_ID_RE),
+                  Query(description="Return events after this event id (the previous page's "
                                                 "next_cursor).")]
 
 
@@ -45,7 +46,7 @@ def _item(ev: dict[str, Any]) -> dict[str, Any]:
 async def erasure_events(job_id: JobId, tenant: Tenant, svc: Svc, after: After = None,
                          limit: Annotated[int, Query(ge=1, le=500)] = 100,
                          accept: Annotated[str, Header()] = "",
-                         last_event_id: Annotated[str | None, Header(max_length=41, pattern=EVENT_ID_RE)] = None,
+                         last_event_id: Annotated[omittable(str, pattern=EVENT_ID_RE), Header()] = None,
                          ) -> Any:
     """Oldest first. With ``Accept: text/event-stream``: a live stream that resumes after ``Last-Event-ID``."""
     if await svc.erasure(tenant, job_id) is None:

@@ -11,15 +11,16 @@ from fastapi.responses import JSONResponse
 
 from app.bounds import check_generation
 from app.deps import Cfg, JobId, Svc, Tenant, not_found, require_model
-from app.schemas import GeneratedImages, GenerateRequest, GenerationView
+from app.problems import problem
+from app.schemas import GeneratedImages, GenerateRequest, GenerationView, omittable
 from app.service import Service, generation_view
 from erasepro_jobs import store
 from erasepro_jobs.settings import Settings
 
 router = APIRouter(tags=["generation"])
 
-WaitS = Annotated[float | None, Query(ge=0, le=3600, allow_inf_nan=False,
-                                      description="Seconds to wait before answering 202 (capped by the server's "
+WaitS = Annotated[omittable(float, ge=0, le=3600, allow_inf_nan=False),
+                  Query(description="Seconds to wait before answering 202 (capped by the server's "
                                                   "limit; 0 answers 202 at once).")]
 
 
@@ -44,15 +45,15 @@ async def _generation_result(svc: Service, tenant: str, job_id: str, accept: str
     guard = view.get("guard") or {}
     if status == "failed" and guard.get("flagged") and guard.get("mode") == "refuse":
         # the erasure's prompt guard refused the prompt: the caller's input, not a server fault
-        return JSONResponse(status_code=422, content={"detail": rec.get("error") or "refused by the prompt guard",
-                                                      "guard": guard, "job": view})
+        return problem(422, rec.get("error") or "refused by the prompt guard", None,
+                       f"/v1/generations/{job_id}", guard=guard, job=view)
     if status != "succeeded":
         erasure_id = rec.get("erasure_id")
         if erasure_id and await svc.erasure(tenant, erasure_id) is None:
-            return JSONResponse(status_code=404, content={
-                "detail": f"the erasure {erasure_id} this generation used has been deleted", "job": view})
-        return JSONResponse(status_code=409, content={
-            "detail": f"generation {status}: {rec.get('error') or 'no images'}", "job": view})
+            return problem(404, f"the erasure {erasure_id} this generation used has been deleted", None,
+                           f"/v1/generations/{job_id}", job=view)
+        return problem(409, f"generation {status}: {rec.get('error') or 'no images'}", None,
+                       f"/v1/generations/{job_id}", job=view)
     images = await svc.images(job_id)
     if not images:
         raise HTTPException(410, "the generated images have expired; generate again")
@@ -69,13 +70,16 @@ gen_responses: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}, "application/json": {"schema": GeneratedImages.model_json_schema()}},
           "description": "one image as PNG, or several as base64 PNGs in JSON"},
     202: {"model": GenerationView, "description": "still running after the wait limit: poll the job"},
-    404: {"description": "not found"}, 415: {"description": "not JSON"},
+    404: {"description": "not found"}, 410: {"description": "the generated images have expired"},
+    409: {"description": "the base model is not installed here, or the generation failed or was cancelled "
+                         "(the body's `job` says which)"},
     422: {"description": "invalid parameters, or the prompt was refused by the erasure's prompt guard (its "
                          "`prompt_guard` option is 'refuse'): the body's `guard` says why"},
 }
 
 @router.post("/v1/erasures/{job_id}/generate", tags=["generation"], response_model=None,
-          responses={**gen_responses, 409: {"description": "the erasure has not succeeded"}})
+          responses={**gen_responses, 409: {"description": "the erasure has not succeeded, or its base model is not "
+                                                           "installed here"}})
 async def generate_edited(job_id: JobId, body: GenerateRequest, tenant: Tenant, svc: Svc, settings: Cfg,
                           request: Request, wait: WaitS = None) -> Response:
     """Sample from the base model with this erasure's delta applied."""
@@ -102,19 +106,35 @@ async def get_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
         raise not_found("generation")
     return generation_view(rec)
 
-@router.delete("/v1/generations/{job_id}", tags=["generation"], status_code=202,
-            responses={202: {"model": GenerationView, "description": "cancelled or cancellation requested"},
-                       204: {"description": "finished generation deleted with its images"},
-                       404: {"description": "no such generation for this tenant"}})
+@router.post("/v1/generations/{job_id}/cancel", tags=["generation"], status_code=202,
+             response_model=GenerationView,
+             responses={202: {"description": "cancelled (queued), or cancellation requested (running)"},
+                        404: {"description": "no such generation for this tenant"},
+                        409: {"description": "the generation has finished: nothing to cancel"}})
+async def cancel_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> dict:
+    """Cancel a queued or running generation; then ``DELETE`` removes it."""
+    rec = await svc.record(job_id, tenant, "generation")
+    if rec is None:
+        raise not_found("generation")
+    if rec.get("status") not in store.ACTIVE:
+        raise HTTPException(409, f"generation {job_id} is {rec.get('status')}: only a queued or running one can "
+                                 "be cancelled")
+    await svc.cancel(tenant, job_id)
+    return generation_view(await svc.record(job_id, tenant, "generation") or rec)
+
+@router.delete("/v1/generations/{job_id}", tags=["generation"], status_code=204, response_class=Response,
+               responses={204: {"description": "deleted with its images; now 404"},
+                          404: {"description": "no such generation for this tenant"},
+                          409: {"description": "the generation is queued or running: cancel it first "
+                                               "(POST /v1/generations/{job_id}/cancel)"}})
 async def delete_generation(job_id: JobId, tenant: Tenant, svc: Svc) -> Response:
-    """Cancel a queued/running generation (202), or delete a finished one and its images (204)."""
+    """Delete a finished generation and its images; afterwards it is 404."""
     rec = await svc.record(job_id, tenant, "generation")
     if rec is None:
         raise not_found("generation")
     if rec.get("status") in store.ACTIVE:
-        await svc.cancel(tenant, job_id)
-        return JSONResponse(status_code=202, content=generation_view(
-            await svc.record(job_id, tenant, "generation") or rec))
+        raise HTTPException(409, f"generation {job_id} is {rec.get('status')}: cancel it first (POST "
+                                 f"/v1/generations/{job_id}/cancel), then delete it once it has stopped")
     await svc.delete_generation(job_id)
     return Response(status_code=204)
 

@@ -19,9 +19,10 @@ from app.schemas import (
     WebhookEndpointUpdate,
     WebhookEndpointView,
     WebhookEndpointWithSecret,
+    omittable,
 )
 from erasepro_jobs.endpoints import ENDPOINT_ID_RE, Endpoint, EndpointLimit
-from erasepro_jobs.listing import decode_cursor, encode_cursor
+from erasepro_jobs.listing import cursor_pattern, decode_cursor, encode_cursor
 
 router = APIRouter(tags=["webhook endpoints"])
 
@@ -52,7 +53,8 @@ async def create_endpoint(body: WebhookEndpointCreate, tenant: Tenant, svc: Svc,
 @router.get("/v1/webhook-endpoints", response_model=WebhookEndpointList)
 async def list_endpoints(tenant: Tenant, svc: Svc,
                          limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                         cursor: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+                         cursor: Annotated[omittable(str, pattern=cursor_pattern(ENDPOINT_ID_RE)),
+                                           Query(description="The previous page's next_cursor.")] = None) -> dict:
     """The tenant's endpoints, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     try:
         after = decode_cursor(cursor, ENDPOINT_ID_RE) if cursor else None

@@ -9,11 +9,14 @@ export const session = {
   clear() { sessionStorage.removeItem(KEY); },
 };
 
+/** A failed call: its status and the server's RFC 9457 problem details (``body``; ``errors`` lists the offending
+ * fields of a 400/422, each with ``loc`` and ``msg``). */
 export class ApiError extends Error {
   constructor(status, body) {
     super(messageOf(status, body));
     this.status = status;
     this.body = body;
+    this.errors = Array.isArray(body?.errors) ? body.errors : [];
   }
 }
 
@@ -21,7 +24,6 @@ export class ApiError extends Error {
 function messageOf(status, body) {
   if (status === 401) return "That API key was not accepted. Check it and sign in again.";
   if (body && typeof body.detail === "string") return body.detail;
-  if (body && typeof body.message === "string") return body.message;
   return `The server answered ${status}.`;
 }
 

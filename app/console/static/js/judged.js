@@ -95,7 +95,7 @@ export function judgedEvaluations(v) {
       }
       await load();
     } catch (err) {
-      if (!controller.signal.aborted) status.textContent = err.body?.detail?.[0]?.msg || err.message;
+      if (!controller.signal.aborted) status.textContent = err.errors?.[0]?.msg || err.message;
     } finally {
       run.disabled = false;
     }

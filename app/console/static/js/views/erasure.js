@@ -76,8 +76,10 @@ function drawHead(head, v, bar, navigate) {
   if (ACTIVE.has(v.status)) {
     actions.append(h("button", {type: "button", class: "btn danger", disabled: v.cancel_requested, onclick: async () => {
       if (!await confirmDialog("Cancel this erasure?", `${editsText(v)} will stop; nothing is kept.`, "Cancel erasure")) return;
-      await api(`/v1/erasures/${v.id}`, {method: "DELETE"}).catch((e) => announce(e.message));
-      announce("Cancellation requested.");
+      try {
+        await api(`/v1/erasures/${v.id}/cancel`, {method: "POST"});
+        announce("Cancellation requested.");
+      } catch (e) { announce(e.message); }
     }}, v.cancel_requested ? "Cancelling…" : "Cancel"));
   } else {
     actions.append(h("button", {type: "button", class: "btn danger", onclick: async () => {

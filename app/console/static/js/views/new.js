@@ -1,5 +1,5 @@
 // The new-erasure form. Method, options and their help text and bounds come from /openapi.json at run time;
-// the server's 422 errors (detail[].loc) are shown next to the field they name.
+// the server's 422 errors (the problem details' errors[].loc) are shown next to the field they name.
 
 import {api, ApiError} from "../api.js";
 import {announce, clear, h} from "../dom.js";
@@ -219,8 +219,8 @@ async function build(view, navigate, aborted) {
       announce("Erasure queued.");
       navigate(`/console/erasures/${accepted.id}`);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 422 && Array.isArray(err.body?.detail)) {
-        showErrors(form, summary, rows, err.body.detail);
+      if (err instanceof ApiError && err.status === 422 && err.errors.length) {
+        showErrors(form, summary, rows, err.errors);
       } else {
         summary.hidden = false;
         summary.append(h("p", {}, err.message));

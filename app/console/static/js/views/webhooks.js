@@ -191,9 +191,8 @@ export function renderWebhooks(view) {
 
 /** The API's message: a 422's first error ("url: …" without the "body." prefix), else the ApiError's text. */
 function apiMessage(err) {
-  const detail = err.body?.detail;
-  if (Array.isArray(detail) && detail.length) {
-    return detail.map((d) => {
+  if (err.errors?.length) {
+    return err.errors.map((d) => {
       const where = (d.loc || []).filter((p) => p !== "body").join(".");
       return where ? `${where}: ${d.msg}` : d.msg;
     }).join("; ");
