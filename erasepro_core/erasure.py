@@ -34,7 +34,7 @@ from erasepro_core.preserve import (
 )
 from erasepro_core.progressive import TowerPass, carry_tower
 from erasepro_core.report import summary
-from erasepro_core.solver import Metric, in_dspace
+from erasepro_core.solver import Metric, Moments, in_dspace
 from erasepro_core.spec import ErasureSpec
 
 log = logging.getLogger(__name__)
@@ -283,8 +283,9 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         x, y = torch.cat([x, extra[0].to(x.device, dtype)], 1), torch.cat([y, extra[1].to(y.device, dtype)], 1)
         n_extra = extra[0].shape[1]
 
-    def solve(xs: torch.Tensor, ys: torch.Tensor) -> KVEdit:
-        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts)
+    def solve(xs: torch.Tensor, ys: torch.Tensor, summed: Moments | None = None) -> KVEdit:
+        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts,
+                            summed)
         return job.plan.kv_edit(job.plan.method, inputs)
 
     rounds = job.plan.method.hardening_rounds()
