@@ -165,10 +165,10 @@ def erase_memory(spec: ErasureSpec | dict, dims: ModelDims) -> MemoryEstimate:
     dspace = n_all > d
     parts: dict[str, int] = {}
     col_bytes = 4 if dspace else 8
-    # X and Y (plus, with two towers, the towers' own columns while they are concatenated); hardening keeps the
-    # original target columns in float64 beside them.
+    # X and Y (plus, with two towers, one side's per-tower columns while X and Y are stacked from them: the other
+    # side's are already released); hardening keeps the original target columns in float64 beside them.
     towers = len(dims.towers)
-    parts["columns"] = 2 * n_all * d * col_bytes + (2 * n * d * 4 if towers > 1 else 0) + \
+    parts["columns"] = 2 * n_all * d * col_bytes + (n * d * 4 if towers > 1 else 0) + \
         (2 * n * d * 8 if rounds else 0)
     if dspace:
         parts["solve"] = 3 * COLUMN_BATCH * d * 8 + 10 * d * d * 8

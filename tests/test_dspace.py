@@ -242,3 +242,18 @@ def test_uce_reads_kept_moments_as_its_own(monkeypatch):
     assert relative(kept.a @ kept.b - fresh.a @ fresh.b, fresh.a @ fresh.b) < 1e-12
     with pytest.raises(ValueError, match="cover 40 columns"):
         method_for(config).kv_edit(config, EditInputs(x[:, :30], y[:, :30], pres, lambda: None, 0, summed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_towers_columns_are_stacked_as_concatenated_and_released(dtype):
+    """SDXL's two towers: X is their columns one above the other (what torch.cat gives), each tower's released
+    from its pass once copied."""
+    from erasepro_core.erasure import _stacked
+    from erasepro_core.progressive import TowerPass
+
+    g = torch.Generator().manual_seed(12)
+    parts = [torch.randn(40, d, generator=g).T for d in (3, 5)]  # d × n views, as the gathers give them
+    passes = [TowerPass(x=p, y=p + 1, xh=None, yh=None) for p in parts]
+    x = _stacked(passes, "x", dtype)
+    assert x.dtype == dtype and torch.equal(x, torch.cat(parts).to(dtype))
+    assert all(p.x.numel() == 0 for p in passes) and all(p.y.numel() for p in passes)
