@@ -9,8 +9,9 @@ peak overlap, plus a fixed allowance for the allocator and per-call transients, 
 
   columns     X and Y (d × n, float64 while n ≤ d, float32 past it), the solve's working set (n-space: the
               n × n Gram, its factor and G; d-space: a few d × d matrices and one float64 column batch)
-  encoding    one suffix group's layer transients (unedited towers stream their blocks), or, with progressive
-              layers, every target and anchor token's states and fc2 inputs at once
+  encoding    one suffix group's layer transients (unedited towers stream their blocks); with progressive
+              layers also every token's state (d wide: the stage streams its blocks too, never holding every
+              token's fc2 input) and an edited layer's paired columns
   weights     the written K/V weights (and fc2 weights of the progressive stage)
   report      the bounded report columns, held-out columns and the preserve drift sample
   pairs       the pairing's per-column bookkeeping (Python tuples, index tensors)
@@ -162,10 +163,10 @@ def erase_memory(spec: ErasureSpec | dict, dims: ModelDims) -> MemoryEstimate:
     dspace = n_all > d
     parts: dict[str, int] = {}
     col_bytes = 4 if dspace else 8
-    # X and Y (plus, with two towers, the towers' own columns while they are concatenated); hardening keeps the
-    # original target columns in float64 beside them.
+    # X and Y (plus, with two towers, one side's per-tower columns while X and Y are stacked from them: the other
+    # side's are already released); hardening keeps the original target columns in float64 beside them.
     towers = len(dims.towers)
-    parts["columns"] = 2 * n_all * d * col_bytes + (2 * n * d * 4 if towers > 1 else 0) + \
+    parts["columns"] = 2 * n_all * d * col_bytes + (n * d * 4 if towers > 1 else 0) + \
         (2 * n * d * 8 if rounds else 0)
     if dspace:
         parts["solve"] = 3 * COLUMN_BATCH * d * 8 + 10 * d * d * 8
@@ -173,16 +174,18 @@ def erase_memory(spec: ErasureSpec | dict, dims: ModelDims) -> MemoryEstimate:
         parts["solve"] = 4 * n_all * n_all * 8 + 3 * n_all * d * 8
     schedule, _ = method.progressive_stage()
     widest = max(dims.towers, key=lambda t: t.width)
+    rows = len(spec.edits) * len(spec.templates) + len(anchors)
+    group = min(MAX_GROUP_ROWS, rows) * longest  # one suffix group's tokens
     if schedule != "none":
-        # Every target and anchor token's states and fc2 inputs, per tower at once (flattened copies included).
-        parts["encoding"] = sum((tokens + tokens_held) * (6 * t.width + 3 * t.intermediate) * 4
-                                for t in dims.towers)
+        # Streamed by block: every target and anchor token's state (and, through an edited layer, the targets'
+        # post-attention state), one block's layer transients, and an edited layer's paired columns (fc2 inputs
+        # in float32 and float64, outputs, anchors, gap and residual in float64), per tower.
+        parts["encoding"] = sum((tokens + tokens_held) * 2 * t.width * 4 + group * (8 * t.width + 2 * t.intermediate)
+                                * 4 + (n + n_held) * (12 * t.intermediate + 36 * t.width) for t in dims.towers)
         parts["fc2"] = sum(t.width * t.intermediate * (dims.dtype_bytes + 16) * min(t.layers, 4)
                            for t in dims.towers)
     else:
         # One suffix group: its tokens' states through a layer (attention, MLP) and the cached prefixes' keys.
-        rows = len(spec.edits) * len(spec.templates) + len(anchors)
-        group = min(MAX_GROUP_ROWS, rows) * longest
         parts["encoding"] = group * (8 * widest.width + 2 * widest.intermediate) * 4
     parts["weights"] = dims.kv_params * dims.dtype_bytes
     report_cols = min(n, MAX_REPORT_COLUMNS) + min(n_all - n, MAX_REPORT_EXTRA) + min(n_held, MAX_REPORT_HELDOUT)

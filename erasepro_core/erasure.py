@@ -34,7 +34,7 @@ from erasepro_core.preserve import (
 )
 from erasepro_core.progressive import TowerPass, carry_tower
 from erasepro_core.report import summary
-from erasepro_core.solver import Metric, in_dspace
+from erasepro_core.solver import Metric, Moments, in_dspace
 from erasepro_core.spec import ErasureSpec
 
 log = logging.getLogger(__name__)
@@ -271,11 +271,7 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
     # Past n = d the methods solve on d × d moments summed in float64 batches (solver.moments): the n × d columns
     # stay in float32 (exact for the encoders' features; extra_context is rounded to it), half the memory.
     dtype = torch.float32 if in_dspace(n_total, sum(p.x.shape[0] for p in passes)) else torch.float64
-    x, y = (torch.cat([getattr(p, k) for p in passes]) if len(passes) > 1 else getattr(passes[0], k)
-            for k in ("x", "y"))
-    for p in passes:  # the columns now live in x, y only
-        p.x = p.y = torch.empty(0)
-    x, y = x.to(dtype), y.to(dtype)
+    x, y = _stacked(passes, "x", dtype), _stacked(passes, "y", dtype)  # the columns now live in x, y only
     xh = torch.cat([p.xh for p in passes]).double() if passes[0].xh is not None else None
     yh = torch.cat([p.yh for p in passes]).double() if passes[0].yh is not None else None
     n_extra = 0
@@ -283,8 +279,9 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         x, y = torch.cat([x, extra[0].to(x.device, dtype)], 1), torch.cat([y, extra[1].to(y.device, dtype)], 1)
         n_extra = extra[0].shape[1]
 
-    def solve(xs: torch.Tensor, ys: torch.Tensor) -> KVEdit:
-        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts)
+    def solve(xs: torch.Tensor, ys: torch.Tensor, summed: Moments | None = None) -> KVEdit:
+        inputs = EditInputs(xs, ys, pres.ctx, lambda: job.metric(("ctx",), pres.ctx, xs.shape[0]), pres.n_prompts,
+                            summed)
         return job.plan.kv_edit(job.plan.method, inputs)
 
     rounds = job.plan.method.hardening_rounds()
@@ -310,6 +307,27 @@ def _final_stage(job: _Job, pairs: PairSet, held: PairSet, pres: PreserveStats, 
         n_constraints=pairs.n_columns, n_heldout=held.n_columns, n_extra=n_extra, timings=job.timings,
         hardening=hardening,
     )
+
+
+def _stacked(passes: list[TowerPass], key: str, dtype: torch.dtype) -> torch.Tensor:
+    """The towers' columns ``key`` (d_i × n each) one above the other (SDXL: 768 + 1280 rows) in ``dtype``, each
+    tower's released from its pass as soon as it is copied: at most one tower's columns exist twice, never the
+    whole set (3 GB at SDXL's width and 1,000 concepts `to_end`)."""
+    if len(passes) == 1:
+        out = getattr(passes[0], key).to(dtype)
+        setattr(passes[0], key, torch.empty(0))
+        return out
+    first = getattr(passes[0], key)
+    out = first.new_empty(sum(getattr(p, key).shape[0] for p in passes), first.shape[1], dtype=dtype)
+    del first
+    row = 0
+    for p in passes:
+        cols = getattr(p, key)
+        out[row : row + cols.shape[0]] = cols
+        row += cols.shape[0]
+        setattr(p, key, torch.empty(0))
+        del cols
+    return out
 
 
 def _padded(cols: torch.Tensor | None, width: int) -> torch.Tensor | None:

@@ -116,13 +116,27 @@ class PrefixBatch:
     def layer(self, tower: TextTower, i: int, states: list[torch.Tensor]) -> tuple[list[torch.Tensor],
                                                                                      list[torch.Tensor]]:
         """Layer ``i``: the prefixes, then each suffix group attending to its rows' cached prefixes."""
-        out, xin, (k, v) = tower.layer_cached(i, states[0])
-        outs, xins = [out], [xin]
-        for (_, which, off), h in zip(self.suffixes, states[1:], strict=True):
-            o, x, _ = tower.layer_cached(i, h, (k[which], v[which], off))
-            outs.append(o)
-            xins.append(x)
-        return outs, xins
+        blocks = list(self.layer_iter(tower, i, states))
+        return [o for o, _, _ in blocks], [x for _, x, _ in blocks]
+
+    def layer_iter(self, tower: TextTower, i: int, states: list[torch.Tensor]
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`layer` one block at a time: (output, fc2 input, resume), ``resume`` being what
+        :meth:`resume_iter` needs to give that block's output and fc2 input again (its post-attention state: the
+        MLP alone is rerun). ``states[b]`` is read when block b is computed: the caller may replace earlier
+        blocks' entries meanwhile (the prefix keys/values are taken from block 0 first)."""
+        h_mid, (k, v) = tower.attend_cached(i, states[0])
+        yield (*tower.mlp_cached(i, h_mid), h_mid)
+        for b, (_, which, off) in enumerate(self.suffixes, 1):
+            mid = tower.attend_cached(i, states[b], (k[which], v[which], off))[0]
+            yield (*tower.mlp_cached(i, mid), mid)
+
+    @staticmethod
+    def resume_iter(tower: TextTower, i: int, resumes: list[torch.Tensor]
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's (output, fc2 input) of layer ``i`` again, from :meth:`layer_iter`'s ``resume``."""
+        for h_mid in resumes:
+            yield tower.mlp_cached(i, h_mid)
 
     @staticmethod
     def flat(states: list[torch.Tensor]) -> torch.Tensor:
@@ -190,6 +204,22 @@ class PaddedBatch:
         outs = [tower.layer(i, h) for h in states]
         return [o for o, _ in outs], [x for _, x in outs]
 
+    @staticmethod
+    def layer_iter(tower: TextTower, i: int, states: list[torch.Tensor]
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`layer` one block at a time: (output, fc2 input, resume); ``resume`` is the block's input (a T5
+        layer is rerun whole by :meth:`resume_iter`)."""
+        for b in range(len(states)):
+            h = states[b]
+            yield (*tower.layer(i, h), h)
+
+    @staticmethod
+    def resume_iter(tower: TextTower, i: int, resumes: list[torch.Tensor]
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each block's (output, fc2 input) of layer ``i`` again, from :meth:`layer_iter`'s ``resume``."""
+        for h in resumes:
+            yield tower.layer(i, h)
+
     def encode(self, tower: TextTower, cache: PrefixCache | None = None) -> list[torch.Tensor]:
         """Every block's states after the tower's context layers (no prefixes to share: ``cache`` is unused)."""
         states = self.embed(tower)
@@ -208,25 +238,44 @@ class PaddedBatch:
     flat = staticmethod(PrefixBatch.flat)
 
 
+class BlockGather:
+    """Rows at flat ``index`` (see :meth:`PrefixBatch.index`) of states that arrive one block at a time: sorted
+    once, so each block's share is a slice (O(n log n) once, not O(n) per block)."""
+
+    def __init__(self, index: torch.Tensor) -> None:
+        self.index = index.to(torch.long)
+        self.order = torch.argsort(self.index, stable=True)
+        self.sorted = self.index[self.order]
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    def into(self, out: torch.Tensor, flat: torch.Tensor, start: int) -> None:
+        """Copy the rows of ``flat`` (one block's tokens × d, the block's first token at flat ``start``) that
+        the index asks for into their rows of ``out`` (n × d)."""
+        lo = int(torch.searchsorted(self.sorted, start))
+        hi = int(torch.searchsorted(self.sorted, start + flat.shape[0]))
+        if hi > lo:
+            dev = flat.device
+            out[self.order[lo:hi].to(out.device)] = flat[(self.sorted[lo:hi] - start).to(dev)].to(out.device)
+
+
 def gather_context(tower: TextTower, blocks: Iterable[torch.Tensor], indices: list[torch.Tensor]
                    ) -> list[torch.Tensor]:
     """Context columns (d × n each) at flat ``indices`` (see :meth:`PrefixBatch.index`) of ``blocks``' states,
     taken block by block: only the gathered columns and one block are ever held (``to_context`` per block, as
     the flattened whole would give)."""
+    gathers = [BlockGather(idx) for idx in indices]
     outs: list[torch.Tensor | None] = [None] * len(indices)
     start = 0
     for h in blocks:
         ctx = tower.to_context(h)  # its width may differ from the states' (SD-3's projected pooled CLIP)
         flat = ctx.reshape(-1, ctx.shape[-1])
-        end = start + flat.shape[0]
-        for k, idx in enumerate(indices):
+        for k, g in enumerate(gathers):
             if outs[k] is None:
-                outs[k] = flat.new_empty(len(idx), flat.shape[1])
-            idx = idx.to(flat.device)
-            sel = (idx >= start) & (idx < end)
-            if bool(sel.any()):
-                outs[k][sel] = flat[idx[sel] - start]
-        start = end
+                outs[k] = flat.new_empty(len(g), flat.shape[1])
+            g.into(outs[k], flat, start)
+        start += flat.shape[0]
     return [o.T for o in outs]  # type: ignore[union-attr]
 
 

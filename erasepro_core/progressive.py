@@ -7,7 +7,7 @@ With no progressive layers the same pass just encodes targets and anchors (conte
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,16 +17,11 @@ from erasepro_core.adapters import TextTower
 from erasepro_core.features import PairSet
 from erasepro_core.kv import report_columns
 from erasepro_core.plan import Plan, schedule_fractions
-from erasepro_core.prefix import PrefixBatch, PrefixCache, batch_for, gather_context
+from erasepro_core.prefix import BlockGather, PrefixCache, batch_for, gather_context
 from erasepro_core.preserve import PreserveStats
 from erasepro_core.solver import Metric, in_dspace, relative, zero_residual_factors
 
 MetricFor = Callable[[tuple, Any, int], Metric]  # (site, stats, d_in) -> the cached metric
-
-
-def take(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Columns (d × n) of flattened states at a precomputed ``index``."""
-    return flat[index.to(flat.device)].T
 
 
 def _split(positions: list[tuple[int, int, int, int]], at: int) -> tuple[list[int], list[int]]:
@@ -71,25 +66,29 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
     ia = anchors.index([r + ao for r in _split(pairs.positions, 2)[0]], _split(pairs.positions, 2)[1])
     ith = targets.index([r + nt for r in _split(held.positions, 0)[0]], _split(held.positions, 0)[1])
     iah = anchors.index([r + na + ao for r in _split(held.positions, 2)[0]], _split(held.positions, 2)[1])
-    flat = PrefixBatch.flat
 
     out = TowerPass(x=torch.empty(0), y=torch.empty(0), xh=None, yh=None)
     betas = dict(zip(layers, schedule_fractions(plan.schedule, len(layers)), strict=True))
     if layers:
         h_t, h_a = targets.embed(tower), anchors.embed(tower)
+    g_t, g_a, g_th, g_ah = BlockGather(it), BlockGather(ia), BlockGather(ith), BlockGather(iah)
     for i in range(tower.n_context_layers if layers else 0):
-        h_out, xin = targets.layer(tower, i, h_t)
-        h_a = anchors.layer(tower, i, h_a)[0]
+        # Anchors (never edited): each block's output replaces its input as soon as it is computed.
+        cols_a = _stream(anchors.layer_iter(tower, i, h_a), h_a, [g_a, g_ah] if i in betas else [])
         if i not in betas:
-            h_t = h_out
+            _stream(targets.layer_iter(tower, i, h_t), h_t, [])
             continue
         beta = betas[i]
-        f_in, f_a, f_out = flat(xin), flat(h_a), flat(h_out)  # flattened once per layer, gathered often
+        # Pass 1: the paired columns of fc2's input and output, block by block; each block keeps only its
+        # post-attention state (d wide), from which pass 2 reruns the MLP once the edit is known.
+        resumes: list[torch.Tensor] = []
+        x_rows, out_rows, xh_rows, outh_rows = _streamed_columns(
+            targets.layer_iter(tower, i, h_t), h_t, resumes, [g_t, g_th])
         # Past n = d_in the solve reads only d_in × d_in moments: the columns stay in the model's dtype.
-        wide = in_dspace(len(it), f_in.shape[1])
-        x = take(f_in, it) if wide else take(f_in, it).double()
-        anchor = take(f_a, ia).double()
-        gap = anchor - take(f_out, it).double()
+        wide = in_dspace(len(it), x_rows.shape[1])
+        x = x_rows.T if wide else x_rows.T.double()
+        anchor = cols_a[0].T.double()
+        gap = anchor - out_rows.T.double()
         r = beta * gap
         stats = pres.fc2.get((ti, i))
         a, b, rank = zero_residual_factors(x, r, metric_for((ti, i), stats, x.shape[0]))
@@ -97,7 +96,9 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
         new = (w.double() + a @ b).to(w.dtype)
         applied = (new.double() - w.double())  # what the written weights actually change
         delta = applied.to(w.dtype).T
-        h_t = [o + xi @ delta for o, xi in zip(h_out, xin, strict=True)]
+        # Pass 2: the targets' states through the edited layer, each block's MLP rerun from its resume state.
+        after = _edited_pass(targets.resume_iter(tower, i, resumes), resumes, h_t, delta, g_t, out_rows)
+        del resumes
         key = tower.fc2_name(i)
         out.tensors[key], out.originals[key] = new, w  # moved to the host once, by the caller
         cols = report_columns(x.shape[1], 0).to(x.device) if wide else slice(None)  # a bounded report
@@ -106,12 +107,12 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
             "n_columns": x.shape[1], "rank": rank,
             "residual": relative(applied @ x[:, cols].double() - r[:, cols], r[:, cols]),
             "gap_before": relative(gap, anchor),
-            "gap_after": relative(anchor - take(flat(h_t), it).double(), anchor),
+            "gap_after": relative(anchor - after.T.double(), anchor),
             "update_norm": relative(applied, w),
         }
         if len(ith):
-            xh = take(f_in, ith).double()
-            rh = beta * (take(f_a, iah) - take(f_out, ith)).double()
+            xh = xh_rows.T.double()
+            rh = beta * (cols_a[1].T - outh_rows.T).double()
             site["heldout_residual"] = relative(applied @ xh - rh, rh)
         if stats is not None and stats.n:  # Δ C_s = R (G C_s): rank n, cheap
             site["preserve_drift"] = relative(a @ (b @ stats.sample.double()), w.float() @ stats.sample)
@@ -123,9 +124,71 @@ def carry_tower(ti: int, tower: TextTower, plan: Plan, pairs: PairSet, held: Pai
         if len(ith):
             out.xh, out.yh = cols[2], cols[3]
         return out
-    ctx_t = flat([tower.to_context(h) for h in h_t])
-    ctx_a = flat([tower.to_context(h) for h in h_a])
-    out.x, out.y = take(ctx_t, it), take(ctx_a, ia)
+    out.x, xh = gather_context(tower, _draining(h_t), [it, ith])
+    out.y, yh = gather_context(tower, _draining(h_a), [ia, iah])
     if len(ith):
-        out.xh, out.yh = take(ctx_t, ith), take(ctx_a, iah)
+        out.xh, out.yh = xh, yh
     return out
+
+
+def _draining(blocks: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``blocks`` one at a time, each released from the list once it is handed out."""
+    for b in range(len(blocks)):
+        h, blocks[b] = blocks[b], blocks[b].new_empty(0)
+        yield h
+
+
+def _stream(layer: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], states: list[torch.Tensor],
+            gathers: list[BlockGather]) -> list[torch.Tensor]:
+    """Run a layer block by block, each block's output replacing its input in ``states`` as soon as it is
+    computed (the layer reads block b's input only when it computes block b); returns the rows of the outputs
+    that ``gathers`` ask for (n × d each). The fc2 inputs are dropped block by block."""
+    outs: list[torch.Tensor | None] = [None] * len(gathers)
+    start = 0
+    for b, (h_out, _, _) in enumerate(layer):
+        states[b] = h_out
+        flat = h_out.reshape(-1, h_out.shape[-1])
+        for k, g in enumerate(gathers):
+            if outs[k] is None:
+                outs[k] = flat.new_empty(len(g), flat.shape[1])
+            g.into(outs[k], flat, start)
+        start += flat.shape[0]
+    return outs  # type: ignore[return-value]
+
+
+def _edited_pass(layer: Iterator[tuple[torch.Tensor, torch.Tensor]], resumes: list[torch.Tensor],
+                 states: list[torch.Tensor], delta: torch.Tensor, gather: BlockGather, like: torch.Tensor
+                 ) -> torch.Tensor:
+    """Pass 2 of an edited layer: each block's output through the written fc2 edit, h + x Δᵀ, into ``states``
+    (its resume state released); returns the new states' rows ``gather`` asks for (n × d, ``like``'s dtype)."""
+    rows = like.new_empty(like.shape)
+    start = 0
+    for b, (h_out, xin) in enumerate(layer):
+        states[b] = h_out + xin @ delta
+        resumes[b] = states[b]  # the post-attention state is no longer needed
+        flat = states[b].reshape(-1, states[b].shape[-1])
+        gather.into(rows, flat, start)
+        start += flat.shape[0]
+    return rows
+
+
+def _streamed_columns(layer: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], states: list[torch.Tensor],
+                      resumes: list[torch.Tensor], gathers: list[BlockGather]) -> list[torch.Tensor]:
+    """Pass 1 of an edited layer: per gather, the fc2 inputs' rows and the outputs' rows it asks for (n × d_ff,
+    n × d), block by block; each block's resume state is appended to ``resumes`` and its input released from
+    ``states`` (pass 2 needs only the resume state)."""
+    xs: list[torch.Tensor | None] = [None] * len(gathers)
+    outs: list[torch.Tensor | None] = [None] * len(gathers)
+    start = 0
+    for b, (h_out, xin, resume) in enumerate(layer):
+        resumes.append(resume)
+        states[b] = resume
+        f_in, f_out = xin.reshape(-1, xin.shape[-1]), h_out.reshape(-1, h_out.shape[-1])
+        for k, g in enumerate(gathers):
+            if xs[k] is None:
+                xs[k] = f_in.new_empty(len(g), f_in.shape[1])
+                outs[k] = f_out.new_empty(len(g), f_out.shape[1])
+            g.into(xs[k], f_in, start)
+            g.into(outs[k], f_out, start)
+        start += f_in.shape[0]
+    return [xs[0], outs[0], xs[1], outs[1]]  # type: ignore[list-item]

@@ -94,21 +94,55 @@ def in_dspace(n: int, d: int) -> bool:
     return n > d
 
 
-def moments(x: torch.Tensor, r: torch.Tensor, *, subtract_x: bool = False, batch: int = COLUMN_BATCH
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """S = X Xᵀ and T = R Xᵀ (d × d and d_r × d, float64), ``batch`` columns at a time; R = r − X when
-    ``subtract_x`` (ErasePro's Y − X, never formed whole)."""
-    d, n = x.shape
-    s = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-    t = torch.zeros(r.shape[0], d, dtype=torch.float64, device=x.device)
-    for j in range(0, n, batch):
+def _accumulate(s: torch.Tensor, t: torch.Tensor, x: torch.Tensor, r: torch.Tensor, subtract_x: bool, batch: int
+                ) -> None:
+    """S += X Xᵀ and T += R Xᵀ in place (R = r − X when ``subtract_x``), ``batch`` columns at a time."""
+    for j in range(0, x.shape[1], batch):
         xb = x[:, j : j + batch].to(torch.float64)
         rb = r[:, j : j + batch].to(device=x.device, dtype=torch.float64)
         if subtract_x:
             rb = rb - xb
         s.addmm_(xb, xb.T)
         t.addmm_(rb, xb.T)
+
+
+def moments(x: torch.Tensor, r: torch.Tensor, *, subtract_x: bool = False, batch: int = COLUMN_BATCH
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """S = X Xᵀ and T = R Xᵀ (d × d and d_r × d, float64), ``batch`` columns at a time; R = r − X when
+    ``subtract_x`` (ErasePro's Y − X, never formed whole)."""
+    d = x.shape[0]
+    s = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    t = torch.zeros(r.shape[0], d, dtype=torch.float64, device=x.device)
+    _accumulate(s, t, x, r, subtract_x, batch)
     return 0.5 * (s + s.T), t
+
+
+@dataclass
+class Moments:
+    """S = X Xᵀ and T = (Y − X) Xᵀ of columns that only ever grow (hardening adds a batch each round), kept
+    summed: each column is added once, O(m·d²) for m new columns, instead of summing all n again every round.
+    Equal to :func:`moments` ``(x, y, subtract_x=True)`` of every column added, up to float64 summation order."""
+
+    s: torch.Tensor
+    t: torch.Tensor
+    n: int = 0
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor) -> Moments:
+        d = x.shape[0]
+        out = cls(torch.zeros(d, d, dtype=torch.float64, device=x.device),
+                  torch.zeros(y.shape[0], d, dtype=torch.float64, device=x.device))
+        out.add(x, y)
+        return out
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Columns ``x`` → ``y`` (d × m each) join the sums."""
+        _accumulate(self.s, self.t, x, y, True, COLUMN_BATCH)
+        self.n += x.shape[1]
+
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, T) as :func:`moments` returns them (S symmetrised)."""
+        return 0.5 * (self.s + self.s.T), self.t
 
 
 def dspace_map(s: torch.Tensor, t: torch.Tensor, metric: Metric, rcond: float = RCOND, gram_ridge: float = 0.0,
@@ -151,17 +185,26 @@ def gram_rank(s: torch.Tensor, n: int) -> int:
 
 
 def zero_residual_factors(x: torch.Tensor, r: torch.Tensor, metric: Metric, *, subtract_x: bool = False,
-                          rcond: float = RCOND, gram_ridge: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+                          rcond: float = RCOND, gram_ridge: float = 0.0, summed: Moments | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """P = R G (R = r, or r − X when ``subtract_x``) as factors A, B and the constraint rank: A = R, B = G in
-    n-space while n ≤ d; from the d × d moments past it (:func:`dspace_map`). ``gram_ridge`` τ > 0: the soft
-    residual (module docstring)."""
+    n-space while n ≤ d; from the d × d moments past it (:func:`dspace_map`), ``summed`` ones when the caller
+    keeps them for exactly these columns (``subtract_x`` only). ``gram_ridge`` τ > 0: the soft residual (module
+    docstring)."""
     d, n = x.shape
     if not in_dspace(n, d):
         g, rank = constraint_map(x, metric, rcond, gram_ridge)
         r = r.to(torch.float64)
         return (r - x.to(torch.float64) if subtract_x else r), g, rank
-    s, t = moments(x, r, subtract_x=subtract_x)
+    s, t = summed.pair() if summed_for(summed, n, subtract_x) else moments(x, r, subtract_x=subtract_x)
     return dspace_map(s, t, metric, rcond, gram_ridge, n)
+
+
+def summed_for(summed: Moments | None, n: int, subtract_x: bool = True) -> bool:
+    """Whether kept moments stand for the n columns of a solve (of Y − X)."""
+    if summed is not None and subtract_x and summed.n != n:
+        raise ValueError(f"kept moments cover {summed.n} columns, the solve has {n}")
+    return summed is not None and subtract_x
 
 
 def relative(num: torch.Tensor, den: torch.Tensor) -> float:

@@ -180,3 +180,80 @@ def test_erasepro_config_reaches_dspace_through_the_method():
     metric = Metric.build(10, cov, 1.0, 0.01)
     edit = method_for(EraseProConfig()).kv_edit(EraseProConfig(), EditInputs(x, y, None, lambda: metric))
     assert edit.a.shape[0] == 10 and edit.b.shape[1] == 10 and edit.a.shape[1] == edit.rank == 10
+
+
+def _hardening(d: int, n: int, m: int, rounds: int, reuse: bool, monkeypatch):
+    """Hardening ErasePro's edit over n columns (m targets attacked per round); ``reuse``: the solve may read the
+    moments hardening keeps summed. Returns the result and how many columns were summed into moments."""
+    from erasepro_core.harden import harden
+
+    x, y, cov = _problem(8, d, n, preserve=2 * d)
+    metric = Metric.build(d, cov, 1.0, 0.05)
+    w = torch.randn(3 * d, d, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    config = EraseProConfig(residual_ridge=0.0)  # the exact solve: nothing hides a difference
+    summed_cols = [0]
+    real = solver._accumulate
+
+    def counting(s, t, xb, r, subtract_x, batch):
+        summed_cols[0] += xb.shape[1]
+        real(s, t, xb, r, subtract_x, batch)
+
+    def solve(xs, ys, summed=None):
+        inputs = EditInputs(xs, ys, None, lambda: metric, 0, summed if reuse else None)
+        return method_for(config).kv_edit(config, inputs)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(solver, "_accumulate", counting)
+        out = harden(solve, x, y, x[:, :m], y[:, :m], w.T @ w, rounds)
+    return out, summed_cols[0]
+
+
+@pytest.mark.parametrize(("d", "n"), [(12, 30), (12, 8)])  # d-space throughout; n-space first, then past d
+def test_hardening_sums_each_column_once_and_solves_the_same(d, n, monkeypatch):
+    m, rounds = 4, 3
+    kept, kept_cols = _hardening(d, n, m, rounds, True, monkeypatch)
+    fresh, fresh_cols = _hardening(d, n, m, rounds, False, monkeypatch)
+    p_kept, p_fresh = kept.edit.a @ kept.edit.b, fresh.edit.a @ fresh.edit.b
+    assert relative(p_kept - p_fresh, p_fresh) < 1e-9
+    assert kept.edit.rank == fresh.edit.rank
+    assert relative(kept.x - fresh.x, fresh.x) < 1e-9  # the attack's columns, found from each edit
+    for a, b in zip(kept.rounds, fresh.rounds, strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-4)
+    n_final = n + rounds * m
+    assert kept.x.shape[1] == n_final
+    # Kept: each column summed once (from the round the solve crossed into d-space on). Recomputed: every d-space
+    # solve sums all its columns again (on top of what hardening keeps anyway).
+    assert kept_cols == n_final
+    again = sum(n + k * m for k in range(rounds + 1) if n + k * m > d)
+    assert fresh_cols == n_final + again and again > n_final
+
+
+def test_uce_reads_kept_moments_as_its_own(monkeypatch):
+    from erasepro_core.solver import Moments
+
+    d, n = 10, 40
+    x, y, _ = _problem(10, d, n)
+    pres = stats_of(torch.randn(d, 30, generator=torch.Generator().manual_seed(11), dtype=torch.float64))
+    config = UCEConfig()
+    fresh = method_for(config).kv_edit(config, EditInputs(x, y, pres, lambda: None))
+    summed = Moments.of(x[:, :25], y[:, :25])
+    summed.add(x[:, 25:], y[:, 25:])
+    kept = method_for(config).kv_edit(config, EditInputs(x, y, pres, lambda: None, 0, summed))
+    assert relative(kept.a @ kept.b - fresh.a @ fresh.b, fresh.a @ fresh.b) < 1e-12
+    with pytest.raises(ValueError, match="cover 40 columns"):
+        method_for(config).kv_edit(config, EditInputs(x[:, :30], y[:, :30], pres, lambda: None, 0, summed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_towers_columns_are_stacked_as_concatenated_and_released(dtype):
+    """SDXL's two towers: X is their columns one above the other (what torch.cat gives), each tower's released
+    from its pass once copied."""
+    from erasepro_core.erasure import _stacked
+    from erasepro_core.progressive import TowerPass
+
+    g = torch.Generator().manual_seed(12)
+    parts = [torch.randn(40, d, generator=g).T for d in (3, 5)]  # d × n views, as the gathers give them
+    passes = [TowerPass(x=p, y=p + 1, xh=None, yh=None) for p in parts]
+    x = _stacked(passes, "x", dtype)
+    assert x.dtype == dtype and torch.equal(x, torch.cat(parts).to(dtype))
+    assert all(p.x.numel() == 0 for p in passes) and all(p.y.numel() for p in passes)

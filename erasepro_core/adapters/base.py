@@ -127,6 +127,13 @@ class TextTower:
         common to many prompts is encoded once: token j of row r attends to its prefix and to its tokens ≤ j.
         Returns (output, fc2 input, this call's own keys/values).
         """
+        h, own = self.attend_cached(i, h, past)
+        return (*self.mlp_cached(i, h), own)
+
+    def attend_cached(
+        self, i: int, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The first half of :meth:`layer_cached` (its attention): (post-attention state, own keys/values)."""
         layer = self.layers[i]
         attn = layer.self_attn
         b, s, _ = h.shape
@@ -141,10 +148,16 @@ class TextTower:
             mask = torch.cat([seen[:, None, None, :].expand(b, 1, s, n_past), mask.expand(b, 1, s, s)], -1)
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
-        h = h + attn.out_proj(o.transpose(1, 2).reshape(b, s, -1))
+        return h + attn.out_proj(o.transpose(1, 2).reshape(b, s, -1)), own
+
+    def mlp_cached(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second half of :meth:`layer_cached` (its MLP) on the post-attention state ``h``: (output, fc2
+        input). Run again on the same ``h`` it gives the same bytes: the progressive stage keeps ``h`` (d wide)
+        instead of the fc2 input (4·d wide) until the layer's edit is known."""
+        layer = self.layers[i]
         mlp = layer.mlp
         xin = mlp.activation_fn(mlp.fc1(layer.layer_norm2(h)))
-        return h + mlp.fc2(xin), xin, own
+        return h + mlp.fc2(xin), xin
 
     def to_context(self, h: torch.Tensor) -> torch.Tensor:
         """Context from the state after ``n_context_layers`` layers."""

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     import torch
 
-    from erasepro_core.solver import Metric
+    from erasepro_core.solver import Metric, Moments
     from erasepro_core.stats import SiteStats
 
 Schedule = Literal["uniform", "front", "none"]
@@ -99,6 +99,9 @@ class EditInputs:
     preserve: SiteStats | None
     metric: Callable[[], Metric]
     n_preserve_prompts: int = 0  # prompts behind ``preserve`` (UCE 2023 scales by their count)
+    # X Xᵀ and (Y − X) Xᵀ of exactly these columns when the caller keeps them summed (hardening, past n = d): a
+    # method that solves on d × d moments may use them instead of summing the columns again.
+    summed: Moments | None = None
 
 
 @dataclass

@@ -93,5 +93,6 @@ def kv_edit(config: EraseProConfig, inputs: EditInputs) -> KVEdit:
     # Few columns: exact, as the paper has it. Nearer the width, forcing every column exactly onto its anchor
     # moves the whole neighbourhood (canvas: 10 styles = 0.39 of the width already destroyed the model).
     soft = config.residual_ridge if n >= config.exact_below * d else 0.0
-    a, b, rank = zero_residual_factors(inputs.x, inputs.y, inputs.metric(), subtract_x=True, gram_ridge=soft)
+    a, b, rank = zero_residual_factors(inputs.x, inputs.y, inputs.metric(), subtract_x=True, gram_ridge=soft,
+                                       summed=inputs.summed)
     return KVEdit(a, b, rank)

@@ -132,12 +132,16 @@ def kv_edit(config: UCEConfig, inputs: EditInputs) -> KVEdit:
     """A = s_e (c* − c), B = cᵀ K⁻¹ (un-normalised preserve sums, as UCE's code)."""
     import torch
 
-    from erasepro_core.solver import gram_rank, in_dspace, moments
+    from erasepro_core.solver import gram_rank, in_dspace, moments, summed_for
 
     c, c_star, pres = inputs.x, inputs.y, inputs.preserve
     d, n = c.shape
-    # Past n = d: c cᵀ and (c* − c) cᵀ summed in batches, P = s_e (c* − c) cᵀ K⁻¹ formed as two d × d factors.
-    s, t = moments(c, c_star, subtract_x=True) if in_dspace(n, d) else (c @ c.T, None)
+    # Past n = d: c cᵀ and (c* − c) cᵀ summed in batches (or kept summed by the caller), P = s_e (c* − c) cᵀ K⁻¹
+    # formed as two d × d factors.
+    if not in_dspace(n, d):
+        s, t = c @ c.T, None
+    else:
+        s, t = inputs.summed.pair() if summed_for(inputs.summed, n) else moments(c, c_star, subtract_x=True)
     k = config.lam * torch.eye(d, dtype=torch.float64, device=c.device) + config.erase_scale * s
     if pres is not None and pres.n:
         k += config.preserve_scale_for(inputs.n_preserve_prompts) * pres.gram
