@@ -43,7 +43,8 @@ class EvaluationRequest(BaseModel):
     budgets: Annotated[dict[str, json_int()] | None, Field(min_length=1, max_length=len(attack_budgets()), description=(
         "attack -> budget (the shapes judge only: the bundled model's attacks); attacks and ranges: "
         f"{attack_budgets()}")),
-        WithJsonSchema({"anyOf": [{"type": "object", "minProperties": 1, "additionalProperties": False,
+        WithJsonSchema({"anyOf": [{"type": "object", "minProperties": 1, "maxProperties": len(attack_budgets()),
+                                   "additionalProperties": False,
                                    "properties": {name: {"type": "integer", "minimum": lo, "maximum": hi}
                                                   for name, (lo, hi) in attack_budgets().items()}},
                                   {"type": "null"}]})] = None
