@@ -8,6 +8,7 @@ import {announce, clear, confirmDialog, fmtBytes, fmtDuration, fmtNum, fmtSecond
 import {download} from "../download.js";
 import {beforeAfter} from "../grid.js";
 import {judgedEvaluations} from "../judged.js";
+import {threatEvaluations} from "../threat.js";
 import {ACTIVE, watchErasure} from "../live.js";
 import {editsText} from "./list.js";
 
@@ -34,7 +35,11 @@ export function renderErasure(view, {params, navigate}) {
       loadDeliveries(deliveries, id);
       if (v.report) drawReport(report, v.report);
       if (v.status === "succeeded" && !grid) { grid = beforeAfter(v); gridSlot.append(grid); }
-      if (v.status === "succeeded" && !judged) { judged = judgedEvaluations(v); gridSlot.append(judged); }
+      // canvas erasures are evaluated per threat model (T1/T2 tables); the others by an image judge
+      if (v.status === "succeeded" && !judged) {
+        judged = v.base_model === "canvas" ? threatEvaluations(v) : judgedEvaluations(v);
+        gridSlot.append(judged);
+      }
     }
   }, {onError: (err) => {
     clear(head).append(h("h1", {}, "Erasure"));
