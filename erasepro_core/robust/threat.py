@@ -235,7 +235,7 @@ def evaluate_threat_models(base: Any, delta: Any, targets: Sequence[str], *, thr
                                      stopped_early=bool(res.curve and res.curve[-1][0] < budget)))
             if stop:
                 break
-    tick("done", 0.0)
+    tick("summary", 0.0)
     return {"rows": rows, "summary": summarise(rows, pooled), "truncated": truncated,
             "settings": {"threat_models": list(threat_models), "per_category": per_category, "categories": cats,
                          "budgets": budgets, "compare_unedited": compare_unedited, "seed": seed, "steps": steps,
