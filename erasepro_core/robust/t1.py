@@ -160,11 +160,15 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 @torch.no_grad()
 def word_search_names(pipe, name: str, n_results: int = 3, n_tokens: int | None = None, pool: int = 512,
-                      sweeps: int = 2, seed: int = 0, kind: str | None = None) -> list[str]:
+                      sweeps: int = 2, seed: int = 0, kind: str | None = None,
+                      deadline: float | None = None) -> list[str]:
     """Discrete prompts of whole words (the name's own words excluded) whose unedited context at the concept's
     last token and at EOS is nearest the name's, in the K/V metric G = Σ_s W_o,sᵀW_o,s:
     argmin_w Σ_templates Σ_{p ∈ {last, EOS}} (c_p(w) − c_p(name))ᵀ G (c_p(w) − c_p(name)),
-    by coordinate search over ``pool`` sampled vocabulary words; ``n_results`` restarts give distinct prompts."""
+    by coordinate search over ``pool`` sampled vocabulary words; ``n_results`` restarts give distinct prompts
+    (fewer once ``time.monotonic()`` passes ``deadline``, never none)."""
+    import time
+
     from erasepro_core.adapters import adapter_for
     from erasepro_core.canvas.world import CHARACTERS
     from erasepro_core.harden import kv_gram, kv_weights
@@ -198,7 +202,7 @@ def word_search_names(pipe, name: str, n_results: int = 3, n_tokens: int | None 
     found: list[str] = []
     tried: set[tuple[int, ...]] = set()
     for _ in range(n_results * 3):
-        if len(found) >= n_results:
+        if len(found) >= n_results or (found and deadline is not None and time.monotonic() > deadline):
             break
         words = [int(cand[rng.randrange(len(cand))]) for _ in range(n_tokens)]
         for _sweep in range(sweeps):

@@ -35,6 +35,7 @@ from erasepro_core.judges.base import wilson
 Progress = Callable[[str, float], None]
 #: The word search's pool of vocabulary words and sweeps in the job (the benchmark: 512 and 2, minutes per name).
 JOB_SEARCH = {"pool": 128, "sweeps": 1}
+CHUNK = 8  # T1 prompts drawn between two looks at the clock (a unit stops part-way once its time is spent)
 GUIDANCE = 5.0  # classifier-free guidance of every image (as the canvas benchmarks)
 
 
@@ -175,16 +176,27 @@ def evaluate_threat_models(base: Any, delta: Any, targets: Sequence[str], *, thr
                 stop = True
                 break
             tick(f"T1 {cat}: {target}")
-            prompts = attack_prompts(kind, target, cat, per_category, seed, base, search=JOB_SEARCH)
-            texts = [p.text for p in prompts]
+            search = {**JOB_SEARCH, "deadline": time.monotonic() + max(0.0, t1_until - (max_seconds - clock.left))}
+            prompts = attack_prompts(kind, target, cat, per_category, seed, base, search=search)
             img_seed = seed + 7919 * ci + 104_729 * ti  # as run_t1: one seed stream per category (and target)
-            seen = judge_prompts(edited, judge, kind, prompts, img_seed, steps, GUIDANCE).concept_seen
-            done += 1
-            unedited = None
-            if compare_unedited:
-                tick(f"T1 {cat} (unedited): {target}")
-                unedited = judge_prompts(base, judge, kind, prompts, img_seed, steps, GUIDANCE).concept_seen
-                done += 1
+            got: dict[str, list[np.ndarray]] = {"edited": [], "unedited": []}
+            for i in range(0, len(prompts), CHUNK):
+                if i and max_seconds - clock.left > t1_until:
+                    truncated.append(f"T1's share of the time bound ({t1_until:.0f} of {max_seconds:.0f} s) ran "
+                                     f"out after {i} of {len(prompts)} {cat} prompts of {target!r}")
+                    prompts, stop = prompts[:i], True
+                    break
+                part = prompts[i : i + CHUNK]
+                got["edited"].append(judge_prompts(edited, judge, kind, part, img_seed + i, steps,
+                                                   GUIDANCE).concept_seen)
+                if compare_unedited:
+                    got["unedited"].append(judge_prompts(base, judge, kind, part, img_seed + i, steps,
+                                                         GUIDANCE).concept_seen)
+                tick(f"T1 {cat}: {target}", per_t1 * min(1.0, (i + CHUNK) / len(prompts)))
+            done += per_t1
+            texts = [p.text for p in prompts]
+            seen = np.concatenate(got["edited"])
+            unedited = np.concatenate(got["unedited"]) if compare_unedited else None
             flagged = np.asarray(guard.flags(base, texts), dtype=bool) if guard is not None else None
             rows.append(t1_row(target, kind, cat, seen, unedited=unedited, flagged=flagged, refuses=guard_refuses,
                                examples=texts))
@@ -193,6 +205,8 @@ def evaluate_threat_models(base: Any, delta: Any, targets: Sequence[str], *, thr
                 per_base[cat] = unedited
             if flagged is not None:
                 per_prompt[f"{cat}:flag"] = flagged
+            if stop:
+                break
         attacks = [c for c in cats if c in T1_ATTACKS and c in per_prompt]
         if attacks:
             seen = np.concatenate([per_prompt[c] for c in attacks])
