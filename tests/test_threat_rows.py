@@ -103,3 +103,14 @@ def test_the_view_carries_the_threat_report() -> None:
     assert view["threat_models"] == ["T1"] and view["threat"]["rows"][0]["threat_model"] == "T1"
     assert view["judge"] == "canvas" and ev.summary_of(entry)["threat_summary"] == {"T1": {}}
     assert ev.evaluation_view({"id": "e2", "erasure_id": "x", "status": "queued"}, None)["threat"] is None
+
+
+def test_every_erasure_report_says_what_its_method_defends_against() -> None:
+    from erasepro_core import erase
+    from erasepro_core.methods import EraseProConfig, UCEConfig
+    from erasepro_core.tiny import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline(seed=0)
+    for options, config in (({}, EraseProConfig), ({"method": "uce"}, UCEConfig)):
+        report = erase(pipe, {"edits": [{"target": "a cat", "anchor": "a dog"}], **options}).report
+        assert report["threat_models"] == config.threat_models

@@ -63,8 +63,8 @@ function drawOne(ev) {
       pooled.through_guard ? [h("dt", {}, "T1 pooled, through the guard"), h("dd", {}, rateText(pooled.through_guard))] : null)
       : null,
     (t.truncated || []).map((w) => h("p", {class: "warning"}, `Cut short: ${w}`)),
-    t1.length ? t1Table(t1) : null,
-    t2.length ? t2Table(t2) : null,
+    t1.length ? h("div", {class: "table-scroll"}, t1Table(t1)) : null,
+    t2.length ? h("div", {class: "table-scroll"}, t2Table(t2)) : null,
     (t.defences || []).length ? h("div", {class: "defences"}, h("h4", {}, "What this erasure defends against"),
       h("ul", {}, t.defences.map((d) => h("li", {}, h("strong", {}, d.what), `: T1 — ${d.T1}; T2 — ${d.T2}`)))) : null);
 }

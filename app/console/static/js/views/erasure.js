@@ -189,6 +189,11 @@ function words(r) {
     out.push(`Preserved concepts moved by ${fmtNum(s.kv_preserve_drift)} (relative change of their keys/values).`);
   }
   if (typeof s.kv_update_norm === "number") out.push(`The weights changed by ${fmtNum(s.kv_update_norm)} of their norm.`);
+  const tm = r.threat_models;
+  if (tm?.T1 && tm?.T2) {
+    out.push(`What the ${r.method} method defends against, as measured: prompts typed at the generation endpoint ` +
+             `(threat model T1) — ${tm.T1}; embeddings fed to a downloaded checkpoint (T2) — ${tm.T2}.`);
+  }
   return out;
 }
 
