@@ -257,18 +257,22 @@ class Service:
 
     async def submit_evaluation(self, *, tenant: str, erasure_id: str, base_model: str, budgets: dict[str, int],
                                 seed: int, targets: list[str], steps: int, timeout: int, judge: str = "shapes",
-                                samples: int = 0, items: list[dict[str, Any]] | None = None
-                                ) -> tuple[str, dict[str, str] | None]:
+                                samples: int = 0, items: list[dict[str, Any]] | None = None,
+                                threat: dict[str, Any] | None = None) -> tuple[str, dict[str, str] | None]:
         """Create an evaluation job of a succeeded erasure, list it under the erasure, enqueue it: its id and
-        record. ``items``/``samples``: an image judge's prompts and images per prompt (attacks: none)."""
+        record. ``items``/``samples``: an image judge's prompts and images per prompt (attacks: none);
+        ``threat``: the threat-model evaluation's settings (``threat_models``, ``per_category``, ...)."""
         fields = {"budgets": budgets, "seed": seed, "targets": targets, "steps": steps, "timeout_s": timeout}
         eval_id, _ = await self.create_job(kind="evaluation", tenant=tenant, fields={
-            "erasure_id": erasure_id, "base_model": base_model, **fields, "judge": judge, "samples": samples})
+            "erasure_id": erasure_id, "base_model": base_model, **fields, "judge": judge, "samples": samples,
+            **({"threat_models": threat["threat_models"]} if threat else {})})
         index = k_evaluations(erasure_id)
         await self.r.rpush(index, eval_id)
         await self.r.expire(index, self.settings.result_ttl_s)
         created_at = await self.r.hget(store.k_job(eval_id), "created_at")
         image_judge = {"judge": judge, "items": items, "samples": samples} if items is not None else {}
+        if threat:
+            image_judge = {"judge": judge, "threat": threat}
         await self.enqueue(HEAVY_QUEUE, EVALUATE_FUNC, eval_id, {
             "job_id": eval_id, "tenant": tenant, "erasure_id": erasure_id, **fields, **image_judge,
             "created_at": float(created_at or store.now())}, timeout + self.settings.hard_timeout_grace_s)

@@ -414,6 +414,8 @@ def _assemble(pipe: Any, adapter: Adapter, plan: Plan, parts: list[_SpaceResult]
     if parts[0].hardening is not None:  # the primary space's rounds (FLUX's pooled space is hardened alike)
         report["hardening"] = parts[0].hardening
     report["timings"] = {k: round(v, 4) for k, v in timings.items()}
+    # what the method defends against under threat models T1 and T2 (docs/method.md, "Threat models")
+    report["threat_models"] = dict(type(plan.method).threat_models)
     delta = Delta(
         tensors=tensors,
         fingerprint=fingerprint(originals),

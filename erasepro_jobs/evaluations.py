@@ -16,6 +16,17 @@ from erasepro_jobs.settings import REDIS_PREFIX
 MAX_KEPT = 20  # evaluations kept in a manifest (oldest dropped): a bound on its size
 JUDGED_SOURCES = ("bundled",)  # base models that ship a judge: only the bundled shapes model
 
+# The threat-model evaluation (docs/method.md, "Threat models"; erasepro_core/robust/threat.py): T1 = prompts typed
+# at the generation endpoint, T2 = embeddings fed to a downloaded checkpoint. Names as erasepro_core.robust.t1's
+# T1_CATEGORIES and T2_ATTACKS (torch-free copies, kept equal by tests/test_threat_rows.py).
+THREAT_MODELS: tuple[str, ...] = ("T1", "T2")
+T1_CATEGORIES: tuple[str, ...] = ("canonical", "paraphrase", "heldout", "misspelling", "other_spelling",
+                                  "word_search")
+T2_ATTACKS: tuple[str, ...] = ("soft_token", "concept_direction", "closed_form")
+T2_BUDGETS: dict[str, int] = {"soft_token": 8, "concept_direction": 2, "closed_form": 2}  # when budgets are left out
+THREAT_MODEL_BASES = ("canvas",)  # base models whose own judge the threat-model evaluation reads
+MAX_PER_CATEGORY = 64  # attack prompts per T1 category and target (and ≈ T2 instances per attack and target)
+
 
 IMAGE_NAME_RE = r"p[0-9]{2}-(before|after)-[0-9]\.png"  # an image-judge evaluation's images, per prompt and side
 
@@ -41,8 +52,9 @@ def k_evaluations(erasure_id: str) -> str:
 def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
     """Why these targets of a model from ``source`` cannot be judged, or None."""
     if name == "canvas":
-        return ("the canvas model's judge is not wired into the evaluation job yet: measure canvas erasures "
-                "with 'erasepro bench mass --model canvas' (docs/canvas.md)")
+        return ("on the canvas model the attacks run in the threat-model evaluation: give \"threat_models\": "
+                "[\"T2\"] with these budgets (T2 attacks only), or leave budgets out (docs/service.md, "
+                "\"Threat-model evaluation\")")
     if source not in JUDGED_SOURCES:
         return (f"base model {name!r} ships no judge for attacks: only the bundled shapes model has one (for other "
                 "models run erasepro_core.attacks.evaluate_robustness with your classifier); leave budgets out for "
@@ -56,6 +68,22 @@ def judge_problem(source: str, name: str, targets: list[str]) -> str | None:
     return None
 
 
+def threat_problem(base_model: str, targets: list[str]) -> str | None:
+    """Why the threat-model evaluation cannot run on these targets of ``base_model``, or None (torch-free: the
+    canvas world's names come from numpy + PIL only)."""
+    if base_model not in THREAT_MODEL_BASES:
+        return (f"the threat-model evaluation runs on {list(THREAT_MODEL_BASES)} only (its T1 prompts come from that "
+                f"world's caption grammar, its judge reads the images), not on {base_model!r}: leave threat_models "
+                "out for this base model's own evaluation")
+    from erasepro_core.canvas.world import ARTISTS, CHARACTERS
+
+    unknown = [t for t in targets if t not in ARTISTS and t not in CHARACTERS]
+    if unknown:
+        return (f"the canvas judge knows no {unknown}: the threat-model evaluation measures the canvas world's named "
+                "styles (artists) and characters (docs/canvas.md)")
+    return None
+
+
 def summary_of(entry: dict[str, Any]) -> dict[str, Any]:
     """The numbers a record keeps: ASR per attack (mean over targets) and efficacy per target and prompt set; for
     an image judge, which judge and the flagged rate before/after with its sample size and 95 % interval."""
@@ -64,6 +92,9 @@ def summary_of(entry: dict[str, Any]) -> dict[str, Any]:
     if report:
         out |= {"judge_settings": report.get("judge"), "before": report.get("before"), "after": report.get("after"),
                 "samples_per_prompt": report.get("samples_per_prompt"), "prompts": report.get("prompts")}
+    threat = entry.get("threat")
+    if threat:
+        out["threat_summary"] = threat.get("summary")
     return out
 
 
@@ -106,6 +137,8 @@ def evaluation_view(rec: dict[str, str] | None, entry: dict[str, Any] | None) ->
         "judge": e.get("judge") or rec.get("judge") or "shapes",
         "samples": e.get("samples", int(rec.get("samples") or 0) or None),
         "report": _with_links(e.get("report"), erasure_id, eid) if entry else None,
+        "threat_models": e.get("threat_models") or json_or_none(rec.get("threat_models")) or None,
+        "threat": e.get("threat") if entry else None,
         "before": (e.get("report") or {}).get("before") if entry else result.get("before"),
         "after": (e.get("report") or {}).get("after") if entry else result.get("after"),
         "seconds": e.get("seconds"),

@@ -500,5 +500,40 @@ def test_preset_form_and_judged_before_after(page, server: Server) -> None:
             api.delete(f"/v1/erasures/{job_id}")
 
 
+def test_threat_model_tables(page, server: Server) -> None:
+    """A canvas erasure's threat-model evaluation (made through the API with tiny sample sizes): the page shows the
+    T1 table (per category and pooled: rate, k of n, 95 % interval, the unedited model's and the difference) and
+    the T2 table (per attack and budget), and what the method defends against."""
+    with server.client("acme") as api:
+        r = api.post("/v1/erasures", json={"base_model": "canvas",
+                                           "edits": [{"target": "jasper quintrell", "anchor": ""}]})
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+        try:
+            wait_for(lambda: api.get(f"/v1/erasures/{job_id}").json()["status"] == "succeeded", "the erasure")
+            r = api.post(f"/v1/erasures/{job_id}/evaluations", json={
+                "threat_models": ["T1", "T2"], "per_category": 2, "categories": ["canonical", "other_spelling"],
+                "budgets": {"closed_form": 1}, "steps": 2})
+            assert r.status_code == 202, r.text
+            wait_for(lambda: api.get(r.headers["location"]).json()["status"] == "succeeded", "the evaluation")
+            sign_in(page, server)
+            page.goto(f"{server.base}/console/erasures/{job_id}")
+            page.wait_for_selector("#threat .threat-evaluation")
+            assert page.locator("#judged").count() == 0  # canvas erasures are read per threat model
+            t1 = page.locator("#threat table.threat-t1 tbody tr")
+            assert t1.count() == 3  # canonical, other_spelling, pooled
+            pooled = page.inner_text("#threat table.threat-t1 tr[data-attack=pooled] td.rate")
+            assert re.fullmatch(r"\d+\.\d % \(\d of 2; 95 % interval \d+\.\d %–\d+\.\d %\)", pooled), pooled
+            assert "of 2;" in page.inner_text("#threat table.threat-t1 tr[data-attack=pooled] td.unedited")
+            assert "points [" in page.inner_text("#threat table.threat-t1 tr[data-attack=pooled] td.diff")
+            t2 = page.inner_text("#threat table.threat-t2 tr[data-attack=closed_form]")
+            assert "of 3;" in t2 and "95 % interval" in t2, t2
+            assert "method erasepro" in page.inner_text("#threat .defences")
+            assert "of 2;" in page.inner_text("#threat .t1-pooled")
+            shoot(page, "threat-models")
+        finally:  # the list tests count rows
+            api.delete(f"/v1/erasures/{job_id}")
+
+
 def test_no_request_left_the_origin(foreign_requests: list[str]) -> None:
     assert foreign_requests == []

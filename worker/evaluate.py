@@ -32,9 +32,16 @@ MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest:
 def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[str, int], seed: int,
                    targets: list[str], timeout_s: int, steps: int = 25,
                    created_at: float | None = None, judge: str = "shapes", items: list[dict[str, str]] | None = None,
-                   samples: int = 2) -> dict[str, Any] | None:
+                   samples: int = 2, threat: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Evaluate erasure ``erasure_id``: ASR per attack at ``budgets`` and efficacy per prompt set, per target; with
-    an image judge (``nudenet``, ``clip``), before/after images of ``items`` instead (:mod:`worker.judged`)."""
+    an image judge (``nudenet``, ``clip``), before/after images of ``items`` instead (:mod:`worker.judged`); with
+    ``threat``, T1 and T2 attack success apart (:mod:`worker.threat`)."""
+    if threat is not None:
+        from worker.threat import run_threat_evaluation
+
+        return run_threat_evaluation(job_id=job_id, tenant=tenant, erasure_id=erasure_id, threat=threat,
+                                     budgets=budgets, seed=seed, targets=targets, steps=steps, timeout_s=timeout_s,
+                                     created_at=created_at)
     if items is not None:
         from worker.judged import run_judged_evaluation
 

@@ -35,6 +35,13 @@ def guard_verdict(state: WorkerState, tenant: str, erasure_id: str, manifest: di
                   prompt: str) -> Any:
     """The erasure's prompt guard and its verdict on ``prompt`` (``None`` when the erasure has no guard), read
     with the base text encoder (before the delta is applied)."""
+    guard = load_guard(state, tenant, erasure_id, manifest)
+    return None if guard is None else (guard, guard.check(pipe, prompt))
+
+
+def load_guard(state: WorkerState, tenant: str, erasure_id: str, manifest: dict) -> Any:
+    """The erasure's :class:`~erasepro_core.guard.PromptGuard` (its files checked against the manifest's
+    sha256), or ``None`` when the erasure has none."""
     from erasepro_core.guard import GUARD_JSON, GUARD_TENSORS, PromptGuard
 
     guard_files = manifest.get("files", {})
@@ -46,5 +53,4 @@ def guard_verdict(state: WorkerState, tenant: str, erasure_id: str, manifest: di
         if hashlib.sha256(data).hexdigest() != guard_files[name]["sha256"]:
             raise JobFailed(f"the prompt guard of erasure {erasure_id} does not match its checksum")
         blobs[name] = data
-    guard = PromptGuard.from_bytes(blobs[GUARD_TENSORS], blobs[GUARD_JSON])
-    return guard, guard.check(pipe, prompt)
+    return PromptGuard.from_bytes(blobs[GUARD_TENSORS], blobs[GUARD_JSON])

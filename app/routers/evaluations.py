@@ -26,7 +26,19 @@ from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
 from erasepro_core.judges import judge_problem as image_judge_problem
 from erasepro_core.judges.evaluate import MAX_PROMPTS, MAX_SAMPLES, eval_items
 from erasepro_jobs import memory, store
-from erasepro_jobs.evaluations import IMAGE_NAME_RE, evaluation_view, image_key, judge_problem
+from erasepro_jobs.evaluations import (
+    IMAGE_NAME_RE,
+    MAX_PER_CATEGORY,
+    T1_CATEGORIES,
+    T2_ATTACKS,
+    T2_BUDGETS,
+    THREAT_MODEL_BASES,
+    THREAT_MODELS,
+    evaluation_view,
+    image_key,
+    judge_problem,
+    threat_problem,
+)
 from erasepro_jobs.registry import ModelUnavailable
 
 router = APIRouter(tags=["evaluations"])
@@ -63,6 +75,29 @@ class EvaluationRequest(BaseModel):
                              description="some of the erasure's targets (default: all of them)")] = None
     steps: Annotated[json_int(ge=2, le=50), Field(description="denoising steps per image the attacks draw")] = 25
     timeout_s: Annotated[json_int(ge=10, le=MAX_TIMEOUT_S), Field(description="the job's time bound")] = 1800
+    threat_models: Annotated[list[Literal[THREAT_MODELS]] | None, Field(  # type: ignore[valid-type]
+        min_length=1, max_length=len(THREAT_MODELS), description=(
+            "The threat-model evaluation (docs/method.md, 'Threat models'; erasures of a base model in "
+            f"{list(THREAT_MODEL_BASES)}, its own judge): 'T1' = attack prompts typed at the generation endpoint, per "
+            "category; 'T2' = embedding attacks on the checkpoint (budgets: some of "
+            f"{list(T2_ATTACKS)}, default {T2_BUDGETS}). Each row: rate, k, n, 95 % Wilson interval. Left out on "
+            "canvas (and no budgets): both."))] = None
+    per_category: Annotated[json_int(ge=1, le=MAX_PER_CATEGORY), Field(description=(
+        "threat models only: attack prompts per T1 category and target (T2: ≈ instances per attack and target)"))
+    ] = 16
+    categories: Annotated[list[Literal[T1_CATEGORIES]] | None, Field(  # type: ignore[valid-type]
+        min_length=1, max_length=len(T1_CATEGORIES),
+        description="threat models only: the T1 categories to run (default: all)")] = None
+    compare_unedited: Annotated[bool, Field(description=(
+        "threat models only: also draw the T1 prompts from the unedited model (same prompts and seeds), for the "
+        "paired difference"))] = True
+
+    @field_validator("threat_models", "categories")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"each at most once, got {v}")
+        return v
 
     @field_validator("budgets")
     @classmethod
@@ -79,6 +114,52 @@ class EvaluationRequest(BaseModel):
 
 def _invalid(loc: tuple[str, ...], msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": "value_error", "loc": loc, "msg": msg}])
+
+
+THREAT_ONLY = ("per_category", "categories", "compare_unedited")
+NOT_THREAT = ("samples", "max_prompts")
+
+
+def _threat_request(body: EvaluationRequest, base_model: str, targets: list[str]) -> dict[str, Any] | None:
+    """The threat-model evaluation's settings (``threat_models``, ``per_category``, ``categories``,
+    ``compare_unedited`` and the T2 ``budgets``), or None when the request asks for another evaluation. Asked for
+    by ``threat_models``, or by nothing on a base model in THREAT_MODEL_BASES (no budgets, no judge); a setting
+    that does not apply is a 422 naming it."""
+    given = body.model_fields_set
+    wanted = body.threat_models is not None or (base_model in THREAT_MODEL_BASES and body.budgets is None
+                                                  and body.judge in (None, "canvas"))
+    if not wanted:
+        for name in THREAT_ONLY:
+            if name in given:
+                raise _invalid(("body", name), f"{name} applies to the threat-model evaluation only "
+                                               "(give threat_models)")
+        return None
+    if body.judge not in (None, "canvas"):
+        raise _invalid(("body", "judge"), f"the threat-model evaluation reads the canvas judge, not {body.judge!r}")
+    for name in NOT_THREAT:
+        if name in given:
+            raise _invalid(("body", name), f"{name} applies to image judges; the threat-model evaluation takes "
+                                           "per_category")
+    if base_model not in THREAT_MODEL_BASES:
+        raise _invalid(("body", "threat_models"), threat_problem(base_model, targets) or "")
+    problem = threat_problem(base_model, targets)
+    if problem:
+        raise _invalid(("body", "targets"), problem)
+    models = list(body.threat_models or THREAT_MODELS)
+    budgets = dict(body.budgets) if body.budgets is not None else {}
+    if body.budgets is not None:
+        stray = sorted(set(budgets) - set(T2_ATTACKS))
+        if stray or "T2" not in models:
+            raise _invalid(("body", "budgets"), (
+                f"{stray} are not T2 attacks (the threat-model evaluation's budgets are some of {list(T2_ATTACKS)})"
+                if stray else "budgets are the T2 attacks' budgets: add 'T2' to threat_models or leave budgets out"))
+    elif "T2" in models:
+        budgets = dict(T2_BUDGETS)
+    if "categories" in given and "T1" not in models:
+        raise _invalid(("body", "categories"), "categories are T1's: add 'T1' to threat_models")
+    return {"threat_models": models, "per_category": body.per_category,
+            "categories": list(body.categories or T1_CATEGORIES), "compare_unedited": body.compare_unedited,
+            "budgets": budgets}
 
 
 async def _erasure_or_404(svc: Svc, tenant: str, job_id: str) -> dict[str, Any]:
@@ -110,11 +191,17 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
         raise HTTPException(409, f"the erasure's base model is not available here: {exc}") from None
     spec = view.get("spec") or {}
     world = "bundled" if info.source == "bundled" else info.name
+    threat = _threat_request(body, info.name, targets)
     # budgets without a judge ask for the attacks, as before image judges existed
-    judge = body.judge or ("shapes" if body.budgets is not None else
+    judge = body.judge or ("canvas" if threat else "shapes" if body.budgets is not None else
                            judge_for(world, (spec.get("preset") or {}).get("name")))
     fields: dict[str, Any] = {"judge": judge}
-    if judge in IMAGE_JUDGES:
+    if threat:
+        problem = await run_in_threadpool(image_judge_problem, "canvas")
+        if problem:
+            raise _invalid(("body", "threat_models"), problem)
+        fields["budgets"] = threat.pop("budgets")
+    elif judge in IMAGE_JUDGES:
         if body.budgets is not None:
             raise _invalid(("body", "budgets"), f"attacks run with the shapes judge only; the {judge} judge draws "
                                                 "before/after images (leave budgets out)")
@@ -137,7 +224,8 @@ async def create_evaluation(job_id: JobId, body: EvaluationRequest, tenant: Tena
     eval_id, rec = await svc.submit_evaluation(tenant=tenant, erasure_id=job_id, base_model=info.name,
                                                budgets=fields.get("budgets") or {}, seed=body.seed,
                                                targets=targets, steps=body.steps, timeout=timeout, judge=judge,
-                                               samples=fields.get("samples", 0), items=fields.get("items"))
+                                               samples=fields.get("samples", 0), items=fields.get("items"),
+                                               threat=threat)
     return JSONResponse(status_code=202, content=evaluation_view(rec, None),
                         headers={"Location": f"/v1/erasures/{job_id}/evaluations/{eval_id}"})
 

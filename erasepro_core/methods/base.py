@@ -52,6 +52,9 @@ class MethodConfig(BaseModel):
     # flag of each is ``--wire-name``, plus any older spelling named in ``cli_aliases`` (field -> flag).
     flat_prefix: ClassVar[str] = ""
     cli_aliases: ClassVar[dict[str, str]] = {}
+    # What the method defends against under each threat model (docs/method.md, "Threat models"), in one measured
+    # sentence each; the threat-model evaluation's report repeats it beside its own numbers.
+    threat_models: ClassVar[dict[str, str]] = {"T1": "not measured", "T2": "not measured"}
 
     def pairing_policy(self) -> TokenPolicy:
         """Which target tokens are paired with anchor tokens."""

@@ -29,6 +29,12 @@ class EraseProConfig(MethodConfig):
     ``harden_rounds``: closed-form adversarial hardening rounds of the K/V edit (erasepro_core.harden)."""
 
     cli_aliases: ClassVar[dict[str, str]] = {"token_policy": "--tokens", "harden_rounds": "--harden"}
+    threat_models: ClassVar[dict[str, str]] = {
+        "T1": "partly: one canvas style's pooled T1 attack success 0.18 (unedited 0.51, UCE uce2023 0.46), held-out "
+              "phrasings leak most (0.45); one character 0.50 (unedited 0.59): the 'last'-token default does not "
+              "erase characters",
+        "T2": "no: any K/V edit W = W_o·Q is undone by a context-space attack (one canvas style: concept direction "
+              "1.00, closed form 0.79, 24 soft-token steps 0.67)"}
 
     name: Literal["erasepro"] = "erasepro"
     schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V edit "

@@ -61,6 +61,10 @@ class UCEConfig(MethodConfig):
     ``preserve_norm`` (left out: the protocol's; another value needs ``protocol="custom"``)."""
 
     flat_prefix: ClassVar[str] = "uce_"
+    threat_models: ClassVar[dict[str, str]] = {
+        "T1": "uce2023 on one canvas style: pooled T1 attack success 0.46 (unedited 0.51), no category moves beyond "
+              "its interval; one character 0.08 (unedited 0.59)",
+        "T2": "no: one canvas style: concept direction 0.96, closed form 1.00, 24 soft-token steps 0.83"}
 
     name: Literal["uce"] = "uce"
     protocol: Protocol = Field(default="uce2025", description="UCE baseline: which of the authors' protocols gives "

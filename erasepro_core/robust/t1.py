@@ -77,8 +77,10 @@ def other_spellings(name: str) -> list[str]:
     return list(dict.fromkeys(v for v in out if v != name))
 
 
-def name_variants(name: str, category: str, n: int, seed: int = 0, pipe=None) -> list[str]:
-    """The names a category substitutes for ``name`` (``canonical``/``paraphrase``/``heldout``: the name itself)."""
+def name_variants(name: str, category: str, n: int, seed: int = 0, pipe=None,
+                  search: dict | None = None) -> list[str]:
+    """The names a category substitutes for ``name`` (``canonical``/``paraphrase``/``heldout``: the name itself);
+    ``search`` overrides :func:`word_search_names`' ``pool``/``sweeps`` (a bounded search for a time-bound job)."""
     rng = random.Random(f"{seed}-{name}-{category}")
     if category in ("canonical", "paraphrase", "heldout"):
         return [name]
@@ -89,7 +91,7 @@ def name_variants(name: str, category: str, n: int, seed: int = 0, pipe=None) ->
     if category == "word_search":
         if pipe is None:
             raise ValueError("word_search needs the unedited pipeline (its public text encoder)")
-        return word_search_names(pipe, name, n_results=max(1, min(n, 3)), seed=seed)
+        return word_search_names(pipe, name, n_results=max(1, min(n, 3)), seed=seed, **(search or {}))
     raise ValueError(f"unknown T1 category {category!r}; expected one of {T1_CATEGORIES}")
 
 
@@ -99,17 +101,18 @@ def _scene(kind: str, name: str, rng: np.random.Generator) -> Scene:
     return sample_scene(rng, n_objects=2, artist=False, character=name)
 
 
-def attack_prompts(kind: str, name: str, category: str, n: int, seed: int = 0, pipe=None) -> list[Prompt]:
+def attack_prompts(kind: str, name: str, category: str, n: int, seed: int = 0, pipe=None,
+                   search: dict | None = None) -> list[Prompt]:
     """``n`` attack prompts of ``category`` asking for ``name`` (a style or a character), each with its scene.
 
     The caption is built with the real name (plain phrasing, or training/held-out phrasings for ``paraphrase``/
     ``heldout``; misspellings and other spellings alternate plain and paraphrased captions), then the name is
-    replaced by the category's variant, cycling through the variants."""
+    replaced by the category's variant, cycling through the variants (``search``: as :func:`name_variants`)."""
     from erasepro_core.canvas.bench import KINDS
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
-    names = name_variants(name, category, n, seed, pipe)
+    names = name_variants(name, category, n, seed, pipe, search)
     rng = np.random.default_rng([seed, 23, T1_CATEGORIES.index(category)])
     out = []
     for i in range(n):
@@ -157,11 +160,15 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 @torch.no_grad()
 def word_search_names(pipe, name: str, n_results: int = 3, n_tokens: int | None = None, pool: int = 512,
-                      sweeps: int = 2, seed: int = 0, kind: str | None = None) -> list[str]:
+                      sweeps: int = 2, seed: int = 0, kind: str | None = None,
+                      deadline: float | None = None) -> list[str]:
     """Discrete prompts of whole words (the name's own words excluded) whose unedited context at the concept's
     last token and at EOS is nearest the name's, in the K/V metric G = Σ_s W_o,sᵀW_o,s:
     argmin_w Σ_templates Σ_{p ∈ {last, EOS}} (c_p(w) − c_p(name))ᵀ G (c_p(w) − c_p(name)),
-    by coordinate search over ``pool`` sampled vocabulary words; ``n_results`` restarts give distinct prompts."""
+    by coordinate search over ``pool`` sampled vocabulary words; ``n_results`` restarts give distinct prompts
+    (fewer once ``time.monotonic()`` passes ``deadline``, never none)."""
+    import time
+
     from erasepro_core.adapters import adapter_for
     from erasepro_core.canvas.world import CHARACTERS
     from erasepro_core.harden import kv_gram, kv_weights
@@ -195,7 +202,7 @@ def word_search_names(pipe, name: str, n_results: int = 3, n_tokens: int | None 
     found: list[str] = []
     tried: set[tuple[int, ...]] = set()
     for _ in range(n_results * 3):
-        if len(found) >= n_results:
+        if len(found) >= n_results or (found and deadline is not None and time.monotonic() > deadline):
             break
         words = [int(cand[rng.randrange(len(cand))]) for _ in range(n_tokens)]
         for _sweep in range(sweeps):

@@ -8,6 +8,7 @@ import {announce, clear, confirmDialog, fmtBytes, fmtDuration, fmtNum, fmtSecond
 import {download} from "../download.js";
 import {beforeAfter} from "../grid.js";
 import {judgedEvaluations} from "../judged.js";
+import {threatEvaluations} from "../threat.js";
 import {ACTIVE, watchErasure} from "../live.js";
 import {editsText} from "./list.js";
 
@@ -34,7 +35,11 @@ export function renderErasure(view, {params, navigate}) {
       loadDeliveries(deliveries, id);
       if (v.report) drawReport(report, v.report);
       if (v.status === "succeeded" && !grid) { grid = beforeAfter(v); gridSlot.append(grid); }
-      if (v.status === "succeeded" && !judged) { judged = judgedEvaluations(v); gridSlot.append(judged); }
+      // canvas erasures are evaluated per threat model (T1/T2 tables); the others by an image judge
+      if (v.status === "succeeded" && !judged) {
+        judged = v.base_model === "canvas" ? threatEvaluations(v) : judgedEvaluations(v);
+        gridSlot.append(judged);
+      }
     }
   }, {onError: (err) => {
     clear(head).append(h("h1", {}, "Erasure"));
@@ -186,6 +191,11 @@ function words(r) {
     out.push(`Preserved concepts moved by ${fmtNum(s.kv_preserve_drift)} (relative change of their keys/values).`);
   }
   if (typeof s.kv_update_norm === "number") out.push(`The weights changed by ${fmtNum(s.kv_update_norm)} of their norm.`);
+  const tm = r.threat_models;
+  if (tm?.T1 && tm?.T2) {
+    out.push(`What the ${r.method} method defends against, as measured: prompts typed at the generation endpoint ` +
+             `(threat model T1) — ${tm.T1}; embeddings fed to a downloaded checkpoint (T2) — ${tm.T2}.`);
+  }
   return out;
 }
 
