@@ -65,13 +65,13 @@ def test_summary_pools_t1_and_sums_t2_over_targets() -> None:
 
 
 def test_the_api_copies_of_the_names_match_the_core() -> None:
-    from erasepro_core.attacks import ATTACKS
+    from erasepro_core.attacks import ATTACKS, budgets
     from erasepro_core.robust.t1 import T1_CATEGORIES, T2_ATTACKS
 
     assert ev.T1_CATEGORIES == T1_CATEGORIES and ev.T2_ATTACKS == T2_ATTACKS
     assert set(ev.T2_ATTACKS) <= set(ATTACKS) and set(ev.T2_BUDGETS) == set(ev.T2_ATTACKS)
     for name, budget in ev.T2_BUDGETS.items():
-        lo, hi = ev.BUDGETS[name]
+        lo, hi = budgets()[name]
         assert lo <= budget <= hi
 
 
