@@ -134,7 +134,7 @@ def test_the_door_refuses_new_work_over_the_quota(redis_url: str, where: dict[st
         view = c.get("/v1/usage", headers=globex).json()
         assert view["jobs"] == {"active": 1, "limit": 8, "by_kind": {"erasure": 1}}, view
         job_id = accepted.json()["id"]
-        assert c.delete(f"/v1/erasures/{job_id}", headers=globex).status_code == 202  # cancelled (no worker)
+        assert c.post(f"/v1/erasures/{job_id}/cancel", headers=globex).status_code == 202  # cancelled (no worker)
         doc = c.get("/openapi.json").json()
         assert doc["paths"]["/v1/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/UsageView"}
