@@ -76,7 +76,7 @@ class EvaluationRequest(BaseModel):
     steps: Annotated[json_int(ge=2, le=50), Field(description="denoising steps per image the attacks draw")] = 25
     timeout_s: Annotated[json_int(ge=10, le=MAX_TIMEOUT_S), Field(description="the job's time bound")] = 1800
     threat_models: Annotated[list[Literal[THREAT_MODELS]] | None, Field(  # type: ignore[valid-type]
-        min_length=1, max_length=len(THREAT_MODELS), description=(
+        min_length=1, max_length=len(THREAT_MODELS), json_schema_extra={"uniqueItems": True}, description=(
             "The threat-model evaluation (docs/method.md, 'Threat models'; erasures of a base model in "
             f"{list(THREAT_MODEL_BASES)}, its own judge): 'T1' = attack prompts typed at the generation endpoint, per "
             "category; 'T2' = embedding attacks on the checkpoint (budgets: some of "
@@ -86,7 +86,7 @@ class EvaluationRequest(BaseModel):
         "threat models only: attack prompts per T1 category and target (T2: ≈ instances per attack and target)"))
     ] = 16
     categories: Annotated[list[Literal[T1_CATEGORIES]] | None, Field(  # type: ignore[valid-type]
-        min_length=1, max_length=len(T1_CATEGORIES),
+        min_length=1, max_length=len(T1_CATEGORIES), json_schema_extra={"uniqueItems": True},
         description="threat models only: the T1 categories to run (default: all)")] = None
     compare_unedited: Annotated[bool, Field(description=(
         "threat models only: also draw the T1 prompts from the unedited model (same prompts and seeds), for the "
