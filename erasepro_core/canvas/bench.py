@@ -180,7 +180,8 @@ def judge_prompts(pipe, judge, kind: str, prompts: list[Prompt], seed: int, step
     return Judged(seen, ok, images)
 
 
-def _rate(x: np.ndarray) -> dict[str, Any]:
+def rate_ci(x: np.ndarray) -> dict[str, Any]:
+    """``{"rate": k/n, "k", "n", "ci95": [lo, hi]}`` of a boolean array (95 % Wilson interval)."""
     k, n = int(x.sum()), int(len(x))
     lo, hi = wilson(k, n)
     return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
@@ -241,10 +242,10 @@ def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, 
         "unedited_object_accuracy": float(np.concatenate([before_e.objects_ok, before_p.objects_ok]).mean()),
         "preserved_change": float(change),
         "n_images": int(len(e_prompts) + len(p_prompts)),
-        "detail": {"erased": _rate(after_e.concept_seen), "preserved": _rate(after_p.concept_seen),
-                   "objects": _rate(np.concatenate([after_e.objects_ok, after_p.objects_ok])),
-                   "unedited_erased": _rate(before_e.concept_seen),
-                   "unedited_preserved": _rate(before_p.concept_seen)},
+        "detail": {"erased": rate_ci(after_e.concept_seen), "preserved": rate_ci(after_p.concept_seen),
+                   "objects": rate_ci(np.concatenate([after_e.objects_ok, after_p.objects_ok])),
+                   "unedited_erased": rate_ci(before_e.concept_seen),
+                   "unedited_preserved": rate_ci(before_p.concept_seen)},
         "per_prompt": {"erased_seen": after_e.concept_seen.astype(int).tolist(),
                        "preserved_seen": after_p.concept_seen.astype(int).tolist(),
                        "objects_ok": np.concatenate([after_e.objects_ok, after_p.objects_ok]).astype(int).tolist()},

@@ -19,20 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from erasepro_core.canvas.bench import rate_ci
 from erasepro_core.canvas.captions import Prompt, plain_caption
 from erasepro_core.canvas.world import COLOURS, OBJECTS, Obj, Scene, sample_scene
-from erasepro_core.judges.base import wilson
 
 #: Where the solver meets the object word: alone, coloured, and beside another object (so the edit learns to
 #: drop the word's object, not the scene).
 OBJECT_SOLVER_TEMPLATES: tuple[str, ...] = ("a {}", "a red {}", "a blue {}", "a green {} and a yellow circle",
                                             "a picture of a purple {}")
-
-
-def _rate(x: np.ndarray) -> dict[str, Any]:
-    k, n = int(x.sum()), int(len(x))
-    lo, hi = wilson(k, n)
-    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
 
 
 def cooccurrence_prompts(obj: str, n: int, seed: int, *, with_object: bool) -> list[Prompt]:
@@ -110,7 +104,7 @@ def run_cooccurrence(obj: str = "star", *, options: dict[str, Any] | None = None
         c_labels = _judge(pipe, judge, ctrl_p, seed_c, steps, guidance)
         ctrl = np.array([all(int(c_labels[i, OBJECTS.index(o.kind)]) == COLOURS.index(o.colour) + 1
                              for o in p.scene.objects) for i, p in enumerate(ctrl_p)])
-        return {"erased": _rate(w["seen"]), "kept": _rate(w["kept"]), "control_objects": _rate(ctrl),
+        return {"erased": rate_ci(w["seen"]), "kept": rate_ci(w["kept"]), "control_objects": rate_ci(ctrl),
                 "per_prompt": {"seen": w["seen"].astype(int).tolist(), "control": ctrl.astype(int).tolist()}}
 
     with torch.no_grad():
