@@ -23,6 +23,7 @@ from canvas_mass import METHODS  # noqa: E402
 
 from erasepro_core.canvas.cooccurrence import run_cooccurrence  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
+from erasepro_core.canvas.world import OBJECTS  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 
 
@@ -39,6 +40,13 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "canvas_cooccurrence"))
     args = ap.parse_args()
+    objects = [o for o in args.objects.split(",") if o]
+    methods = [m for m in args.methods.split(",") if m]
+    # refuse bad names before minutes of drawing, naming what is accepted (argparse's exit 2)
+    if not objects or any(o not in OBJECTS for o in objects):
+        ap.error(f"--objects: {sorted(set(objects) - set(OBJECTS)) or 'none'} not among the objects {list(OBJECTS)}")
+    if any(m not in METHODS for m in methods):
+        ap.error(f"--methods: {sorted(set(methods) - set(METHODS))} not among {list(METHODS)}")
     torch.set_num_threads(1)
     quiet_libraries()
     pipe = load_pipeline("canvas", device="cpu", dtype="float32")
@@ -47,13 +55,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     lines = ["| object | method | erased ↓ | kept (other objects) ↑ | control objects ↑ | columns/width |",
              "|---|---|---|---|---|---|"]
-    for obj in args.objects.split(","):
+    for obj in objects:
         base = run_cooccurrence(obj, options=None, n_images=args.images, seed=args.seed, steps=args.steps,
                                 pipe=pipe, judge=judge)
         res = {"unedited": base}
         u = base["unedited"]
         lines.append(f"| {obj} | unedited | {_ci(u['erased'])} | {_ci(u['kept'])} | {_ci(u['control_objects'])} | — |")
-        for name in [m for m in args.methods.split(",") if m]:
+        for name in methods:
             r = run_cooccurrence(obj, options=METHODS[name], n_images=args.images, seed=args.seed, steps=args.steps,
                                  pipe=pipe, judge=judge, unedited=u)
             res[name] = r

@@ -23,8 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from erasepro_core.canvas.bench import paired_difference, run_mass  # noqa: E402
+from erasepro_core.canvas.bench import run_mass  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
+from erasepro_core.intervals import paired_difference  # noqa: E402
 from erasepro_core.methods.uce_tuning import PROTOCOLS, SWEEP, tune_uce  # noqa: E402
 from erasepro_core.pipeline import load_pipeline, quiet_libraries  # noqa: E402
 

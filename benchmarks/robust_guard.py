@@ -19,9 +19,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from erasepro_core.canvas.bench import canvas_on_one_cpu, choose_concepts, concepts_of, solver_templates, wilson  # noqa: E402
+from erasepro_core.canvas.bench import canvas_on_one_cpu, choose_concepts, concepts_of, solver_templates  # noqa: E402
 from erasepro_core.canvas.captions import prompt_set  # noqa: E402
 from erasepro_core.guard import DEFAULT_MARGIN, build_guard  # noqa: E402
+from erasepro_core.intervals import rate_ci  # noqa: E402
 from erasepro_core.preserve import generic_preserve_prompts  # noqa: E402
 from erasepro_core.robust.measure import t1_prompt_sets  # noqa: E402
 from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
@@ -41,11 +42,6 @@ def heldout_sets(kind: str, erased: list[str], n: int, seed: int) -> dict[str, l
         out[f"no concept, {name}"] = [p.text for p in prompt_set(name, n, seed + 29, artist=False, character=False,
                                                                  n_objects=None)]
     return out
-
-
-def _rate(flags: np.ndarray) -> dict:
-    k, n = int(flags.sum()), int(len(flags))
-    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": list(wilson(k, n))}
 
 
 def main() -> int:
@@ -84,29 +80,29 @@ def main() -> int:
             pooled = []
             for cat, ps in attacks.items():
                 flags = flag([p.text for p in ps], f"detection: {cat}")
-                res["detection"][cat] = _rate(flags)
+                res["detection"][cat] = rate_ci(flags)
                 if cat != "canonical":
                     pooled.append(flags)
                 missed = [p.text for p, f in zip(ps, flags, strict=True) if not f]
                 res["detection"][cat]["missed_examples"] = missed[:8]
-            res["detection"]["T1 pooled"] = _rate(np.concatenate(pooled))
+            res["detection"]["T1 pooled"] = rate_ci(np.concatenate(pooled))
             pres_prompts = preserve + others + [t.format(c) for c in others for t in solver_templates(kind)]
-            res["false_positive"]["preserve set"] = _rate(flag(pres_prompts, "false_positive: preserve set"))
+            res["false_positive"]["preserve set"] = rate_ci(flag(pres_prompts, "false_positive: preserve set"))
             held_all = []
             for name, texts in heldout_sets(kind, erased, args.n, args.seed).items():
                 flags = flag(texts, f"false_positive: {name}")
-                res["false_positive"][name] = _rate(flags)
+                res["false_positive"][name] = rate_ci(flags)
                 res["false_positive"][name]["flagged_examples"] = [t for t, f in zip(texts, flags, strict=True)
                                                                    if f][:8]
                 held_all.append(flags)
-            res["false_positive"]["held-out pooled"] = _rate(np.concatenate(held_all))
+            res["false_positive"]["held-out pooled"] = rate_ci(np.concatenate(held_all))
             res["by_margin"] = {}
             for m in margins:
                 det = np.concatenate([np.asarray(v) >= m for k, v in res["scores"].items()
                                       if k.startswith("detection") and "canonical" not in k])
                 fp = np.concatenate([np.asarray(v) >= m for k, v in res["scores"].items()
                                      if k.startswith("false_positive") and "preserve set" not in k])
-                res["by_margin"][str(m)] = {"detection": _rate(det), "heldout_fp": _rate(fp)}
+                res["by_margin"][str(m)] = {"detection": rate_ci(det), "heldout_fp": rate_ci(fp)}
             res["seconds"] = round(time.time() - t0, 1)
             (out / f"guard-{kind}-{n_c}-s{args.seed}.json").write_text(json.dumps(res, indent=1))
             for group in ("detection", "false_positive"):

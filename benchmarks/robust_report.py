@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from erasepro_core.canvas.bench import paired_difference  # noqa: E402
+from erasepro_core.intervals import paired_difference  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "robust"
 CATS = ("canonical", "paraphrase", "heldout", "misspelling", "other_spelling", "word_search")

@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from erasepro_core.attacks import ATTACKS, Sampling  # noqa: E402
-from erasepro_core.canvas.bench import build_spec, canvas_on_one_cpu, choose_concepts, wilson  # noqa: E402
+from erasepro_core.canvas.bench import build_spec, canvas_on_one_cpu, choose_concepts  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
+from erasepro_core.intervals import wilson  # noqa: E402
 from erasepro_core.robust.t2 import T2_TEMPLATES, canvas_judge_fn  # noqa: E402
 
 METHODS = {"default": {"method": "erasepro"}, "uce2023": {"method": "uce", "uce_protocol": "uce2023"},

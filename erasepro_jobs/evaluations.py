@@ -17,12 +17,8 @@ MAX_KEPT = 20  # evaluations kept in a manifest (oldest dropped): a bound on its
 JUDGED_SOURCES = ("bundled",)  # base models that ship a judge: only the bundled shapes model
 
 # The threat-model evaluation (docs/method.md, "Threat models"; erasepro_core/robust/threat.py): T1 = prompts typed
-# at the generation endpoint, T2 = embeddings fed to a downloaded checkpoint. Names as erasepro_core.robust.t1's
-# T1_CATEGORIES and T2_ATTACKS (torch-free copies, kept equal by tests/test_threat_rows.py).
-THREAT_MODELS: tuple[str, ...] = ("T1", "T2")
-T1_CATEGORIES: tuple[str, ...] = ("canonical", "paraphrase", "heldout", "misspelling", "other_spelling",
-                                  "word_search")
-T2_ATTACKS: tuple[str, ...] = ("soft_token", "concept_direction", "closed_form")
+# at the generation endpoint, T2 = embeddings fed to a downloaded checkpoint; their names come from the torch-free
+# erasepro_core.robust.names.
 T2_BUDGETS: dict[str, int] = {"soft_token": 8, "concept_direction": 2, "closed_form": 2}  # when budgets are left out
 THREAT_MODEL_BASES = ("canvas",)  # base models whose own judge the threat-model evaluation reads
 MAX_PER_CATEGORY = 64  # attack prompts per T1 category and target (and ≈ T2 instances per attack and target)

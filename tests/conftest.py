@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny pipelines built from configs (real CLIP tokenizer, random weights)."""
+"""Shared fixtures: tiny pipelines built from configs (real CLIP tokenizer, random weights), a real S3 server and
+an embedded Redis per test module."""
 
 from __future__ import annotations
 
@@ -39,3 +40,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
     server = S3Server(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory):
+    """A real Redis server for one test module (the embedded one `erasepro serve` runs: no network, no password)."""
+    from app.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_url(embedded_redis) -> str:
+    return embedded_redis.url

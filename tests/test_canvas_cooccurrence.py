@@ -30,3 +30,15 @@ def test_run_on_a_tiny_budget() -> None:
         assert r[side]["erased"]["n"] == 2 and r[side]["control_objects"]["n"] == 2
         assert r[side]["kept"]["n"] >= 2  # 1-2 other objects per scene
     assert r["columns"] > 0 and r["width"] == 128
+
+
+@pytest.mark.parametrize("flag", [["--objects", "dragon"], ["--methods", "default,nonsense"]])
+def test_the_benchmark_refuses_unknown_names_before_drawing(flag: list[str]) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "canvas_cooccurrence.py"
+    done = subprocess.run([sys.executable, str(script), *flag], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert ("dragon" if "dragon" in flag else "nonsense") in done.stderr and "not among" in done.stderr

@@ -16,16 +16,9 @@ from erasepro_jobs import store
 from erasepro_jobs.lifecycle import K_RUNNING, JobRef, Lifecycle, k_events
 
 
-@pytest.fixture(scope="module")
-def rserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def lc(rserver: EmbeddedRedis, tmp_path: Path) -> Iterator[Lifecycle]:
-    client = redis.Redis.from_url(rserver.url, decode_responses=True)
+def lc(embedded_redis: EmbeddedRedis, tmp_path: Path) -> Iterator[Lifecycle]:
+    client = redis.Redis.from_url(embedded_redis.url, decode_responses=True)
     client.flushall()
     yield Lifecycle(client, tmp_path)
     client.close()
@@ -145,12 +138,12 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path):
     return S3Storage(server.bucket, f"ev-{uuid.uuid4().hex[:8]}", tmp_path / "scratch", client=server.client())
 
 
-def test_every_machine_reads_the_whole_log_from_the_shared_store(rserver: EmbeddedRedis, tmp_path: Path,
+def test_every_machine_reads_the_whole_log_from_the_shared_store(embedded_redis: EmbeddedRedis, tmp_path: Path,
                                                                   shared_store) -> None:
     """The API machine logs the creation, a worker machine the rest: after a Redis flush either one reads all of
     it from the store (each used to keep its own partial copy in its data dir), pages included; deleting the
     erasure removes the store's copy."""
-    client = redis.Redis.from_url(rserver.url, decode_responses=True)
+    client = redis.Redis.from_url(embedded_redis.url, decode_responses=True)
     client.flushall()
     api = Lifecycle(client, tmp_path / "api", shared_store)
     worker = Lifecycle(client, tmp_path / "worker", shared_store)

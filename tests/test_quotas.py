@@ -16,7 +16,6 @@ import redis
 from fastapi.testclient import TestClient
 from s3_server import S3Server
 
-from app.embedded import EmbeddedRedis
 from app.main import create_app
 from erasepro_jobs import store
 from erasepro_jobs.registry import bundled_available
@@ -27,15 +26,6 @@ from erasepro_jobs.usage import QuotaExceeded, Retention, check_quota, tenant_us
 
 KEYS = {"acme": "quota-key-acme-0123456789abcdef", "globex": "quota-key-globex-0123456789abcdef"}
 KiB = 1024
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,6 @@ from typing import Any  # noqa: E402
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from app.embedded import EmbeddedRedis  # noqa: E402
 from app.main import create_app  # noqa: E402
 from erasepro_jobs import memory  # noqa: E402
 from erasepro_jobs.registry import bundled_available  # noqa: E402
@@ -68,15 +67,6 @@ from erasepro_jobs.settings import Settings  # noqa: E402
 
 KEY = "security-key-0123456789abcdef"
 needs_bundled = pytest.mark.skipif(not bundled_available(), reason="the bundled model is not installed")
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def api(redis_url: str, tmp: Path, **changes: Any) -> TestClient:

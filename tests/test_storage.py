@@ -210,16 +210,12 @@ def test_open_storage_follows_the_url(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------- crash leftovers (worker)
 @pytest.fixture(scope="module")
-def redis_client(tmp_path_factory: pytest.TempPathFactory):
+def redis_client(embedded_redis):
     import redis
 
-    from app.embedded import EmbeddedRedis
-
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False).start()
-    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client = redis.Redis.from_url(embedded_redis.url, decode_responses=True)
     yield client
     client.close()
-    server.stop()
 
 
 def test_worker_start_sweeps_what_crashed_jobs_left(storage: Storage, redis_client) -> None:

@@ -14,16 +14,7 @@ from typing import Any
 
 from erasepro_jobs import store
 from erasepro_jobs.evaluations import MAX_KEPT, judge_problem, summary_of
-from worker.runner import (
-    JobContext,
-    JobFailed,
-    checkpoint_delta,
-    interruptible,
-    load_checkpoint,
-    manifest_lock,
-    model_info,
-    run_job,
-)
+from worker.runner import JobContext, JobFailed, interruptible, manifest_lock, open_erasure, run_job
 from worker.runtime import WorkerState, get_state
 
 MARGIN_S = 0.9  # share of the job's time bound the attacks may spend (the rest: loading, efficacy, saving)
@@ -56,18 +47,12 @@ def run_evaluation(*, job_id: str, tenant: str, erasure_id: str, budgets: dict[s
         from erasepro_core.shapes.robustness import evaluate_shapes_erasure
 
         t_start = time.time()
-        ctx.progress("loading model", 0.0)
-        manifest = load_checkpoint(state, tenant, erasure_id)
-        info = model_info(state, manifest["base_model"]["name"])
-        problem = judge_problem(info.source, info.name, targets)  # the API checked; the registry may have changed
-        if problem:
-            raise JobFailed(problem)
-        loaded = state.cache.get(info)
-        delta = checkpoint_delta(state, tenant, erasure_id, manifest)
+        erasure = open_erasure(state, ctx, tenant, erasure_id,
+                               check=lambda info: judge_problem(info.source, info.name, targets))
         # each attack call stops itself at its share of the time bound rather than be killed by RQ
         per_call = max(1.0, MARGIN_S * timeout_s / max(1, len(targets) * len(budgets)))
         with interruptible(state):
-            result = evaluate_shapes_erasure(loaded.pipe, delta, targets, budgets, seed,
+            result = evaluate_shapes_erasure(erasure.loaded.pipe, erasure.delta, targets, budgets, seed,
                                              Sampling(steps=steps, max_seconds=per_call),
                                              progress=lambda s, f: ctx.progress(s, 0.02 + 0.95 * f))
         ctx.progress("saving", 0.98)

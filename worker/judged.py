@@ -14,15 +14,7 @@ from typing import Any
 
 from erasepro_jobs.evaluations import image_key, image_name, image_prefix, summary_of
 from worker.evaluate import record_evaluation
-from worker.runner import (
-    JobContext,
-    JobFailed,
-    checkpoint_delta,
-    interruptible,
-    load_checkpoint,
-    model_info,
-    run_job,
-)
+from worker.runner import JobContext, JobFailed, interruptible, open_erasure, run_job
 from worker.runtime import get_state
 
 
@@ -38,18 +30,15 @@ def run_judged_evaluation(*, job_id: str, tenant: str, erasure_id: str, judge: s
         from erasepro_core.judges.evaluate import judge_erasure
 
         t_start = time.time()
-        ctx.progress("loading model", 0.0)
-        manifest = load_checkpoint(state, tenant, erasure_id)
-        info = model_info(state, manifest["base_model"]["name"])
         try:
             reader = load_judge(judge)
         except JudgeUnavailable as exc:  # the API checked; this worker may lack the package or folder
             raise JobFailed(str(exc)) from None
-        loaded = state.cache.get(info)
-        delta = checkpoint_delta(state, tenant, erasure_id, manifest)
+        erasure = open_erasure(state, ctx, tenant, erasure_id)
         with interruptible(state):
-            report, images = judge_erasure(loaded.pipe, delta, items, reader, samples=samples, seed=seed,
-                                           steps=steps, progress=lambda s, f: ctx.progress(s, 0.02 + 0.9 * f))
+            report, images = judge_erasure(erasure.loaded.pipe, erasure.delta, items, reader, samples=samples,
+                                           seed=seed, steps=steps,
+                                           progress=lambda s, f: ctx.progress(s, 0.02 + 0.9 * f))
         ctx.progress("saving", 0.95)
         for i, (before, after) in enumerate(images):
             for side, ims in (("before", before), ("after", after)):

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from rq import get_current_job
@@ -170,6 +171,27 @@ def checkpoint_delta(state: WorkerState, tenant: str, erasure_id: str, manifest:
     """The erasure's delta, loaded (and, from an object store, downloaded) once per worker, sha256-checked."""
     return state.deltas.get(state.storage, store.checkpoint_key(tenant, erasure_id, store.DELTA_FILE),
                             manifest["files"][store.DELTA_FILE]["sha256"])
+
+
+@dataclass
+class OpenedErasure:
+    """A finished erasure as the jobs that read it need it."""
+    manifest: dict
+    info: BaseModelInfo
+    loaded: Any  # the worker cache's entry for the base model (``.pipe``)
+    delta: Any
+
+
+def open_erasure(state: WorkerState, ctx: JobContext, tenant: str, erasure_id: str,
+                 check: Callable[[BaseModelInfo], str | None] | None = None) -> OpenedErasure:
+    """Load erasure ``erasure_id`` for an evaluation: its manifest, its base model (cached) and its delta.
+    ``check`` may refuse the base model with a reason (the API checked, but the registry may have changed since)."""
+    ctx.progress("loading model", 0.0)
+    manifest = load_checkpoint(state, tenant, erasure_id)
+    info = model_info(state, manifest["base_model"]["name"])
+    if check is not None and (problem := check(info)):
+        raise JobFailed(problem)
+    return OpenedErasure(manifest, info, state.cache.get(info), checkpoint_delta(state, tenant, erasure_id, manifest))
 
 
 @contextmanager

@@ -14,15 +14,7 @@ from typing import Any
 
 from erasepro_jobs.evaluations import summary_of
 from worker.evaluate import MARGIN_S, record_evaluation
-from worker.runner import (
-    JobContext,
-    JobFailed,
-    checkpoint_delta,
-    interruptible,
-    load_checkpoint,
-    model_info,
-    run_job,
-)
+from worker.runner import JobContext, interruptible, open_erasure, run_job
 from worker.runtime import get_state
 
 
@@ -40,24 +32,17 @@ def run_threat_evaluation(*, job_id: str, tenant: str, erasure_id: str, threat: 
         from worker.guard import load_guard
 
         t_start = time.time()
-        ctx.progress("loading model", 0.0)
-        manifest = load_checkpoint(state, tenant, erasure_id)
-        info = model_info(state, manifest["base_model"]["name"])
-        problem = threat_problem(info.name, targets)  # the API checked; the registry may have changed
-        if problem:
-            raise JobFailed(problem)
-        loaded = state.cache.get(info)
-        delta = checkpoint_delta(state, tenant, erasure_id, manifest)
-        guard = load_guard(state, tenant, erasure_id, manifest)
+        erasure = open_erasure(state, ctx, tenant, erasure_id, check=lambda info: threat_problem(info.name, targets))
+        guard = load_guard(state, tenant, erasure_id, erasure.manifest)
         # what is left of the time bound after loading, less a margin for saving
         budget_s = max(1.0, MARGIN_S * timeout_s - (time.time() - t_start))
         with interruptible(state):
             result = evaluate_threat_models(
-                loaded.pipe, delta, targets, threat_models=threat["threat_models"],
+                erasure.loaded.pipe, erasure.delta, targets, threat_models=threat["threat_models"],
                 per_category=int(threat["per_category"]), categories=threat.get("categories"), budgets=budgets,
                 compare_unedited=bool(threat.get("compare_unedited", True)), seed=seed, steps=steps,
                 max_seconds=budget_s, guard=guard, progress=lambda s, f: ctx.progress(s, 0.02 + 0.95 * f))
-        result["defences"] = defences(manifest.get("spec") or {})
+        result["defences"] = defences(erasure.manifest.get("spec") or {})
         ctx.progress("saving", 0.98)
         entry, _ = record_evaluation(state, tenant, erasure_id, job_id, t_start, created_at, {
             "targets": targets, "judge": "canvas", "budgets": budgets, "seed": seed, "steps": steps,

@@ -25,15 +25,13 @@ from erasepro_core.attacks import budgets as attack_budgets
 from erasepro_core.judges import IMAGE_JUDGES, JUDGES, judge_for
 from erasepro_core.judges import judge_problem as image_judge_problem
 from erasepro_core.judges.evaluate import MAX_PROMPTS, MAX_SAMPLES, eval_items
+from erasepro_core.robust.names import T1_CATEGORIES, T2_ATTACKS, THREAT_MODELS
 from erasepro_jobs import memory, store
 from erasepro_jobs.evaluations import (
     IMAGE_NAME_RE,
     MAX_PER_CATEGORY,
-    T1_CATEGORIES,
-    T2_ATTACKS,
     T2_BUDGETS,
     THREAT_MODEL_BASES,
-    THREAT_MODELS,
     evaluation_view,
     image_key,
     judge_problem,

@@ -30,7 +30,7 @@ from erasepro_core.canvas.captions import (
     plain_caption,
 )
 from erasepro_core.canvas.world import ARTISTS, CHARACTERS, OBJECTS, Scene, sample_scene
-from erasepro_core.judges.base import wilson
+from erasepro_core.intervals import rate_ci
 
 Kind = Literal["style", "character"]
 KINDS: tuple[str, ...] = ("style", "character")
@@ -47,15 +47,6 @@ def canvas_on_one_cpu() -> Any:
     torch.set_num_threads(1)
     quiet_libraries()
     return load_pipeline("canvas", device="cpu", dtype="float32")
-
-
-def paired_difference(a: list[int], b: list[int], n_boot: int = 4000, seed: int = 0) -> dict[str, float]:
-    """Rate(a) - rate(b) on the same prompts with a 95 % paired-bootstrap interval."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(x), size=(n_boot, len(x)))
-    d = (x[idx] - y[idx]).mean(1)
-    return {"diff": float(x.mean() - y.mean()), "ci95": [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]}
 
 
 def concepts_of(kind: str) -> tuple[str, ...]:
@@ -178,13 +169,6 @@ def judge_prompts(pipe, judge, kind: str, prompts: list[Prompt], seed: int, step
         seen = labels[:, k + 3] == want
     ok = np.array([objects_right(labels[i], p.scene) for i, p in enumerate(prompts)])
     return Judged(seen, ok, images)
-
-
-def rate_ci(x: np.ndarray) -> dict[str, Any]:
-    """``{"rate": k/n, "k", "n", "ci95": [lo, hi]}`` of a boolean array (95 % Wilson interval)."""
-    k, n = int(x.sum()), int(len(x))
-    lo, hi = wilson(k, n)
-    return {"rate": k / n if n else float("nan"), "k": k, "n": n, "ci95": [lo, hi]}
 
 
 def run_mass(model: str = "canvas", *, kind: str = "style", concepts: int = 10, seed: int = 0,

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from erasepro_core.canvas.bench import objects_right, wilson
+from erasepro_core.canvas.bench import objects_right
 from erasepro_core.canvas.captions import PROMPT_SETS, Prompt, prompt_set
 from erasepro_core.canvas.world import CHARACTERS, OBJECTS
+from erasepro_core.intervals import wilson
 
 #: Scene kinds of the model card: (name, prompt_set keyword arguments).
 SCENE_KINDS: dict[str, dict[str, Any]] = {

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from erasepro_core.intervals import wilson
 
 if TYPE_CHECKING:  # the REST front end imports this module: no PIL needed there
     from PIL import Image
@@ -36,17 +37,6 @@ class ImageJudge(Protocol):
     def verdicts(self, images: Sequence[Image.Image], target: str, anchor: str) -> list[Verdict]: ...
 
     def describe(self) -> dict[str, Any]: ...
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a rate k/n: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def rate(verdicts: Sequence[Verdict]) -> dict[str, Any]:

@@ -27,13 +27,10 @@ import torch
 
 from erasepro_core.canvas.captions import Prompt, describe, plain_caption
 from erasepro_core.canvas.world import Scene, sample_scene
+from erasepro_core.robust.names import T1_ATTACKS, T1_CATEGORIES, T2_ATTACKS
 
-T1_CATEGORIES: tuple[str, ...] = ("canonical", "paraphrase", "heldout", "misspelling", "other_spelling",
-                                  "word_search")
-#: The attack categories proper (``canonical`` is the reference row).
-T1_ATTACKS: tuple[str, ...] = T1_CATEGORIES[1:]
-#: The embedding attacks of threat model T2 (names in :data:`erasepro_core.attacks.ATTACKS`).
-T2_ATTACKS: tuple[str, ...] = ("soft_token", "concept_direction", "closed_form")
+__all__ = ["T1_ATTACKS", "T1_CATEGORIES", "T2_ATTACKS", "attack_prompts", "categories_for", "misspellings",
+           "name_variants", "other_spellings", "word_search_names"]
 
 _KEYS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from erasepro_core.judges.base import wilson
+from erasepro_core.intervals import paired_difference, rate_ci
 
 Progress = Callable[[str, float], None]
 #: The word search's pool of vocabulary words and sweeps in the job (the benchmark: 512 and 2, minutes per name).
@@ -40,22 +40,13 @@ GUIDANCE = 5.0  # classifier-free guidance of every image (as the canvas benchma
 
 
 def rate(seen: Sequence[bool] | np.ndarray) -> dict[str, Any]:
-    """``{"rate": k/n, "k", "n", "ci95": [lo, hi]}`` (Wilson, z = 1.96); ``rate`` is None when n = 0."""
-    x = np.asarray(seen, dtype=bool)
-    k, n = int(x.sum()), int(x.size)
-    lo, hi = wilson(k, n)
-    return {"rate": round(k / n, 4) if n else None, "k": k, "n": n, "ci95": [round(lo, 4), round(hi, 4)]}
+    """:func:`erasepro_core.intervals.rate_ci` to 4 decimals (``rate`` None when n = 0)."""
+    return rate_ci(seen, digits=4)
 
 
-def paired(a: Sequence[int], b: Sequence[int], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """``mean(a_i − b_i)`` on the same prompts with its 95 % paired-bootstrap interval."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if x.size == 0:
-        return {"diff": None, "ci95": [None, None]}
-    idx = np.random.default_rng(seed).integers(x.size, size=(n_boot, x.size))
-    d = (x[idx] - y[idx]).mean(1)
-    return {"diff": round(float((x - y).mean()), 4),
-            "ci95": [round(float(np.quantile(d, 0.025)), 4), round(float(np.quantile(d, 0.975)), 4)]}
+def paired(a: Sequence[int], b: Sequence[int]) -> dict[str, Any]:
+    """:func:`erasepro_core.intervals.paired_difference` (2,000 resamples) to 4 decimals."""
+    return paired_difference(a, b, n_boot=2000, digits=4)
 
 
 def rate_row(threat_model: str, target: str, kind: str, attack: str, seen: Sequence[bool] | np.ndarray,

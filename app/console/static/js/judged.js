@@ -2,8 +2,9 @@
 // 95 % interval, then each prompt's images from the base model and from the erased one, each with the judge's
 // verdict. Images come through the API with the key (fetch -> blob URL), never a URL that carries it.
 
-import {ApiError, api, rawFetch, sleep} from "./api.js";
-import {announce, clear, h} from "./dom.js";
+import {ApiError, api, rawFetch} from "./api.js";
+import {clear, h} from "./dom.js";
+import {bindEvaluationButton} from "./evaluate.js";
 
 const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)} %` : "—");
 
@@ -78,28 +79,7 @@ export function judgedEvaluations(v) {
     clear(list).append(...(judged.length ? judged.reverse().map((e) => drawOne(e, urls))
       : [h("p", {class: "muted"}, "No judged evaluation yet.")]));
   };
-  run.addEventListener("click", async () => {
-    run.disabled = true;
-    clear(status).append("Evaluation queued…");
-    try {
-      const ev = await api(`/v1/erasures/${v.id}/evaluations`, {method: "POST", body: {}});
-      for (;;) {
-        await sleep(1500, controller.signal);
-        const cur = await api(ev.links.self);
-        status.textContent = `Evaluation ${cur.status}${cur.progress?.stage ? `: ${cur.progress.stage}` : ""}…`;
-        if (["succeeded", "failed", "cancelled"].includes(cur.status)) {
-          status.textContent = cur.status === "succeeded" ? "Evaluation done." : `Evaluation ${cur.status}: ${cur.error || ""}`;
-          announce(status.textContent);
-          break;
-        }
-      }
-      await load();
-    } catch (err) {
-      if (!controller.signal.aborted) status.textContent = err.errors?.[0]?.msg || err.message;
-    } finally {
-      run.disabled = false;
-    }
-  });
+  bindEvaluationButton(run, status, controller, v.id, {}, load);
   load().catch((err) => { status.textContent = err.message; });
   sec.stop = () => { controller.abort(); urls.forEach((u) => URL.revokeObjectURL(u)); };
   return sec;

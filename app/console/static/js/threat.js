@@ -2,8 +2,9 @@
 // generation endpoint) and T2 (embeddings fed to a downloaded checkpoint) in two tables, every attack success with
 // its sample size and 95 % interval, and what the erasure's method (and prompt guard) defends against.
 
-import {api, sleep} from "./api.js";
-import {announce, clear, h} from "./dom.js";
+import {api} from "./api.js";
+import {clear, h} from "./dom.js";
+import {bindEvaluationButton} from "./evaluate.js";
 
 const pct = (x) => (typeof x === "number" ? `${(100 * x).toFixed(1)} %` : "—");
 const signed = (x) => (typeof x === "number" ? `${x > 0 ? "+" : ""}${(100 * x).toFixed(1)}` : "—");
@@ -88,28 +89,7 @@ export function threatEvaluations(v) {
     clear(list).append(...(done.length ? done.reverse().map(drawOne)
       : [h("p", {class: "muted"}, "No threat-model evaluation yet.")]));
   };
-  run.addEventListener("click", async () => {
-    run.disabled = true;
-    clear(status).append("Evaluation queued…");
-    try {
-      const ev = await api(`/v1/erasures/${v.id}/evaluations`, {method: "POST", body: {threat_models: ["T1", "T2"]}});
-      for (;;) {
-        await sleep(1500, controller.signal);
-        const cur = await api(ev.links.self);
-        status.textContent = `Evaluation ${cur.status}${cur.progress?.stage ? `: ${cur.progress.stage}` : ""}…`;
-        if (["succeeded", "failed", "cancelled"].includes(cur.status)) {
-          status.textContent = cur.status === "succeeded" ? "Evaluation done." : `Evaluation ${cur.status}: ${cur.error || ""}`;
-          announce(status.textContent);
-          break;
-        }
-      }
-      await load();
-    } catch (err) {
-      if (!controller.signal.aborted) status.textContent = err.body?.detail?.[0]?.msg || err.message;
-    } finally {
-      run.disabled = false;
-    }
-  });
+  bindEvaluationButton(run, status, controller, v.id, {threat_models: ["T1", "T2"]}, load);
   load().catch((err) => { status.textContent = err.message; });
   sec.stop = () => controller.abort();
   return sec;
