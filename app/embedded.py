@@ -57,21 +57,35 @@ def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None, log_path: P
 
 def stop_process(proc: subprocess.Popen, *, grace_s: float = 10.0, second_signal_s: float = 5.0) -> int | None:
     """SIGTERM; after ``grace_s`` a second SIGTERM (RQ's cold shutdown); after ``second_signal_s`` SIGKILL."""
-    if proc.poll() is not None:
-        return proc.returncode
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(second_signal_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+    return stop_processes([proc], grace_s=grace_s, second_signal_s=second_signal_s)[0]
+
+
+def stop_processes(procs: Sequence[subprocess.Popen], *, grace_s: float = 10.0,
+                   second_signal_s: float = 5.0) -> list[int | None]:
+    """:func:`stop_process` for several at once: each step signals all that still run, then waits for them together
+    (so stopping n busy workers takes one grace period, not n). Returns the exit codes in order."""
+
+    def signal_all(sig: int) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    def wait_all(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    signal_all(signal.SIGTERM)
+    if not wait_all(grace_s):
+        signal_all(signal.SIGTERM)
+        if not wait_all(second_signal_s):
+            signal_all(signal.SIGKILL)
+    return [proc.wait() for proc in procs]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,7 @@ from types import FrameType
 
 import uvicorn
 
-from app.embedded import EmbeddedRedis, spawn, stop_process, worker_argv
+from app.embedded import EmbeddedRedis, spawn, stop_processes, worker_argv
 from erasepro_jobs import logs
 from erasepro_jobs.settings import Settings, redact_url
 from erasepro_jobs.storage import Storage, open_storage
@@ -243,8 +243,7 @@ class LocalService:
             self.supervisor = None
         live = [w for w in self.workers if w is not None]
         names = [worker_name(w.pid) for w in live]
-        for w in live:
-            stop_process(w, grace_s=10, second_signal_s=5)
+        stop_processes(live, grace_s=10, second_signal_s=5)
         self.workers = []
         if self.redis is not None:
             self.release_leases(names)

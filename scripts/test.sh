@@ -24,4 +24,8 @@ fi
 if [ ! -d clients/typescript/node_modules ] && command -v npm >/dev/null; then
   (cd clients/typescript && npm ci --no-audit --no-fund >/dev/null)
 fi
+# One OpenMP thread per process: the suite runs the test process beside workers and servers on 2 cores, and torch's
+# spinning OpenMP barriers with 2 threads in each made the whole run ~1.5x slower than on one pinned core
+# (stop 31's CI: 1,973 s; the same suite on one core with one thread: 1,301 s). Set it yourself to override.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 exec .venv/bin/python -m pytest -q "$@"

@@ -24,7 +24,7 @@ import httpx
 import pytest
 import redis
 
-from app.embedded import EmbeddedRedis, free_port, spawn, stop_process
+from app.embedded import EmbeddedRedis, free_port, spawn, stop_process, stop_processes
 from app.http_guard import PROTOCOL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,12 +272,14 @@ class Stack:
         return f"http://127.0.0.1:{self.fuzz_port}"
 
     # ------------------------------------------------------------------------------------------- stop
+    def extra_processes(self) -> list[subprocess.Popen]:
+        """Processes a subclass started besides the API and the worker (stopped with them)."""
+        return []
+
     def stop(self) -> None:
-        for proc in (self.api, self.fuzz_api):
-            if proc is not None:
-                stop_process(proc, grace_s=10, second_signal_s=2)
-        if self.worker is not None:
-            stop_process(self.worker, grace_s=10, second_signal_s=5)
+        # all at once, briefly: a test ends with nothing left to finish (a job still running is cut: cold shutdown)
+        stop_processes([p for p in (self.api, self.fuzz_api, self.worker, *self.extra_processes()) if p is not None],
+                       grace_s=3, second_signal_s=2)
         if self.r is not None:
             self.r.close()
         if self.redis_server is not None:

@@ -17,7 +17,7 @@ pytest.register_assert_rewrite("service_fixtures")
 from s3_server import S3Server  # noqa: E402
 from service_fixtures import GEN, KEYS, ROOT, SHORT_SPEC, Stack, submit, wait_for, wait_status  # noqa: E402
 
-from app.embedded import EmbeddedRedis, free_port, spawn, stop_process  # noqa: E402
+from app.embedded import EmbeddedRedis, free_port, spawn  # noqa: E402
 
 PREFIX = "prod/erasepro"
 
@@ -66,12 +66,13 @@ class S3Stack(Stack):
         wait_for(lambda: self._get("/readyz") == 200, "the API to be ready")
         return self
 
+    def extra_processes(self) -> list[subprocess.Popen]:
+        return list(self.workers.values())
+
     def stop(self) -> None:
-        for proc in self.workers.values():
-            stop_process(proc, grace_s=10, second_signal_s=5)
+        super().stop()  # the API and every worker at once, then Redis
         if self.s3 is not None:
             self.s3.stop()
-        super().stop()
 
 
 @pytest.fixture(scope="module")
