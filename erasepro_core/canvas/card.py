@@ -9,21 +9,28 @@ from typing import Any
 
 from erasepro_core.canvas.evaluate import table
 
+DEFAULT_COMMANDS = """erasepro canvas train --out runs/canvas --resume
+erasepro canvas export --out runs/canvas --dest erasepro_core/canvas/model
+erasepro canvas train-judge --out erasepro_core/canvas/judge"""
+
 
 def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
 def write_card(model_dir: str | Path, run_dir: str | Path, rows: list[dict[str, Any]], *, seconds: dict[str, float],
-               eval_args: dict[str, Any]) -> Path:
-    """Write ``model_dir/README.md``; ``seconds`` = wall time per stage, ``rows`` = ``evaluate_pipeline`` rows."""
+               eval_args: dict[str, Any], status: str = "", commands: str = "") -> Path:
+    """Write ``model_dir/README.md``; ``seconds`` = wall time per stage (summed over resumed runs), ``rows`` =
+    ``evaluate_pipeline`` rows, ``status`` = a markdown section placed before the limitations (how the model
+    stands against its bar, how it was trained in parts), ``commands`` = the shell lines that made it (default: one
+    resumable run, an export and the judge)."""
     model_dir, run_dir = Path(model_dir), Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     clip = json.loads((run_dir / "clip_done.json").read_text())
     vae = json.loads((run_dir / "vae_done.json").read_text())
     log = [json.loads(line) for line in (run_dir / "unet_log.jsonl").read_text().splitlines()]
     gaps = [r for r in log if "gap" in r]
-    pick = [r for r in gaps if r["step"] in {250, 500, 1000, 2000, 3000, 4000, 5000, 6000} or r is gaps[-1]]
+    pick = [r for r in gaps if r["step"] in {250, 500, 1000} or r["step"] % 2000 == 0 or r is gaps[-1]]
     gap_rows = "\n".join(f"| {r['step']:,} | {r['loss_right']:.3f} | {r['loss_shuffled']:.3f} | "
                          f"{r['loss_empty']:.3f} | {r['gap']:.3f} |" for r in pick)
     parts = {sub: _size_mb(model_dir / sub) for sub in ("text_encoder", "unet", "vae", "tokenizer")}
@@ -96,9 +103,7 @@ Weights are float16 safetensors (configs ask loaders for float32). Size on disk:
 ## Training recipe (seed {cfg['seed']})
 
 ```
-erasepro canvas train --out runs/canvas --resume
-erasepro canvas export --out runs/canvas --dest erasepro_core/canvas/model
-erasepro canvas train-judge --out erasepro_core/canvas/judge
+{commands or DEFAULT_COMMANDS}
 ```
 
 {recipe}
@@ -125,7 +130,7 @@ none is named; *all*: objects, style and character right.
 
 Plain prompts drawn right (objects and style), all scene kinds together: {_all_rate(plain):.3f}.
 
-## Limitations
+{status}## Limitations
 
 - 32x32 pixels; layout follows caption order on fixed slots; no notion of size or position in captions.
 - Words never seen in training (`probe_words()`) have untrained embeddings; filler words were trained to draw
