@@ -10,16 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from erasepro_core.canvas.bench import (
-    _rate,
-    build_spec,
-    choose_concepts,
-    concept_prompts,
-    concepts_of,
-    judge_prompts,
-    paired_difference,
-)
+from erasepro_core.canvas.bench import build_spec, choose_concepts, concept_prompts, concepts_of, judge_prompts
 from erasepro_core.canvas.captions import Prompt
+from erasepro_core.intervals import paired_difference
+from erasepro_core.intervals import rate_ci as _rate
 from erasepro_core.robust.t1 import T1_ATTACKS, T1_CATEGORIES, attack_prompts, categories_for
 
 SpecHook = Callable[[Any, Any, list[str]], Any]  # (pipe, spec, erased names) -> spec
