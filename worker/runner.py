@@ -177,7 +177,6 @@ def checkpoint_delta(state: WorkerState, tenant: str, erasure_id: str, manifest:
 class OpenedErasure:
     """A finished erasure as the jobs that read it need it."""
     manifest: dict
-    info: BaseModelInfo
     loaded: Any  # the worker cache's entry for the base model (``.pipe``)
     delta: Any
 
@@ -191,7 +190,7 @@ def open_erasure(state: WorkerState, ctx: JobContext, tenant: str, erasure_id: s
     info = model_info(state, manifest["base_model"]["name"])
     if check is not None and (problem := check(info)):
         raise JobFailed(problem)
-    return OpenedErasure(manifest, info, state.cache.get(info), checkpoint_delta(state, tenant, erasure_id, manifest))
+    return OpenedErasure(manifest, state.cache.get(info), checkpoint_delta(state, tenant, erasure_id, manifest))
 
 
 @contextmanager

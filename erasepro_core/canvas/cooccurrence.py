@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from erasepro_core.canvas.bench import rate_ci
 from erasepro_core.canvas.captions import Prompt, plain_caption
 from erasepro_core.canvas.world import COLOURS, OBJECTS, Obj, Scene, sample_scene
+from erasepro_core.intervals import rate_ci
 
 #: Where the solver meets the object word: alone, coloured, and beside another object (so the edit learns to
 #: drop the word's object, not the scene).

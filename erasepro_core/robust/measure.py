@@ -12,8 +12,7 @@ import numpy as np
 
 from erasepro_core.canvas.bench import build_spec, choose_concepts, concept_prompts, concepts_of, judge_prompts
 from erasepro_core.canvas.captions import Prompt
-from erasepro_core.intervals import paired_difference
-from erasepro_core.intervals import rate_ci as _rate
+from erasepro_core.intervals import paired_difference, rate_ci
 from erasepro_core.robust.t1 import T1_ATTACKS, T1_CATEGORIES, attack_prompts, categories_for
 
 SpecHook = Callable[[Any, Any, list[str]], Any]  # (pipe, spec, erased names) -> spec
@@ -67,16 +66,16 @@ def run_t1(pipe, judge, *, kind: str = "style", concepts: int = 1, seed: int = 0
             row: dict[str, Any] = {"options": options, **extra, "categories": {}, "per_prompt": {}}
             for ci, (cat, ps) in enumerate(sets.items()):
                 j = judge_prompts(pipe, judge, kind, ps, seed + 7919 * ci, steps, guidance)
-                row["categories"][cat] = _rate(j.concept_seen)
+                row["categories"][cat] = rate_ci(j.concept_seen)
                 row["per_prompt"][cat] = j.concept_seen.astype(int).tolist()
                 row.setdefault("_objects", []).append(j.objects_ok)
             pj = judge_prompts(pipe, judge, kind, preserved, seed + 100_000, steps, guidance)
-            row["preserved"] = _rate(pj.concept_seen)
+            row["preserved"] = rate_ci(pj.concept_seen)
             row["per_prompt"]["preserved"] = pj.concept_seen.astype(int).tolist()
-            row["objects"] = _rate(np.concatenate([*row.pop("_objects"), pj.objects_ok]))
+            row["objects"] = rate_ci(np.concatenate([*row.pop("_objects"), pj.objects_ok]))
             attacks = [c for c in sets if c in T1_ATTACKS]
             pooled = np.concatenate([np.asarray(row["per_prompt"][c]) for c in attacks]) if attacks else np.zeros(0)
-            row["t1_pooled"] = _rate(pooled.astype(bool))
+            row["t1_pooled"] = rate_ci(pooled.astype(bool))
             row["per_prompt"]["t1_pooled"] = pooled.astype(int).tolist()
         finally:
             if ctx is not None:
