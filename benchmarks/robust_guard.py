@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from erasepro_core.canvas.bench import canvas_on_one_cpu, choose_concepts, concepts_of, solver_templates  # noqa: E402
 from erasepro_core.canvas.captions import prompt_set  # noqa: E402
-from erasepro_core.guard import DEFAULT_MARGIN, build_guard  # noqa: E402
+from erasepro_core.guard import DEFAULT_MARGIN, DEFAULT_NEUTRAL_WORDS, build_guard  # noqa: E402
 from erasepro_core.intervals import rate_ci  # noqa: E402
 from erasepro_core.preserve import generic_preserve_prompts  # noqa: E402
 from erasepro_core.robust.measure import t1_prompt_sets  # noqa: E402
@@ -44,6 +44,20 @@ def heldout_sets(kind: str, erased: list[str], n: int, seed: int) -> dict[str, l
     return out
 
 
+def effective_prompts(paths: list[str]) -> dict[tuple[str, int, str], dict[str, bool]]:
+    """(kind, N, category) -> prompt -> whether the unedited model drew the concept (robust_t1.py's per-prompt
+    outcomes; a prompt drawn several times counts as working when any draw did)."""
+    out: dict[tuple[str, int, str], dict[str, bool]] = {}
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        row = res["methods"]["unedited"]["per_prompt"]
+        for cat, texts in res["prompts"].items():
+            seen = out.setdefault((res["kind"], int(res["concepts"]), cat), {})
+            for text, ok in zip(texts, row[cat], strict=True):
+                seen[text] = seen.get(text, False) or bool(ok)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="style,character")
@@ -54,8 +68,14 @@ def main() -> int:
     ap.add_argument("--margins", default="0,0.02,0.05,0.1,0.15,0.2,0.3",
                     help="margins the JSON also reports detection/false positives at (for choosing on a validation "
                          "seed)")
+    ap.add_argument("--neutral-words", type=int, default=DEFAULT_NEUTRAL_WORDS,
+                    help="common vocabulary words the thresholds are calibrated on too (0: the preserve set only)")
+    ap.add_argument("--effective", nargs="*", default=[], metavar="T1_JSON",
+                    help="robust_t1.py results (same seed and --n) whose unedited row says which attack prompts "
+                         "work: detection is also reported on those alone")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
+    works = effective_prompts(args.effective)
     pipe = canvas_on_one_cpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +86,8 @@ def main() -> int:
             erased = choose_concepts(kind, n_c, args.seed)
             others = [c for c in concepts_of(kind) if c not in erased]
             preserve = generic_preserve_prompts(pipe)
-            guard = build_guard(pipe, erased, preserve, others, margin=0.0)  # margins applied below
+            # margins applied below
+            guard = build_guard(pipe, erased, preserve, others, margin=0.0, neutral_words=args.neutral_words)
             res: dict = {"kind": kind, "concepts": n_c, "erased": erased, "threshold_min": guard.threshold,
                          "guard_stats": guard.stats, "margin": args.margin, "detection": {}, "false_positive": {},
                          "scores": {}}
@@ -77,15 +98,19 @@ def main() -> int:
                 res["scores"][key] = [round(float(v), 4) for v in sc]
                 return sc >= args.margin
             attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed)
-            pooled = []
+            pooled, pooled_works = [], []
             for cat, ps in attacks.items():
                 flags = flag([p.text for p in ps], f"detection: {cat}")
                 res["detection"][cat] = rate_ci(flags)
                 if cat != "canonical":
                     pooled.append(flags)
+                    known = works.get((kind, n_c, cat), {})
+                    pooled_works += [f for p, f in zip(ps, flags, strict=True) if known.get(p.text)]
                 missed = [p.text for p, f in zip(ps, flags, strict=True) if not f]
                 res["detection"][cat]["missed_examples"] = missed[:8]
             res["detection"]["T1 pooled"] = rate_ci(np.concatenate(pooled))
+            if pooled_works:  # the attack prompts the unedited model draws as the concept
+                res["detection"]["T1 pooled, effective prompts"] = rate_ci(np.array(pooled_works, dtype=bool))
             pres_prompts = preserve + others + [t.format(c) for c in others for t in solver_templates(kind)]
             res["false_positive"]["preserve set"] = rate_ci(flag(pres_prompts, "false_positive: preserve set"))
             held_all = []

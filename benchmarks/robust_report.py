@@ -1,6 +1,7 @@
 """Markdown tables of the robustness results under benchmarks/results/robust/ (T1 per category, the guard, T2).
 
-    python benchmarks/robust_report.py
+    python benchmarks/robust_report.py                                      # the 6,000-step model's results
+    python benchmarks/robust_report.py benchmarks/results/robust_14k        # the shipped model's
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ def ci(r: dict) -> str:
     return f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
 
 
-def t1_tables() -> str:
+def t1_tables(results: Path = RESULTS) -> str:
     out = []
     for kind, n_c in (("style", 1), ("character", 1), ("style", 10), ("character", 10)):
         rows: dict[str, dict] = {}
-        for f in sorted(RESULTS.glob(f"t1-{kind}-{n_c}-s0-n40-*.json")):
+        for f in sorted(results.glob(f"t1-{kind}-{n_c}-s0-n40-*.json")):
             rows.update(json.loads(f.read_text())["methods"])
         if not rows:
             continue
+        # unedited first, then ErasePro's rows, then UCE's (in the order the files give them)
+        order = sorted(rows, key=lambda m: (m != "unedited", m != "default", m.startswith("uce"), list(rows).index(m)))
+        rows = {m: rows[m] for m in order}
         base = rows.get("unedited")
         out += [f"#### {kind}, N = {n_c}", "",
                 "| method | " + " | ".join(CATS) + " | T1 pooled ↓ | Δ T1 vs unedited | preserved ↑ | objects ↑ |",
@@ -46,22 +50,24 @@ def t1_tables() -> str:
     return "\n".join(out)
 
 
-def guard_tables() -> str:
-    out = ["| kind | N | margin | T1 detection ↑ (pooled) | per category | held-out FP ↓ | preserve FP |",
-           "|---|---:|---:|---|---|---|---|"]
-    for f in sorted(RESULTS.glob("guard-*.json")):
+def guard_tables(results: Path = RESULTS) -> str:
+    out = ["| kind | N | margin | T1 detection ↑ (pooled) | per category | effective prompts ↑ | held-out FP ↓ "
+           "| preserve FP |", "|---|---:|---:|---|---|---|---|---|"]
+    for f in sorted(results.glob("guard-*.json")):
         r = json.loads(f.read_text())
         det = r["detection"]
         per = ", ".join(f"{c} {det[c]['rate']:.2f}" for c in CATS if c in det)
         held, pres, t1 = r["false_positive"]["held-out pooled"], r["false_positive"]["preserve set"], det["T1 pooled"]
-        out.append(f"| {r['kind']} | {r['concepts']} | {r['margin']} | {ci(t1)} (n={t1['n']}) | {per} | "
+        eff = det.get("T1 pooled, effective prompts")
+        eff_s = f"{ci(eff)} (n={eff['n']})" if eff else "—"
+        out.append(f"| {r['kind']} | {r['concepts']} | {r['margin']} | {ci(t1)} (n={t1['n']}) | {per} | {eff_s} | "
                    f"{ci(held)} (n={held['n']}) | {ci(pres)} (n={pres['n']}) |")
     return "\n".join(out)
 
 
-def t2_tables() -> str:
+def t2_tables(results: Path = RESULTS) -> str:
     out = ["| kind | method | attack | budget | ASR | n |", "|---|---|---|---:|---|---:|"]
-    for f in sorted(RESULTS.glob("t2-*.json")):
+    for f in sorted(results.glob("t2-*.json")):
         r = json.loads(f.read_text())
         for m, attacks in r["methods"].items():
             for a, s in attacks.items():
@@ -71,7 +77,8 @@ def t2_tables() -> str:
 
 
 if __name__ == "__main__":
-    print(t1_tables())
-    print(guard_tables())
+    where = Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS
+    print(t1_tables(where))
+    print(guard_tables(where))
     print()
-    print(t2_tables())
+    print(t2_tables(where))

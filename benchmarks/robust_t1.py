@@ -28,9 +28,16 @@ METHODS: dict[str, dict | None] = {
     # the `characters` preset's token policy: the name's tokens through EOS (a causal encoder carries a name forward)
     "to_eos": {"method": "erasepro", "token_policy": "to_eos"},
     "to_end": {"method": "erasepro", "token_policy": "to_end"},  # through padding, as UCE's 2023 protocol pairs
+    # the bare name only (UCE's protocols phrase the bare concept): far fewer columns than the five templates
+    "to_eos_bare": {"method": "erasepro", "token_policy": "to_eos", "templates": ["{}"]},
+    "to_end_bare": {"method": "erasepro", "token_policy": "to_end", "templates": ["{}"]},
+    "to_end_bare_exact": {"method": "erasepro", "token_policy": "to_end", "templates": ["{}"], "residual_ridge": 0.0},
+    "to_eos_pw10": {"method": "erasepro", "token_policy": "to_eos", "preserve_weight": 10.0},
     "uce2025": {"method": "uce"},
     "uce2023": {"method": "uce", "uce_protocol": "uce2023"},
     "uce_custom": {"method": "uce", "uce_protocol": "custom"},
+    # the mass-erasure sweep's tuned UCE row where it differs from a protocol's defaults (style N = 1 and 10)
+    "uce2025_sp0.1": {"method": "uce", "uce_preserve_scale": 0.1},
     "expand8": {"method": "erasepro"},  # + concept expansion (8 neighbours), see erasepro_core/robust/expansion.py
 }
 

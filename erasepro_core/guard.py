@@ -7,9 +7,9 @@ reads the same wherever a prompt puts it; k is the longest target's token count.
 whitening by the preserve set (the solver's preserve metric): ``z = M^-½ (c − μ) / ‖·‖``, ``M = C̄ + α·tr(C̄)/d·I``
 with ``μ``, ``C̄`` the mean and covariance of the preserve windows. An erasure's *signature* is every window of its
 targets; a prompt is flagged when some window has ``z·t_j ≥ τ_j`` for a signature column ``t_j``, where ``τ_j`` is
-column j's largest cosine with any preserve window plus a margin — so no preserve prompt is flagged by
-construction, and a column the preserve set also holds (``τ_j > 0.95``: a name piece shared with another name) is
-dropped. Held-out false positives are measured, not tuned (docs/benchmarks.md).
+column j's largest cosine with any preserve window or common vocabulary word plus a margin — so no preserve
+prompt is flagged by construction, and a column the preserve set also holds (``τ_j > 0.95``: a name piece shared
+with another name) is dropped. Held-out false positives are measured, not tuned (docs/benchmarks.md).
 
 What it needs is stored beside the delta: ``guard.safetensors`` (signature, thresholds, centre, whitening) and
 ``guard.json`` (targets, window length, mode, calibration summary). Off by default (``prompt_guard="off"``);
@@ -32,6 +32,10 @@ GUARD_JSON = "guard.json"
 GUARD_MODES: tuple[str, ...] = ("off", "refuse", "log")
 #: Cosine margin above each signature column's largest preserve cosine.
 DEFAULT_MARGIN = 0.15  # chosen on canvas validation prompts (seed 1): 0 held-out false positives for both kinds
+#: Common vocabulary words the thresholds are also calibrated on (:func:`common_words`): measured on canvas, a
+#: fragment of a name ("vinter") otherwise came near quality tags ("high quality", "4k"), flagging 14 % of held-out
+#: prompts at ten styles; 2,000 words brought that to 3 % with no loss of detection (docs/benchmarks.md).
+DEFAULT_NEUTRAL_WORDS = 2000
 DEFAULT_RIDGE = 0.01  # ridge of the preserve whitening, relative to the mean variance (the solver's alpha)
 #: Signature columns whose calibrated threshold would exceed this are dropped (not distinct from the preserve set).
 MAX_THRESHOLD = 0.95
@@ -216,12 +220,14 @@ def preserve_whitening(centred: torch.Tensor, ridge: float) -> torch.Tensor:
 
 def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], preserve_concepts: Sequence[str] = (),
                 *, mode: str = "refuse", margin: float = DEFAULT_MARGIN, extra_signature: Sequence[str] = (),
-                ridge: float = DEFAULT_RIDGE, max_threshold: float = MAX_THRESHOLD) -> PromptGuard:
+                ridge: float = DEFAULT_RIDGE, max_threshold: float = MAX_THRESHOLD,
+                neutral_words: int = DEFAULT_NEUTRAL_WORDS) -> PromptGuard:
     """The guard of an erasure of ``targets``: signature = every window of each target's tokens (and of
     ``extra_signature``, e.g. the concept expansion's phrasings), whitened by the preserve windows' covariance;
     each signature column's threshold τ_j = its largest cosine with any window of ``preserve_prompts`` and
-    ``preserve_concepts`` + ``margin``; columns with τ_j > ``max_threshold`` (a window the preserve set also
-    holds, such as a name's first piece shared with another name) are dropped as not distinctive."""
+    ``preserve_concepts`` or any of the ``neutral_words`` most common vocabulary words + ``margin``; columns with
+    τ_j > ``max_threshold`` (a window the preserve set also holds, such as a name's first piece shared with another
+    name) are dropped as not distinctive."""
     if mode not in GUARD_MODES[1:]:
         raise ValueError(f"mode must be one of {GUARD_MODES[1:]}")
     _single_tower(pipe)
@@ -245,7 +251,11 @@ def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], p
                          "fewer or shorter targets")
     z = (sig - centre) @ factor
     sig = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    zp = (allp - centre) @ factor
+    calib = allp
+    if neutral_words:
+        ncols, _ = window_columns(pipe, common_words(tok, neutral_words, names), 1)
+        calib = torch.cat([allp, *[c for c in ncols if len(c)]])
+    zp = (calib - centre) @ factor
     zp = zp / zp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     tau = torch.full((len(sig),), -1.0, dtype=torch.float64)
     for i in range(0, len(zp), 8192):
@@ -258,11 +268,26 @@ def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], p
     guard = PromptGuard(list(targets), sig[keep], [o for o, k in zip(owner, keep.tolist(), strict=True) if k],
                         centre, factor, tau[keep], max_tokens, mode)
     guard.stats = {"n_preserve": len(pres), "margin": margin, "ridge": ridge, "max_threshold": max_threshold,
+                   "neutral_words": neutral_words,
                    "signature_columns": int(keep.sum()), "dropped_columns": int((~keep).sum()),
                    "signature_windows": sorted({w for w, k in zip(kept_text, keep.tolist(), strict=True) if k}),
                    "extra_signature": [e for e in extra_signature if e not in targets],
                    "threshold_min": float(tau[keep].min()), "threshold_max": float(tau[keep].max())}
     return guard
+
+
+def common_words(tok, n: int, exclude: Sequence[str] = ()) -> list[str]:
+    """The ``n`` most frequent whole words of a CLIP BPE vocabulary (alphabetic ``…</w>`` tokens of 3+ letters
+    in merge order, which follows corpus frequency), less any word of ``exclude``: neutral prompt words."""
+    skip = {w for e in exclude for w in e.lower().split()}
+    out: list[str] = []
+    for token, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]):
+        word = token[:-4] if token.endswith("</w>") else None
+        if word and len(word) >= 3 and word.isalpha() and word not in skip:
+            out.append(word)
+            if len(out) == n:
+                break
+    return out
 
 
 def _nearest_target(name: str, targets: Sequence[str]) -> int:

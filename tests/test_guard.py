@@ -46,6 +46,24 @@ def test_guard_flags_the_target_and_its_misspelling_not_the_preserve_set(canvas,
     assert not guard.check(canvas, "a red circle").flagged
 
 
+def test_common_words_calibrate_the_thresholds(canvas) -> None:
+    """Pieces of a made-up name ("belly", "weather") sit near everyday words; calibrated on the preserve prompts
+    alone the guard flags hundreds of the 2,000 most common words, calibrated on them too it flags none of them
+    and still flags the name."""
+    from erasepro_core.guard import build_guard, common_words
+
+    name = "auntie bellyweather"
+    words = common_words(canvas.tokenizer, 2000, [name])
+    assert len(words) == 2000 and "the" in words and "auntie" not in words
+    assert all(w.isalpha() and len(w) >= 3 for w in words)
+    bare = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:], neutral_words=0)
+    calibrated = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:])
+    assert calibrated.stats["neutral_words"] == 2000
+    assert bare.flags(canvas, words).sum() > 100
+    assert calibrated.flags(canvas, words).sum() == 0
+    assert calibrated.flags(canvas, [name, f"a photo of {name} and a red star"]).all()
+
+
 def test_guard_round_trips_and_refuses_malformed_files(canvas, guard, tmp_path: Path) -> None:
     from erasepro_core.delta import save_tensors
     from erasepro_core.guard import GUARD_JSON, GUARD_TENSORS, GuardFormatError, PromptGuard

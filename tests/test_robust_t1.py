@@ -33,3 +33,20 @@ def test_attack_prompts_name_the_concept_as_their_category_says(kind: str, name:
                 assert exact == (cat in ("canonical", "paraphrase", "heldout")), (cat, p.text)
     with pytest.raises(ValueError, match="unencoded|pipeline"):
         attack_prompts(kind, name, "word_search", 4, seed=0)
+
+
+def test_the_guard_benchmark_reads_which_attack_prompts_work(tmp_path) -> None:
+    """benchmarks/robust_guard.py --effective: a prompt works when the unedited model drew the concept on any draw."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robust_guard.py"
+    spec = importlib.util.spec_from_file_location("robust_guard", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = {"kind": "style", "concepts": 1, "prompts": {"paraphrase": ["a", "b", "a"], "misspelling": ["c"]},
+           "methods": {"unedited": {"per_prompt": {"paraphrase": [0, 0, 1], "misspelling": [0]}}}}
+    (tmp_path / "t1.json").write_text(json.dumps(res))
+    works = mod.effective_prompts([str(tmp_path / "t1.json")])
+    assert works == {("style", 1, "paraphrase"): {"a": True, "b": False}, ("style", 1, "misspelling"): {"c": False}}

@@ -30,11 +30,11 @@ class EraseProConfig(MethodConfig):
 
     cli_aliases: ClassVar[dict[str, str]] = {"token_policy": "--tokens", "harden_rounds": "--harden"}
     threat_models: ClassVar[dict[str, str]] = {
-        "T1": "partly: one canvas style's pooled T1 attack success 0.18 (unedited 0.51, UCE uce2023 0.46), held-out "
-              "phrasings leak most (0.45); one character 0.50 (unedited 0.59): the 'last'-token default does not "
-              "erase characters",
-        "T2": "no: any K/V edit W = W_o·Q is undone by a context-space attack (one canvas style: concept direction "
-              "1.00, closed form 0.79, 24 soft-token steps 0.67)"}
+        "T1": "partly: one canvas style's pooled T1 attack success 0.20 (unedited 0.55, UCE's rows 0.47-0.59), "
+              "held-out phrasings leak most (0.45); one character 0.53 (unedited 0.71): the 'last'-token default does "
+              "not erase characters ('to_eos', the characters preset: 0.24 vs UCE 2023's 0.17)",
+        "T2": "no: any K/V edit W = W_o·Q is undone by a context-space attack (one canvas style: closed form 1.00, "
+              "concept direction 0.88, 24 soft-token steps 0.83)"}
 
     name: Literal["erasepro"] = "erasepro"
     schedule: Schedule = Field(default="none", description="The progressive text-encoder stage: 'none' (K/V edit "

@@ -62,9 +62,9 @@ class UCEConfig(MethodConfig):
 
     flat_prefix: ClassVar[str] = "uce_"
     threat_models: ClassVar[dict[str, str]] = {
-        "T1": "uce2023 on one canvas style: pooled T1 attack success 0.46 (unedited 0.51), no category moves beyond "
-              "its interval; one character 0.08 (unedited 0.59)",
-        "T2": "no: one canvas style: concept direction 0.96, closed form 1.00, 24 soft-token steps 0.83"}
+        "T1": "uce2023 on one canvas style: pooled T1 attack success 0.48 (unedited 0.55; uce2025 0.59); one character "
+              "0.17 (unedited 0.71) at 0.78 of other characters and 0.74 of objects (unedited 0.93, 0.95)",
+        "T2": "no: one canvas style: closed form 0.96, concept direction 1.00, 24 soft-token steps 1.00"}
 
     name: Literal["uce"] = "uce"
     protocol: Protocol = Field(default="uce2025", description="UCE baseline: which of the authors' protocols gives "
