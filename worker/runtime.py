@@ -154,21 +154,29 @@ class Heartbeat(threading.Thread):
         self.stop_event = threading.Event()
         self.main_pid = os.getpid()
         self.retention = Retention(state.r, state.storage, state.settings)
-        self._sweeper: threading.Thread | None = None
+        # One long-lived sweeper, started with the heartbeat (before any job): a thread created while a job holds
+        # the process's RLIMIT_AS can find no memory for its stack or thread-local data, and glibc then aborts the
+        # whole worker ("cannot allocate memory for thread-local data") - seen when a sweep fell due mid-job.
+        self._sweep_due = threading.Event()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="erasepro-retention", daemon=True)
+
+    def start(self) -> None:
+        self._sweeper.start()
+        super().start()
 
     def sweep_retention(self) -> None:
-        """Start the retention sweep in its own thread unless one is still running (it runs only when due)."""
-        if self._sweeper is not None and self._sweeper.is_alive():
-            return
+        """Ask the sweeper for a retention sweep (it runs one only when due; a sweep still running is not doubled)."""
+        self._sweep_due.set()
 
-        def sweep() -> None:
+    def _sweep_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if not self._sweep_due.wait(1.0):
+                continue
+            self._sweep_due.clear()
             try:
                 self.retention.sweep_if_due()
-            except Exception as exc:  # an unreachable store or Redis: the next due sweep tries again
-                log.warning("retention sweep: %s", exc)
-
-        self._sweeper = threading.Thread(target=sweep, name="erasepro-retention", daemon=True)
-        self._sweeper.start()
+            except Exception as exc:  # an unreachable store or Redis, a job at its memory limit: the next due sweep
+                log.warning("retention sweep: %s", exc)  # tries again
 
     def beat(self) -> None:
         s = self.state
