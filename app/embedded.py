@@ -21,8 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from erasepro_core.io import write_text_atomic
+
+NO_RETRY = Retry(NoBackoff(), 0)  # a client that reports a refused or closed connection at once
 
 PR_SET_PDEATHSIG = 1
 
@@ -177,7 +181,7 @@ class EmbeddedRedis:
     def _wait_ready(self, timeout_s: float) -> bool:
         assert self.proc is not None
         deadline = time.monotonic() + timeout_s
-        client = self.client(socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5, retry=NO_RETRY)  # we poll ourselves
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -195,7 +199,8 @@ class EmbeddedRedis:
         """Save (when persisting) and shut down; falls back to signals if Redis does not answer."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        client = self.client(socket_connect_timeout=1, socket_timeout=5)
+        # no retries: SHUTDOWN ends in a closed connection, which redis-py would otherwise retry with backoff (3.5 s)
+        client = self.client(socket_connect_timeout=1, socket_timeout=5, retry=NO_RETRY)
         try:
             client.shutdown(save=self.persist, nosave=not self.persist)
         except redis.RedisError:

@@ -234,10 +234,12 @@ class LocalService:
 
     def stop(self) -> None:
         """Stop in order: API, workers (a running job is given a few seconds), Redis. Idempotent."""
+        t0 = time.monotonic()
         if self.server is not None:
             self.server.should_exit = True
             if self._thread is not None:
                 self._thread.join(15)
+        t1 = time.monotonic()
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
@@ -245,10 +247,12 @@ class LocalService:
         names = [worker_name(w.pid) for w in live]
         stop_processes(live, grace_s=10, second_signal_s=5)
         self.workers = []
+        t2 = time.monotonic()
         if self.redis is not None:
             self.release_leases(names)
             self.redis.stop()
             self.redis = None
+        log.info("stopped: API %.1f s, workers %.1f s, Redis %.1f s", t1 - t0, t2 - t1, time.monotonic() - t2)
 
 
 def worker_name(pid: int) -> str:

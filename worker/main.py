@@ -66,6 +66,9 @@ class AllowlistedJob(Job):
     stopped_callback = property(_no_callback)  # type: ignore[assignment]
 
 
+PUBSUB_POLL_S = 1.0  # how long a stopping worker may wait for its pub/sub listener (see ErasureWorker.subscribe)
+
+
 class ErasureWorker(SimpleWorker):
     """RQ's in-process worker (no fork per job: the model cache survives), JSON-serialized jobs, and only the
     functions in :data:`erasepro_jobs.settings.JOB_FUNCTIONS` (see :class:`AllowlistedJob`).
@@ -85,6 +88,17 @@ class ErasureWorker(SimpleWorker):
         if self.lane is not None:
             self.lane.signal(signum)
         super().request_force_stop(signum, frame)
+
+    def subscribe(self) -> None:
+        """RQ's own, with its listener waking every second instead of every minute: redis-py >= 8's
+        ``PubSubWorkerThread.stop()``, which RQ calls on the way out, waits for the thread, and once unsubscribed
+        that thread sleeps out its whole ``get_message`` timeout - so every worker stop took its full grace period
+        (10 s in ``erasepro serve``) and ended in a cold shutdown."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=PUBSUB_POLL_S, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
 
 
 def _die_with_parent() -> None:
