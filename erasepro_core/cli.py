@@ -163,8 +163,17 @@ def _progress_bar(desc: str):
     return bar, update
 
 
+def _quiet_libraries() -> None:
+    """The libraries' progress bars and advisories off; imports torch and diffusers (seconds), so a command calls it
+    only once its input checks out: a bad spec fails at once."""
+    from erasepro_core.pipeline import quiet_libraries
+
+    quiet_libraries()
+
+
 def cmd_erase(args: argparse.Namespace) -> int:
     spec = build_spec(args)
+    _quiet_libraries()
     from erasepro_core.erasure import erase
     from erasepro_core.pipeline import load_pipeline, save_pipeline
 
@@ -368,10 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    if args.command in ("erase", "generate", "inspect", "warmup", "convert"):
-        from erasepro_core.pipeline import quiet_libraries
-
-        quiet_libraries()
+    if args.command in ("generate", "inspect", "warmup", "convert"):  # erase: once its spec is valid
+        _quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except CLIError as exc:
