@@ -73,8 +73,10 @@ def main() -> int:
     ap.add_argument("--effective", nargs="*", default=[], metavar="T1_JSON",
                     help="robust_t1.py results (same seed and --n) whose unedited row says which attack prompts "
                          "work: detection is also reported on those alone")
+    ap.add_argument("--search", default="", help="the word search's budget, as robust_t1.py's --search")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
+    search = {k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)} or None
     works = effective_prompts(args.effective)
     pipe = canvas_on_one_cpu()
     out = Path(args.out)
@@ -97,7 +99,7 @@ def main() -> int:
                 sc = guard.scores(pipe, texts)  # margin over the margin-0 thresholds
                 res["scores"][key] = [round(float(v), 4) for v in sc]
                 return sc >= args.margin
-            attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed)
+            attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed, search)
             pooled, pooled_works = [], []
             for cat, ps in attacks.items():
                 flags = flag([p.text for p in ps], f"detection: {cat}")

@@ -74,14 +74,18 @@ def main() -> int:
     ap.add_argument("--categories", default=",".join(T1_CATEGORIES))
     ap.add_argument("--n", type=int, default=40, help="images per attack category (and preserved prompts)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--search", default="", help="the word search's budget, e.g. pool=8192,sweeps=3,n_tokens=4 "
+                    "(default: pool=512,sweeps=2 and the name's token count up to 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
+    search = {k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)}
     pipe = canvas_on_one_cpu()
     judge = load_judge()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.methods.split(",")
-    path = out / f"t1-{args.kind}-{args.concepts}-s{args.seed}-n{args.n}-{'_'.join(names)}.json"
+    tag = "-search-" + "-".join(f"{k}{v}" for k, v in search.items()) if search else ""
+    path = out / f"t1-{args.kind}-{args.concepts}-s{args.seed}-n{args.n}-{'_'.join(names)}{tag}.json"
 
     def save(partial: dict) -> None:  # after each method, so a partial run leaves its numbers on disk
         path.write_text(json.dumps(partial, indent=1))
@@ -89,7 +93,7 @@ def main() -> int:
     merged = run_t1(pipe, judge, kind=args.kind, concepts=args.concepts, seed=args.seed,
                     methods={name: METHODS[name] for name in names}, categories=args.categories.split(","),
                     n=args.n, n_preserved=args.n, hooks=hooks_for(names),
-                    log=lambda m: print(m, file=sys.stderr, flush=True), on_method=save)
+                    log=lambda m: print(m, file=sys.stderr, flush=True), on_method=save, search=search or None)
     print(table(merged))
     return 0
 

@@ -18,12 +18,13 @@ from erasepro_core.robust.t1 import T1_ATTACKS, T1_CATEGORIES, attack_prompts, c
 SpecHook = Callable[[Any, Any, list[str]], Any]  # (pipe, spec, erased names) -> spec
 
 
-def t1_prompt_sets(pipe, kind: str, erased: Sequence[str], categories: Sequence[str], n: int, seed: int
-                   ) -> dict[str, list[Prompt]]:
-    """Per category ``n`` attack prompts cycling over the erased concepts (``n // N`` or one more each)."""
+def t1_prompt_sets(pipe, kind: str, erased: Sequence[str], categories: Sequence[str], n: int, seed: int,
+                   search: dict[str, int] | None = None) -> dict[str, list[Prompt]]:
+    """Per category ``n`` attack prompts cycling over the erased concepts (``n // N`` or one more each);
+    ``search``: the word search's budget (:func:`erasepro_core.robust.t1.word_search_names`' keywords)."""
     out: dict[str, list[Prompt]] = {}
     for cat in categories_for(categories):
-        per = [attack_prompts(kind, name, cat, -(-n // len(erased)), seed, pipe) for name in erased]
+        per = [attack_prompts(kind, name, cat, -(-n // len(erased)), seed, pipe, search) for name in erased]
         out[cat] = [per[i % len(erased)][i // len(erased)] for i in range(n)]
     return out
 
@@ -32,7 +33,8 @@ def run_t1(pipe, judge, *, kind: str = "style", concepts: int = 1, seed: int = 0
            methods: dict[str, dict[str, Any] | None], categories: Sequence[str] = T1_CATEGORIES, n: int = 40,
            n_preserved: int = 40, steps: int = 20, guidance: float = 5.0,
            hooks: dict[str, SpecHook] | None = None, log: Callable[[str], None] | None = None,
-           on_method: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+           on_method: Callable[[dict[str, Any]], None] | None = None,
+           search: dict[str, int] | None = None) -> dict[str, Any]:
     """For each method (``None`` = the unedited model): the rate at which the judge sees the erased concept on each
     category's prompts, the pooled T1 attack success (every category but ``canonical``), the other concepts'
     preserved accuracy and the objects' accuracy, each with k, n and a 95 % Wilson interval; per-prompt outcomes
@@ -44,11 +46,12 @@ def run_t1(pipe, judge, *, kind: str = "style", concepts: int = 1, seed: int = 0
     erased = choose_concepts(kind, concepts, seed)
     others = [c for c in concepts_of(kind) if c not in erased]
     t0 = time.time()
-    sets = t1_prompt_sets(pipe, kind, erased, categories, n, seed)
+    sets = t1_prompt_sets(pipe, kind, erased, categories, n, seed, search)
     preserved = concept_prompts(kind, others, n_preserved, seed, 2)
     out: dict[str, Any] = {"kind": kind, "concepts": concepts, "seed": seed, "erased": erased,
                            "prompts": {c: [p.text for p in ps] for c, ps in sets.items()},
-                           "sampling": {"steps": steps, "guidance": guidance}, "methods": {}}
+                           "sampling": {"steps": steps, "guidance": guidance}, "search": search or {},
+                           "methods": {}}
     for mi, (mname, options) in enumerate(methods.items()):
         t = time.time()
         extra: dict[str, Any] = {}
