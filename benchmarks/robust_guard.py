@@ -25,7 +25,7 @@ from erasepro_core.guard import DEFAULT_MARGIN, DEFAULT_NEUTRAL_WORDS, build_gua
 from erasepro_core.intervals import rate_ci  # noqa: E402
 from erasepro_core.preserve import generic_preserve_prompts  # noqa: E402
 from erasepro_core.robust.measure import t1_prompt_sets  # noqa: E402
-from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
+from erasepro_core.robust.t1 import T1_CATEGORIES, parse_search  # noqa: E402
 
 
 def heldout_sets(kind: str, erased: list[str], n: int, seed: int) -> dict[str, list[str]]:
@@ -76,7 +76,10 @@ def main() -> int:
     ap.add_argument("--search", default="", help="the word search's budget, as robust_t1.py's --search")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
-    search = {k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)} or None
+    try:
+        args.search = parse_search(args.search)
+    except ValueError as exc:
+        ap.error(f"--search: {exc}")
     works = effective_prompts(args.effective)
     pipe = canvas_on_one_cpu()
     out = Path(args.out)
@@ -99,7 +102,7 @@ def main() -> int:
                 sc = guard.scores(pipe, texts)  # margin over the margin-0 thresholds
                 res["scores"][key] = [round(float(v), 4) for v in sc]
                 return sc >= args.margin
-            attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed, search)
+            attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed, args.search)
             pooled, pooled_works = [], []
             for cat, ps in attacks.items():
                 flags = flag([p.text for p in ps], f"detection: {cat}")

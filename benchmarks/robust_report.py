@@ -31,8 +31,8 @@ def t1_tables(results: Path = RESULTS) -> str:
             rows.update(json.loads(f.read_text())["methods"])
         if not rows:
             continue
-        # unedited first, then ErasePro's rows, then UCE's (in the order the files give them)
-        order = sorted(rows, key=lambda m: (m != "unedited", m != "default", m.startswith("uce"), list(rows).index(m)))
+        # unedited first, then ErasePro's rows, then UCE's (a stable sort: otherwise in the order the files give them)
+        order = sorted(rows, key=lambda m: (m != "unedited", m != "default", m.startswith("uce")))
         rows = {m: rows[m] for m in order}
         base = rows.get("unedited")
         out += [f"#### {kind}, N = {n_c}", "",

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from erasepro_core.canvas.bench import canvas_on_one_cpu  # noqa: E402
 from erasepro_core.canvas.judge import load_judge  # noqa: E402
 from erasepro_core.robust.measure import run_t1  # noqa: E402
-from erasepro_core.robust.t1 import T1_CATEGORIES  # noqa: E402
+from erasepro_core.robust.t1 import T1_CATEGORIES, parse_search  # noqa: E402
 
 METHODS: dict[str, dict | None] = {
     "unedited": None,
@@ -78,13 +78,16 @@ def main() -> int:
                     "(default: pool=512,sweeps=2 and the name's token count up to 2)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "robust"))
     args = ap.parse_args()
-    search = {k: int(v) for k, v in (kv.split("=") for kv in args.search.split(",") if kv)}
+    try:
+        args.search = parse_search(args.search)
+    except ValueError as exc:
+        ap.error(f"--search: {exc}")
     pipe = canvas_on_one_cpu()
     judge = load_judge()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = args.methods.split(",")
-    tag = "-search-" + "-".join(f"{k}{v}" for k, v in search.items()) if search else ""
+    tag = "-search-" + "-".join(f"{k}{v}" for k, v in args.search.items()) if args.search else ""
     path = out / f"t1-{args.kind}-{args.concepts}-s{args.seed}-n{args.n}-{'_'.join(names)}{tag}.json"
 
     def save(partial: dict) -> None:  # after each method, so a partial run leaves its numbers on disk
@@ -93,7 +96,7 @@ def main() -> int:
     merged = run_t1(pipe, judge, kind=args.kind, concepts=args.concepts, seed=args.seed,
                     methods={name: METHODS[name] for name in names}, categories=args.categories.split(","),
                     n=args.n, n_preserved=args.n, hooks=hooks_for(names),
-                    log=lambda m: print(m, file=sys.stderr, flush=True), on_method=save, search=search or None)
+                    log=lambda m: print(m, file=sys.stderr, flush=True), on_method=save, search=args.search)
     print(table(merged))
     return 0
 

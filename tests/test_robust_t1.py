@@ -50,3 +50,13 @@ def test_the_guard_benchmark_reads_which_attack_prompts_work(tmp_path) -> None:
     (tmp_path / "t1.json").write_text(json.dumps(res))
     works = mod.effective_prompts([str(tmp_path / "t1.json")])
     assert works == {("style", 1, "paraphrase"): {"a": True, "b": False}, ("style", 1, "misspelling"): {"c": False}}
+
+
+def test_the_word_search_budget_is_parsed_or_refused() -> None:
+    from erasepro_core.robust.t1 import parse_search
+
+    assert parse_search("") is None
+    assert parse_search("pool=8192,sweeps=3,n_tokens=4") == {"pool": 8192, "sweeps": 3, "n_tokens": 4}
+    for bad in ("pool", "pool=0", "pool=-1", "pool=x", "depth=2"):
+        with pytest.raises(ValueError, match="key=N"):
+            parse_search(bad)

@@ -30,7 +30,7 @@ from erasepro_core.canvas.world import Scene, sample_scene
 from erasepro_core.robust.names import T1_ATTACKS, T1_CATEGORIES, T2_ATTACKS
 
 __all__ = ["T1_ATTACKS", "T1_CATEGORIES", "T2_ATTACKS", "attack_prompts", "categories_for", "misspellings",
-           "name_variants", "other_spellings", "word_search_names"]
+           "name_variants", "other_spellings", "parse_search", "word_search_names"]
 
 _KEYS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
@@ -221,6 +221,21 @@ def word_search_names(pipe, name: str, n_results: int = 3, n_tokens: int | None 
         if _ids(tok, text) == words and text not in found:
             found.append(text)
     return found
+
+
+SEARCH_BUDGET_KEYS: tuple[str, ...] = ("pool", "sweeps", "n_tokens")
+
+
+def parse_search(text: str) -> dict[str, int] | None:
+    """``"pool=8192,sweeps=3,n_tokens=4"`` -> the word search's budget (:func:`word_search_names`' keywords, each a
+    positive integer); ``""`` -> None (its defaults). A ValueError names what is wrong."""
+    out: dict[str, int] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or key not in SEARCH_BUDGET_KEYS or not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{item!r}: expected key=N with N >= 1 and key one of {', '.join(SEARCH_BUDGET_KEYS)}")
+        out[key] = int(value)
+    return out or None
 
 
 def categories_for(names: Sequence[str]) -> list[str]:
