@@ -64,8 +64,8 @@ def main() -> int:
     ap.add_argument("--ns", default="1,10")
     ap.add_argument("--n", type=int, default=200, help="prompts per attack category and per held-out set")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="the guard's margin (reported)")
-    ap.add_argument("--margins", default="0,0.02,0.05,0.1,0.15,0.2,0.3",
+    ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="the guard's relative margin (reported)")
+    ap.add_argument("--margins", default="0,0.1,0.2,0.3,0.4,0.5,0.6",
                     help="margins the JSON also reports detection/false positives at (for choosing on a validation "
                          "seed)")
     ap.add_argument("--neutral-words", type=int, default=DEFAULT_NEUTRAL_WORDS,
@@ -99,7 +99,7 @@ def main() -> int:
             margins = [float(m) for m in args.margins.split(",")]
 
             def flag(texts: list[str], key: str, guard=guard, res=res) -> np.ndarray:
-                sc = guard.scores(pipe, texts)  # margin over the margin-0 thresholds
+                sc = guard.scores(pipe, texts)  # relative margin over the margin-0 thresholds
                 res["scores"][key] = [round(float(v), 4) for v in sc]
                 return sc >= args.margin
             attacks = t1_prompt_sets(pipe, kind, erased, T1_CATEGORIES, args.n, args.seed, args.search)

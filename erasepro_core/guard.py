@@ -6,10 +6,12 @@ of 1..k consecutive prompt tokens encoded *on its own* (``<bos> window <eos>``: 
 reads the same wherever a prompt puts it; k is the longest target's token count. They are compared after
 whitening by the preserve set (the solver's preserve metric): ``z = M^-½ (c − μ) / ‖·‖``, ``M = C̄ + α·tr(C̄)/d·I``
 with ``μ``, ``C̄`` the mean and covariance of the preserve windows. An erasure's *signature* is every window of its
-targets; a prompt is flagged when some window has ``z·t_j ≥ τ_j`` for a signature column ``t_j``, where ``τ_j`` is
-column j's largest cosine with any preserve window or common vocabulary word plus a margin — so no preserve
-prompt is flagged by construction, and a column the preserve set also holds (``τ_j > 0.95``: a name piece shared
-with another name) is dropped. Held-out false positives are measured, not tuned (docs/benchmarks.md).
+targets; a prompt is flagged when some window has ``z·t_j ≥ τ_j`` for a signature column ``t_j``, where
+``τ_j = c_j + m·(1 − c_j)``, ``c_j`` column j's largest cosine with any calibration window (preserve prompts and
+concepts, common vocabulary words, prompt modifiers) and m the relative margin: a window must close m of the
+distance from the nearest neutral window to the signature. So no calibration prompt is flagged by construction,
+and a column the calibration set already holds (``c_j > 0.95``: a name piece shared with another name) is
+dropped. Held-out false positives are measured, not tuned (docs/benchmarks.md).
 
 What it needs is stored beside the delta: ``guard.safetensors`` (signature, thresholds, centre, whitening) and
 ``guard.json`` (targets, window length, mode, calibration summary). Off by default (``prompt_guard="off"``);
@@ -30,14 +32,27 @@ import torch
 GUARD_TENSORS = "guard.safetensors"
 GUARD_JSON = "guard.json"
 GUARD_MODES: tuple[str, ...] = ("off", "refuse", "log")
-#: Cosine margin above each signature column's largest preserve cosine.
-DEFAULT_MARGIN = 0.15  # chosen on canvas validation prompts (seed 1): 0 held-out false positives for both kinds
+#: Relative margin m: τ_j = c_j + m·(1 − c_j). Chosen on canvas validation prompts (seed 1, n = 60 per set): the
+#: smallest with at most 2 % held-out false positives at N = 1 and 10 for both kinds. A margin added to c_j
+#: instead (0.15 before) needs 0.2 at ten characters, where it loses detection of styles, whose c_j sit near 1.
+DEFAULT_MARGIN = 0.4
 #: Common vocabulary words the thresholds are also calibrated on (:func:`common_words`): measured on canvas, a
 #: fragment of a name ("vinter") otherwise came near quality tags ("high quality", "4k"), flagging 14 % of held-out
 #: prompts at ten styles; 2,000 words brought that to 3 % with no loss of detection (docs/benchmarks.md).
 DEFAULT_NEUTRAL_WORDS = 2000
+#: Prompt boilerplate (quality, medium and lighting tags) the thresholds are also calibrated on, as phrases in a
+#: comma-separated prompt: a name's fragment can come near the window ", high quality" while near neither word alone
+#: (canvas, ten styles). The canvas world's held-out frames ("masterpiece", "sharp focus", "award winning") are left
+#: out on purpose, so that its held-out false positives stay a measurement.
+PROMPT_MODIFIERS: tuple[str, ...] = (
+    "high quality", "best quality", "highly detailed", "ultra detailed", "detailed", "intricate", "4k", "8k", "hd",
+    "trending", "trending on artstation", "digital art", "concept art", "illustration", "oil painting", "watercolor",
+    "sketch", "photorealistic", "realistic", "professional photo", "octane render", "unreal engine", "studio lighting",
+    "cinematic lighting", "soft lighting", "vibrant colors", "beautiful", "stunning", "wallpaper", "bokeh",
+)
 DEFAULT_RIDGE = 0.01  # ridge of the preserve whitening, relative to the mean variance (the solver's alpha)
-#: Signature columns whose calibrated threshold would exceed this are dropped (not distinct from the preserve set).
+#: Signature columns whose largest calibration cosine c_j exceeds this are dropped (not distinct from the
+#: calibration set).
 MAX_THRESHOLD = 0.95
 MAX_SIGNATURE = 8192  # signature columns kept (a bound on the guard's size and per-prompt cost)
 FORMAT_VERSION = 1
@@ -135,19 +150,21 @@ class PromptGuard:
         return z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     def margins(self, cols: list[torch.Tensor]) -> list[tuple[float, int, int]]:
-        """Per prompt (max_j cos_j − τ_j over its window columns, best column, signature row): ≥ 0 is flagged."""
+        """Per prompt (max_j (cos_j − τ_j)/(1 − τ_j) over its window columns, best column, signature row): ≥ 0 is
+        flagged. Relative to the room left above τ_j, so on a guard built with margin 0 a score ≥ m is a flag at
+        margin m (how the benchmark sweeps margins)."""
         out = []
         for c in cols:
             if len(c) == 0:
                 out.append((-2.0, 0, 0))
                 continue
-            s = self._z(c) @ self.signature.T - self.thresholds
+            s = (self._z(c) @ self.signature.T - self.thresholds) / (1 - self.thresholds)
             flat = int(s.argmax())
             out.append((float(s.flatten()[flat]), flat // s.shape[1], flat % s.shape[1]))
         return out
 
     def scores(self, pipe, prompts: Sequence[str]) -> np.ndarray:
-        """Per prompt its margin over the threshold (flagged when ≥ 0)."""
+        """Per prompt its relative margin over the threshold (flagged when ≥ 0; see :meth:`margins`)."""
         cols, _ = window_columns(pipe, prompts, self.max_tokens)
         return np.array([m for m, _, _ in self.margins(cols)])
 
@@ -158,7 +175,7 @@ class PromptGuard:
         cols, texts = window_columns(pipe, [prompt], self.max_tokens)
         margin, col, row = self.margins(cols)[0]
         tau = float(self.thresholds[row]) if len(self.thresholds) else 1.0
-        return Verdict(margin >= 0, margin + tau, tau, self.targets[self.owner[row]],
+        return Verdict(margin >= 0, tau + margin * (1 - tau), tau, self.targets[self.owner[row]],
                        texts[0][col // 2] if texts[0] else None)
 
     # ------------------------------------------------------------------------------------ storage
@@ -221,13 +238,18 @@ def preserve_whitening(centred: torch.Tensor, ridge: float) -> torch.Tensor:
 def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], preserve_concepts: Sequence[str] = (),
                 *, mode: str = "refuse", margin: float = DEFAULT_MARGIN, extra_signature: Sequence[str] = (),
                 ridge: float = DEFAULT_RIDGE, max_threshold: float = MAX_THRESHOLD,
-                neutral_words: int = DEFAULT_NEUTRAL_WORDS) -> PromptGuard:
+                neutral_words: int = DEFAULT_NEUTRAL_WORDS, modifiers: Sequence[str] = PROMPT_MODIFIERS,
+                min_letters: int = 1) -> PromptGuard:
     """The guard of an erasure of ``targets``: signature = every window of each target's tokens (and of
     ``extra_signature``, e.g. the concept expansion's phrasings), whitened by the preserve windows' covariance;
     each signature column's threshold τ_j = its largest cosine with any window of ``preserve_prompts`` and
-    ``preserve_concepts`` or any of the ``neutral_words`` most common vocabulary words + ``margin``; columns with
-    τ_j > ``max_threshold`` (a window the preserve set also holds, such as a name's first piece shared with another
-    name) are dropped as not distinctive."""
+    ``preserve_concepts``, any of the ``neutral_words`` most common vocabulary words (of ``min_letters`` or more) or
+    any window of the prompt ``modifiers`` in a comma-separated prompt, c_j, raised by the relative ``margin``:
+    τ_j = c_j + margin·(1 − c_j); columns with c_j > ``max_threshold`` (a window the calibration set also holds,
+    such as a name's first piece shared with another name) are dropped as not distinctive."""
+    if not 0 <= margin < 1:
+        raise ValueError("margin must be in [0, 1): the share of the distance from the nearest calibration window "
+                         "to the signature a prompt must close")
     if mode not in GUARD_MODES[1:]:
         raise ValueError(f"mode must be one of {GUARD_MODES[1:]}")
     _single_tower(pipe)
@@ -252,23 +274,30 @@ def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], p
     z = (sig - centre) @ factor
     sig = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     calib = allp
+    extra: list[torch.Tensor] = []
     if neutral_words:
-        ncols, _ = window_columns(pipe, common_words(tok, neutral_words, names), 1)
-        calib = torch.cat([allp, *[c for c in ncols if len(c)]])
+        ncols, _ = window_columns(pipe, common_words(tok, neutral_words, names, min_letters), 1)
+        extra += [c for c in ncols if len(c)]
+    if modifiers:
+        phrases = [form.format(m) for m in modifiers for form in ("a picture, {}", "{}, a picture")]
+        mcols, _ = window_columns(pipe, phrases, max_tokens)
+        extra += [c for c in mcols if len(c)]
+    if extra:
+        calib = torch.cat([allp, *extra])
     zp = (calib - centre) @ factor
     zp = zp / zp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     tau = torch.full((len(sig),), -1.0, dtype=torch.float64)
     for i in range(0, len(zp), 8192):
         tau = torch.maximum(tau, (zp[i : i + 8192] @ sig.T).max(0).values)
-    tau = tau + margin
     keep = tau <= max_threshold
+    tau = tau + margin * (1 - tau)
     if not bool(keep.any()):
         raise ValueError("no window of the targets is distinct from the preserve set: a guard would flag "
                          "preserve prompts (name the targets more specifically)")
     guard = PromptGuard(list(targets), sig[keep], [o for o, k in zip(owner, keep.tolist(), strict=True) if k],
                         centre, factor, tau[keep], max_tokens, mode)
     guard.stats = {"n_preserve": len(pres), "margin": margin, "ridge": ridge, "max_threshold": max_threshold,
-                   "neutral_words": neutral_words,
+                   "neutral_words": neutral_words, "min_letters": min_letters, "modifiers": len(modifiers),
                    "signature_columns": int(keep.sum()), "dropped_columns": int((~keep).sum()),
                    "signature_windows": sorted({w for w, k in zip(kept_text, keep.tolist(), strict=True) if k}),
                    "extra_signature": [e for e in extra_signature if e not in targets],
@@ -276,14 +305,17 @@ def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], p
     return guard
 
 
-def common_words(tok, n: int, exclude: Sequence[str] = ()) -> list[str]:
-    """The ``n`` most frequent whole words of a CLIP BPE vocabulary (alphabetic ``…</w>`` tokens of 3+ letters
-    in merge order, which follows corpus frequency), less any word of ``exclude``: neutral prompt words."""
+def common_words(tok, n: int, exclude: Sequence[str] = (), min_letters: int = 1) -> list[str]:
+    """The ``n`` most frequent whole words of a CLIP BPE vocabulary (alphabetic ``…</w>`` tokens of
+    ``min_letters`` or more letters in merge order, which follows corpus frequency), less any word of ``exclude``:
+    neutral prompt words. Single letters count: "x" is a common prompt word ("an x shape") and a name's last
+    piece ("zorblax" ends in ``x</w>``)."""
     skip = {w for e in exclude for w in e.lower().split()}
     out: list[str] = []
     for token, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]):
         word = token[:-4] if token.endswith("</w>") else None
-        if word and len(word) >= 3 and word.isalpha() and word not in skip:
+        # CLIP lowercases prompts, so its upper-case byte tokens never occur in one
+        if word and len(word) >= min_letters and word.isalpha() and word.islower() and word not in skip:
             out.append(word)
             if len(out) == n:
                 break

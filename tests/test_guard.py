@@ -54,14 +54,45 @@ def test_common_words_calibrate_the_thresholds(canvas) -> None:
 
     name = "auntie bellyweather"
     words = common_words(canvas.tokenizer, 2000, [name])
-    assert len(words) == 2000 and "the" in words and "auntie" not in words
-    assert all(w.isalpha() and len(w) >= 3 for w in words)
-    bare = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:], neutral_words=0)
+    assert len(words) == 2000 and "the" in words and "x" in words and "auntie" not in words
+    assert all(w.isalpha() and w.islower() for w in words)
+    assert all(len(w) >= 3 for w in common_words(canvas.tokenizer, 500, [name], min_letters=3))
+    bare = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:], neutral_words=0, modifiers=())
     calibrated = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:])
     assert calibrated.stats["neutral_words"] == 2000
     assert bare.flags(canvas, words).sum() > 100
     assert calibrated.flags(canvas, words).sum() == 0
     assert calibrated.flags(canvas, [name, f"a photo of {name} and a red star"]).all()
+
+
+def test_prompt_modifiers_calibrate_the_thresholds(canvas) -> None:
+    """A name's fragment can sit near the boilerplate phrase ", high quality" though near neither word alone
+    (measured on canvas at ten styles): calibrated on the prompt modifiers too, the guard passes such prompts and
+    still flags the name."""
+    from erasepro_core.guard import PROMPT_MODIFIERS, build_guard
+
+    name = "esmeralda vinterberg"
+    tagged = [f"a red plus, {m}" for m in ("high quality", "detailed", "4k", "trending")]
+    bare = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:], modifiers=())
+    calibrated = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:])
+    assert calibrated.stats["modifiers"] == len(PROMPT_MODIFIERS) and bare.stats["modifiers"] == 0
+    assert bare.flags(canvas, tagged).any()
+    assert not calibrated.flags(canvas, tagged).any()
+    assert calibrated.flags(canvas, [f"a red plus by {name}", f"{name} style, a moon"]).all()
+
+
+def test_the_margin_is_relative_to_the_room_above_the_calibration(canvas) -> None:
+    """τ_j = c_j + m·(1 − c_j): a guard built with margin m flags what a margin-0 guard scores at m or more."""
+    from erasepro_core.guard import build_guard
+
+    g0 = build_guard(canvas, [TARGET], PRESERVE[:3], PRESERVE[3:], margin=0.0)
+    g = build_guard(canvas, [TARGET], PRESERVE[:3], PRESERVE[3:], margin=0.4)
+    assert torch.allclose(g.thresholds, g0.thresholds + 0.4 * (1 - g0.thresholds))
+    prompts = ["zorblax", "zorblox and a moon", "zor blax", "a green x shape", "a red circle", *PRESERVE]
+    s0 = g0.scores(canvas, prompts)
+    assert (g.flags(canvas, prompts) == (s0 >= 0.4)).all() and (s0 >= 0).sum() > (s0 >= 0.4).sum() > 0
+    with pytest.raises(ValueError, match="margin"):
+        build_guard(canvas, [TARGET], PRESERVE[:3], PRESERVE[3:], margin=1.0)
 
 
 def test_guard_round_trips_and_refuses_malformed_files(canvas, guard, tmp_path: Path) -> None:
