@@ -71,11 +71,12 @@ def text_factors(pipe) -> dict[str, dict[str, float]]:
     res = {}
     for i, factor in enumerate(FACTORS):
         lab = np.array([ARTIST_STYLE[a][i] for a in ARTISTS])
+        values = sorted(set(lab))
         right = 0
         for j in range(len(ARTISTS)):
             others = np.arange(len(ARTISTS)) != j
-            cents = {v: f[torch.from_numpy(others & (lab == v))].mean(0) for v in set(lab)}
-            right += max(cents, key=lambda v, j=j, cents=cents: float(f[j] @ cents[v])) == lab[j]
+            cents = torch.stack([f[torch.from_numpy(others & (lab == v))].mean(0) for v in values])
+            right += values[int((cents @ f[j]).argmax())] == lab[j]
         res[factor] = {"nearest_shares": float((lab[nearest] == lab).mean()), "nearest_centroid": right / len(ARTISTS),
                        "majority": max(float((lab == v).mean()) for v in set(lab))}
     return res

@@ -273,18 +273,15 @@ def build_guard(pipe, targets: Sequence[str], preserve_prompts: Sequence[str], p
                          "fewer or shorter targets")
     z = (sig - centre) @ factor
     sig = z / z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    calib = allp
-    extra: list[torch.Tensor] = []
+    calib = [allp]
     if neutral_words:
         ncols, _ = window_columns(pipe, common_words(tok, neutral_words, names, min_letters), 1)
-        extra += [c for c in ncols if len(c)]
+        calib += [c for c in ncols if len(c)]
     if modifiers:
         phrases = [form.format(m) for m in modifiers for form in ("a picture, {}", "{}, a picture")]
         mcols, _ = window_columns(pipe, phrases, max_tokens)
-        extra += [c for c in mcols if len(c)]
-    if extra:
-        calib = torch.cat([allp, *extra])
-    zp = (calib - centre) @ factor
+        calib += [c for c in mcols if len(c)]
+    zp = (torch.cat(calib) - centre) @ factor
     zp = zp / zp.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     tau = torch.full((len(sig),), -1.0, dtype=torch.float64)
     for i in range(0, len(zp), 8192):
