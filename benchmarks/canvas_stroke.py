@@ -20,9 +20,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-FACTORS = ("background", "stroke", "texture")
-PHRASINGS = ("a red circle by {}", "a blue star and a green moon in the style of {}", "{} style, a pink heart")
-
 
 def stroke_confusion(pipe, judge, n: int, guidance: float) -> dict[str, Counter]:
     """(asked stroke, judged stroke) counts for the model, the renders and the VAE round trip."""
@@ -50,38 +47,6 @@ def stroke_confusion(pipe, judge, n: int, guidance: float) -> dict[str, Counter]
     return out
 
 
-def text_factors(pipe) -> dict[str, dict[str, float]]:
-    import torch
-
-    from erasepro_core.canvas.world import ARTIST_STYLE, ARTISTS
-
-    tok, enc = pipe.tokenizer, pipe.text_encoder
-    feats = []
-    with torch.no_grad():
-        for t in PHRASINGS:
-            ids = tok([t.format(a) for a in ARTISTS], padding="max_length", max_length=tok.model_max_length,
-                      return_tensors="pt").input_ids
-            eos = (ids == tok.eos_token_id).int().argmax(1)
-            feats.append(enc(ids)[0][torch.arange(len(ids)), eos])
-    f = torch.cat(feats, 1)
-    f = torch.nn.functional.normalize((f - f.mean(0)) / f.std(0).clamp_min(1e-6), dim=1)
-    sim = f @ f.T
-    sim.fill_diagonal_(-9)
-    nearest = sim.argmax(1).numpy()
-    res = {}
-    for i, factor in enumerate(FACTORS):
-        lab = np.array([ARTIST_STYLE[a][i] for a in ARTISTS])
-        values = sorted(set(lab))
-        right = 0
-        for j in range(len(ARTISTS)):
-            others = np.arange(len(ARTISTS)) != j
-            cents = torch.stack([f[torch.from_numpy(others & (lab == v))].mean(0) for v in values])
-            right += values[int((cents @ f[j]).argmax())] == lab[j]
-        res[factor] = {"nearest_shares": float((lab[nearest] == lab).mean()), "nearest_centroid": right / len(ARTISTS),
-                       "majority": max(float((lab == v).mean()) for v in set(lab))}
-    return res
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", default="canvas", help="'canvas' or a canvas pipeline folder")
@@ -90,6 +55,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
+    from erasepro_core.canvas.evaluate import style_factors
     from erasepro_core.canvas.judge import load_judge
     from erasepro_core.canvas.world import STROKES
     from erasepro_core.pipeline import load_pipeline, quiet_libraries
@@ -102,7 +68,7 @@ def main() -> int:
             f"{STROKES[a]} {counts[(a, a)]}/{sum(v for (x, _), v in counts.items() if x == a)} right "
             f"({', '.join(f'{STROKES[b]} {counts[(a, b)]}' for b in range(len(STROKES)) if b != a)})"
             for a in range(len(STROKES))))
-    for factor, r in text_factors(pipe).items():
+    for factor, r in style_factors(pipe.tokenizer, pipe.text_encoder).items():
         print(f"text tower, {factor}: nearest artist shares it {r['nearest_shares']:.2f}; leave-one-out "
               f"nearest centroid {r['nearest_centroid']:.2f} (majority {r['majority']:.2f})")
     return 0

@@ -131,6 +131,22 @@ def test_judge_reads_fresh_renders() -> None:
     assert acc["objects"] >= 0.95 and acc["character"] >= 0.97, acc
 
 
+def test_stroke_negatives_change_only_the_stroke() -> None:
+    from erasepro_core.canvas.train import STROKE_SIBLINGS, negative_scene
+
+    # every artist has a look that differs from it only in stroke (another artist, or the default look)
+    assert all(STROKE_SIBLINGS.values())
+    rng = np.random.default_rng(0)
+    scene = world.Scene((world.Obj("star", "red"),), artist=world.ARTISTS[0])
+    bg, stroke, tex = world.ARTIST_STYLE[world.ARTISTS[0]]
+    swaps = [negative_scene(scene, rng, stroke_share=1.0) for _ in range(200)]
+    # the artist-swap branch (ARTISTS[0]'s siblings are artists; the one-object branch drops the artist)
+    swaps = [s for s in swaps if s.objects == scene.objects and s.artist is not None]
+    assert swaps and all(s.style[0] == bg and s.style[2] == tex and s.style[1] != stroke for s in swaps)
+    old = [negative_scene(scene, rng) for _ in range(200)]
+    assert sum(s.objects == scene.objects and s.style[1] != stroke and s.style[::2] == (bg, tex) for s in old) < 10
+
+
 def test_training_runs_and_exports_a_pipeline(tmp_path) -> None:
     from erasepro_core.canvas.config import CanvasTrainConfig
     from erasepro_core.canvas.train import run_training
@@ -153,6 +169,21 @@ def test_training_runs_and_exports_a_pipeline(tmp_path) -> None:
     assert (dest / "erasepro_preserve.txt").read_text().count("\n") > 100
     logs = [json.loads(line) for line in (run / "unet_log.jsonl").read_text().splitlines()]
     assert logs[-1]["step"] == 3 and "gap" in logs[-1]
+    assert json.loads((run / "clip_done.json").read_text())["style_factors"]["stroke"]["majority"] > 0.3
+
+    # the model card comes from the run's records and a judged evaluation, through the CLI
+    if judge_available():
+        from erasepro_core.canvas.card import stage_seconds
+        from erasepro_core.cli import main
+
+        ev = tmp_path / "eval.json"
+        assert main(["canvas", "eval", str(dest), "--n", "1", "--steps", "2", "--json", str(ev)]) == 0
+        assert main(["canvas", "card", "--run", str(run), "--model", str(dest), "--eval", str(ev)]) == 0
+        card = (dest / "README.md").read_text()
+        assert "100% of the artist swaps to an artist that differs only in stroke" in card
+        assert "--n 1 --steps 2 --guidance 5.0" in card and "Style factors in the text tower" in card
+        # both parts of the resumed run are counted, and the data stage is recorded on the first
+        assert set(stage_seconds(run)) == {"data", "clip", "vae", "unet"} and stage_seconds(run)["unet"] > 0
 
 
 def test_bench_command_refuses_bad_input(capsys) -> None:

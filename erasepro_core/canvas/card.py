@@ -18,16 +18,30 @@ def _size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def write_card(model_dir: str | Path, run_dir: str | Path, rows: list[dict[str, Any]], *, seconds: dict[str, float],
-               eval_args: dict[str, Any], status: str = "", commands: str = "") -> Path:
-    """Write ``model_dir/README.md``; ``seconds`` = wall time per stage (summed over resumed runs), ``rows`` =
-    ``evaluate_pipeline`` rows, ``status`` = a markdown section placed before the limitations (how the model
-    stands against its bar, how it was trained in parts), ``commands`` = the shell lines that made it (default: one
-    resumable run, an export and the judge)."""
+def stage_seconds(run_dir: str | Path) -> dict[str, float]:
+    """Wall time per stage from a run's records: ``data_done.json``, ``clip_done.json``, ``vae_done.json`` and the
+    UNet log, whose ``elapsed`` restarts at each resumed part (the parts are summed)."""
+    run_dir = Path(run_dir)
+    out = {stage: json.loads((run_dir / f"{stage}_done.json").read_text())["seconds"]
+           for stage in ("data", "clip", "vae") if (run_dir / f"{stage}_done.json").exists()}
+    elapsed = [json.loads(line).get("elapsed") for line in (run_dir / "unet_log.jsonl").read_text().splitlines()]
+    elapsed = [e for e in elapsed if e is not None]
+    out["unet"] = sum(a for a, b in zip(elapsed, [*elapsed[1:], 0.0], strict=True) if b < a)
+    return out
+
+
+def write_card(model_dir: str | Path, run_dir: str | Path, rows: list[dict[str, Any]], *,
+               eval_args: dict[str, Any], seconds: dict[str, float] | None = None, status: str = "",
+               commands: str = "", machine: str = "a quiet 2-core CPU") -> Path:
+    """Write ``model_dir/README.md``; ``rows`` = ``evaluate_pipeline`` rows, ``seconds`` = wall time per stage
+    (default :func:`stage_seconds` of the run), ``status`` = a markdown section placed before the limitations (how
+    the model stands against its bar), ``commands`` = the shell lines that made it (default: one resumable run,
+    an export and the judge), ``machine`` = what the times were measured on."""
     model_dir, run_dir = Path(model_dir), Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     clip = json.loads((run_dir / "clip_done.json").read_text())
     vae = json.loads((run_dir / "vae_done.json").read_text())
+    seconds = seconds if seconds is not None else stage_seconds(run_dir)
     log = [json.loads(line) for line in (run_dir / "unet_log.jsonl").read_text().splitlines()]
     gaps = [r for r in log if "gap" in r]
     pick = [r for r in gaps if r["step"] in {250, 500, 1000} or r["step"] % 2000 == 0 or r is gaps[-1]]
@@ -53,10 +67,11 @@ def write_card(model_dir: str | Path, run_dir: str | Path, rows: list[dict[str, 
         f"{cfg['captions_per_image']} training captions each (training phrasings only; held-out phrasings and probe "
         "words never appear).",
         f"2. **Text encoder, contrastive** ({cfg['clip_steps']} steps, batch {cfg['clip_batch']} plus one "
-        "hard-negative caption per image -- an object's colour or kind, the artist or the character changed; AdamW "
-        f"{cfg['clip_lr']}, cosine): on 256 fresh scenes with held-out phrasings, the image is retrieved from its "
-        f"caption among 256 with top-1 {ho['i2t_top1']:.3f}, and its caption beats the hard negative "
-        f"{ho['beats_hard_negative']:.3f}. Then frozen; the image tower is discarded.",
+        "hard-negative caption per image -- an object's colour or kind, the artist or the character changed, "
+        f"{cfg.get('clip_stroke_negatives', 0.0):.0%} of the artist swaps to an artist that differs only in stroke; "
+        f"AdamW {cfg['clip_lr']}, cosine): on 256 fresh scenes with held-out phrasings, the image is retrieved from "
+        f"its caption among 256 with top-1 {ho['i2t_top1']:.3f}, and its caption beats the hard negative "
+        f"{ho['beats_hard_negative']:.3f}. Then frozen; the image tower is discarded." + _factors(clip),
         f"3. **VAE** ({cfg['vae_steps']} steps, batch {cfg['vae_batch']}, MSE + 0.1 L1 + 1e-6 KL): reconstruction "
         f"MSE {vae['recon_mse']:.4f} (images in [-1, 1]).",
         f"4. **UNet** ({cfg['unet_steps']:,} steps, batch {cfg['batch']}): eps-prediction, min-SNR-{cfg['min_snr']:g} "
@@ -108,7 +123,7 @@ Weights are float16 safetensors (configs ask loaders for float32). Size on disk:
 
 {recipe}
 
-Wall time on the shared 2-core CPU (other engineers' jobs running beside it): data {mins['data']} min, CLIP
+Wall time on {machine}: data {mins['data']} min, CLIP
 {mins['clip']} min, VAE {mins['vae']} min, UNet {mins['unet']} min: **{total / 60:.0f} minutes** in all.
 
 ### Health signal: held-out loss with the right vs another scene's caption
@@ -140,6 +155,15 @@ Plain prompts drawn right (objects and style), all scene kinds together: {_all_r
 """
     (model_dir / "README.md").write_text(text, encoding="utf-8")
     return model_dir / "README.md"
+
+
+def _factors(clip: dict[str, Any]) -> str:
+    f = clip.get("style_factors")
+    if not f:
+        return ""
+    return (" Style factors in the text tower (the 64 artist names, leave-one-out nearest centroid; majority "
+            "share in brackets): " + ", ".join(f"{k} {v['nearest_centroid']:.2f} ({v['majority']:.2f})"
+                                                for k, v in f.items()) + ".")
 
 
 def _all_rate(rows: list[dict[str, Any]]) -> float:

@@ -36,7 +36,7 @@ def _method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``canvas`` (train, train-judge, eval, render, export) and ``bench`` (mass)."""
+    """Register ``canvas`` (train, train-judge, eval, render, snapshot, export, card) and ``bench`` (mass)."""
     from erasepro_core.canvas.config import CanvasTrainConfig
     from erasepro_core.cli import add_method_flags
 
@@ -80,6 +80,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ex = sub.add_parser("export", help="write the float16 pipeline from the latest EMA checkpoint of a run")
     ex.add_argument("--out", required=True, help="the training directory")
     ex.add_argument("--dest", required=True)
+    cd = sub.add_parser("card", help="write a model's README.md from its training run and an 'eval --json'")
+    cd.add_argument("--run", required=True, help="the training directory (its records give recipe and times)")
+    cd.add_argument("--model", required=True, help="the exported model folder to write README.md into")
+    cd.add_argument("--eval", required=True, dest="eval_json", help="the JSON written by 'canvas eval --json'")
+    cd.add_argument("--status", default=None, help="a markdown file placed before the limitations")
+    cd.add_argument("--commands", default=None, help="a file of the shell lines that made the model")
+    cd.add_argument("--machine", default="a quiet 2-core CPU", help="what the stage times were measured on")
     parser.set_defaults(func=run_canvas)
 
     bench = subparsers.add_parser("bench", help="benchmarks that print numbers (mass erasure on canvas)")
@@ -150,6 +157,14 @@ def run_canvas(args: argparse.Namespace) -> int:
         conf["unet_channels"] = tuple(conf["unet_channels"])
         print(export_pipeline(CanvasTrainConfig(**conf), Path(args.out), Path(args.dest)))
         return 0
+    if cmd == "card":
+        from erasepro_core.canvas.card import write_card
+
+        ev = json.loads(Path(args.eval_json).read_text())
+        text = {k: Path(v).read_text() if v else "" for k, v in (("status", args.status), ("commands", args.commands))}
+        print(write_card(args.model, args.run, ev["rows"], eval_args=ev["args"], machine=args.machine,
+                         status=text["status"], commands=text["commands"].strip()))
+        return 0
     if cmd == "eval":
         from erasepro_core.canvas.evaluate import evaluate_pipeline, table
         from erasepro_core.pipeline import load_pipeline, quiet_libraries
@@ -158,8 +173,9 @@ def run_canvas(args: argparse.Namespace) -> int:
         pipe = load_pipeline(args.pipeline, device="cpu", dtype="float32")
         rows = evaluate_pipeline(pipe, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
         print(table(rows))
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        if args.json:  # what 'canvas card' reads: the rows and the arguments that made them
+            args_used = {"n": args.n, "seed": args.seed, "steps": args.steps, "guidance": args.guidance}
+            Path(args.json).write_text(json.dumps({"args": args_used, "rows": rows}, indent=2) + "\n")
         return 0
     raise AssertionError(cmd)
 

@@ -18,12 +18,14 @@ class CanvasTrainConfig(LoopConfig):
     text_hidden: int = 128
     text_layers: int = 4
     text_heads: int = 4
-    clip_steps: int = 800
+    clip_steps: int = 1200
     clip_batch: int = 128
     clip_lr: float = 1e-3
+    # share of artist-swap hard negatives that change only the stroke (0 in the 14,000-step model's recipe)
+    clip_stroke_negatives: float = 1.0
     vae_steps: int = 1000
     vae_batch: int = 48
     unet_channels: tuple[int, ...] = (32, 64, 128)
-    unet_steps: int = 6000
+    unet_steps: int = 11000
     batch: int = 64
     lr: float = 5e-4

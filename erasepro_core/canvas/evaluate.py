@@ -8,7 +8,7 @@ import numpy as np
 
 from erasepro_core.canvas.bench import objects_right
 from erasepro_core.canvas.captions import PROMPT_SETS, Prompt, prompt_set
-from erasepro_core.canvas.world import CHARACTERS, OBJECTS
+from erasepro_core.canvas.world import ARTIST_STYLE, ARTISTS, CHARACTERS, OBJECTS
 from erasepro_core.intervals import wilson
 
 #: Scene kinds of the model card: (name, prompt_set keyword arguments).
@@ -78,3 +78,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append(f"| {r['set']} | {r['kind']} | {r['n']} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
     return "\n".join(out)
+
+
+#: Phrasings whose first-EOS states :func:`style_factors` reads, one feature block each.
+FACTOR_PHRASINGS = ("a red circle by {}", "a blue star and a green moon in the style of {}", "{} style, a pink heart")
+
+
+def style_factors(tokenizer, text_encoder) -> dict[str, dict[str, float]]:
+    """Does the text tower encode each style factor? The 64 artist names' first-EOS states in
+    :data:`FACTOR_PHRASINGS` (standardised, concatenated): how often an artist's nearest artist shares each factor
+    (background, stroke, texture), and leave-one-out nearest-centroid accuracy, beside the majority share."""
+    import torch
+
+    feats = []
+    with torch.no_grad():
+        for t in FACTOR_PHRASINGS:
+            ids = tokenizer([t.format(a) for a in ARTISTS], padding="max_length", max_length=tokenizer.model_max_length,
+                            return_tensors="pt").input_ids
+            eos = (ids == tokenizer.eos_token_id).int().argmax(1)
+            feats.append(text_encoder(ids)[0][torch.arange(len(ids)), eos].float())
+    f = torch.cat(feats, 1)
+    f = torch.nn.functional.normalize((f - f.mean(0)) / f.std(0).clamp_min(1e-6), dim=1)
+    sim = f @ f.T
+    sim.fill_diagonal_(-9)
+    nearest = sim.argmax(1).numpy()
+    res = {}
+    for i, factor in enumerate(("background", "stroke", "texture")):
+        lab = np.array([ARTIST_STYLE[a][i] for a in ARTISTS])
+        values = sorted(set(lab))
+        right = 0
+        for j in range(len(ARTISTS)):
+            others = np.arange(len(ARTISTS)) != j
+            cents = torch.stack([f[torch.from_numpy(others & (lab == v))].mean(0) for v in values])
+            right += values[int((cents @ f[j]).argmax())] == lab[j]
+        res[factor] = {"nearest_shares": float((lab[nearest] == lab).mean()),
+                       "nearest_centroid": right / len(ARTISTS),
+                       "majority": max(float((lab == v).mean()) for v in set(lab))}
+    return res

@@ -25,11 +25,15 @@ from safetensors.torch import load_file
 
 from erasepro_core.canvas.captions import describe, preserve_prompts, training_caption
 from erasepro_core.canvas.config import CanvasTrainConfig
+from erasepro_core.canvas.evaluate import style_factors
 from erasepro_core.canvas.world import (
+    ARTIST_STYLE,
     ARTISTS,
     CHARACTERS,
     COLOURS,
+    DEFAULT_STYLE,
     OBJECTS,
+    STROKES,
     Obj,
     Scene,
     character_object,
@@ -116,12 +120,28 @@ def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def negative_scene(scene: Scene, rng: np.random.Generator) -> Scene:
-    """A scene that differs from ``scene`` in one thing a caption names (a hard negative for CLIP training)."""
+def _stroke_siblings() -> dict[str, tuple[str | None, ...]]:
+    """Per artist, the looks with its background and texture but another stroke (``None``: the default look)."""
+    looks = {**{style: a for a, style in ARTIST_STYLE.items()}, DEFAULT_STYLE: None}
+    return {a: tuple(looks[(bg, s, tex)] for s in STROKES if s != stroke and (bg, s, tex) in looks)
+            for a, (bg, stroke, tex) in ARTIST_STYLE.items()}
+
+
+#: Artists whose only difference from a given artist is the stroke: the hard negatives that make the towers
+#: encode it (random artists almost always differ in background or texture, which the towers then learn alone).
+STROKE_SIBLINGS = _stroke_siblings()
+
+
+def negative_scene(scene: Scene, rng: np.random.Generator, stroke_share: float = 0.0) -> Scene:
+    """A scene that differs from ``scene`` in one thing a caption names (a hard negative for CLIP training); an
+    artist swap goes to a stroke sibling (:data:`STROKE_SIBLINGS`) with probability ``stroke_share``."""
     objs = list(scene.objects)
     for _ in range(20):
         r = rng.random()
         if r < 0.3 and scene.artist is not None:
+            siblings = STROKE_SIBLINGS[scene.artist]
+            if siblings and rng.random() < stroke_share:
+                return Scene(scene.objects, siblings[int(rng.integers(len(siblings)))])
             other = ARTISTS[rng.integers(len(ARTISTS))]
             if other != scene.artist:
                 return Scene(scene.objects, other if rng.random() < 0.8 else None)
@@ -174,7 +194,7 @@ def build_captions(cfg: CanvasTrainConfig, scenes: list[Scene]) -> tuple[list[st
     """``captions_per_image`` training captions per scene (flattened, scene-major) and one hard negative each."""
     rng = np.random.default_rng([cfg.seed, 2])
     texts = [training_caption(s, rng) for s in scenes for _ in range(cfg.captions_per_image)]
-    negs = [training_caption(negative_scene(s, rng), rng) if s.objects else training_caption(
+    negs = [training_caption(negative_scene(s, rng, cfg.clip_stroke_negatives), rng) if s.objects else training_caption(
         Scene((Obj(OBJECTS[rng.integers(12)], COLOURS[rng.integers(8)]),), s.artist), rng) for s in scenes]
     return texts, negs
 
@@ -355,13 +375,14 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
     tok = clip_tokenizer(cfg.max_length)
     texts, negs = build_captions(cfg, scenes)
     ids, neg_ids = tokenize(tok, texts), tokenize(tok, negs)
-    _log(f"[data] {len(texts)} captions ({time.time() - t_all:.0f}s)", log)
+    t_render = time.time() - t_all
+    _log(f"[data] {len(texts)} captions ({t_render:.0f}s)", log)
 
     # fresh scenes with held-out phrasings: CLIP retrieval and the UNet's loss gap
     ho_np, ho_scenes = render_dataset(256, seed=cfg.seed + 99)
     rng = np.random.default_rng(cfg.seed + 99)
     ho_texts = [describe(s, rng, heldout=True) for s in ho_scenes]
-    ho_negs = [describe(negative_scene(s, rng), rng, heldout=True) for s in ho_scenes]
+    ho_negs = [describe(negative_scene(s, rng, cfg.clip_stroke_negatives), rng, heldout=True) for s in ho_scenes]
     ho_images = _images_to_tensor(ho_np)
 
     if resume and (out / "clip_done.json").exists():
@@ -369,9 +390,10 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
     else:
         te, img_enc, text_proj = train_clip(cfg, out, images, ids, neg_ids, log)
         acc = clip_heldout_accuracy(te, img_enc, text_proj, ho_images, ho_texts, ho_negs, tok)
-        _log(f"[clip] held-out phrasings, fresh scenes: {acc}", log)
+        factors = style_factors(tok, te)
+        _log(f"[clip] held-out phrasings, fresh scenes: {acc}; style factors in the text tower: {factors}", log)
         done = json.loads((out / "clip_done.json").read_text())
-        write_json_atomic(out / "clip_done.json", {**done, "heldout": acc})
+        write_json_atomic(out / "clip_done.json", {**done, "heldout": acc, "style_factors": factors})
     if resume and (out / "vae_done.json").exists():
         vae = AutoencoderKL.from_pretrained(out / "vae", torch_dtype=torch.float32).eval()
     else:
@@ -379,6 +401,7 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
     for p in list(te.parameters()) + list(vae.parameters()):
         p.requires_grad_(False)
 
+    t_states = time.time()
     with torch.no_grad():
         latents = torch.cat([vae.encode(images[i : i + 1024]).latent_dist.mean for i in range(0, len(images), 1024)])
         # local only (~1.8 GB, minutes to redo), tied to this text encoder's weights file
@@ -394,6 +417,10 @@ def run_training(cfg: CanvasTrainConfig, out: str | os.PathLike, *, resume: bool
         right = encode_texts(te, tokenize(tok, ho_texts))
     _log(f"[data] latents mean {latents.mean().item():.3f} std {latents.std().item():.3f}; caption states "
          f"{tuple(emb.shape)} ({time.time() - t_all:.0f}s)", log)
+    if not (out / "data_done.json").exists():  # the first run's data time (the model card's stage times)
+        t_states = time.time() - t_states
+        write_json_atomic(out / "data_done.json", {"seconds": t_render + t_states, "render_captions": t_render,
+                                                   "latents_states": t_states})
     del images
     g = torch.Generator().manual_seed(12345)
     perm = torch.roll(torch.arange(len(x0)), 1)  # another scene's caption
@@ -421,7 +448,7 @@ __all__ = ["CanvasTrainConfig", "beta_schedule", "export_pipeline", "make_unet",
 
 # ----------------------------------------------------------------------------------------------- resume points
 
-_RESUME_FILES = ("config.json", "clip_done.json", "vae_done.json", "unet_log.jsonl")
+_RESUME_FILES = ("config.json", "data_done.json", "clip_done.json", "vae_done.json", "unet_log.jsonl")
 
 
 def snapshot(out: str | os.PathLike, dest: str | os.PathLike) -> Path:
