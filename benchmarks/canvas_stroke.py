@@ -68,7 +68,11 @@ def main() -> int:
             f"{STROKES[a]} {counts[(a, a)]}/{sum(v for (x, _), v in counts.items() if x == a)} right "
             f"({', '.join(f'{STROKES[b]} {counts[(a, b)]}' for b in range(len(STROKES)) if b != a)})"
             for a in range(len(STROKES))))
-    for factor, r in style_factors(pipe.tokenizer, pipe.text_encoder).items():
+    factors = style_factors(pipe.tokenizer, pipe.text_encoder)
+    pairs = factors.pop("stroke_vs_fill")
+    print("text tower, a shared direction tells the stroke from fill (leave-one-artist-out, chance 0.50): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in pairs.items()))
+    for factor, r in factors.items():
         print(f"text tower, {factor}: nearest artist shares it {r['nearest_shares']:.2f}; leave-one-out "
               f"nearest centroid {r['nearest_centroid']:.2f} (majority {r['majority']:.2f})")
     return 0

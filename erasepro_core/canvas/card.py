@@ -161,9 +161,12 @@ def _factors(clip: dict[str, Any]) -> str:
     f = clip.get("style_factors")
     if not f:
         return ""
+    pairs = f.get("stroke_vs_fill", {})
     return (" Style factors in the text tower (the 64 artist names, leave-one-out nearest centroid; majority "
             "share in brackets): " + ", ".join(f"{k} {v['nearest_centroid']:.2f} ({v['majority']:.2f})"
-                                                for k, v in f.items()) + ".")
+                                                for k, v in f.items() if k != "stroke_vs_fill") + "."
+            + ("" if not pairs else " A shared linear direction tells a stroke from the sharp fill (leave-one-artist-"
+               "out, chance 0.50): " + ", ".join(f"{k} {v:.2f}" for k, v in pairs.items()) + "."))
 
 
 def _all_rate(rows: list[dict[str, Any]]) -> float:

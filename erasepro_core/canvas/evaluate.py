@@ -87,7 +87,9 @@ FACTOR_PHRASINGS = ("a red circle by {}", "a blue star and a green moon in the s
 def style_factors(tokenizer, text_encoder) -> dict[str, dict[str, float]]:
     """Does the text tower encode each style factor? The 64 artist names' first-EOS states in
     :data:`FACTOR_PHRASINGS` (standardised, concatenated): how often an artist's nearest artist shares each factor
-    (background, stroke, texture), and leave-one-out nearest-centroid accuracy, beside the majority share."""
+    (background, stroke, texture), and leave-one-out nearest-centroid accuracy, beside the majority share; and
+    ``stroke_vs_fill``: per stroke, whether a *shared* linear direction tells it from the sharp fill
+    (:func:`_stroke_probe`)."""
     import torch
 
     feats = []
@@ -114,4 +116,26 @@ def style_factors(tokenizer, text_encoder) -> dict[str, dict[str, float]]:
         res[factor] = {"nearest_shares": float((lab[nearest] == lab).mean()),
                        "nearest_centroid": right / len(ARTISTS),
                        "majority": max(float((lab == v).mean()) for v in set(lab))}
+    res["stroke_vs_fill"] = {s: _stroke_probe(feats, s) for s in ("outline", "blur")}
     return res
+
+
+def _stroke_probe(feats: list, stroke: str, ridge: float = 10.0) -> float:
+    """Leave-one-artist-out ridge classifier, ``stroke`` vs fill, on per-phrasing first-EOS states (each phrasing
+    a sample): accuracy on the held-out artist's phrasings (chance 0.5). Below chance means the held-out artist is
+    read as its stroke sibling, which shares its background and texture: the stroke is no shared direction."""
+    import torch
+
+    keep = [i for i, a in enumerate(ARTISTS) if ARTIST_STYLE[a][1] in ("fill", stroke)]
+    lab = np.array([ARTIST_STYLE[ARTISTS[i]][1] == stroke for i in keep], dtype=float)
+    x = torch.stack([f[keep] for f in feats]).double().numpy()  # (phrasings, artists, width)
+    right = 0
+    for j in range(len(keep)):
+        train = np.arange(len(keep)) != j
+        xs, ys = x[:, train].reshape(-1, x.shape[-1]), np.tile(lab[train], len(feats))
+        mu, sd = xs.mean(0), xs.std(0) + 1e-6
+        z = (xs - mu) / sd
+        w = np.linalg.solve(z.T @ z + ridge * np.eye(z.shape[1]), z.T @ (ys - ys.mean()))
+        said = ((x[:, j] - mu) / sd) @ w + ys.mean() > 0.5
+        right += int((said == bool(lab[j])).sum())
+    return right / (len(keep) * len(feats))
