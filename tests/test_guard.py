@@ -48,8 +48,8 @@ def test_guard_flags_the_target_and_its_misspelling_not_the_preserve_set(canvas,
 
 def test_common_words_calibrate_the_thresholds(canvas) -> None:
     """Pieces of a made-up name ("belly", "weather") sit near everyday words; calibrated on the preserve prompts
-    alone the guard flags hundreds of the 2,000 most common words, calibrated on them too it flags none of them
-    and still flags the name."""
+    alone the guard flags dozens of the 2,000 most common words (86 with the current canvas text tower, over 100
+    with the previous one), calibrated on them too it flags none of them and still flags the name."""
     from erasepro_core.guard import build_guard, common_words
 
     name = "auntie bellyweather"
@@ -60,7 +60,7 @@ def test_common_words_calibrate_the_thresholds(canvas) -> None:
     bare = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:], neutral_words=0, modifiers=())
     calibrated = build_guard(canvas, [name], PRESERVE[:3], PRESERVE[3:])
     assert calibrated.stats["neutral_words"] == 2000
-    assert bare.flags(canvas, words).sum() > 100
+    assert bare.flags(canvas, words).sum() > 50
     assert calibrated.flags(canvas, words).sum() == 0
     assert calibrated.flags(canvas, [name, f"a photo of {name} and a red star"]).all()
 
