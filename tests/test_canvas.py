@@ -179,6 +179,11 @@ def test_training_runs_and_exports_a_pipeline(tmp_path) -> None:
         ev = tmp_path / "eval.json"
         assert main(["canvas", "eval", str(dest), "--n", "1", "--steps", "2", "--json", str(ev)]) == 0
         assert main(["canvas", "card", "--run", str(run), "--model", str(dest), "--eval", str(ev)]) == 0
+        # refused at the door: a missing eval file, an eval file of the old format (a bare list of rows)
+        assert main(["canvas", "card", "--run", str(run), "--model", str(dest), "--eval", str(tmp_path / "no")]) == 2
+        (tmp_path / "old.json").write_text("[]")
+        assert main(["canvas", "card", "--run", str(run), "--model", str(dest), "--eval",
+                     str(tmp_path / "old.json")]) == 2
         card = (dest / "README.md").read_text()
         assert "100% of the artist swaps to an artist that differs only in stroke" in card
         assert "--n 1 --steps 2 --guidance 5.0" in card and "Style factors in the text tower" in card

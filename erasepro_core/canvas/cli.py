@@ -159,8 +159,17 @@ def run_canvas(args: argparse.Namespace) -> int:
         return 0
     if cmd == "card":
         from erasepro_core.canvas.card import write_card
+        from erasepro_core.cli import CLIError
 
+        files = [Path(args.eval_json), *(Path(args.run) / f"{r}.json" for r in ("config", "clip_done", "vae_done")),
+                 Path(args.run) / "unet_log.jsonl", *(Path(v) for v in (args.status, args.commands) if v)]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing or not Path(args.model).is_dir():
+            raise CLIError(f"canvas card needs a finished run, an exported model folder and these files: "
+                           f"{', '.join(missing) or args.model + ' (not a folder)'}")
         ev = json.loads(Path(args.eval_json).read_text())
+        if not isinstance(ev, dict) or not {"args", "rows"} <= set(ev):
+            raise CLIError(f"{args.eval_json} is not what 'canvas eval --json' writes (an object with args and rows)")
         text = {k: Path(v).read_text() if v else "" for k, v in (("status", args.status), ("commands", args.commands))}
         print(write_card(args.model, args.run, ev["rows"], eval_args=ev["args"], machine=args.machine,
                          status=text["status"], commands=text["commands"].strip()))

@@ -41,12 +41,14 @@ def main() -> int:
                 for piece in tok.tokenize(other):
                     holders.setdefault(piece, []).append(other)
         if kind == "character":  # world words carry one factor each: (object, colour, mark)
+            looks = dict(looks)
             for value, words in [*OBJECT_WORDS.items(), *COLOUR_WORDS.items()]:
                 for word in words:
-                    if len(tok.tokenize(word)) == 1:
-                        holders.setdefault(tok.tokenize(word)[0], []).append(word)
-                        looks = {**looks, word: (value if value in OBJECT_WORDS else None,
-                                                 value if value in COLOUR_WORDS else None, None)}
+                    pieces = tok.tokenize(word)
+                    if len(pieces) == 1:
+                        holders.setdefault(pieces[0], []).append(word)
+                        looks[word] = (value if value in OBJECT_WORDS else None,
+                                       value if value in COLOUR_WORDS else None, None)
         sep = " by " if kind == "style" else "the character "
         prompts = res["prompts"]["word_search"]
         working = {m: Counter(p.split(sep)[-1].split(" and ")[0] for p, ok in
